@@ -1,0 +1,2 @@
+DROP TABLE raw_message_versions;
+DROP TABLE raw_messages;

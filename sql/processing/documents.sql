@@ -1,0 +1,64 @@
+-- name: processing_select_candidates
+-- Messages that need processing, in one query (no per-message checks): not yet processed (unless
+-- :force), not journaled as a permanent failure (unless :retry_failed), and not under a live lease of
+-- another worker. Optional filters by source and channel; :limit caps the batch.
+-- Served by: raw_messages_channel_date_idx for the order, the primary keys of processed_documents,
+-- processing_failures and work_leases for the anti-joins.
+SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
+       r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
+FROM raw.raw_messages AS r
+LEFT JOIN processing.processed_documents AS d ON d.source_ref = r.source_ref
+LEFT JOIN processing.processing_failures AS f ON f.source_ref = r.source_ref
+LEFT JOIN processing.work_leases AS l ON l.source_ref = r.source_ref
+WHERE (d.source_ref IS NULL OR :force)
+  AND (f.source_ref IS NULL OR NOT f.permanent OR :retry_failed)
+  AND (l.source_ref IS NULL OR l.expires_at < :now)
+  AND (CAST(:source_id AS TEXT) IS NULL OR r.source_id = :source_id)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR r.channel_id = :channel_id)
+ORDER BY r.channel_id, r.date, r.source_ref
+LIMIT :limit;
+
+-- name: processing_upsert_document
+-- Write the one current document of a message (a re-run replaces it). Served by: processed_documents primary key.
+INSERT INTO processing.processed_documents (
+    source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
+    model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata
+) VALUES (
+    :source_ref, :id, :channel_id, :message_date, :processed_at, :text_clean, :summary, :topics, :entities,
+    :language, :model, :prompt_id, :pipeline_version, :input_tokens, :output_tokens, :metadata
+)
+ON CONFLICT (source_ref) DO UPDATE SET
+    id = excluded.id,
+    channel_id = excluded.channel_id,
+    message_date = excluded.message_date,
+    processed_at = excluded.processed_at,
+    text_clean = excluded.text_clean,
+    summary = excluded.summary,
+    topics = excluded.topics,
+    entities = excluded.entities,
+    language = excluded.language,
+    model = excluded.model,
+    prompt_id = excluded.prompt_id,
+    pipeline_version = excluded.pipeline_version,
+    input_tokens = excluded.input_tokens,
+    output_tokens = excluded.output_tokens,
+    metadata = excluded.metadata;
+
+-- name: processing_get_document
+-- One document by its message key. Served by: processed_documents primary key.
+SELECT * FROM processing.processed_documents WHERE source_ref = :source_ref;
+
+-- name: processing_stream_documents
+-- Documents of one channel (or all when :channel_id is NULL) in message-date order, within
+-- [since, until) (the store passes far-past/far-future bounds when unset, so no NULL timestamp needs a
+-- type); streamed for topicization and export. Served by: processed_documents_channel_date_idx.
+SELECT * FROM processing.processed_documents
+WHERE (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id)
+  AND message_date >= :since
+  AND message_date < :until
+ORDER BY channel_id, message_date, source_ref;
+
+-- name: processing_count_documents
+-- How many documents exist (optionally of one channel). Served by: processed_documents_channel_date_idx.
+SELECT COUNT(*) AS n FROM processing.processed_documents
+WHERE (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id);

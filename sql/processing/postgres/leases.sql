@@ -1,0 +1,22 @@
+-- name: processing_claim_leases
+-- Claim a batch of messages (a JSON array of source_refs) for one worker until :expires_at. A message
+-- under another worker's live lease, or already processed (unless :force), is not claimed; an expired
+-- lease is taken over. Returns the refs this worker now holds: only those may be sent to the LLM.
+-- Concurrent claims of the same ref serialise on the primary key, so exactly one worker wins.
+-- Served by: work_leases primary key, processed_documents primary key.
+INSERT INTO processing.work_leases AS l (source_ref, worker_id, leased_at, expires_at)
+SELECT j.ref, :worker_id, :now, :expires_at
+FROM jsonb_array_elements_text(:refs) AS j(ref)
+WHERE :force OR NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = j.ref)
+ON CONFLICT (source_ref) DO UPDATE SET
+    worker_id = excluded.worker_id,
+    leased_at = excluded.leased_at,
+    expires_at = excluded.expires_at
+WHERE l.expires_at < excluded.leased_at OR l.worker_id = excluded.worker_id
+RETURNING source_ref;
+
+-- name: processing_release_leases
+-- Give back a worker's leases (a JSON array of refs) once their documents or failures are written.
+-- Served by: work_leases primary key.
+DELETE FROM processing.work_leases
+WHERE worker_id = :worker_id AND source_ref IN (SELECT jsonb_array_elements_text(:refs));

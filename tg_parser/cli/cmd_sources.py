@@ -1,0 +1,151 @@
+"""tg-parser sources …: the channels to collect, their windows and state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from tg_parser.cli.context import AppContext, pass_app
+from tg_parser.cli.output import emit_json, emit_table, json_option
+from tg_parser.cli.types import UTC_DATETIME
+from tg_parser.domain.channels import parse_channel_ref
+from tg_parser.domain.models import Source
+from tg_parser.errors import InvalidInput, TgParserError
+from tg_parser.stores import IngestionStore
+
+
+class SourceNotFound(TgParserError):
+    pass
+
+
+@click.group("sources")
+def command() -> None:
+    """Add, list, pause, resume and remove channel sources."""
+
+
+@command.command("add")
+@click.argument("channel")
+@click.option(
+    "--id", "source_id", help="Source id to use (default: the username, or the numeric channel id)."
+)
+@click.option("--title", help="A title to show until Telegram provides the real one.")
+@click.option(
+    "--comments/--no-comments", default=False, help="Also collect comments from the discussion group."
+)
+@click.option("--since", type=UTC_DATETIME, help="Backfill no further back than this date (UTC).")
+@click.option("--until", type=UTC_DATETIME, help="Ignore messages after this date (UTC).")
+@json_option
+@pass_app
+def add(
+    app: AppContext,
+    channel: str,
+    source_id: str | None,
+    title: str | None,
+    comments: bool,
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
+    """Add CHANNEL: @username, a t.me link or a numeric channel id.
+
+    Adding a source that exists already changes nothing but its options (--comments, --since,
+    --until): its cursor, counters and status are kept.
+    """
+    try:
+        ref = parse_channel_ref(channel)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), "example: tg-parser sources add @durov") from None
+    if since and until and since > until:
+        raise InvalidInput("--since is after --until", "swap the two dates")
+    source_id = source_id if source_id is not None else ref.default_source_id()
+    if not source_id.strip():
+        raise InvalidInput("--id is empty", "give a non-empty source id")
+    store = IngestionStore(app.database())
+    source = Source(
+        source_id=source_id,
+        channel_id=ref.channel_id,
+        username=ref.username,
+        title=title,
+        include_comments=comments,
+        since_date=since,
+        until_date=until,
+    )
+    created = store.add_source(source)
+    if not created:
+        store.update_options(source_id, include_comments=comments, since_date=since, until_date=until)
+    stored = store.get_source(source_id)
+    if as_json:
+        emit_json({"created": created, "source": stored})
+        return
+    click.echo(
+        f"{'Added' if created else 'Updated'} source {source_id!r}"
+        + (f" ({ref.username})" if ref.username else "")
+    )
+
+
+@command.command("list")
+@click.option(
+    "--status", type=click.Choice(["active", "paused", "error"]), help="Only sources in this status."
+)
+@json_option
+@pass_app
+def list_sources(app: AppContext, status: str | None, as_json: bool) -> None:
+    """List sources with their cursor and health."""
+    sources = IngestionStore(app.database()).list_sources(status)  # type: ignore[arg-type]
+    if as_json:
+        emit_json([s.model_dump(mode="json") for s in sources])
+        return
+    rows = [
+        {
+            "source_id": s.source_id,
+            "channel": (s.username and f"@{s.username}") or s.channel_id,
+            "kind": s.kind,
+            "status": s.status,
+            "comments": s.include_comments,
+            "last_post_id": s.last_post_id,
+            "last_success": s.last_success_at,
+            "fails": s.fail_count,
+        }
+        for s in sources
+    ]
+    emit_table(
+        rows,
+        ["source_id", "channel", "kind", "status", "comments", "last_post_id", "last_success", "fails"],
+        empty="No sources yet. Add one with: tg-parser sources add @channel",
+    )
+
+
+def _set_status(app: AppContext, source_id: str, status: str) -> None:
+    if not IngestionStore(app.database()).set_status(source_id, status):  # type: ignore[arg-type]
+        raise SourceNotFound(f"no source {source_id!r}", "see 'tg-parser sources list'")
+    click.echo(f"{source_id}: {status}")
+
+
+@command.command("pause")
+@click.argument("source_id")
+@pass_app
+def pause(app: AppContext, source_id: str) -> None:
+    """Stop collecting SOURCE_ID until resumed."""
+    _set_status(app, source_id, "paused")
+
+
+@command.command("resume")
+@click.argument("source_id")
+@pass_app
+def resume(app: AppContext, source_id: str) -> None:
+    """Collect SOURCE_ID again (also clears the error status)."""
+    _set_status(app, source_id, "active")
+
+
+@command.command("remove")
+@click.argument("source_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def remove(app: AppContext, source_id: str, yes: bool) -> None:
+    """Remove SOURCE_ID and its cursors. Stored messages and documents are kept."""
+    if not yes:
+        click.confirm(f"Remove source {source_id!r} and its cursors?", abort=True)
+    if not IngestionStore(app.database()).remove_source(source_id):
+        raise SourceNotFound(f"no source {source_id!r}", "see 'tg-parser sources list'")
+    click.echo(f"Removed {source_id}")

@@ -1,0 +1,115 @@
+"""tg-parser sql …: browse the named queries and explain them on the configured database."""
+
+from __future__ import annotations
+
+import click
+
+from tg_parser.cli.context import AppContext, pass_app
+from tg_parser.cli.output import emit_json, emit_table, json_option
+from tg_parser.cli.types import KEY_VALUE
+from tg_parser.db.connect import load_catalog
+from tg_parser.db.params import parameter_names
+from tg_parser.db.resources import STORES
+from tg_parser.errors import InvalidInput
+
+
+@click.group("sql")
+def command() -> None:
+    """The hand-written SQL: list, show and explain named queries."""
+
+
+@command.command("list")
+@click.option("--store", type=click.Choice(STORES), help="Only this store's queries.")
+@json_option
+@pass_app
+def list_queries(app: AppContext, store: str | None, as_json: bool) -> None:
+    """List every named query for the configured dialect, with where it comes from."""
+    catalog = load_catalog(app.settings)
+    queries = [q for q in catalog if store is None or q.store == store]
+    rows = [
+        {
+            "name": q.name,
+            "store": q.store,
+            "origin": q.origin,
+            "params": ", ".join(parameter_names(q.sql)),
+            "summary": q.doc.split("\n")[0][:80],
+            "file": str(q.path),
+            "line": q.line,
+        }
+        for q in queries
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ["name", "store", "origin", "summary"])
+
+
+@command.command("show")
+@click.argument("name")
+@pass_app
+def show(app: AppContext, name: str) -> None:
+    """Print a query with its documentation and origin file."""
+    query = load_catalog(app.settings).get(name)
+    click.echo(f"-- name: {query.name}")
+    for line in query.doc.splitlines():
+        click.echo(f"-- {line}".rstrip())
+    click.echo(f"-- store: {query.store}; origin: {query.origin}; file: {query.location}")
+    params = parameter_names(query.sql)
+    click.echo(f"-- parameters: {', '.join(':' + p for p in params) if params else '(none)'}")
+    click.echo(query.sql + ";")
+
+
+def _typed(value: str) -> object:
+    """Parameter values from the command line: integers, booleans and NULL are recognised."""
+    lowered = value.lower()
+    if lowered in ("null", "none"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    if value.startswith(("[", "{")):
+        import json
+
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    from tg_parser.cli.types import UTC_DATETIME
+
+    if len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
+        try:
+            return UTC_DATETIME.convert(value, None, None)
+        except click.BadParameter:
+            pass
+    return value
+
+
+@command.command("explain")
+@click.argument("name")
+@click.option(
+    "-p", "--param", "params", multiple=True, type=KEY_VALUE, help="A parameter as key=value (repeatable)."
+)
+@pass_app
+def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> None:
+    """Show the plan of a named query on the configured database.
+
+    Values are typed: integers, true/false, null, JSON arrays/objects and ISO dates are recognised;
+    anything else is text. Parameters not given are NULL.
+
+    Example: tg-parser sql explain processing_select_candidates -p limit=100 -p force=false
+    """
+    db = app.database()
+    query = db.query(name)
+    given = {key: _typed(value) for key, value in params}
+    unknown = sorted(set(given) - set(parameter_names(query.sql)))
+    if unknown:
+        raise InvalidInput(
+            f"query {name!r} has no parameter {', '.join(unknown)}",
+            f"its parameters are: {', '.join(parameter_names(query.sql)) or '(none)'}",
+        )
+    values = {p: given.get(p) for p in parameter_names(query.sql)}
+    for line in db.explain(name, values):
+        click.echo(line)

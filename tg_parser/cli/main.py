@@ -1,0 +1,91 @@
+"""The `tg-parser` command group.
+
+Each `cmd_*.py` module in this package exposes `command` (a click command or group); they are added
+here automatically, so a new command is one new module. Errors meant for the operator print one line
+and exit with the code of their kind; anything unexpected prints one line too unless --debug is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from typing import Any
+
+import click
+
+from tg_parser import __version__
+from tg_parser.cli.context import AppContext
+from tg_parser.errors import EXIT_FAILURE, TgParserError
+from tg_parser.logging import redact
+
+
+class TgParserGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TgParserError as exc:
+            _fail(ctx, exc.one_line(), exc.exit_code, exc)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BrokenPipeError:
+            # Output piped into `head` or similar that stopped reading: not an error of ours.
+            sys.stderr.close()
+            sys.exit(0)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            _fail(
+                ctx,
+                f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                EXIT_FAILURE,
+                exc,
+            )
+
+
+def _fail(ctx: click.Context, message: str, code: int, exc: BaseException) -> None:
+    app = ctx.find_object(AppContext)
+    if app is not None and app.debug:
+        raise exc
+    click.echo(f"Error: {redact(message)}", err=True)
+    ctx.exit(code)
+
+
+@click.group(
+    cls=TgParserGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.version_option(__version__, "--version", prog_name="tg-parser")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Collect Telegram channel posts and comments, enrich them with an LLM, group them into topics
+    and export knowledge-base entries for RAG systems.
+
+    Storage is SQLite in ./data by default (DB_TYPE=sqlite) or PostgreSQL (DB_TYPE=postgres).
+    Settings come from the environment and .env; see docs/CONFIGURATION.md.
+
+    Start with:  tg-parser init   then   tg-parser health
+    """
+    ctx.obj = AppContext(debug=debug)
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"tg-parser {__version__}")
+
+
+def _register_commands() -> None:
+    package = importlib.import_module("tg_parser.cli")
+    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if module_info.name.startswith("cmd_"):
+            module = importlib.import_module(f"tg_parser.cli.{module_info.name}")
+            cli.add_command(module.command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="tg-parser")

@@ -1,0 +1,118 @@
+"""All settings, read from the environment and `.env` (pydantic-settings).
+
+Every field maps to an upper-case environment variable of the same name (``db_port`` ← ``DB_PORT``).
+`.env.example` and docs/CONFIGURATION.md list them all; a test keeps the three in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tg_parser.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- database -------------------------------------------------------------------------------
+    db_type: Literal["sqlite", "postgres"] = "sqlite"
+    db_sqlite_dir: Path = Path("./data")
+    db_sqlite_busy_timeout: int = Field(30_000, ge=0, description="ms SQLite waits for a lock")
+    database_url: SecretStr | None = None
+    db_host: str = "localhost"
+    db_port: int = Field(5432, ge=1, le=65535)
+    db_name: str = "tg_parser"
+    db_user: str = "tg_parser"
+    db_password: SecretStr | None = None
+    db_sslmode: str | None = None
+    db_connect_timeout: int = Field(10, ge=1, description="seconds")
+    db_pool_min_size: int = Field(1, ge=0)
+    db_pool_max_size: int = Field(10, ge=1)
+    db_pool_timeout: float = Field(30.0, gt=0, description="seconds to wait for a pooled connection")
+    db_pool_max_idle: float = Field(600.0, gt=0, description="seconds an idle connection is kept")
+    db_pool_max_lifetime: float = Field(3600.0, gt=0, description="seconds before a connection is recycled")
+    db_statement_timeout: int = Field(0, ge=0, description="ms; 0 disables the limit")
+    db_application_name: str = "tg-parser"
+    db_disable_prepared_statements: bool = False  # set when connecting through PgBouncer (transaction mode)
+
+    # --- SQL overrides --------------------------------------------------------------------------
+    tg_parser_sql_dir: Path | None = None
+
+    # --- logging --------------------------------------------------------------------------------
+    log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # --- Telegram -------------------------------------------------------------------------------
+    telegram_api_id: int | None = None
+    telegram_api_hash: SecretStr | None = None
+    telegram_session: SecretStr | None = None
+    telegram_session_file: Path | None = None
+    telegram_flood_sleep_threshold: int = Field(60, ge=0, description="seconds of FloodWait slept inline")
+    ingest_batch_size: int = Field(500, ge=1, le=500)
+
+    # --- LLM processing -------------------------------------------------------------------------
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-5-mini"
+    llm_api: Literal["auto", "responses", "chat"] = "auto"
+    llm_reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = "minimal"
+    llm_verbosity: Literal["low", "medium", "high"] | None = "low"
+    llm_max_output_tokens: int = Field(2000, ge=16)
+    llm_timeout: float = Field(60.0, gt=0, description="seconds per LLM request")
+    llm_max_retries: int = Field(3, ge=0)
+    prompts_dir: Path | None = None
+    processor: Literal["auto", "llm", "extractive"] = "auto"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("db_type", "log_format", "llm_api", "processor", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    def secrets(self) -> list[str]:
+        """Every secret value currently set, so logging can redact them wherever they appear."""
+        values: list[str] = []
+        for field in (
+            "database_url",
+            "db_password",
+            "telegram_api_hash",
+            "telegram_session",
+            "openai_api_key",
+        ):
+            secret = getattr(self, field)
+            if secret is not None and secret.get_secret_value():
+                values.append(secret.get_secret_value())
+        return values
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; an invalid value becomes one ConfigError line that names the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            given = error.get("input")
+            shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
+            if any(word in name for word in ("PASSWORD", "KEY", "HASH", "SESSION", "DATABASE_URL")):
+                shown = ""  # never echo a secret back
+            problems.append(f"{name}: {error['msg']}{shown}")
+        raise ConfigError(
+            "invalid setting " + "; ".join(problems),
+            "fix it in the environment or in .env (see docs/CONFIGURATION.md)",
+        ) from None

@@ -1,0 +1,171 @@
+"""The executor surface shared by both dialects.
+
+A `Database` runs named queries from the catalog. Outside a transaction each call is its own
+transaction; inside `with db.transaction():` every call made by this thread (through any store that
+shares the database) joins that one transaction, and an exception rolls all of it back.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from tg_parser.db.catalog import Query, SqlCatalog
+
+Row = dict[str, Any]
+Params = Mapping[str, Any] | None
+
+
+class Session(ABC):
+    """One connection, in or out of a transaction. Dialects implement the primitive operations."""
+
+    @abstractmethod
+    def execute(self, query: Query, params: Params = None) -> int: ...
+
+    @abstractmethod
+    def fetch_all(self, query: Query, params: Params = None) -> list[Row]: ...
+
+    @abstractmethod
+    def fetch_one(self, query: Query, params: Params = None) -> Row | None: ...
+
+    @abstractmethod
+    def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+    @abstractmethod
+    def stream(self, query: Query, params: Params, batch_size: int) -> Iterator[Row]: ...
+
+    @abstractmethod
+    def explain(self, query: Query, params: Params = None) -> list[str]: ...
+
+
+class Database(ABC):
+    """Named-query executor over one dialect. Stores hold one and never see the driver."""
+
+    dialect: str
+    catalog: SqlCatalog
+
+    def __init__(self) -> None:
+        self._tx: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+            f"tx-{id(self)}", default=None
+        )
+
+    # --- dialect hooks ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _session(self) -> AbstractContextManager[Session]:
+        """A session outside any transaction (each statement commits on its own)."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Session]:
+        """A session inside a new transaction: commit on success, rollback on exception."""
+
+    def _stream_session(self) -> AbstractContextManager[Session]:
+        """Where a stream outside a transaction runs (PostgreSQL needs a transaction for its cursor)."""
+        return self._transaction()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this database is, with no secret in it (for messages and health)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Pool or connection statistics for health checks."""
+
+    # --- public surface -----------------------------------------------------------------------------
+
+    def query(self, name: str) -> Query:
+        return self.catalog.get(name)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """Run the block in one transaction; nested calls join the outer one."""
+        if self._tx.get() is not None:
+            yield self
+            return
+        with self._transaction() as session:
+            token = self._tx.set(session)
+            try:
+                yield self
+            finally:
+                self._tx.reset(token)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx.get() is not None
+
+    @contextmanager
+    def _use(self) -> Iterator[Session]:
+        active = self._tx.get()
+        if active is not None:
+            yield active
+        else:
+            with self._session() as session:
+                yield session
+
+    def execute(self, name: str, params: Params = None) -> int:
+        """Run a statement; returns the affected row count."""
+        query = self.query(name)
+        with self._use() as session:
+            return session.execute(query, params)
+
+    def fetch_all(self, name: str, params: Params = None) -> list[Row]:
+        query = self.query(name)
+        with self._use() as session:
+            return session.fetch_all(query, params)
+
+    def fetch_one(self, name: str, params: Params = None) -> Row | None:
+        query = self.query(name)
+        with self._use() as session:
+            return session.fetch_one(query, params)
+
+    def fetch_scalar(self, name: str, params: Params = None) -> Any:
+        row = self.fetch_one(name, params)
+        return None if row is None else next(iter(row.values()), None)
+
+    def execute_many(self, name: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 500) -> int:
+        """Run a statement once per parameter set, sent in batches; all batches in one transaction."""
+        query = self.query(name)
+        total = 0
+        with self.transaction():
+            session = self._tx.get()
+            assert session is not None
+            batch: list[Mapping[str, Any]] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= batch_size:
+                    total += session.execute_many(query, batch)
+                    batch = []
+            if batch:
+                total += session.execute_many(query, batch)
+        return total
+
+    def stream(self, name: str, params: Params = None, batch_size: int = 1000) -> Iterator[Row]:
+        """Yield rows one by one with bounded memory (a server-side cursor on PostgreSQL).
+
+        The connection is held until the iterator is exhausted or closed; use it in a `for` loop or
+        `contextlib.closing`.
+        """
+        query = self.query(name)
+        active = self._tx.get()
+        if active is not None:
+            yield from active.stream(query, params, batch_size)
+            return
+        with self._stream_session() as session:
+            yield from session.stream(query, params, batch_size)
+
+    def explain(self, name: str, params: Params = None) -> list[str]:
+        query = self.query(name)
+        with self._use() as session:
+            return session.explain(query, params)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

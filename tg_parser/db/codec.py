@@ -1,0 +1,108 @@
+"""Type adaptation so stores see the same Python values on both dialects.
+
+SQLite has no timestamp, JSON or boolean types, so the migrations declare `TIMESTAMP_TEXT`, `JSON_TEXT`
+and `BOOLEAN_INT` (TEXT, TEXT and INTEGER affinity) and this module converts both ways:
+
+* timestamps ↔ ISO-8601 UTC text with a fixed width, `2025-01-02T03:04:05.123456Z`, so text order is
+  time order and an index on the column serves range scans;
+* dict/list ↔ compact JSON text (UTF-8, no ASCII escaping);
+* bool ↔ 0/1.
+
+On PostgreSQL the native types do this; dict/list parameters are wrapped as jsonb.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+SQLITE_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class NaiveDatetimeError(ValueError):
+    pass
+
+
+def format_timestamp(value: datetime) -> str:
+    """The canonical text of an aware timestamp (also used by checksums and exports)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise NaiveDatetimeError(
+            f"naive datetime {value.isoformat()} given; timestamps must be timezone-aware"
+        )
+    return value.astimezone(UTC).strftime(SQLITE_TS_FORMAT)
+
+
+def parse_timestamp(text: str) -> datetime:
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def dump_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_sqlite_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, dict | list):
+        return dump_json(value)
+    return value
+
+
+def encode_sqlite_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not params:
+        return {}
+    return {key: encode_sqlite_value(value) for key, value in params.items()}
+
+
+def _convert_timestamp(raw: bytes) -> datetime:
+    return parse_timestamp(raw.decode("utf-8"))
+
+
+def _convert_json(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"))
+
+
+def _convert_bool(raw: bytes) -> bool:
+    return raw not in (b"0", b"")
+
+
+_registered = False
+
+
+def register_sqlite_converters() -> None:
+    """Teach sqlite3 (PARSE_DECLTYPES) our declared types. Idempotent; converters are process-global."""
+    global _registered
+    if _registered:
+        return
+    sqlite3.register_converter("TIMESTAMP_TEXT", _convert_timestamp)
+    sqlite3.register_converter("JSON_TEXT", _convert_json)
+    sqlite3.register_converter("BOOLEAN_INT", _convert_bool)
+    _registered = True
+
+
+def adapt_pg_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    from psycopg.types.json import Jsonb
+
+    if not params:
+        return {}
+    adapted: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict | list):
+            adapted[key] = Jsonb(value)
+        elif isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
+            raise NaiveDatetimeError(
+                f"parameter {key!r} is a naive datetime; timestamps must be timezone-aware"
+            )
+        else:
+            adapted[key] = value
+    return adapted

@@ -1,0 +1,102 @@
+"""Open the configured database: SQLite files or a PostgreSQL pool, checked against the migrations."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from tg_parser.config import Settings
+from tg_parser.db.base import Database
+from tg_parser.db.catalog import SqlCatalog
+from tg_parser.db.postgres import PgTarget
+from tg_parser.errors import ConfigError
+
+
+def pg_target(settings: Settings) -> PgTarget:
+    """Connection parameters from DATABASE_URL or the DB_* parts, passed as keywords (never a built URL)."""
+    if settings.database_url is not None:
+        return parse_database_url(settings.database_url.get_secret_value())
+    options: dict[str, str] = {}
+    if settings.db_sslmode:
+        options["sslmode"] = settings.db_sslmode
+    return PgTarget(
+        host=settings.db_host,
+        port=settings.db_port,
+        dbname=settings.db_name,
+        user=settings.db_user,
+        password=settings.db_password.get_secret_value() if settings.db_password else None,
+        options=options,
+    )
+
+
+def parse_database_url(url: str) -> PgTarget:
+    """Accept postgresql://, postgres:// and postgresql+psycopg:// URLs; the password stays percent-decoded."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0].lower()
+    if scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"DATABASE_URL must start with postgresql:// (got {parts.scheme or 'no scheme'}://)",
+            "use postgresql://user:password@host:5432/dbname",
+        )
+    options: dict[str, str] = {}
+    for pair in filter(None, parts.query.split("&")):
+        key, _, value = pair.partition("=")
+        options[unquote(key)] = unquote(value)
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        raise ConfigError("DATABASE_URL has an invalid port", "use a number between 1 and 65535") from None
+    return PgTarget(
+        host=unquote(parts.hostname or "localhost"),
+        port=port,
+        dbname=unquote(parts.path.lstrip("/")) or "postgres",
+        user=unquote(parts.username or "postgres"),
+        password=unquote(parts.password) if parts.password is not None else None,
+        options=options,
+    )
+
+
+def load_catalog(settings: Settings, dialect: str | None = None) -> SqlCatalog:
+    return SqlCatalog.load(dialect or dialect_of(settings), settings.tg_parser_sql_dir)
+
+
+def dialect_of(settings: Settings) -> str:
+    return "postgres" if settings.db_type == "postgres" else "sqlite"
+
+
+def open_database(settings: Settings, *, check_migrations: bool = True) -> Database:
+    """The configured database. With `check_migrations`, refuse to work on a schema that is behind."""
+    catalog = load_catalog(settings)
+    db: Database
+    if settings.db_type == "postgres":
+        from tg_parser.db.postgres import PostgresDatabase
+
+        db = PostgresDatabase(
+            pg_target(settings),
+            catalog,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+            timeout=settings.db_pool_timeout,
+            max_idle=settings.db_pool_max_idle,
+            max_lifetime=settings.db_pool_max_lifetime,
+            statement_timeout_ms=settings.db_statement_timeout,
+            application_name=settings.db_application_name,
+            prepare_threshold=None if settings.db_disable_prepared_statements else 5,
+            connect_timeout=settings.db_connect_timeout,
+        )
+    else:
+        from tg_parser.db.sqlite import SqliteDatabase
+
+        if check_migrations:
+            from tg_parser.db.migrations import require_sqlite_files
+
+            require_sqlite_files(settings.db_sqlite_dir)
+        db = SqliteDatabase(settings.db_sqlite_dir, catalog, settings.db_sqlite_busy_timeout)
+    if check_migrations:
+        from tg_parser.db.migrations import require_current
+
+        try:
+            require_current(db)
+        except BaseException:
+            db.close()
+            raise
+    return db

@@ -1,0 +1,210 @@
+"""The executor on psycopg 3 with one `psycopg_pool.ConnectionPool` per process.
+
+Each store is a schema (`ingestion`, `raw`, `processing`) in one database. Connections carry
+`application_name`, `statement_timeout` and `TimeZone=UTC` as startup options, so no statement is spent
+on setup and every timestamptz comes back as an aware UTC datetime.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from tg_parser.db.base import Database, Params, Row, Session
+from tg_parser.db.catalog import Query, SqlCatalog
+from tg_parser.db.codec import adapt_pg_params
+from tg_parser.db.params import to_pyformat
+from tg_parser.errors import DatabaseUnavailable
+
+_cursor_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class PgTarget:
+    """Where PostgreSQL is. The password is kept out of repr and out of every message."""
+
+    host: str
+    port: int
+    dbname: str
+    user: str
+    password: str | None = field(default=None, repr=False)
+    options: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+        }
+        if self.password is not None:
+            kwargs["password"] = self.password
+        kwargs.update(self.options)
+        return kwargs
+
+
+def describe_connect_error(target: PgTarget, exc: BaseException) -> DatabaseUnavailable:
+    """Turn a driver error into one line that names host and port and never the password."""
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if target.password:
+        reason = reason.replace(target.password, "***")
+    return DatabaseUnavailable(
+        f"cannot connect to {target.describe()}: {reason}",
+        "check that the server is running and DATABASE_URL or DB_HOST/DB_PORT/DB_USER/DB_PASSWORD are right",
+    )
+
+
+class PgSession(Session):
+    def __init__(self, connection: psycopg.Connection) -> None:
+        self.connection = connection
+
+    @staticmethod
+    def _sql(query: Query) -> str:
+        return to_pyformat(query.sql)[0]
+
+    def execute(self, query: Query, params: Params = None) -> int:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self._sql(query), adapt_pg_params(params))
+            return cursor.rowcount
+
+    def fetch_all(self, query: Query, params: Params = None) -> list[Row]:
+        with self.connection.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(self._sql(query), adapt_pg_params(params))
+            return cursor.fetchall()
+
+    def fetch_one(self, query: Query, params: Params = None) -> Row | None:
+        with self.connection.cursor(row_factory=dict_row) as cursor:
+            cursor.execute(self._sql(query), adapt_pg_params(params))
+            return cursor.fetchone()
+
+    def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(self._sql(query), [adapt_pg_params(r) for r in rows])
+            return cursor.rowcount
+
+    def stream(self, query: Query, params: Params, batch_size: int) -> Iterator[Row]:
+        name = f"tgp_stream_{next(_cursor_ids)}"
+        with self.connection.cursor(name=name, row_factory=dict_row) as cursor:
+            cursor.itersize = batch_size
+            cursor.execute(self._sql(query), adapt_pg_params(params))
+            yield from cursor
+
+    def explain(self, query: Query, params: Params = None) -> list[str]:
+        with self.connection.cursor() as cursor:
+            cursor.execute("EXPLAIN " + self._sql(query), adapt_pg_params(params))
+            return [row[0] for row in cursor.fetchall()]
+
+    def copy_rows(
+        self, schema: str, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> int:
+        statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        count = 0
+        with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+        return count
+
+
+class PostgresDatabase(Database):
+    dialect = "postgres"
+
+    def __init__(
+        self,
+        target: PgTarget,
+        catalog: SqlCatalog,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 30.0,
+        max_idle: float = 600.0,
+        max_lifetime: float = 3600.0,
+        statement_timeout_ms: int = 0,
+        application_name: str = "tg-parser",
+        prepare_threshold: int | None = 5,
+        connect_timeout: int = 10,
+    ) -> None:
+        super().__init__()
+        self.target = target
+        self.catalog = catalog
+        startup = f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}"
+        kwargs = target.connect_kwargs()
+        kwargs.setdefault("connect_timeout", connect_timeout)
+        kwargs["application_name"] = application_name
+        kwargs["options"] = (kwargs.get("options", "") + " " + startup).strip()
+        kwargs["prepare_threshold"] = prepare_threshold
+        self._kwargs = kwargs
+        # Probe once with a plain connection: the pool would only report a timeout, while the operator
+        # needs the reason (refused, wrong password, unknown database).
+        try:
+            psycopg.connect(**kwargs).close()
+        except psycopg.Error as exc:
+            raise describe_connect_error(target, exc) from None
+        self.pool = ConnectionPool(
+            kwargs=kwargs,
+            min_size=min_size,
+            max_size=max(max_size, min_size, 1),
+            timeout=timeout,
+            max_idle=max_idle,
+            max_lifetime=max_lifetime,
+            check=ConnectionPool.check_connection,
+            name="tg-parser",
+            open=False,
+        )
+        try:
+            self.pool.open(wait=True, timeout=max(timeout, 1.0))
+        except PoolTimeout as exc:
+            self.pool.close()
+            raise describe_connect_error(target, exc) from None
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self.pool.connection() as connection:
+            yield PgSession(connection)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self.pool.connection() as connection, connection.transaction():
+            yield PgSession(connection)
+
+    def copy_rows(
+        self, schema: str, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> int:
+        """Bulk-load rows with COPY; joins the current transaction when there is one."""
+        active = self._tx.get()
+        if active is not None:
+            assert isinstance(active, PgSession)
+            return active.copy_rows(schema, table, columns, rows)
+        with self._transaction() as session:
+            assert isinstance(session, PgSession)
+            return session.copy_rows(schema, table, columns, rows)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection for db/ plumbing (migrations, locks, the migrator's catalog reads)."""
+        with self.pool.connection() as connection:
+            yield connection
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def describe(self) -> str:
+        return self.target.describe()
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.pool.get_stats()
+        keep = ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num")
+        return {key: stats.get(key, 0) for key in keep}

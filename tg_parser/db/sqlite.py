@@ -1,0 +1,158 @@
+"""The executor on stdlib sqlite3: three store files attached to one connection.
+
+The connection's main database is in memory; `ingestion_state.sqlite`, `raw_storage.sqlite` and
+`processing_storage.sqlite` are attached as `ingestion`, `raw` and `processing`, so the same SQL text
+(`raw.raw_messages`) runs on both dialects. Each file uses WAL, a busy timeout and foreign keys.
+
+Threads share the one connection under a lock; write transactions start with BEGIN IMMEDIATE so two
+processes queue on the busy timeout instead of failing with "database is locked" at commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from tg_parser.db.base import Database, Params, Row, Session
+from tg_parser.db.catalog import Query, SqlCatalog
+from tg_parser.db.codec import encode_sqlite_params, register_sqlite_converters
+from tg_parser.db.resources import STORES
+from tg_parser.errors import DatabaseUnavailable
+
+STORE_FILES: dict[str, str] = {
+    "ingestion": "ingestion_state.sqlite",
+    "raw": "raw_storage.sqlite",
+    "processing": "processing_storage.sqlite",
+}
+
+
+def store_path(directory: Path, store: str) -> Path:
+    return directory / STORE_FILES[store]
+
+
+def _dict_rows(cursor: sqlite3.Cursor, rows: list[tuple]) -> list[Row]:
+    names = [column[0] for column in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+class SqliteSession(Session):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, query: Query, params: Params = None) -> int:
+        cursor = self.connection.execute(query.sql, encode_sqlite_params(params))
+        return cursor.rowcount
+
+    def fetch_all(self, query: Query, params: Params = None) -> list[Row]:
+        cursor = self.connection.execute(query.sql, encode_sqlite_params(params))
+        return _dict_rows(cursor, cursor.fetchall())
+
+    def fetch_one(self, query: Query, params: Params = None) -> Row | None:
+        cursor = self.connection.execute(query.sql, encode_sqlite_params(params))
+        row = cursor.fetchone()
+        return None if row is None else _dict_rows(cursor, [row])[0]
+
+    def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int:
+        cursor = self.connection.executemany(query.sql, [encode_sqlite_params(r) for r in rows])
+        return cursor.rowcount
+
+    def stream(self, query: Query, params: Params, batch_size: int) -> Iterator[Row]:
+        cursor = self.connection.execute(query.sql, encode_sqlite_params(params))
+        try:
+            names = [column[0] for column in cursor.description or ()]
+            while chunk := cursor.fetchmany(batch_size):
+                for row in chunk:
+                    yield dict(zip(names, row, strict=True))
+        finally:
+            cursor.close()
+
+    def explain(self, query: Query, params: Params = None) -> list[str]:
+        cursor = self.connection.execute("EXPLAIN QUERY PLAN " + query.sql, encode_sqlite_params(params))
+        return [f"{'  ' * _depth(row, cursor)}{row[-1]}" for row in cursor.fetchall()]
+
+
+def _depth(row: tuple, cursor: sqlite3.Cursor) -> int:
+    # EXPLAIN QUERY PLAN rows are (id, parent, notused, detail); indent by nesting.
+    return 0 if row[1] == 0 else 1
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, directory: Path, catalog: SqlCatalog, busy_timeout_ms: int = 30_000) -> None:
+        super().__init__()
+        register_sqlite_converters()
+        self.directory = directory
+        self.catalog = catalog
+        self._lock = threading.RLock()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(
+                ":memory:",
+                detect_types=sqlite3.PARSE_DECLTYPES,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=busy_timeout_ms / 1000,
+            )
+            self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            for store in STORES:
+                self._connection.execute(
+                    f"ATTACH DATABASE ? AS {store}", (str(store_path(directory, store)),)
+                )
+                self._connection.execute(f"PRAGMA {store}.journal_mode = WAL")
+                self._connection.execute(f"PRAGMA {store}.synchronous = NORMAL")
+            self._connection.execute("PRAGMA foreign_keys = ON")
+        except (sqlite3.Error, OSError) as exc:
+            raise DatabaseUnavailable(
+                f"cannot open the SQLite stores in {directory}: {exc}",
+                "check that DB_SQLITE_DIR exists and is writable",
+            ) from None
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._lock:
+            yield SqliteSession(self._connection)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteSession(self._connection)
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            else:
+                self._connection.execute("COMMIT")
+
+    def _stream_session(self) -> AbstractContextManager[Session]:
+        # A read needs no write lock: the cursor reads one consistent WAL snapshot.
+        return self._session()
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+    def describe(self) -> str:
+        return f"SQLite in {self.directory}"
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "files": {
+                store: {
+                    "path": str(store_path(self.directory, store)),
+                    "bytes": store_path(self.directory, store).stat().st_size
+                    if store_path(self.directory, store).exists()
+                    else 0,
+                }
+                for store in STORES
+            }
+        }
+
+    def raw_connection(self) -> sqlite3.Connection:
+        """The underlying connection, for the migrator's catalog reads only."""
+        return self._connection

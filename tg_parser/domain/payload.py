@@ -1,0 +1,46 @@
+"""The raw_payload size cap: a message's payload is kept whole up to 256 KiB; above that the key fields
+are kept, the rest dropped, and the cut is recorded (flag + original size) so nothing is lost silently."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PAYLOAD_CAP_BYTES = 256 * 1024
+
+KEY_FIELDS = (
+    "id",
+    "date",
+    "edit_date",
+    "views",
+    "forwards",
+    "replies",
+    "grouped_id",
+    "post_author",
+    "from_id",
+    "reply_to",
+    "media",
+    "media_type",
+    "fwd_from",
+    "via_bot_id",
+    "type",
+)
+
+
+def payload_size(payload: dict[str, Any]) -> int:
+    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+
+
+def cap_payload(payload: dict[str, Any], cap: int = PAYLOAD_CAP_BYTES) -> tuple[dict[str, Any], bool, int]:
+    """Return (payload to store, truncated?, original size in bytes)."""
+    size = payload_size(payload)
+    if size <= cap:
+        return payload, False, size
+    kept = {key: payload[key] for key in KEY_FIELDS if key in payload}
+    if payload_size(kept) > cap:  # even the key fields are huge (e.g. a giant media dict): keep scalars only
+        kept = {
+            k: v for k, v in kept.items() if isinstance(v, int | float | str | bool) and len(str(v)) < 1024
+        }
+    kept["_truncated"] = True
+    kept["_original_bytes"] = size
+    return kept, True, size

@@ -1,0 +1,109 @@
+"""Logging through loguru: text or JSON lines on stderr, a run id on every line, secrets redacted.
+
+Stdlib loggers (psycopg.pool, yoyo, telethon, openai/httpx) are routed into loguru so that one format
+and one redaction rule apply to everything the process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from datetime import UTC
+from typing import Any
+
+from loguru import logger
+
+_secrets: set[str] = set()
+
+# DSN/URL credentials and key=value secrets that may arrive from a library's own message.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
+_KV_SECRET = re.compile(
+    r"(?P<key>\b(?:password|api_key|apikey|token|secret)\s*[=:]\s*)(?P<val>'[^']*'|\S+)", re.I
+)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
+
+
+def register_secrets(values: list[str]) -> None:
+    """Remember secret values (passwords, keys, session strings) so they are masked wherever they appear."""
+    for value in values:
+        if value and len(value) >= 3:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """Mask every known secret and anything shaped like a credential."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _KV_SECRET.sub(lambda m: f"{m['key']}***", text)
+    return _BEARER.sub(r"\1***", text)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class _InterceptHandler(logging.Handler):
+    """Send stdlib logging records into loguru, keeping the original logger name and level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        message = record.getMessage()
+        logger.bind(logger_name=record.name).opt(exception=record.exc_info, depth=0).log(level, message)
+
+
+def _patch(record: Any) -> None:
+    record["message"] = redact(record["message"])
+    record["extra"].setdefault("logger_name", record["name"])
+
+
+def _json_sink(message: Any) -> None:
+    record = message.record
+    payload = {
+        "time": record["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "level": record["level"].name,
+        "run_id": record["extra"].get("run_id"),
+        "logger": record["extra"].get("logger_name", record["name"]),
+        "message": record["message"],
+    }
+    extras = {k: v for k, v in record["extra"].items() if k not in ("run_id", "logger_name")}
+    if extras:
+        payload["extra"] = json.loads(redact(json.dumps(extras, default=str, ensure_ascii=False)))
+    if record["exception"] is not None:
+        payload["exception"] = redact(repr(record["exception"].value))
+    sys.stderr.write(json.dumps(payload, ensure_ascii=False) + "\n")
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", run_id: str | None = None, sink: Any = None) -> str:
+    """Configure loguru once per process; returns the run id that every line carries."""
+    run_id = run_id or new_run_id()
+    logger.remove()
+    logger.configure(extra={"run_id": run_id}, patcher=_patch)
+    if fmt == "json":
+        logger.add(sink or _json_sink, level=level, format="{message}", backtrace=False, diagnose=False)
+    else:
+        logger.add(
+            sink or sys.stderr,
+            level=level,
+            format="{time:YYYY-MM-DD HH:mm:ss} | {level: <7} | {extra[run_id]} | {message}",
+            backtrace=False,
+            diagnose=False,
+            colorize=None if sink is None else False,
+        )
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
+    for name in ("psycopg", "psycopg.pool", "yoyo", "telethon", "openai", "httpx"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
+    quiet = logging.DEBUG if level in ("TRACE", "DEBUG") else logging.WARNING
+    # yoyo narrates every migration step at INFO; our own commands report what was applied.
+    logging.getLogger("yoyo").setLevel(quiet)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("telethon").setLevel(logging.WARNING)
+    return run_id

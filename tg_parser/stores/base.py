@@ -1,0 +1,22 @@
+"""What every store shares: the database it runs named queries on, and the current time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tg_parser.db.base import Database
+
+# SQL LIMIT that means "no limit" on both dialects (SQLite has no LIMIT NULL).
+NO_LIMIT = 2**62
+# Bounds used for unset time filters, so no NULL timestamp parameter needs a type.
+FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    def now() -> datetime:
+        return datetime.now(UTC)

@@ -1,0 +1,210 @@
+"""ProcessingStore: processed documents, the failure journal, work leases, topics and run reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from tg_parser.domain.models import (
+    ProcessedDocument,
+    ProcessingFailure,
+    RunReport,
+    TopicBundle,
+    TopicCard,
+    WorkLease,
+)
+from tg_parser.stores.base import FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
+
+
+class ProcessingStore(Store):
+    # --- selection and leases -----------------------------------------------------------------------
+
+    def select_candidates(
+        self,
+        *,
+        limit: int | None = None,
+        source_id: str | None = None,
+        channel_id: int | None = None,
+        force: bool = False,
+        retry_failed: bool = False,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Messages that need processing, chosen by one query (see processing_select_candidates)."""
+        return self.db.fetch_all(
+            "processing_select_candidates",
+            {
+                "limit": NO_LIMIT if limit is None else limit,
+                "source_id": source_id,
+                "channel_id": channel_id,
+                "force": force,
+                "retry_failed": retry_failed,
+                "now": now or self.now(),
+            },
+        )
+
+    def claim(
+        self,
+        refs: Sequence[str],
+        worker_id: str,
+        ttl: timedelta,
+        *,
+        force: bool = False,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Lease refs for this worker; returns those it now holds (the only ones it may process)."""
+        if not refs:
+            return []
+        now = now or self.now()
+        rows = self.db.fetch_all(
+            "processing_claim_leases",
+            {"refs": list(refs), "worker_id": worker_id, "now": now, "expires_at": now + ttl, "force": force},
+        )
+        claimed = {row["source_ref"] for row in rows}
+        return [ref for ref in refs if ref in claimed]
+
+    def release(self, refs: Sequence[str], worker_id: str) -> int:
+        if not refs:
+            return 0
+        return self.db.execute("processing_release_leases", {"refs": list(refs), "worker_id": worker_id})
+
+    def leases(self) -> list[WorkLease]:
+        return [WorkLease.model_validate(r) for r in self.db.fetch_all("processing_list_leases")]
+
+    def purge_expired_leases(self, now: datetime | None = None) -> int:
+        return self.db.execute("processing_purge_expired_leases", {"now": now or self.now()})
+
+    # --- documents ----------------------------------------------------------------------------------
+
+    def upsert_documents(self, documents: Sequence[ProcessedDocument]) -> int:
+        """Write documents (one current per source_ref) and clear their failure rows, in one transaction."""
+        if not documents:
+            return 0
+        rows = []
+        for document in documents:
+            row = document.model_dump(mode="python")
+            row["entities"] = [e.model_dump() for e in document.entities]
+            rows.append(row)
+        with self.db.transaction():
+            self.db.execute_many("processing_upsert_document", rows)
+            self.db.execute_many(
+                "processing_delete_failure", [{"source_ref": d.source_ref} for d in documents]
+            )
+        return len(rows)
+
+    def get_document(self, source_ref: str) -> ProcessedDocument | None:
+        row = self.db.fetch_one("processing_get_document", {"source_ref": source_ref})
+        return ProcessedDocument.model_validate(row) if row else None
+
+    def stream_documents(
+        self, channel_id: int | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[ProcessedDocument]:
+        params = {"channel_id": channel_id, "since": since or FAR_PAST, "until": until or FAR_FUTURE}
+        for row in self.db.stream("processing_stream_documents", params):
+            yield ProcessedDocument.model_validate(row)
+
+    def count_documents(self, channel_id: int | None = None) -> int:
+        return int(self.db.fetch_scalar("processing_count_documents", {"channel_id": channel_id}))
+
+    # --- failures -----------------------------------------------------------------------------------
+
+    def record_failure(
+        self,
+        source_ref: str,
+        *,
+        channel_id: int | None,
+        error_class: str,
+        error_message: str,
+        permanent: bool,
+        run_id: str | None = None,
+    ) -> None:
+        self.db.execute(
+            "processing_record_failure",
+            {
+                "source_ref": source_ref,
+                "channel_id": channel_id,
+                "error_class": error_class,
+                "error_message": error_message[:2000],
+                "permanent": permanent,
+                "run_id": run_id,
+                "now": self.now(),
+            },
+        )
+
+    def failures(self, limit: int | None = None) -> list[ProcessingFailure]:
+        rows = self.db.fetch_all("processing_list_failures", {"limit": NO_LIMIT if limit is None else limit})
+        return [ProcessingFailure.model_validate(r) for r in rows]
+
+    def delete_failure(self, source_ref: str) -> None:
+        self.db.execute("processing_delete_failure", {"source_ref": source_ref})
+
+    # --- topics -------------------------------------------------------------------------------------
+
+    def replace_channel_topics(
+        self, channel_id: int, cards: Sequence[TopicCard], bundles: Sequence[TopicBundle]
+    ) -> None:
+        """Replace a channel's cards, membership and bundles in one transaction (no stale topic lingers)."""
+        with self.db.transaction():
+            self.db.execute("topics_delete_channel", {"channel_id": channel_id})
+            if cards:
+                self.db.execute_many("topics_insert_card", [self._card_row(c) for c in cards])
+                self.db.execute_many(
+                    "topics_insert_channel",
+                    [{"topic_id": c.topic_id, "channel_id": c.channel_id} for c in cards],
+                )
+            if bundles:
+                self.db.execute_many("topics_upsert_bundle", [self._bundle_row(b) for b in bundles])
+
+    @staticmethod
+    def _card_row(card: TopicCard) -> dict[str, Any]:
+        row = card.model_dump(mode="python")
+        row["anchors"] = [a.model_dump() for a in card.anchors]
+        return row
+
+    @staticmethod
+    def _bundle_row(bundle: TopicBundle) -> dict[str, Any]:
+        row = bundle.model_dump(mode="python")
+        row["items"] = [i.model_dump() for i in bundle.items]
+        return row
+
+    def topics_for_channel(self, channel_id: int) -> list[TopicCard]:
+        return [
+            TopicCard.model_validate(r)
+            for r in self.db.fetch_all("topics_list_by_channel", {"channel_id": channel_id})
+        ]
+
+    def all_topics(self) -> list[TopicCard]:
+        return [TopicCard.model_validate(r) for r in self.db.fetch_all("topics_list_all")]
+
+    def get_topic(self, topic_id: str) -> TopicCard | None:
+        row = self.db.fetch_one("topics_get_card", {"topic_id": topic_id})
+        return TopicCard.model_validate(row) if row else None
+
+    def get_bundle(self, topic_id: str) -> TopicBundle | None:
+        row = self.db.fetch_one("topics_get_bundle", {"topic_id": topic_id})
+        return TopicBundle.model_validate(row) if row else None
+
+    # --- run reports --------------------------------------------------------------------------------
+
+    def start_run(self, report: RunReport) -> None:
+        self.db.execute("runs_insert", report.model_dump(mode="python"))
+
+    def finish_run(self, report: RunReport) -> None:
+        self.db.execute(
+            "runs_finish",
+            {
+                "run_id": report.run_id,
+                "finished_at": report.finished_at or self.now(),
+                "status": report.status,
+                "counts": report.counts,
+                "error": report.error,
+            },
+        )
+
+    def get_run(self, run_id: str) -> RunReport | None:
+        row = self.db.fetch_one("runs_get", {"run_id": run_id})
+        return RunReport.model_validate(row) if row else None
+
+    def recent_runs(self, kind: str | None = None, limit: int = 20) -> list[RunReport]:
+        rows = self.db.fetch_all("runs_recent", {"kind": kind, "limit": limit})
+        return [RunReport.model_validate(r) for r in rows]

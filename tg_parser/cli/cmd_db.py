@@ -85,3 +85,10 @@ def unlock(app: AppContext, store: str) -> None:
     """Remove a stale migration lock left by a process that died mid-upgrade."""
     lock = migrations.unlock(app.settings, store)
     click.echo(f"{store}: removed lock of pid {lock['pid']}" if lock else f"{store}: no lock was held")
+
+
+# The bulk migrator's commands live in their own module; they belong to this group.
+from tg_parser.cli.db_migrate import checksum, migrate_to_postgres  # noqa: E402
+
+command.add_command(migrate_to_postgres)
+command.add_command(checksum)

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 SQLITE_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -32,7 +34,10 @@ def format_timestamp(value: datetime) -> str:
         raise NaiveDatetimeError(
             f"naive datetime {value.isoformat()} given; timestamps must be timezone-aware"
         )
-    return value.astimezone(UTC).strftime(SQLITE_TS_FORMAT)
+    utc = value.astimezone(UTC)
+    # glibc's %Y does not zero-pad years below 1000 ("999-…"), which would break the fixed width and
+    # with it text order = time order; pad the year ourselves.
+    return f"{utc.year:04d}" + utc.strftime(SQLITE_TS_FORMAT[2:])
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -69,7 +74,11 @@ def _convert_timestamp(raw: bytes) -> datetime:
 
 
 def _convert_json(raw: bytes) -> Any:
-    return json.loads(raw.decode("utf-8"))
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # orjson stops at 64-bit integers and rejects lone surrogates; the stdlib parser takes both.
+        return json.loads(raw.decode("utf-8", "surrogatepass"))
 
 
 def _convert_bool(raw: bytes) -> bool:

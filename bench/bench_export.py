@@ -1,0 +1,138 @@
+"""Benchmark: export N processed documents to kb_entries.ndjson on SQLite and PostgreSQL.
+
+Prints entries/s and the peak RSS of the export process at 50k and 200k documents, and the RSS ratio
+between the two (flat memory means a ratio near 1.0). Target: ≥ 50,000 entries/s.
+
+    python bench/bench_export.py [--sizes 50000,200000] [--dialects sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import drop_pg, fresh_install, run_measured, tg_parser_cmd
+
+from tg_parser.db.connect import open_database
+from tg_parser.domain.models import Source
+from tg_parser.stores import IngestionStore
+
+CHANNELS = 4
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def populate(settings, count: int) -> None:
+    db = open_database(settings)
+    try:
+        for c in range(CHANNELS):
+            IngestionStore(db).add_source(
+                Source(source_id=f"chan{c}", channel_id=100 + c, username=f"chan_{c}")
+            )
+        batch_raw, batch_doc = [], []
+        for i in range(count):
+            channel = 100 + i % CHANNELS
+            message_id = i // CHANNELS + 1
+            ref = f"tg:{channel}:post:{message_id}"
+            date = T0 + timedelta(minutes=i)
+            text = (
+                f"Сообщение {i}: новости о запуске ракет и спутников. Post {i} about launches and satellites. "
+                * 3
+            )
+            batch_raw.append(
+                {
+                    "source_ref": ref,
+                    "source_id": f"chan{channel - 100}",
+                    "channel_id": channel,
+                    "message_id": message_id,
+                    "message_type": "post",
+                    "date": date,
+                    "edit_date": None,
+                    "text": text,
+                    "thread_id": None,
+                    "parent_message_id": None,
+                    "grouped_id": None,
+                    "views": i,
+                    "forwards": 1,
+                    "replies": 0,
+                    "media_type": None,
+                    "media": None,
+                    "raw_payload": {"id": message_id},
+                    "payload_truncated": False,
+                    "payload_size": 20,
+                    "inserted_at": date,
+                }
+            )
+            batch_doc.append(
+                {
+                    "source_ref": ref,
+                    "id": f"doc:{ref}",
+                    "channel_id": channel,
+                    "message_date": date,
+                    "processed_at": date,
+                    "text_clean": text,
+                    "summary": f"Сводка {i}. Summary of post {i}.",
+                    "topics": ["space", "rockets"],
+                    "entities": [{"type": "org", "value": "Roscosmos", "confidence": 0.9}],
+                    "language": "ru",
+                    "model": "bench",
+                    "prompt_id": "p",
+                    "pipeline_version": "1",
+                    "input_tokens": 100,
+                    "output_tokens": 50,
+                    "metadata": {},
+                }
+            )
+            if len(batch_raw) == 5000:
+                db.execute_many("raw_insert_message", batch_raw, batch_size=5000)
+                db.execute_many("processing_upsert_document", batch_doc, batch_size=5000)
+                batch_raw, batch_doc = [], []
+        if batch_raw:
+            db.execute_many("raw_insert_message", batch_raw, batch_size=5000)
+            db.execute_many("processing_upsert_document", batch_doc, batch_size=5000)
+    finally:
+        db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="50000,200000")
+    parser.add_argument("--dialects", default="sqlite,postgres")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for dialect in args.dialects.split(","):
+            for size in sizes:
+                name = f"tgp_bench_export_{size}"
+                settings, env = fresh_install(dialect, work, name)
+                populate(settings, size)
+                out = work / f"out_{dialect}_{size}"
+                seconds, peak = run_measured(tg_parser_cmd("export", "--out", str(out), "--silent"), env)
+                lines = sum(1 for _ in (out / "kb_entries.ndjson").open(encoding="utf-8"))
+                rows.append((dialect, size, lines, seconds, lines / seconds, peak / 2**20))
+                if dialect == "postgres":
+                    drop_pg(name)
+    print(
+        f"{'dialect':<9} {'documents':>9} {'entries':>9} {'seconds':>8} {'entries/s':>10} {'peak RSS MB':>12}"
+    )
+    for dialect, size, lines, seconds, rate, rss in rows:
+        print(f"{dialect:<9} {size:>9} {lines:>9} {seconds:>8.2f} {rate:>10.0f} {rss:>12.1f}")
+    for dialect in args.dialects.split(","):
+        mine = [r for r in rows if r[0] == dialect]
+        if len(mine) >= 2:
+            print(
+                f"{dialect}: RSS {mine[-1][1]} vs {mine[0][1]} documents = {mine[-1][5] / mine[0][5]:.2f}x "
+                f"(flat ≈ 1.0); rate at {mine[-1][1]}: {mine[-1][4]:.0f}/s (target ≥ 50,000/s)"
+            )
+
+
+if __name__ == "__main__":
+    main()

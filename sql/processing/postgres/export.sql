@@ -1,0 +1,21 @@
+-- name: export_stream_documents
+-- Documents joined with their raw message (type, ids, counters) for the knowledge-base export, in the
+-- export's deterministic order (channel, message date, source_ref), optionally one channel and a
+-- [since, until) window on the MESSAGE date (not processing time). Streamed. Timestamps come back as
+-- canonical RFC 3339 text (….ffffffZ), which is what the export writes, so no row pays for a
+-- parse-and-format round trip.
+-- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages primary key for the join.
+SELECT d.source_ref, d.channel_id,
+       to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date,
+       to_char(d.processed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS processed_at,
+       d.text_clean, d.summary, d.topics, d.entities, d.language, d.model, d.prompt_id, d.pipeline_version,
+       r.message_type, r.message_id, r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies,
+       r.media_type,
+       to_char(r.edit_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS edit_date,
+       r.source_id
+FROM processing.processed_documents AS d
+JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
+WHERE (CAST(:channel_id AS BIGINT) IS NULL OR d.channel_id = :channel_id)
+  AND d.message_date >= :since
+  AND d.message_date < :until
+ORDER BY d.channel_id, d.message_date, d.source_ref;

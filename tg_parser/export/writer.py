@@ -1,0 +1,312 @@
+"""The knowledge-base export: kb_entries.ndjson, topics.json and topic_<id>.json (DESIGN.md §7).
+
+Rows stream from the database straight into the NDJSON file (memory stays flat whatever the channel
+size); only topic membership and the few documents that topics cite are held in memory. Every file is
+written to a temporary name and renamed into place at the end, so a reader never sees half an export,
+and the output is deterministic: the same database gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tg_parser.db.base import Database
+from tg_parser.db.codec import format_timestamp
+from tg_parser.domain.ids import kb_message_id, kb_topic_id
+from tg_parser.export.links import message_link
+from tg_parser.stores.base import FAR_FUTURE, FAR_PAST
+
+TITLE_MAX = 120
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+@dataclass
+class ExportFilters:
+    channel_id: int | None = None
+    topic_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    message_entries: int = 0
+    topic_entries: int = 0
+    topic_files: list[str] = field(default_factory=list)
+    removed_files: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "message_entries": self.message_entries,
+            "topic_entries": self.topic_entries,
+            "topic_files": len(self.topic_files),
+            "removed_stale_topic_files": self.removed_files,
+        }
+
+
+def make_title(summary: str | None, text: str) -> str:
+    """The first sentence of the summary (or of the text), cut at a word boundary."""
+    source = (summary or "").strip() or text.strip()
+    first = _SENTENCE_END.split(source, maxsplit=1)[0].strip() if source else ""
+    first = " ".join(first.split())
+    if len(first) > TITLE_MAX:
+        cut = first[:TITLE_MAX].rsplit(" ", 1)[0] or first[:TITLE_MAX]
+        first = cut.rstrip(",;:-–— ") + "…"
+    return first or "(untitled)"
+
+
+def topic_file_name(topic_id: str) -> str:
+    return "topic_" + re.sub(r"[^A-Za-z0-9_.-]", "_", topic_id.removeprefix("topic:")) + ".json"
+
+
+def _dumps(value: Any) -> str:
+    # orjson: compact UTF-8 like json.dumps(ensure_ascii=False, separators=(",", ":")), several times faster.
+    return orjson.dumps(value).decode("utf-8")
+
+
+class _AtomicFiles:
+    """Temp files in the target folder, renamed into place only when everything was written."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.pending: list[tuple[Path, Path]] = []
+
+    def open(self, name: str) -> Any:
+        final = self.out_dir / name
+        temp = self.out_dir / f".{name}.tmp-{os.getpid()}"
+        self.pending.append((temp, final))
+        return temp.open("w", encoding="utf-8", newline="\n")
+
+    def commit(self) -> None:
+        for temp, final in self.pending:
+            os.replace(temp, final)
+        self.pending.clear()
+
+    def abort(self) -> None:
+        for temp, _ in self.pending:
+            temp.unlink(missing_ok=True)
+        self.pending.clear()
+
+
+def export(
+    db: Database,
+    out_dir: Path,
+    filters: ExportFilters | None = None,
+    on_entry: Callable[[], None] | None = None,
+) -> ExportResult:
+    filters = filters or ExportFilters()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = ExportResult(out_dir=out_dir)
+
+    usernames: dict[int, str] = {}
+    for row in db.fetch_all("export_channel_usernames"):
+        usernames.setdefault(int(row["channel_id"]), row["username"])
+
+    cards = [c for c in db.fetch_all("topics_list_all") if _topic_selected(c, filters)]
+    bundles = {b["topic_id"]: b for b in db.fetch_all("export_topic_bundles")}
+    membership: dict[str, list[str]] = {}
+    cited: set[str] = set()
+    for card in cards:
+        refs = [a["source_ref"] for a in card["anchors"]]
+        refs += [i["source_ref"] for i in bundles.get(card["topic_id"], {}).get("items", [])]
+        for ref in dict.fromkeys(refs):
+            membership.setdefault(ref, []).append(card["topic_id"])
+            cited.add(ref)
+    allowed = cited if filters.topic_id else None
+
+    docs_for_topics: dict[str, dict[str, Any]] = {}
+    files = _AtomicFiles(out_dir)
+    try:
+        with files.open("kb_entries.ndjson") as ndjson:
+            for row in _stream_documents(db, filters):
+                ref = row["source_ref"]
+                if allowed is not None and ref not in allowed:
+                    continue
+                entry = _message_entry(row, usernames, sorted(membership.get(ref, [])))
+                ndjson.write(_dumps(entry) + "\n")
+                result.message_entries += 1
+                if ref in cited:
+                    docs_for_topics[ref] = {
+                        "url": entry["url"],
+                        "title": entry["title"],
+                        "summary": entry["summary"],
+                        "message_date": entry["message_date"],
+                    }
+                if on_entry:
+                    on_entry()
+            exported_cards = [
+                c for c in cards if any(a["source_ref"] in docs_for_topics for a in c["anchors"])
+            ]
+            for card in exported_cards:
+                ndjson.write(_dumps(_topic_entry(card, bundles.get(card["topic_id"]), docs_for_topics)))
+                ndjson.write("\n")
+                result.topic_entries += 1
+        with files.open("topics.json") as handle:
+            listing = [_topic_listing(card, bundles.get(card["topic_id"])) for card in exported_cards]
+            handle.write(json.dumps({"topics": listing}, ensure_ascii=False, indent=2) + "\n")
+        for card in exported_cards:
+            name = topic_file_name(card["topic_id"])
+            with files.open(name) as handle:
+                document = _topic_file(card, bundles.get(card["topic_id"]), docs_for_topics)
+                handle.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+            result.topic_files.append(name)
+        files.commit()
+    except BaseException:
+        files.abort()
+        raise
+    if filters.topic_id is None:
+        keep = set(result.topic_files)
+        for stale in sorted(out_dir.glob("topic_*.json")):
+            if stale.name not in keep:
+                stale.unlink()
+                result.removed_files.append(stale.name)
+    return result
+
+
+def _topic_selected(card: dict[str, Any], filters: ExportFilters) -> bool:
+    if filters.topic_id is not None and card["topic_id"] != filters.topic_id:
+        return False
+    return filters.channel_id is None or int(card["channel_id"]) == filters.channel_id
+
+
+def _stream_documents(db: Database, filters: ExportFilters) -> Iterator[dict[str, Any]]:
+    params = {
+        "channel_id": filters.channel_id,
+        "since": filters.since or FAR_PAST,
+        "until": filters.until or FAR_FUTURE,
+    }
+    yield from db.stream("export_stream_documents", params, batch_size=2000)
+
+
+def _message_entry(row: dict[str, Any], usernames: dict[int, str], topic_ids: list[str]) -> dict[str, Any]:
+    channel_id = int(row["channel_id"])
+    username = usernames.get(channel_id)
+    summary = row["summary"] or ""
+    text = row["text_clean"]
+    content = f"{summary}\n\n{text}" if summary and summary.strip() != text.strip() else text
+    url = message_link(
+        channel_id=channel_id,
+        username=username,
+        message_type=row["message_type"],
+        message_id=int(row["message_id"]),
+        post_id=row["thread_id"],
+    )
+    return {
+        "id": kb_message_id(row["source_ref"]),
+        "type": "message",
+        "source_ref": row["source_ref"],
+        "channel_id": channel_id,
+        "channel_username": username,
+        "message_type": row["message_type"],
+        "message_id": int(row["message_id"]),
+        "title": make_title(summary, text),
+        "content": content,
+        "summary": summary,
+        "topics": list(row["topics"] or []),
+        "topic_ids": topic_ids,
+        "entities": list(row["entities"] or []),
+        "language": row["language"] or "und",
+        "url": url,
+        "message_date": row["message_date"],
+        "metadata": {
+            "model": row["model"],
+            "prompt_id": row["prompt_id"],
+            "pipeline_version": row["pipeline_version"],
+            "processed_at": row["processed_at"],
+            "edit_date": row["edit_date"],
+            "thread_id": row["thread_id"],
+            "parent_message_id": row["parent_message_id"],
+            "views": row["views"],
+            "forwards": row["forwards"],
+            "replies": row["replies"],
+            "media_type": row["media_type"],
+            "source_id": row["source_id"],
+        },
+    }
+
+
+def _refs(items: list[dict[str, Any]], docs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"source_ref": i["source_ref"], "score": i["score"], "url": docs[i["source_ref"]]["url"]}
+        for i in items
+        if i["source_ref"] in docs
+    ]
+
+
+def _topic_entry(
+    card: dict[str, Any], bundle: dict[str, Any] | None, docs: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    anchors = _refs(card["anchors"], docs)
+    supporting = _refs((bundle or {}).get("items", []), docs)
+    summary = card["summary"] or ""
+    lines = [card["title"], "", summary] if summary else [card["title"]]
+    lines += ["", "Sources:"] + [f"- {docs[a['source_ref']]['title']} ({a['url']})" for a in anchors]
+    return {
+        "id": kb_topic_id(card["topic_id"]),
+        "type": "topic",
+        "topic_id": card["topic_id"],
+        "channel_id": int(card["channel_id"]),
+        "title": card["title"],
+        "content": "\n".join(lines).strip(),
+        "summary": summary,
+        "kind": card["kind"],
+        "tags": list(card["tags"] or []),
+        "anchors": anchors,
+        "supporting": supporting,
+        "url": anchors[0]["url"],
+        "updated_at": format_timestamp(card["updated_at"]),
+    }
+
+
+def _topic_listing(card: dict[str, Any], bundle: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "topic_id": card["topic_id"],
+        "channel_id": int(card["channel_id"]),
+        "title": card["title"],
+        "summary": card["summary"] or "",
+        "kind": card["kind"],
+        "tags": list(card["tags"] or []),
+        "anchors": [a["source_ref"] for a in card["anchors"]],
+        "supporting_count": len((bundle or {}).get("items", [])),
+        "file": topic_file_name(card["topic_id"]),
+    }
+
+
+def _topic_file(
+    card: dict[str, Any], bundle: dict[str, Any] | None, docs: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    sources = []
+    for role, items in (("anchor", card["anchors"]), ("supporting", (bundle or {}).get("items", []))):
+        for item in items:
+            doc = docs.get(item["source_ref"])
+            if doc is None:
+                continue
+            sources.append({"source_ref": item["source_ref"], "role": role, "score": item["score"], **doc})
+    return {
+        "topic_id": card["topic_id"],
+        "card": {
+            "topic_id": card["topic_id"],
+            "channel_id": int(card["channel_id"]),
+            "title": card["title"],
+            "summary": card["summary"] or "",
+            "kind": card["kind"],
+            "tags": list(card["tags"] or []),
+            "anchors": card["anchors"],
+            "model": card["model"],
+            "prompt_id": card["prompt_id"],
+            "updated_at": format_timestamp(card["updated_at"]),
+        },
+        "bundle": {"items": (bundle or {}).get("items", [])},
+        "sources": sources,
+    }

@@ -1,0 +1,137 @@
+"""The extractive processor's pure extractors on tricky inputs (no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tg_parser.processing.extractive import (
+    clean_text,
+    detect_language,
+    extract,
+    extract_entities,
+    hashtags,
+    strip_tracking,
+    summarize,
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://ex.com/a?utm_source=tg&utm_medium=x&id=5", "https://ex.com/a?id=5"),
+        ("https://ex.com/a?fbclid=abc", "https://ex.com/a"),
+        ("https://ex.com/a?id=5#frag", "https://ex.com/a?id=5#frag"),  # untouched when nothing to drop
+        ("https://ex.com/p?q=a%20b&gclid=1&yclid=2", "https://ex.com/p?q=a+b"),
+        ("www.ex.com/x?UTM_Campaign=z&k=v", "www.ex.com/x?k=v"),
+    ],
+)
+def test_strip_tracking(url, expected):
+    assert strip_tracking(url) == expected
+
+
+def test_clean_text_removes_markup_keeps_urls_and_normalises():
+    raw = (
+        "**Bold** __italic__ ~~gone~~ ||spoiler|| `code` <b>html</b> [site](https://ex.com/?utm_source=a&x=1)\n\n\n\n"
+        "Wow!!!!   Really???  Yes.... 🔥🔥🔥🔥 👍🔥 and https://t.me/chan/5?utm_campaign=q."
+    )
+    assert clean_text(raw) == (
+        "Bold italic gone spoiler code html site (https://ex.com/?x=1)\n\n"
+        "Wow! Really? Yes… 🔥 👍🔥 and https://t.me/chan/5."
+    )
+
+
+def test_clean_text_keeps_nested_markup_content_and_rtl():
+    assert clean_text("**bold __and italic__ inside**") == "bold and italic inside"
+    rtl = "‏مرحبا بالعالم!!! زوروا https://ex.com/?utm_source=x"
+    assert clean_text(rtl) == "‏مرحبا بالعالم! زوروا https://ex.com/"
+
+
+def test_url_with_parentheses_and_trailing_punctuation():
+    text = "See https://en.wikipedia.org/wiki/Foo_(bar), and (https://ex.com/a)."
+    assert extract_entities(text) == [
+        {"type": "url", "value": "https://en.wikipedia.org/wiki/Foo_(bar)", "confidence": 1.0},
+        {"type": "url", "value": "https://ex.com/a", "confidence": 1.0},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("First sentence. Second one.", "First sentence."),
+        ("Вопрос? Ответ.", "Вопрос?"),
+        ("No terminal punctuation here", "No terminal punctuation here"),
+        ("v1.2 released. Notes follow.", "v1.2 released."),
+        ("word " * 80, " ".join(["word"] * 40) + "…"),  # 200 characters, cut at a word boundary
+        ("", ""),
+    ],
+)
+def test_summarize_is_a_prefix_never_invented(text, expected):
+    summary = summarize(text)
+    assert summary == expected
+    assert summary.rstrip("…") in text
+
+
+def test_hashtags_normalised_and_deduplicated():
+    assert hashtags("#Новости и #news, #NEWS again, #2024 is not a tag, a#b neither, #Tag_1") == [
+        "новости",
+        "news",
+        "tag_1",
+    ]
+
+
+def test_entities_of_every_kind():
+    text = "Mail Info@Example.ORG, call +7 (999) 123-45-67, ping @some_channel, buy $btc #Crypto https://x.io/?fbclid=1"
+    kinds = {(e["type"], e["value"]) for e in extract_entities(text)}
+    assert kinds == {
+        ("email", "info@example.org"),
+        ("phone", "+79991234567"),
+        ("mention", "@some_channel"),
+        ("cashtag", "$BTC"),
+        ("hashtag", "#crypto"),
+        ("url", "https://x.io/"),
+    }
+    assert all(e["confidence"] == 1.0 for e in extract_entities(text))
+
+
+def test_dates_and_short_numbers_are_not_phones():
+    assert [e for e in extract_entities("on 2024-05-01 we sold 1234 units") if e["type"] == "phone"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("Это обычный текст на русском языке, и он про новости.", "ru"),
+        ("Це звичайний текст українською мовою і він про новини.", "uk"),
+        ("Това е обикновен текст на български език за новините.", "bg"),
+        ("This is an ordinary English text about the news of the day.", "en"),
+        ("Das ist ein ganz normaler Text und er ist nicht lang.", "de"),
+        ("C'est un texte normal pour les nouvelles dans la ville.", "fr"),
+        ("Este es un texto normal para las noticias de la ciudad.", "es"),
+        ("مرحبا بالعالم هذا نص عربي", "ar"),
+        ("שלום עולם זה טקסט בעברית", "he"),
+        ("これは日本語のテキストです", "ja"),
+        ("这是中文文本", "zh"),
+        ("🔥🔥🔥 https://ex.com 12345", "und"),
+        ("", "und"),
+    ],
+)
+def test_detect_language(text, lang):
+    assert detect_language(text) == lang
+
+
+def test_empty_and_media_only_messages():
+    result = extract("")
+    assert (result.text_clean, result.summary, result.topics, result.entities, result.language) == (
+        "",
+        "",
+        [],
+        [],
+        "und",
+    )
+    emoji_only = extract("📷")
+    assert emoji_only.text_clean == "📷" and emoji_only.language == "und"
+
+
+def test_extract_is_deterministic():
+    text = "Запуск ракеты!!! 🚀🚀 https://ex.com/?utm_source=tg #space @chan"
+    assert extract(text) == extract(text)

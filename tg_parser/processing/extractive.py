@@ -1,0 +1,314 @@
+"""The extractive processor: deterministic, offline enrichment of a message (no LLM, no network).
+
+Every field is taken from the message itself, never invented:
+* text_clean — Telegram/Markdown/HTML markup removed, URLs kept without tracking parameters,
+  whitespace, repeated emoji and repeated punctuation normalised;
+* summary — the first sentence, or the first 200 characters cut at a word boundary;
+* topics — the message's hashtags, normalised;
+* entities — URLs, @mentions, hashtags, e-mails, phone numbers and cashtags (confidence 1.0);
+* language — from the script and common words (ISO 639-1, or "und").
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+SUMMARY_MAX = 200
+
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gbraid", "wbraid", "yclid", "ysclid", "msclkid", "mc_cid", "mc_eid",
+        "igshid", "igsh", "_hsenc", "_hsmi", "mkt_tok", "vero_id", "oly_anon_id", "oly_enc_id", "rb_clickid",
+        "s_cid", "twclid", "ttclid", "li_fat_id", "wickedid", "spm", "scm", "_openstat", "ref_src", "ref_url",
+    }
+)  # fmt: skip
+TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "hsa_")
+
+# URLs: scheme or www., up to whitespace or a closing bracket/quote; trailing punctuation is trimmed after.
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'«»()\[\]{}]+(?:\([^\s()]*\)[^\s<>\"'«»()\[\]{}]*)*", re.I)
+_TRAILING = ".,;:!?…)»\"'"
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_MENTION = re.compile(r"(?<![\w@./])@([A-Za-z][A-Za-z0-9_]{3,31})\b")
+_HASHTAG = re.compile(r"(?<![\w#&/])#(\w*[^\W\d]\w*)", re.UNICODE)
+_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6})(?![\w])")
+_PHONE = re.compile(r"(?<![\w+])(\+?\d[\d\s().-]{7,}\d)(?!\w)")
+
+_MD_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
+_HTML_LINK = re.compile(r"<a\s[^>]*href=[\"']([^\"']+)[\"'][^>]*>(.*?)</a>", re.I | re.S)
+_HTML_TAG = re.compile(
+    r"</?(?:b|strong|i|em|u|ins|s|strike|del|code|pre|span|tg-spoiler|tg-emoji|blockquote|br|p|a)(?:\s[^>]*)?/?>",
+    re.I,
+)
+_MD_MARKS = [
+    re.compile(r"\*\*(.+?)\*\*", re.S),
+    re.compile(r"__(.+?)__", re.S),
+    re.compile(r"~~(.+?)~~", re.S),
+    re.compile(r"\|\|(.+?)\|\|", re.S),
+    re.compile(r"```(?:[a-z0-9_+-]*\n)?(.+?)```", re.S),
+    re.compile(r"`([^`\n]+)`"),
+    re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])"),
+    re.compile(r"(?<![\w~])~(?!\s)([^~\n]+?)(?<!\s)~(?![\w~])"),
+]
+_REPEATED_PUNCT = re.compile(r"([!?])\1{1,}|([,;:])\2+|\.{4,}|…{2,}")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u2060\ufeff]")
+_SENTENCE = re.compile(r"^(.+?[.!?…])(?=\s|$)", re.S)
+
+
+@dataclass
+class Extraction:
+    text_clean: str
+    summary: str
+    topics: list[str]
+    entities: list[dict[str, object]] = field(default_factory=list)
+    language: str = "und"
+
+
+def strip_tracking(url: str) -> str:
+    """Drop utm_* and similar tracking parameters; everything else of the URL stays as written."""
+    try:
+        parts = urlsplit(url if "://" in url else "http://" + url)
+    except ValueError:
+        return url
+    if not parts.query:
+        return url
+    kept = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
+    ]
+    if len(kept) == len(parse_qsl(parts.query, keep_blank_values=True)):
+        return url
+    rebuilt = urlunsplit(
+        (parts.scheme, parts.netloc, parts.path, urlencode(kept, doseq=True), parts.fragment)
+    )
+    return rebuilt if "://" in url else rebuilt.split("://", 1)[1]
+
+
+def _split_url(match_text: str) -> tuple[str, str]:
+    """A URL and the punctuation that ended the sentence after it."""
+    url = match_text
+    tail = ""
+    while url and url[-1] in _TRAILING:
+        if url[-1] == ")" and url.count("(") >= url.count(")"):
+            break
+        tail = url[-1] + tail
+        url = url[:-1]
+    return url, tail
+
+
+def find_urls(text: str) -> list[str]:
+    urls = []
+    for match in _URL.finditer(text):
+        url, _ = _split_url(match.group(0))
+        if url:
+            urls.append(url)
+    return urls
+
+
+def _is_emoji(ch: str) -> bool:
+    return unicodedata.category(ch) == "So" or 0x1F000 <= ord(ch) <= 0x1FAFF
+
+
+def _collapse_emoji(text: str) -> str:
+    """Runs of the same emoji (🔥🔥🔥) become one; different emoji stay."""
+    out: list[str] = []
+    for ch in text:
+        if out and ch == out[-1] and _is_emoji(ch):
+            continue
+        if ch == "\ufe0f" and len(out) >= 2 and out[-1] == "\ufe0f":
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def clean_text(text: str) -> str:
+    value = html.unescape(text or "")
+    value = _ZERO_WIDTH.sub("", value).replace("\r\n", "\n").replace("\r", "\n")
+    value = _HTML_LINK.sub(lambda m: f"{_HTML_TAG.sub('', m.group(2))} ({m.group(1)})", value)
+    value = _HTML_TAG.sub("", value)
+    value = _MD_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", value)
+    for pattern in _MD_MARKS:
+        value = pattern.sub(r"\1", value)
+    value = _URL.sub(lambda m: (lambda u, t: strip_tracking(u) + t)(*_split_url(m.group(0))), value)
+    value = _REPEATED_PUNCT.sub(lambda m: "…" if m.group(0)[0] in ".…" else (m.group(1) or m.group(2)), value)
+    value = _collapse_emoji(value)
+    lines = [_SPACES.sub(" ", line).strip() for line in value.split("\n")]
+    value = _BLANK_LINES.sub("\n\n", "\n".join(lines))
+    return value.strip()
+
+
+def summarize(text_clean: str) -> str:
+    """The first sentence, or the first 200 characters cut at a word boundary (never invented text)."""
+    first_par = text_clean.strip().split("\n", 1)[0].strip()
+    if not first_par:
+        return ""
+    match = _SENTENCE.match(first_par)
+    sentence = match.group(1).strip() if match else first_par
+    if len(sentence) <= SUMMARY_MAX:
+        return sentence
+    cut = sentence[:SUMMARY_MAX]
+    if " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(",;:-–— ") + "…"
+
+
+def normalise_hashtag(tag: str) -> str:
+    return unicodedata.normalize("NFC", tag).casefold().strip("_")
+
+
+def hashtags(text: str) -> list[str]:
+    seen: dict[str, None] = {}
+    for match in _HASHTAG.finditer(text):
+        tag = normalise_hashtag(match.group(1))
+        if tag:
+            seen.setdefault(tag, None)
+    return list(seen)
+
+
+def extract_entities(text: str) -> list[dict[str, object]]:
+    found: list[tuple[int, str, str]] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(kind: str, value: str, span: tuple[int, int]) -> None:
+        if any(s < span[1] and span[0] < e for s, e in taken):
+            return
+        taken.append(span)
+        found.append((span[0], kind, value))
+
+    for match in _URL.finditer(text):
+        url, _ = _split_url(match.group(0))
+        add("url", strip_tracking(url), (match.start(), match.start() + len(url)))
+    for match in _EMAIL.finditer(text):
+        add("email", match.group(0).lower(), match.span())
+    for match in _MENTION.finditer(text):
+        add("mention", "@" + match.group(1), match.span())
+    for match in _HASHTAG.finditer(text):
+        add("hashtag", "#" + normalise_hashtag(match.group(1)), match.span())
+    for match in _CASHTAG.finditer(text):
+        add("cashtag", "$" + match.group(1).upper(), match.span())
+    for match in _PHONE.finditer(text):
+        digits = re.sub(r"\D", "", match.group(1))
+        if 9 <= len(digits) <= 15 and not re.fullmatch(r"\d{4}[-.]\d{2}[-.]\d{2}", match.group(1).strip()):
+            add("phone", ("+" if match.group(1).startswith("+") else "") + digits, match.span(1))
+    result: list[dict[str, object]] = []
+    seen: set[tuple[str, str]] = set()
+    for _, kind, value in sorted(found):
+        if (kind, value) not in seen:
+            seen.add((kind, value))
+            result.append({"type": kind, "value": value, "confidence": 1.0})
+    return result
+
+
+# --- language -----------------------------------------------------------------------------------------
+
+_COMMON_WORDS = {
+    "en": "the and is are of to in that for with this on you it was be have not",
+    "de": "der die das und ist nicht ein eine mit auf für von sich des dem zu",
+    "fr": "le la les et est des une un pour dans que qui pas sur avec du au",
+    "es": "el la los las y es de que en un una por para con no del se",
+    "it": "il la che e di un una per non sono con del della gli le",
+    "pt": "o a os as e de que um uma para com não do da em é",
+    "nl": "de het een en van is dat niet op te voor met zijn",
+    "pl": "i w nie na się jest że do to z jak co",
+    "tr": "ve bir bu da de için ile çok ne ama",
+    "ru": "и в не на что это с как по но из у за от так все же",
+    "uk": "і в не на що це з як та але для від до все так",
+    "bg": "и в не на че това с как за да от се са по",
+    "sr": "и у не на да је то се са од за",
+}
+_WORDS = {lang: frozenset(words.split()) for lang, words in _COMMON_WORDS.items()}
+_LETTER = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def _script(ch: str) -> str | None:
+    code = ord(ch)
+    if 0x0400 <= code <= 0x04FF:
+        return "cyrillic"
+    if (ch.isascii() and ch.isalpha()) or 0x00C0 <= code <= 0x024F:
+        return "latin"
+    if 0x0590 <= code <= 0x05FF:
+        return "hebrew"
+    if 0x0600 <= code <= 0x06FF or 0x0750 <= code <= 0x077F:
+        return "arabic"
+    if 0x0370 <= code <= 0x03FF:
+        return "greek"
+    if 0x3040 <= code <= 0x30FF:
+        return "kana"
+    if 0x4E00 <= code <= 0x9FFF:
+        return "han"
+    if 0xAC00 <= code <= 0xD7AF or 0x1100 <= code <= 0x11FF:
+        return "hangul"
+    if 0x0900 <= code <= 0x097F:
+        return "devanagari"
+    if 0x10A0 <= code <= 0x10FF:
+        return "georgian"
+    if 0x0530 <= code <= 0x058F:
+        return "armenian"
+    if 0x0E00 <= code <= 0x0E7F:
+        return "thai"
+    return None
+
+
+_SCRIPT_LANG = {
+    "hebrew": "he", "greek": "el", "hangul": "ko", "devanagari": "hi", "georgian": "ka", "armenian": "hy",
+    "thai": "th", "kana": "ja",
+}  # fmt: skip
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code from the dominant script and, within a script, distinctive letters and common words."""
+    without_urls = _URL.sub(" ", text or "")
+    without_urls = _HASHTAG.sub(" ", _MENTION.sub(" ", _EMAIL.sub(" ", without_urls)))
+    scripts = Counter(s for ch in without_urls if (s := _script(ch)))
+    if not scripts:
+        return "und"
+    if scripts.get("kana"):
+        return "ja"
+    script, _ = scripts.most_common(1)[0]
+    if script in _SCRIPT_LANG:
+        return _SCRIPT_LANG[script]
+    if script == "han":
+        return "zh"
+    if script == "arabic":
+        return "fa" if re.search(r"[پچژگ]", without_urls) else "ar"
+    words = [w.casefold() for w in _LETTER.findall(without_urls)]
+    if script == "cyrillic":
+        lowered = without_urls.casefold()
+        if re.search(r"[їєґ]", lowered) or (re.search(r"і", lowered) and not re.search(r"[ыэў]", lowered)):
+            return "uk"
+        if "ў" in lowered:
+            return "be"
+        if re.search(r"[ђћџљњ]", lowered):
+            return "sr"
+        candidates = ("ru", "uk", "bg", "sr")
+        if not re.search(r"[ыэё]", lowered) and "ъ" in lowered:
+            return "bg"
+        return _best(words, candidates, default="ru")
+    return _best(
+        words, ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "tr"), default="en" if words else "und"
+    )
+
+
+def _best(words: list[str], candidates: tuple[str, ...], default: str) -> str:
+    scores = {lang: sum(1 for w in words if w in _WORDS[lang]) for lang in candidates}
+    best = max(candidates, key=lambda lang: (scores[lang], -candidates.index(lang)))
+    return best if scores[best] > 0 else default
+
+
+def extract(text: str) -> Extraction:
+    """Enrich one message; an empty or media-only message yields an empty clean text."""
+    cleaned = clean_text(text)
+    return Extraction(
+        text_clean=cleaned,
+        summary=summarize(cleaned),
+        topics=hashtags(text or ""),
+        entities=extract_entities(text or ""),
+        language=detect_language(cleaned),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import click
@@ -19,12 +20,31 @@ class SourceNotFound(TgParserError):
     pass
 
 
+class _ChannelArgCommand(click.Command):
+    """Lets CHANNEL be a Bot-API id such as -1001234567890, which click would take for an option."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            takes_value = {
+                name for p in self.params if isinstance(p, click.Option) and not p.is_flag for name in p.opts
+            }
+            numbers = [
+                i
+                for i, a in enumerate(args)
+                if re.fullmatch(r"-\d+", a) and (i == 0 or args[i - 1] not in takes_value)
+            ]
+            if numbers:
+                rest = [a for i, a in enumerate(args) if i not in numbers]
+                args = [*rest, "--", *(args[i] for i in numbers)]
+        return super().parse_args(ctx, args)
+
+
 @click.group("sources")
 def command() -> None:
     """Add, list, pause, resume and remove channel sources."""
 
 
-@command.command("add")
+@command.command("add", cls=_ChannelArgCommand)
 @click.argument("channel")
 @click.option(
     "--id", "source_id", help="Source id to use (default: the username, or the numeric channel id)."
@@ -58,22 +78,48 @@ def add(
         raise InvalidInput(str(exc), "example: tg-parser sources add @durov") from None
     if since and until and since > until:
         raise InvalidInput("--since is after --until", "swap the two dates")
+    explicit_id = source_id is not None
     source_id = source_id if source_id is not None else ref.default_source_id()
     if not source_id.strip():
         raise InvalidInput("--id is empty", "give a non-empty source id")
     store = IngestionStore(app.database())
+    # With Telegram credentials and a session, ask Telegram for the numeric id, username, title and access
+    # hash (so a string-session restart can still reach the channel); without them, store what was typed
+    # and let the first ingestion resolve it.
+    from tg_parser.ingestion.resolve import resolve_channel
+
+    info = resolve_channel(app.settings, ref)
+    if info is not None and not explicit_id:
+        # The channel may be a source already under another id (added by @username, now by id).
+        known = [s for s in store.sources_for_channel(info.channel_id) if s.kind == "telegram"]
+        source_id = known[0].source_id if known else source_id
     source = Source(
         source_id=source_id,
-        channel_id=ref.channel_id,
-        username=ref.username,
-        title=title,
+        channel_id=info.channel_id if info else ref.channel_id,
+        username=info.username if info else ref.username,
+        title=title or (info.title if info else None),
+        access_hash=info.access_hash if info else None,
         include_comments=comments,
         since_date=since,
         until_date=until,
     )
     created = store.add_source(source)
     if not created:
+        existing = store.get_source(source_id)
+        if info is not None and existing is not None and existing.channel_id not in (None, info.channel_id):
+            raise InvalidInput(
+                f"source {source_id!r} is channel {existing.channel_id}, but {channel} is channel {info.channel_id}",
+                "give another --id to add it as a separate source",
+            )
         store.update_options(source_id, include_comments=comments, since_date=since, until_date=until)
+        if info is not None:
+            store.update_identity(
+                source_id,
+                channel_id=info.channel_id,
+                username=info.username,
+                title=title or info.title,
+                access_hash=info.access_hash,
+            )
     stored = store.get_source(source_id)
     if as_json:
         emit_json({"created": created, "source": stored})
@@ -81,6 +127,7 @@ def add(
     click.echo(
         f"{'Added' if created else 'Updated'} source {source_id!r}"
         + (f" ({ref.username})" if ref.username else "")
+        + (f": channel {info.channel_id}, {info.title!r}" if info else "")
     )
 
 

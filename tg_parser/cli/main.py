@@ -56,7 +56,7 @@ def _fail(ctx: click.Context, message: str, code: int, exc: BaseException) -> No
     cls=TgParserGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.version_option(__version__, "--version", prog_name="tg-parser")
+@click.version_option(__version__, "--version", prog_name="tg-parser", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Collect Telegram channel posts and comments, enrich them with an LLM, group them into topics

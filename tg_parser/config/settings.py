@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tg_parser.errors import ConfigError
@@ -22,6 +23,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        # `TELEGRAM_API_ID=` (as compose files and copied templates produce) means "not set", not "".
+        env_ignore_empty=True,
     )
 
     # --- database -------------------------------------------------------------------------------
@@ -83,6 +86,14 @@ class Settings(BaseSettings):
     def _lower_choice(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError(
+                f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is larger than DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
+            )
+        return self
+
     def secrets(self) -> list[str]:
         """Every secret value currently set, so logging can redact them wherever they appear."""
         values: list[str] = []
@@ -96,6 +107,11 @@ class Settings(BaseSettings):
             secret = getattr(self, field)
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
+        if self.database_url is not None:
+            # The password inside the URL, decoded as the driver sees it (and may quote it in an error).
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.extend([password, unquote(password)])
         return values
 
 
@@ -106,12 +122,14 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            name = "_".join(str(part) for part in error["loc"]).upper()
             given = error.get("input")
             shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
             if any(word in name for word in ("PASSWORD", "KEY", "HASH", "SESSION", "DATABASE_URL")):
                 shown = ""  # never echo a secret back
-            problems.append(f"{name}: {error['msg']}{shown}")
+            message = error["msg"].removeprefix("Value error, ")
+            # A check across fields (loc is empty) names its variables in its own message.
+            problems.append(f"{name}: {message}{shown}" if name else message)
         raise ConfigError(
             "invalid setting " + "; ".join(problems),
             "fix it in the environment or in .env (see docs/CONFIGURATION.md)",

@@ -65,6 +65,8 @@ def expected_ids(dialect: str, store: str) -> list[str]:
 
 
 def _ensure_pg_schemas(settings: Settings) -> None:
+    """Create the store schemas that are missing (only those: a role without CREATE can still migrate
+    an install whose schemas a DBA created)."""
     import psycopg
     from psycopg import sql
 
@@ -72,13 +74,23 @@ def _ensure_pg_schemas(settings: Settings) -> None:
 
     target = pg_target(settings)
     try:
-        with psycopg.connect(
+        conn = psycopg.connect(
             **target.connect_kwargs(), autocommit=True, connect_timeout=settings.db_connect_timeout
-        ) as conn:
-            for store in STORES:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store)))
+        )
     except psycopg.Error as exc:
         raise describe_connect_error(target, exc) from None
+    with conn:
+        present = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace").fetchall()}
+        for store in STORES:
+            if store in present:
+                continue
+            try:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(store)))
+            except psycopg.errors.InsufficientPrivilege:
+                raise ConfigError(
+                    f"cannot create schema {store!r} in {target.describe()}: permission denied",
+                    f"grant CREATE on the database to {target.user}, or have a DBA run 'CREATE SCHEMA {store}'",
+                ) from None
 
 
 @contextmanager

@@ -38,7 +38,7 @@ def make_source_ref(channel_id: int, message_type: MessageType, message_id: int)
 
 
 def parse_source_ref(value: str) -> SourceRef:
-    match = _SOURCE_REF.match(value)
+    match = _SOURCE_REF.fullmatch(value)
     if not match:
         raise ValueError(
             f"not a source_ref (expected tg:<channel_id>:<post|comment>:<message_id>): {value!r}"
@@ -48,7 +48,7 @@ def parse_source_ref(value: str) -> SourceRef:
 
 
 def is_source_ref(value: str) -> bool:
-    return bool(_SOURCE_REF.match(value))
+    return bool(_SOURCE_REF.fullmatch(value))
 
 
 def doc_id(source_ref: str) -> str:

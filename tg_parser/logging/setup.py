@@ -10,6 +10,7 @@ import json
 import logging
 import re
 import sys
+import traceback
 import uuid
 from datetime import UTC
 from typing import Any
@@ -21,7 +22,7 @@ _secrets: set[str] = set()
 # DSN/URL credentials and key=value secrets that may arrive from a library's own message.
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
 _KV_SECRET = re.compile(
-    r"(?P<key>\b(?:password|api_key|apikey|token|secret)\s*[=:]\s*)(?P<val>'[^']*'|\S+)", re.I
+    r"(?P<key>\b(?:password|api_key|apikey|token|secret)\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|\S+)", re.I
 )
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
 
@@ -59,13 +60,28 @@ class _InterceptHandler(logging.Handler):
         logger.bind(logger_name=record.name).opt(exception=record.exc_info, depth=0).log(level, message)
 
 
+_TEXT_FORMAT = (
+    "{time:YYYY-MM-DD HH:mm:ss!UTC}Z | {level: <7} | {extra[run_id]} | {extra[logger_name]} | {message}\n"
+)
+
+
 def _patch(record: Any) -> None:
     record["message"] = redact(record["message"])
     record["extra"].setdefault("logger_name", record["name"])
+    exception = record["exception"]
+    if exception is not None and exception.type is not None:
+        # loguru would print the exception's own message untouched, and a driver error can quote a DSN:
+        # format the traceback here, redact it, and let the sinks print that instead.
+        formatted = traceback.format_exception(exception.type, exception.value, exception.traceback)
+        record["extra"]["traceback"] = redact("".join(formatted))
+        record["exception"] = None
 
 
-def _json_sink(message: Any) -> None:
-    record = message.record
+def _text_format(record: Any) -> str:
+    return _TEXT_FORMAT + ("{extra[traceback]}" if "traceback" in record["extra"] else "")
+
+
+def _json_line(record: Any) -> str:
     payload = {
         "time": record["time"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "level": record["level"].name,
@@ -73,37 +89,54 @@ def _json_sink(message: Any) -> None:
         "logger": record["extra"].get("logger_name", record["name"]),
         "message": record["message"],
     }
-    extras = {k: v for k, v in record["extra"].items() if k not in ("run_id", "logger_name")}
+    hidden = ("run_id", "logger_name", "traceback")
+    extras = {k: v for k, v in record["extra"].items() if k not in hidden}
     if extras:
         payload["extra"] = json.loads(redact(json.dumps(extras, default=str, ensure_ascii=False)))
-    if record["exception"] is not None:
-        payload["exception"] = redact(repr(record["exception"].value))
-    sys.stderr.write(json.dumps(payload, ensure_ascii=False) + "\n")
+    if "traceback" in record["extra"]:
+        payload["exception"] = record["extra"]["traceback"]  # redacted by _patch
+    return json.dumps(payload, ensure_ascii=False) + "\n"
+
+
+def _stderr(message: Any) -> None:
+    # Looked up at each write, so a swapped stderr (tests, click's runner) gets the lines.
+    sys.stderr.write(message)
+
+
+def _json_sink(stream: Any = None) -> Any:
+    """A sink writing one JSON object per line to `stream` (default: stderr, looked up at each write)."""
+
+    def write(message: Any) -> None:
+        (stream or sys.stderr).write(_json_line(message.record))
+
+    return write
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text", run_id: str | None = None, sink: Any = None) -> str:
-    """Configure loguru once per process; returns the run id that every line carries."""
+    """Configure loguru once per process; returns the run id that every line carries.
+
+    `sink` is a text stream (default: stderr); in JSON mode each record is written to it as one object.
+    """
     run_id = run_id or new_run_id()
     logger.remove()
     logger.configure(extra={"run_id": run_id}, patcher=_patch)
     if fmt == "json":
-        logger.add(sink or _json_sink, level=level, format="{message}", backtrace=False, diagnose=False)
+        logger.add(_json_sink(sink), level=level, format="{message}", backtrace=False, diagnose=False)
     else:
         logger.add(
-            sink or sys.stderr,
-            level=level,
-            format="{time:YYYY-MM-DD HH:mm:ss} | {level: <7} | {extra[run_id]} | {message}",
-            backtrace=False,
-            diagnose=False,
-            colorize=None if sink is None else False,
+            sink or _stderr, level=level, format=_text_format, backtrace=False, diagnose=False, colorize=False
         )
-    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
+    debug = level in ("TRACE", "DEBUG")
+    logging.basicConfig(
+        handlers=[_InterceptHandler()], level=logging.DEBUG if debug else logging.INFO, force=True
+    )
     for name in ("psycopg", "psycopg.pool", "yoyo", "telethon", "openai", "httpx"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
-    quiet = logging.DEBUG if level in ("TRACE", "DEBUG") else logging.WARNING
-    # yoyo narrates every migration step at INFO; our own commands report what was applied.
-    logging.getLogger("yoyo").setLevel(quiet)
+    quiet = logging.DEBUG if debug else logging.WARNING
+    # yoyo narrates every migration step and psycopg.pool every checkout at INFO: only useful when debugging.
+    for name in ("yoyo", "psycopg", "psycopg.pool"):
+        logging.getLogger(name).setLevel(quiet)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("telethon").setLevel(logging.WARNING)
     return run_id

@@ -41,7 +41,7 @@ SELECT * FROM ingestion.sources WHERE source_id = :source_id;
 SELECT * FROM ingestion.sources WHERE channel_id = :channel_id ORDER BY source_id;
 
 -- name: sources_list
--- Every source, in id order. Sequential scan: the table holds one row per channel.
+-- Every source, in id order. Served by: a sequential scan (the table holds one row per channel).
 SELECT * FROM ingestion.sources ORDER BY source_id;
 
 -- name: sources_list_by_status

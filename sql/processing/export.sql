@@ -1,6 +1,6 @@
 -- name: export_channel_usernames
 -- Public usernames of the channels we know, for t.me links (private channels have none).
--- Sequential scan of sources: one row per channel.
+-- Served by: a sequential scan of sources (one row per channel).
 SELECT channel_id, username FROM ingestion.sources
 WHERE channel_id IS NOT NULL AND username IS NOT NULL
 ORDER BY channel_id, source_id;

@@ -19,9 +19,9 @@ ON CONFLICT (source_ref) DO UPDATE SET
 DELETE FROM processing.processing_failures WHERE source_ref = :source_ref;
 
 -- name: processing_list_failures
--- The failure journal, newest first. Sequential scan: the journal stays small.
+-- The failure journal, newest first. Served by: a sequential scan (the journal stays small).
 SELECT * FROM processing.processing_failures ORDER BY last_failed_at DESC, source_ref LIMIT :limit;
 
 -- name: processing_count_failures
--- Failures by permanence, for reports and health. Sequential scan.
+-- Failures by permanence, for reports and health. Served by: a sequential scan.
 SELECT permanent, COUNT(*) AS n FROM processing.processing_failures GROUP BY permanent ORDER BY permanent;

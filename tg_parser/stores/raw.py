@@ -6,9 +6,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from tg_parser.domain.models import RawMessage, RawMessageVersion
+from pydantic import BaseModel
+
+from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
 from tg_parser.domain.payload import cap_payload
 from tg_parser.stores.base import Store
+
+
+class _ChannelRow(BaseModel):
+    channel_id: int
+    messages: int
+    first_date: UtcDatetime
+    last_date: UtcDatetime
 
 
 @dataclass
@@ -125,4 +134,7 @@ class RawStore(Store):
         return int(value or 0)
 
     def channels(self) -> list[dict]:
-        return self.db.fetch_all("raw_channels")
+        """Channels with stored messages: channel_id, messages, first_date, last_date."""
+        # MIN/MAX over a SQLite TIMESTAMP_TEXT column come back as text (an aggregate has no declared
+        # type for the codec to see), so the row is validated here to give both dialects datetimes.
+        return [_ChannelRow.model_validate(row).model_dump() for row in self.db.fetch_all("raw_channels")]

@@ -1,7 +1,7 @@
 -- ingestion store: channel sources, per-thread comment cursors, one row per ingestion attempt.
 
 CREATE TABLE sources (
-    source_id            TEXT PRIMARY KEY,
+    source_id            TEXT NOT NULL PRIMARY KEY,
     channel_id           INTEGER,
     username             TEXT,
     title                TEXT,

@@ -1,7 +1,7 @@
 -- processing store: processed documents, failures, work leases, topics, bundles and run reports.
 
 CREATE TABLE processed_documents (
-    source_ref       TEXT PRIMARY KEY,
+    source_ref       TEXT NOT NULL PRIMARY KEY,
     id               TEXT NOT NULL UNIQUE,
     channel_id       INTEGER NOT NULL,
     message_date     TIMESTAMP_TEXT NOT NULL,
@@ -22,7 +22,7 @@ CREATE TABLE processed_documents (
 CREATE INDEX processed_documents_channel_date_idx ON processed_documents (channel_id, message_date, source_ref);
 
 CREATE TABLE processing_failures (
-    source_ref      TEXT PRIMARY KEY,
+    source_ref      TEXT NOT NULL PRIMARY KEY,
     channel_id      INTEGER,
     error_class     TEXT NOT NULL,
     error_message   TEXT NOT NULL DEFAULT '',
@@ -34,7 +34,7 @@ CREATE TABLE processing_failures (
 );
 
 CREATE TABLE work_leases (
-    source_ref TEXT PRIMARY KEY,
+    source_ref TEXT NOT NULL PRIMARY KEY,
     worker_id  TEXT NOT NULL,
     leased_at  TIMESTAMP_TEXT NOT NULL,
     expires_at TIMESTAMP_TEXT NOT NULL
@@ -43,7 +43,7 @@ CREATE TABLE work_leases (
 CREATE INDEX work_leases_expires_idx ON work_leases (expires_at);
 
 CREATE TABLE topic_cards (
-    topic_id   TEXT PRIMARY KEY,
+    topic_id   TEXT NOT NULL PRIMARY KEY,
     channel_id INTEGER NOT NULL,
     title      TEXT NOT NULL,
     summary    TEXT NOT NULL DEFAULT '',
@@ -68,14 +68,14 @@ CREATE TABLE topic_channels (
 CREATE INDEX topic_channels_channel_idx ON topic_channels (channel_id, topic_id);
 
 CREATE TABLE topic_bundles (
-    topic_id   TEXT PRIMARY KEY REFERENCES topic_cards (topic_id) ON DELETE CASCADE,
+    topic_id   TEXT NOT NULL PRIMARY KEY REFERENCES topic_cards (topic_id) ON DELETE CASCADE,
     channel_id INTEGER NOT NULL,
     items      JSON_TEXT NOT NULL,
     updated_at TIMESTAMP_TEXT NOT NULL
 );
 
 CREATE TABLE runs (
-    run_id      TEXT PRIMARY KEY,
+    run_id      TEXT NOT NULL PRIMARY KEY,
     kind        TEXT NOT NULL,
     started_at  TIMESTAMP_TEXT NOT NULL,
     finished_at TIMESTAMP_TEXT,

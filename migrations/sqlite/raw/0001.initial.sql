@@ -1,7 +1,7 @@
 -- raw store: messages as first seen (a snapshot), and later observations that differ.
 
 CREATE TABLE raw_messages (
-    source_ref        TEXT PRIMARY KEY,
+    source_ref        TEXT NOT NULL PRIMARY KEY,
     source_id         TEXT,
     channel_id        INTEGER NOT NULL,
     message_id        INTEGER NOT NULL,

@@ -2,12 +2,15 @@
 -- Claim a batch of messages (a JSON array of source_refs) for one worker until :expires_at. A message
 -- under another worker's live lease, or already processed (unless :force), is not claimed; an expired
 -- lease is taken over. Returns the refs this worker now holds: only those may be sent to the LLM.
--- Concurrent claims of the same ref serialise on the primary key, so exactly one worker wins.
+-- Concurrent claims of the same ref serialise on the primary key, so exactly one worker wins; rows go
+-- in ref order (so overlapping claims lock in one order and cannot deadlock) and once each (a repeated
+-- ref would make ON CONFLICT touch its row twice, which PostgreSQL refuses).
 -- Served by: work_leases primary key, processed_documents primary key.
 INSERT INTO processing.work_leases AS l (source_ref, worker_id, leased_at, expires_at)
-SELECT j.ref, :worker_id, :now, :expires_at
+SELECT DISTINCT j.ref, CAST(:worker_id AS TEXT), CAST(:now AS TIMESTAMPTZ), CAST(:expires_at AS TIMESTAMPTZ)
 FROM jsonb_array_elements_text(:refs) AS j(ref)
 WHERE :force OR NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = j.ref)
+ORDER BY j.ref
 ON CONFLICT (source_ref) DO UPDATE SET
     worker_id = excluded.worker_id,
     leased_at = excluded.leased_at,

@@ -4,9 +4,10 @@
 -- lease is taken over. Returns the refs this worker now holds: only those may be sent to the LLM.
 -- Served by: work_leases primary key, processed_documents primary key.
 INSERT INTO processing.work_leases AS l (source_ref, worker_id, leased_at, expires_at)
-SELECT j.value, :worker_id, :now, :expires_at
+SELECT DISTINCT j.value, :worker_id, :now, :expires_at
 FROM json_each(:refs) AS j
 WHERE :force OR NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = j.value)
+ORDER BY j.value
 ON CONFLICT (source_ref) DO UPDATE SET
     worker_id = excluded.worker_id,
     leased_at = excluded.leased_at,

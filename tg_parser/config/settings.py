@@ -76,6 +76,17 @@ class Settings(BaseSettings):
     prompts_dir: Path | None = None
     processor: Literal["auto", "llm", "extractive"] = "auto"
 
+    # --- topics ---------------------------------------------------------------------------------
+    topic_batch_tokens: int = Field(6000, ge=500, description="estimated tokens of documents per LLM prompt")
+    topic_singleton_min_score: float = Field(0.75, ge=0, le=1)
+    topic_singleton_min_chars: int = Field(300, ge=0)
+    topic_cluster_min_score: float = Field(0.6, ge=0, le=1)
+    topic_cluster_min_anchors: int = Field(2, ge=2)
+    topic_cluster_max_anchors: int = Field(3, ge=2)
+    topic_supporting_min_score: float = Field(0.5, ge=0, le=1)
+    topic_supporting_max_items: int = Field(50, ge=0)
+    topic_min_hashtag_documents: int = Field(3, ge=2, description="extractive: documents sharing a hashtag")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

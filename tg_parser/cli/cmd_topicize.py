@@ -1,0 +1,81 @@
+"""tg-parser topicize: group each channel's documents into topic cards and bundles."""
+
+from __future__ import annotations
+
+import click
+
+from tg_parser.cli.channels import resolve_channel
+from tg_parser.cli.context import AppContext, pass_app
+from tg_parser.cli.output import emit_json, emit_table, json_option
+from tg_parser.processing.selection import choose_processor
+from tg_parser.topics.model import TopicGates
+from tg_parser.topics.runner import TopicStrategy, topicize
+
+PROCESSOR_OPTION = click.option(
+    "--processor",
+    type=click.Choice(["llm", "extractive"]),
+    help="Override PROCESSOR: the LLM, or the offline extractive strategy (hashtags).",
+)
+
+
+def build_strategy(app: AppContext, kind: str) -> TopicStrategy:
+    settings = app.settings
+    if kind == "extractive":
+        from tg_parser.topics.extractive import ExtractiveTopicStrategy
+
+        return ExtractiveTopicStrategy(
+            min_documents=settings.topic_min_hashtag_documents, max_anchors=settings.topic_cluster_max_anchors
+        )
+    from tg_parser.processing.llm import LlmClient
+    from tg_parser.topics.llm import LlmTopicStrategy
+
+    return LlmTopicStrategy(
+        LlmClient.from_settings(settings),
+        batch_tokens=settings.topic_batch_tokens,
+        prompts_dir=settings.prompts_dir,
+    )
+
+
+@click.command("topicize")
+@click.option("--channel", help="Only this channel (numeric id, @username or source id).")
+@click.option("--force", is_flag=True, help="Recompute even when no document changed since the last run.")
+@PROCESSOR_OPTION
+@json_option
+@pass_app
+def command(app: AppContext, channel: str | None, force: bool, processor: str | None, as_json: bool) -> None:
+    """Group documents into topics: cards (anchors) and bundles (supporting items).
+
+    Documents go to the model in batches that fit TOPIC_BATCH_TOKENS; candidate topics are merged
+    across batches, gated (see TOPIC_* settings) and written per channel in one transaction, replacing
+    that channel's earlier topics. Channels with no new documents are skipped unless --force.
+    Exit status 1 when any channel failed.
+    """
+    db = app.database()
+    kind, line = choose_processor(app.settings, processor)
+    if not as_json:
+        click.echo(line, err=True)
+    channels = [resolve_channel(db, channel)] if channel else None
+    strategy = build_strategy(app, kind)
+    report = topicize(
+        db,
+        strategy,
+        TopicGates.from_settings(app.settings),
+        run_id=app.run_id or "topicize",
+        channel_ids=channels,
+        force=force,
+    )
+    counts = report.counts()
+    if as_json:
+        emit_json({"run_id": report.run_id, "ok": report.ok, **counts})
+    else:
+        emit_table(
+            counts["per_channel"],
+            ["channel_id", "status", "documents", "topics", "covered", "not_covered", "error"],
+            empty="No channel has processed documents yet: run 'tg-parser process' first.",
+        )
+        click.echo(
+            f"{counts['topics']} topic(s); {counts['documents_covered']} document(s) covered, "
+            f"{counts['documents_not_covered']} not; tokens in/out {counts['input_tokens']}/{counts['output_tokens']}"
+        )
+    if not report.ok:
+        click.get_current_context().exit(1)

@@ -1,0 +1,1 @@
+"""Topicization: group a channel's documents into topic cards (anchors) and bundles (supporting items)."""

@@ -88,7 +88,8 @@ def add(
     # and let the first ingestion resolve it.
     from tg_parser.ingestion.resolve import resolve_channel
 
-    info = resolve_channel(app.settings, ref)
+    hashes = [s.access_hash for s in store.sources_for_channel(ref.channel_id)] if ref.channel_id else []
+    info = resolve_channel(app.settings, ref, next((h for h in hashes if h is not None), None))
     if info is not None and not explicit_id:
         # The channel may be a source already under another id (added by @username, now by id).
         known = [s for s in store.sources_for_channel(info.channel_id) if s.kind == "telegram"]

@@ -193,6 +193,22 @@ class PostgresDatabase(Database):
             return session.copy_rows(schema, table, columns, rows)
 
     @contextmanager
+    def pinned_session(self) -> Iterator[Session]:
+        """One pooled connection held for the whole block, in autocommit mode.
+
+        For session-scoped state that must outlive single statements without keeping a transaction
+        open, e.g. a session-level advisory lock held for an ingestion run (ingestion/locks.py). Data
+        work still goes through the pool and `transaction()`.
+        """
+        with self.pool.connection() as connection:
+            connection.autocommit = True
+            try:
+                yield PgSession(connection)
+            finally:
+                if not connection.closed:
+                    connection.autocommit = False
+
+    @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection for db/ plumbing (migrations, locks, the migrator's catalog reads)."""
         with self.pool.connection() as connection:

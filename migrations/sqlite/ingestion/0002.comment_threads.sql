@@ -1,0 +1,12 @@
+-- depends: 0001.initial
+-- ingestion store: channel posts whose comment thread cannot be read (Telegram answers MSG_ID_INVALID:
+-- the post has no discussion thread, e.g. it predates the linked group). Ingestion marks them here and
+-- never asks again, instead of retrying forever. thread_id is the channel post id.
+
+CREATE TABLE comment_threads_unavailable (
+    source_id  TEXT NOT NULL REFERENCES sources (source_id) ON DELETE CASCADE,
+    thread_id  INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    marked_at  TIMESTAMP_TEXT NOT NULL,
+    PRIMARY KEY (source_id, thread_id)
+);

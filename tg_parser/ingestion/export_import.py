@@ -1,0 +1,507 @@
+"""Import a Telegram Desktop export (`result.json`) into the raw store.
+
+Mapping of an export message (see docs/USER_GUIDE.md, "Importing a Telegram Desktop export"):
+
+* `type: "message"` becomes a post `tg:<chat id>:post:<id>`; `type: "service"` (joins, pins, title
+  changes...) is skipped;
+* `date_unixtime` is the timestamp (the `date` field is the exporting computer's local time without a
+  zone; it is only used, as UTC and flagged, when an old export lacks `date_unixtime`);
+  `edited_unixtime` is the edit date;
+* `text` (a string, or a list of strings and `{type, text}` pieces) is flattened to plain text;
+  `text_entities` and everything else the export says stay in `raw_payload`;
+* `from_id` ("channel123", "user456", "chat789") is parsed into `from_peer` {type, id};
+* photos and files are never imported: media becomes metadata (`media_type`, `media`), and a placeholder
+  such as "(File not included. ...)" is recorded as `exported: false`;
+* `reply_to_message_id` becomes `parent_message_id`.
+
+"Nothing half-written": exports reach gigabytes, so one transaction per file would hold the SQLite write
+lock (and a WAL as big as the file) for minutes and starve every other writer. Instead the import makes
+two streaming passes. Pass 1 reads the whole file and checks it — JSON syntax (a truncated file fails at
+its end), shape, and every message of the chosen chat — writing nothing at all, not even the source.
+Only a file that passed is imported, in pass 2, in batches of at most INGEST_BATCH_SIZE committed one by
+one (memory stays flat). If the file changes between the passes the import stops. A crash or kill during
+pass 2 leaves whole batches of valid messages; the import is idempotent, so running it again completes it
+(and a second run of a finished import inserts nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tg_parser.db.base import Database
+from tg_parser.domain.models import RawMessage, Source
+from tg_parser.errors import InvalidInput
+from tg_parser.ingestion.export_reader import ChatHeader, ExportFormatError, ExportReader
+from tg_parser.ingestion.locks import source_lock
+from tg_parser.stores import IngestionStore, RawStore
+
+_FROM_ID = re.compile(r"^(user|channel|chat|group)(-?\d+)$")
+_MEDIA_KINDS = {
+    "video_file": "video",
+    "voice_message": "voice",
+    "audio_file": "audio",
+    "video_message": "video_note",
+    "sticker": "sticker",
+    "animation": "animation",
+}
+_MEDIA_FIELDS = (
+    "mime_type",
+    "duration_seconds",
+    "width",
+    "height",
+    "file_size",
+    "file_name",
+    "sticker_emoji",
+    "title",
+    "performer",
+)
+
+ProgressCallback = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
+
+
+class ExportMessageError(ValueError):
+    """One message of the export cannot be understood."""
+
+
+class ChatNotChosen(InvalidInput):
+    """A full export holds several chats and none (or an ambiguous one) was picked."""
+
+
+# --- one message -----------------------------------------------------------------------------------
+
+
+def flatten_text(value: Any) -> str:
+    """`text` as Telegram Desktop writes it: a string, or a list of strings and {type, text} objects."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for piece in value:
+            if isinstance(piece, str):
+                parts.append(piece)
+            elif isinstance(piece, dict) and isinstance(piece.get("text"), str):
+                parts.append(piece["text"])
+            else:
+                raise ExportMessageError(f"a text piece of unexpected shape: {str(piece)[:80]!r}")
+        return "".join(parts)
+    raise ExportMessageError(f"'text' is a {type(value).__name__}, expected a string or a list")
+
+
+def parse_from_id(value: Any) -> dict[str, Any] | None:
+    """ "channel123" → {"type": "channel", "id": 123}; older exports wrote a bare number (a user)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"type": "user", "id": value}
+    if isinstance(value, str):
+        match = _FROM_ID.match(value)
+        if match:
+            return {"type": match.group(1), "id": int(match.group(2))}
+        if value.lstrip("-").isdigit():
+            return {"type": "user", "id": int(value)}
+    return {"type": "unknown", "raw": str(value)}
+
+
+def _unixtime(message: dict[str, Any], key: str) -> datetime | None:
+    value = message.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        raise ExportMessageError(f"'{key}' is {value!r}, not a Unix time") from None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ExportMessageError(f"'{key}' {seconds} is out of range") from None
+
+
+def _local_date(message: dict[str, Any], key: str) -> datetime | None:
+    value = message.get(key)
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ExportMessageError(f"'{key}' is {value!r}, not a date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def export_media(message: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """Media of an export message as metadata; files themselves are never read."""
+    if "photo" in message:
+        meta = _file_meta("photo", message.get("photo"))
+        for key in ("width", "height"):
+            if key in message:
+                meta[key] = message[key]
+        if "photo_file_size" in message:
+            meta["file_size"] = message["photo_file_size"]
+        return "photo", meta
+    if "file" in message or "media_type" in message:
+        kind = _MEDIA_KINDS.get(str(message.get("media_type")), "document")
+        meta = _file_meta(kind, message.get("file"))
+        meta.update({key: message[key] for key in _MEDIA_FIELDS if key in message})
+        if "media_type" in message:
+            meta["export_media_type"] = message["media_type"]
+        return kind, meta
+    if isinstance(message.get("poll"), dict):
+        poll = message["poll"]
+        answers = [a.get("text") for a in poll.get("answers", []) if isinstance(a, dict)]
+        return "poll", {"type": "poll", "question": poll.get("question"), "answers": answers}
+    if "location_information" in message:
+        location = (
+            message["location_information"] if isinstance(message["location_information"], dict) else {}
+        )
+        kind = "venue" if "place_name" in message else "geo"
+        meta = {"type": kind, "lat": location.get("latitude"), "long": location.get("longitude")}
+        if kind == "venue":
+            meta.update({"title": message.get("place_name"), "address": message.get("address")})
+        return kind, meta
+    if "contact_information" in message:
+        return "contact", {"type": "contact", **(message["contact_information"] or {})}
+    if "game_title" in message:
+        return "game", {"type": "game", "title": message.get("game_title")}
+    if "invoice_information" in message:
+        return "invoice", {"type": "invoice"}
+    return None, None
+
+
+def _file_meta(kind: str, value: Any) -> dict[str, Any]:
+    """A file reference: a relative path when the export includes the file, else a placeholder text."""
+    if isinstance(value, str) and value and not value.startswith("("):
+        return {"type": kind, "exported": True, "file": value}
+    return {"type": kind, "exported": False, "placeholder": value if isinstance(value, str) else None}
+
+
+def message_id_of(message: Any) -> int:
+    if not isinstance(message, dict):
+        raise ExportMessageError("a message that is not a JSON object")
+    value = message.get("id")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ExportMessageError(f"message id {value!r} is not a positive integer")
+    return value
+
+
+def export_fields(message: Any) -> dict[str, Any] | None:
+    """The raw-record fields of one export message, or None for a service message.
+
+    Raises ExportMessageError when the message cannot be understood (pass 1 reports it and imports
+    nothing).
+    """
+    message_id = message_id_of(message)
+    kind = message.get("type", "message")
+    if kind != "message":
+        return None  # service messages (and any future non-message kinds) carry no post content
+    payload = dict(message)
+    date = _unixtime(message, "date_unixtime")
+    if date is None:
+        date = _local_date(message, "date")
+        if date is None:
+            raise ExportMessageError(f"message {message_id} has neither 'date_unixtime' nor 'date'")
+        payload["date_assumed_utc"] = True
+    edit_date = _unixtime(message, "edited_unixtime")
+    if edit_date is None and "edited" in message:
+        edit_date = _local_date(message, "edited")
+    reply_to = message.get("reply_to_message_id")
+    if reply_to is not None and (isinstance(reply_to, bool) or not isinstance(reply_to, int)):
+        raise ExportMessageError(f"message {message_id}: reply_to_message_id {reply_to!r} is not an integer")
+    media_type, media = export_media(message)
+    if isinstance(message.get("text_entities"), list):
+        # `text` is the flattened column; its structured form is exactly the pieces of text_entities.
+        payload.pop("text", None)
+    if "from_id" in message:
+        payload["from_peer"] = parse_from_id(message["from_id"])
+    payload["media_type"] = media_type
+    return {
+        "message_id": message_id,
+        "date": date,
+        "edit_date": edit_date,
+        "text": flatten_text(message.get("text")),
+        "parent_message_id": reply_to,
+        "media_type": media_type,
+        "media": media,
+        "raw_payload": payload,
+    }
+
+
+# --- the import ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChatScan:
+    header: ChatHeader
+    messages: int = 0  # content messages
+    service: int = 0
+    max_id: int = 0
+    checked: bool = False
+
+
+@dataclass
+class ImportResult:
+    source_id: str
+    chat: ChatHeader
+    source_created: bool
+    messages: int = 0
+    inserted: int = 0
+    versions: int = 0
+    unchanged: int = 0
+    service_skipped: int = 0
+    escapes_fixed: int = 0
+    bytes: int = 0
+    chats_in_file: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "chat": {"name": self.chat.name, "type": self.chat.type, "id": self.chat.id},
+            "source_created": self.source_created,
+            "messages": self.messages,
+            "inserted": self.inserted,
+            "versions": self.versions,
+            "unchanged": self.unchanged,
+            "service_skipped": self.service_skipped,
+            "escapes_fixed": self.escapes_fixed,
+            "bytes": self.bytes,
+            "chats_in_file": self.chats_in_file,
+        }
+
+
+def _matches(header: ChatHeader, wanted: str | None) -> bool:
+    if wanted is None:
+        return True
+    text = wanted.strip()
+    if text.lstrip("-").isdigit():
+        number = int(text)
+        if text.startswith("-100") and len(text) > 4:
+            number = int(text[4:])  # Bot-API form of a channel id
+        return header.id == number
+    return (header.name or "").strip().casefold() == text.casefold()
+
+
+class ExportImporter:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        run_id: str,
+        batch_size: int = 500,
+        sqlite_dir: Path | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.batch_size = batch_size
+        self.sqlite_dir = sqlite_dir
+        self.progress = progress
+        self.sources = IngestionStore(db)
+        self.raw = RawStore(db)
+
+    # --- pass 1 ----------------------------------------------------------------------------------
+
+    def check(self, path: Path, chat: str | None = None) -> tuple[ChatScan, list[ChatScan], ExportReader]:
+        """Read the whole file, write nothing; return the chosen chat and every chat seen."""
+        reader = ExportReader(path)
+        scans: list[ChatScan] = []
+        total = _size(path)
+        report_every = 2000
+
+        def on_chat(header: ChatHeader) -> Callable[[dict[str, Any]], None] | None:
+            scan = ChatScan(header)
+            scans.append(scan)
+            candidate = _matches(header, chat)
+            scan.checked = candidate
+
+            def on_message(message: dict[str, Any]) -> None:
+                try:
+                    message_id = message_id_of(message)
+                    if candidate:
+                        fields = export_fields(message)
+                    else:
+                        fields = message if message.get("type", "message") == "message" else None
+                except ExportMessageError as exc:
+                    raise ExportFormatError(
+                        f"{path}: chat {header.describe()}, message {message.get('id', '?')}: {exc}",
+                        "the export is damaged; export the chat again with Telegram Desktop",
+                    ) from None
+                if fields is None:
+                    scan.service += 1
+                else:
+                    scan.messages += 1
+                scan.max_id = max(scan.max_id, message_id)
+                if self.progress and (scan.messages + scan.service) % report_every == 0:
+                    self.progress("checking", reader.bytes_read, total)
+
+            return on_message
+
+        reader.walk(on_chat)
+        if self.progress:
+            self.progress("checking", total, total)
+        chosen = self._choose(path, scans, chat, reader.kind)
+        return chosen, scans, reader
+
+    @staticmethod
+    def _choose(path: Path, scans: list[ChatScan], chat: str | None, kind: str | None) -> ChatScan:
+        matching = [s for s in scans if _matches(s.header, chat)]
+        listing = "; ".join(s.header.describe() for s in scans[:8]) + (" ..." if len(scans) > 8 else "")
+        if kind == "single":
+            if chat is not None and not matching:
+                raise ChatNotChosen(
+                    f"{path} is the export of {scans[0].header.describe()}, not of {chat!r}",
+                    "drop --chat, or give this chat's name or id",
+                )
+            return scans[0]
+        if not scans:
+            raise ExportFormatError(f"{path} is a full export with no chats in it", "export the chat itself")
+        if not matching:
+            raise ChatNotChosen(f"no chat {chat!r} in {path}", f"pick one of: {listing}")
+        if len(matching) > 1:
+            raise ChatNotChosen(
+                f"{path} holds {len(matching)} chats"
+                + (f" named {chat!r}" if chat else "")
+                + "; pick one with --chat NAME|ID",
+                f"chats: {'; '.join(s.header.describe() for s in matching[:8])}",
+            )
+        return matching[0]
+
+    # --- pass 2 ----------------------------------------------------------------------------------
+
+    def run(self, path: Path, *, chat: str | None = None, source_id: str | None = None) -> ImportResult:
+        before = _stat(path)
+        chosen, scans, checked = self.check(path, chat)
+        header = chosen.header
+        if header.id is None:
+            raise ExportFormatError(f"{path}: chat {header.describe()} has no id", "export it again")
+        source, created = self._source(header, source_id)
+        result = ImportResult(
+            source_id=source.source_id,
+            chat=header,
+            source_created=created,
+            escapes_fixed=checked.escapes_fixed,
+            chats_in_file=len(scans),
+        )
+        with source_lock(self.db, source.source_id, self.sqlite_dir):
+            run_pk = self.sources.start_run(source.source_id, self.run_id)
+            self.sources.record_attempt(source.source_id)
+            counts: dict[str, int] = {}
+            try:
+                if _stat(path) != before:
+                    raise ExportFormatError(f"{path} changed while it was being checked", "import it again")
+                self._load(path, chosen, source.source_id, result)
+                if _stat(path) != before:
+                    raise ExportFormatError(
+                        f"{path} changed while it was being imported",
+                        "import it again (already stored messages are kept, re-importing adds the rest)",
+                    )
+            except Exception as exc:
+                counts = {"posts_fetched": result.messages, "posts_inserted": result.inserted}
+                counts["versions_recorded"] = result.versions
+                self.sources.record_failure(source.source_id, f"{type(exc).__name__}: {exc}", permanent=False)
+                self.sources.finish_run(run_pk, success=False, counts=counts, error=exc)
+                raise
+            if chosen.max_id:
+                self.sources.advance_post_cursor(source.source_id, chosen.max_id)
+            self.sources.record_success(source.source_id)
+            counts = {
+                "posts_fetched": result.messages,
+                "posts_inserted": result.inserted,
+                "versions_recorded": result.versions,
+            }
+            self.sources.finish_run(run_pk, success=True, counts=counts)
+        result.bytes = _size(path)
+        return result
+
+    def _load(self, path: Path, chosen: ChatScan, source_id: str, result: ImportResult) -> None:
+        reader = ExportReader(path)
+        channel_id = int(chosen.header.id or 0)
+        total = _size(path)
+        batch: list[RawMessage] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            stored = self.raw.store_batch(batch)
+            result.inserted += stored.inserted
+            result.versions += stored.versions
+            result.unchanged += stored.unchanged
+            batch.clear()
+            if self.progress:
+                self.progress("importing", reader.bytes_read, total)
+
+        def on_message(message: dict[str, Any]) -> None:
+            fields = export_fields(message)
+            if fields is None:
+                result.service_skipped += 1
+                return
+            batch.append(
+                RawMessage.build(channel_id=channel_id, message_type="post", source_id=source_id, **fields)
+            )
+            result.messages += 1
+            if len(batch) >= self.batch_size:
+                flush()
+
+        def on_chat(header: ChatHeader) -> Callable[[dict[str, Any]], None] | None:
+            same = header.index == chosen.header.index and header.section == chosen.header.section
+            return on_message if same else None
+
+        reader.walk(on_chat)
+        flush()
+        if self.progress:
+            self.progress("importing", total, total)
+
+    def _source(self, header: ChatHeader, source_id: str | None) -> tuple[Source, bool]:
+        """Create or reuse the source the export feeds (kind `export`)."""
+        channel_id = int(header.id or 0)
+        if source_id is not None:
+            existing = self.sources.get_source(source_id)
+            if existing is not None:
+                if existing.channel_id not in (None, channel_id):
+                    raise InvalidInput(
+                        f"source {source_id!r} is channel {existing.channel_id}, but the export is of "
+                        f"{header.describe()}",
+                        "use another --source-id, or drop it to let tg-parser pick one",
+                    )
+                if existing.channel_id is None or existing.title is None:
+                    self.sources.update_identity(source_id, channel_id=channel_id, title=header.name)
+                return self.sources.get_source(source_id) or existing, False
+        else:
+            for candidate in self.sources.sources_for_channel(channel_id):
+                if candidate.kind == "export":
+                    return candidate, False
+            source_id = f"export-{channel_id}"
+            existing = self.sources.get_source(source_id)
+            if existing is not None:
+                if existing.channel_id not in (None, channel_id):
+                    raise InvalidInput(
+                        f"source {source_id!r} exists for channel {existing.channel_id}",
+                        "pass --source-id to choose a free source id",
+                    )
+                return existing, False
+        source = Source(source_id=source_id, kind="export", channel_id=channel_id, title=header.name)
+        created = self.sources.add_source(source)
+        return self.sources.get_source(source_id) or source, created
+
+
+def _stat(path: Path) -> tuple[int, int]:
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ExportFormatError(
+            f"cannot read {path}: {exc.strerror or exc}", "check the path and permissions"
+        ) from None
+    return info.st_size, info.st_mtime_ns
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0

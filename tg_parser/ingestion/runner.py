@@ -1,0 +1,509 @@
+"""Incremental ingestion of channel posts and comments through the Telegram gateway.
+
+Per source, one *attempt* (a row in `ingest_runs`) under the source's lock:
+
+1. reach the channel (stored id + access hash, or resolve the username once and store the identity);
+2. re-read the newest posts at or below the cursor (one request) so edits reach the versions journal and
+   reply counters are fresh;
+3. page forward from `last_post_id`, oldest → newest (the first run starts at the source's `since` date
+   and stops at `until`), committing rows and then the cursor every batch (≤ INGEST_BATCH_SIZE);
+4. with comments on: for each post with a non-zero comment count, page its thread forward from the
+   thread's own cursor; a post without a thread (MsgIdInvalidError) is marked and skipped from then on,
+   a channel without a discussion group is marked `comments_unavailable`.
+
+The cursor never gets ahead of stored rows: a batch's rows are committed first (raw store), the cursor
+after them (ingestion store). On PostgreSQL both go in one transaction; on SQLite the stores are separate
+files whose joint commit is not atomic across files in WAL mode, so the two commits are sequential. A
+crash between them leaves the cursor *behind*, the next run re-reads that batch and `store_batch` finds
+it unchanged: the same set of rows, no duplicates.
+
+Failures are classified by exception type (ingestion/errors.py): short FloodWaits are slept (through the
+injectable `sleep`) after committing what was fetched, long ones set `rate_limit_until` and end the
+attempt — the next run resumes from the committed cursor; retryable errors back off with jitter;
+permanent ones put the source in `error` status.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from loguru import logger
+
+from tg_parser.db.base import Database
+from tg_parser.domain.channels import ChannelRef
+from tg_parser.domain.models import RawMessage, Source
+from tg_parser.ingestion import convert
+from tg_parser.ingestion.client import PAGE_SIZE, Page, TelegramGateway
+from tg_parser.ingestion.errors import (
+    Backoff,
+    ChannelNotFound,
+    ErrorKind,
+    RateLimited,
+    SourceLocked,
+    classify,
+    describe,
+)
+from tg_parser.ingestion.locks import source_lock
+from tg_parser.ingestion.state import IngestionState
+from tg_parser.stores import IngestionStore, RawStore
+from tg_parser.stores.raw import BatchResult
+
+T = TypeVar("T")
+
+OutcomeStatus = Literal["ok", "failed", "rate_limited", "locked", "skipped"]
+
+RECHECK_POSTS = PAGE_SIZE  # newest stored posts re-read every run (one request)
+MAX_FLOOD_SLEEPS = 10  # short FloodWaits slept per attempt before the source is parked instead
+
+
+@dataclass
+class RunCounts:
+    posts_fetched: int = 0
+    posts_inserted: int = 0
+    posts_rechecked: int = 0
+    comments_fetched: int = 0
+    comments_inserted: int = 0
+    versions_recorded: int = 0
+    threads_read: int = 0
+    threads_unavailable: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class SourceOutcome:
+    source_id: str
+    status: OutcomeStatus
+    counts: RunCounts = field(default_factory=RunCounts)
+    message: str = ""
+    retry_at: datetime | None = None
+    auth_failed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_id": self.source_id,
+            "status": self.status,
+            "message": self.message,
+            "retry_at": self.retry_at,
+            **self.counts.as_dict(),
+        }
+
+
+@dataclass
+class Policy:
+    """Knobs of one ingestion run; tests inject `sleep`, `rng` and `clock` so nothing really waits."""
+
+    batch_size: int = 500
+    flood_sleep_threshold: int = 60
+    backoff: Backoff = field(default_factory=Backoff)
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    recheck_posts: int = RECHECK_POSTS
+
+
+class Ingestor:
+    """Runs attempts for sources, one at a time, over one gateway and one database."""
+
+    def __init__(
+        self,
+        db: Database,
+        gateway: TelegramGateway,
+        *,
+        run_id: str,
+        policy: Policy | None = None,
+        sqlite_dir: Path | None = None,
+    ) -> None:
+        self.db = db
+        self.gateway = gateway
+        self.run_id = run_id
+        self.policy = policy or Policy()
+        self.sqlite_dir = sqlite_dir
+        self.sources = IngestionStore(db)
+        self.raw = RawStore(db)
+        self.state = IngestionState(db)
+
+    def run(self, sources: Sequence[Source], *, limit: int | None = None) -> list[SourceOutcome]:
+        """Attempt each source in turn; an authorization failure stops the run (all would fail alike)."""
+        outcomes: list[SourceOutcome] = []
+        for source in sources:
+            outcome = self.run_source(source, limit=limit)
+            outcomes.append(outcome)
+            logger.debug(  # the CLI prints the outcome; the log keeps the details
+                "ingest {source}: {status} {counts}{message}",
+                source=outcome.source_id,
+                status=outcome.status,
+                counts=outcome.counts.as_dict(),
+                message=f" — {outcome.message}" if outcome.message else "",
+            )
+            if outcome.auth_failed:
+                break
+        return outcomes
+
+    def run_source(self, source: Source, *, limit: int | None = None) -> SourceOutcome:
+        now = self.policy.clock()
+        if source.status == "paused":
+            return SourceOutcome(source.source_id, "skipped", message="paused")
+        if source.kind == "export":
+            return SourceOutcome(
+                source.source_id, "skipped", message="an export source (fed by 'ingest --from-export')"
+            )
+        if source.rate_limit_until is not None and source.rate_limit_until > now:
+            return SourceOutcome(
+                source.source_id,
+                "rate_limited",
+                message=f"rate-limited by Telegram until {source.rate_limit_until:%Y-%m-%d %H:%M:%S}Z",
+                retry_at=source.rate_limit_until,
+            )
+        try:
+            with source_lock(self.db, source.source_id, self.sqlite_dir):
+                return self._attempt(source, limit)
+        except SourceLocked as exc:
+            return SourceOutcome(source.source_id, "locked", message=exc.one_line())
+
+    # --- one attempt -----------------------------------------------------------------------------
+
+    def _attempt(self, source: Source, limit: int | None) -> SourceOutcome:
+        # Re-read under the lock: a run that finished since the sources were listed may have moved the cursor.
+        fresh = self.sources.get_source(source.source_id) or source
+        run_pk = self.sources.start_run(fresh.source_id, self.run_id)
+        self.sources.record_attempt(fresh.source_id)
+        attempt = _Attempt(self, fresh)
+        try:
+            attempt.execute(limit)
+        except RateLimited as exc:
+            cause = exc.__cause__ or exc
+            until = self.policy.clock() + timedelta(seconds=exc.seconds)
+            self.state.record_rate_limit(fresh.source_id, until, describe(cause))
+            self.sources.finish_run(run_pk, success=False, counts=attempt.counts.as_dict(), error=cause)
+            return SourceOutcome(
+                fresh.source_id,
+                "rate_limited",
+                attempt.counts,
+                message=f"Telegram asked to wait {exc.seconds}s; skipped until {until:%Y-%m-%d %H:%M:%S}Z "
+                "(the next run resumes from the stored cursor)",
+                retry_at=until,
+            )
+        except Exception as exc:
+            kind = classify(exc).kind
+            permanent = kind in (ErrorKind.PERMANENT, ErrorKind.AUTH)
+            self.sources.record_failure(fresh.source_id, describe(exc), permanent=permanent)
+            self.sources.finish_run(run_pk, success=False, counts=attempt.counts.as_dict(), error=exc)
+            what = "permanent error, source set to 'error'" if permanent else "will retry on the next run"
+            return SourceOutcome(
+                fresh.source_id,
+                "failed",
+                attempt.counts,
+                message=f"{describe(exc)} ({what})",
+                auth_failed=kind is ErrorKind.AUTH,
+            )
+        self.sources.record_success(fresh.source_id)
+        self.sources.finish_run(run_pk, success=True, counts=attempt.counts.as_dict())
+        return SourceOutcome(fresh.source_id, "ok", attempt.counts)
+
+
+class _Attempt:
+    """The state of one attempt on one source: where paging stands and what is waiting to be committed."""
+
+    def __init__(self, ingestor: Ingestor, source: Source) -> None:
+        self.ingestor = ingestor
+        self.db = ingestor.db
+        self.gateway = ingestor.gateway
+        self.policy = ingestor.policy
+        self.source = source
+        self.counts = RunCounts()
+        self.channel_id: int = source.channel_id or 0
+        self.flood_sleeps = 0
+        self.failures = 0  # consecutive retryable failures of the current request
+        # post id → its MessageReplies, for posts seen this run (new or re-read)
+        self.threads: dict[int, Any] = {}
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _atomic(self) -> AbstractContextManager[Any]:
+        # PostgreSQL: rows and cursor in one transaction. SQLite: two sequential commits, rows first (the
+        # stores are separate files and a transaction spanning attached WAL files is not atomic as a set).
+        return self.db.transaction() if self.db.dialect == "postgres" else nullcontext()
+
+    def _retry_or_raise(self, error: BaseException) -> None:
+        """Decide what to do about a failed request: return to retry it, or raise to end the attempt."""
+        classified = classify(error)
+        if classified.kind is ErrorKind.RATE_LIMIT:
+            if (
+                classified.seconds <= self.policy.flood_sleep_threshold
+                and self.flood_sleeps < MAX_FLOOD_SLEEPS
+            ):
+                self.flood_sleeps += 1
+                logger.info(
+                    "FloodWait {seconds}s on {source}: sleeping, then resuming from the cursor",
+                    seconds=classified.seconds,
+                    source=self.source.source_id,
+                )
+                self.policy.sleep(classified.seconds + 1)
+                return
+            raise RateLimited(classified.seconds) from error
+        if classified.kind is ErrorKind.RETRYABLE and self.failures + 1 < self.policy.backoff.max_attempts:
+            delay = self.policy.backoff.delay(self.failures, self.policy.rng)
+            self.failures += 1
+            logger.warning(
+                "{error} on {source}; retry {n} in {delay:.1f}s",
+                error=describe(error),
+                source=self.source.source_id,
+                n=self.failures,
+                delay=delay,
+            )
+            self.policy.sleep(delay)
+            return
+        raise error
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """A single request (not a page) under the retry policy."""
+        while True:
+            try:
+                result = fn()
+            except Exception as exc:
+                self._retry_or_raise(exc)
+                continue
+            self.failures = 0
+            return result
+
+    def _page(self, fn: Callable[[], Page]) -> Page:
+        page = fn()
+        if page.error is None:
+            self.failures = 0
+        return page
+
+    # --- the attempt -----------------------------------------------------------------------------
+
+    def execute(self, limit: int | None) -> None:
+        peer = self._peer()
+        self._recheck(peer)
+        self._posts(peer, limit)
+        if self.source.include_comments:
+            self._comments(peer)
+
+    def _peer(self) -> Any:
+        source = self.source
+        if source.channel_id and source.access_hash is not None:
+            return self.gateway.input_peer(source.channel_id, source.access_hash)
+        if not source.username and not source.channel_id:
+            raise ChannelNotFound(f"source {source.source_id!r} names no channel", "re-add it with @username")
+        info = self._call(
+            lambda: self.gateway.resolve(ChannelRef(channel_id=source.channel_id, username=source.username))
+        )
+        if source.channel_id and info.channel_id != source.channel_id:
+            raise ChannelNotFound(
+                f"@{source.username} now belongs to channel {info.channel_id}, not {source.channel_id}",
+                "the username moved to another channel; add the new one as a separate source",
+            )
+        self.ingestor.sources.update_identity(
+            source.source_id,
+            channel_id=info.channel_id,
+            username=info.username,
+            title=info.title,
+            access_hash=info.access_hash,
+        )
+        self.channel_id = info.channel_id
+        if info.access_hash is None:
+            raise ChannelNotFound(
+                f"Telegram gave no access hash for {source.source_id!r}", "join the channel"
+            )
+        return self.gateway.input_peer(info.channel_id, info.access_hash)
+
+    def _in_window(self, date: datetime | None) -> bool:
+        if date is None:
+            return True
+        if self.source.since_date is not None and date < self.source.since_date:
+            return False
+        return not (self.source.until_date is not None and date > self.source.until_date)
+
+    def _note_thread(self, message: Any) -> None:
+        if convert.comments_channel(getattr(message, "replies", None)) and self._in_window(message.date):
+            self.threads[message.id] = message.replies
+
+    # --- posts -----------------------------------------------------------------------------------
+
+    def _recheck(self, peer: Any) -> None:
+        """Re-read the newest stored posts: edits go to the journal, reply counters are refreshed."""
+        cursor = self.source.last_post_id
+        if cursor <= 0 or self.policy.recheck_posts <= 0:
+            return
+        while True:
+            page = self._page(
+                lambda: self.gateway.history_recent(peer, up_to_id=cursor, limit=self.policy.recheck_posts)
+            )
+            if page.error is not None:
+                self._retry_or_raise(page.error)
+                continue
+            break
+        records = []
+        for message in page.messages:
+            if convert.is_content(message) and self._in_window(message.date):
+                records.append(self._post(message))
+                self._note_thread(message)
+        if records:
+            result = self.ingestor.raw.store_batch(records)
+            self.counts.posts_rechecked += len(records)
+            self.counts.versions_recorded += result.versions
+            self.counts.posts_inserted += result.inserted  # a post the cursor passed but never stored
+
+    def _post(self, message: Any) -> RawMessage:
+        return convert.post_record(message, channel_id=self.channel_id, source_id=self.source.source_id)
+
+    def _posts(self, peer: Any, limit: int | None) -> None:
+        position = self.source.last_post_id
+        since = self.source.since_date if position == 0 else None
+        until = self.source.until_date
+        pending: list[RawMessage] = []
+        committed = position
+        page_size = min(PAGE_SIZE, self.policy.batch_size)
+        done = False
+        while not done:
+            page = self._page(
+                lambda p=position: self.gateway.history_after(peer, after_id=p, since=since, limit=page_size)
+            )
+            for message in page.messages:
+                if message.id <= position:
+                    continue  # defensive: never go backwards
+                if until is not None and message.date is not None and message.date > until:
+                    done = True  # past the window: stop, and leave the cursor before this message
+                    break
+                position = message.id
+                if convert.is_content(message) and self._in_window(message.date):
+                    pending.append(self._post(message))
+                    self._note_thread(message)
+                    self.counts.posts_fetched += 1
+                    if limit is not None and self.counts.posts_fetched >= limit:
+                        done = True
+                        break
+            # Telethon keeps asking until a page is full or Telegram answers empty: a short page is the end.
+            exhausted = page.error is None and len(page.messages) < page_size
+            if (
+                page.error is not None
+                or done
+                or exhausted
+                or len(pending) + page_size > self.policy.batch_size
+            ):
+                self._commit_posts(pending, position, committed)
+                pending, committed = [], position
+            if page.error is not None:
+                self._retry_or_raise(page.error)
+                continue
+            if exhausted:
+                break
+
+    def _commit_posts(self, records: list[RawMessage], position: int, committed: int) -> None:
+        for chunk, cursor in _chunks(records, position, self.policy.batch_size):
+            if not chunk and cursor <= committed:
+                continue
+            with self._atomic():
+                result = self.ingestor.raw.store_batch(chunk) if chunk else BatchResult()
+                self.ingestor.sources.advance_post_cursor(self.source.source_id, cursor)
+            self._count(result, comments=False)
+
+    def _count(self, result: BatchResult, *, comments: bool) -> None:
+        if comments:
+            self.counts.comments_inserted += result.inserted
+        else:
+            self.counts.posts_inserted += result.inserted
+        self.counts.versions_recorded += result.versions
+
+    # --- comments --------------------------------------------------------------------------------
+
+    def _comments(self, peer: Any) -> None:
+        sources = self.ingestor.sources
+        if not self.threads:
+            # Nothing to read this run. Find out once whether the channel has a discussion at all, so
+            # `sources list` can say so (and later runs skip the check).
+            if not self.source.comments_unavailable:
+                linked = self._call(lambda: self.gateway.linked_discussion(peer))
+                if linked is None:
+                    sources.set_comments_unavailable(self.source.source_id, True)
+            return
+        if self.source.comments_unavailable:
+            # Posts carry comment threads again: the channel has (re)linked a discussion group.
+            sources.set_comments_unavailable(self.source.source_id, False)
+        skipped = self.ingestor.state.unavailable_threads(self.source.source_id)
+        for post_id in sorted(self.threads):
+            if post_id in skipped:
+                continue
+            replies = self.threads[post_id]
+            cursor = sources.comment_cursor(self.source.source_id, post_id)
+            if replies.max_id is not None and replies.max_id <= cursor:
+                continue  # nothing new in this thread since the last run
+            self._thread(peer, post_id, cursor)
+
+    def _thread(self, peer: Any, post_id: int, cursor: int) -> None:
+        position = committed = cursor
+        pending: list[RawMessage] = []
+        page_size = min(PAGE_SIZE, self.policy.batch_size)
+        self.counts.threads_read += 1
+        while True:
+            page = self._page(
+                lambda p=position: self.gateway.replies_after(
+                    peer, post_id=post_id, after_id=p, limit=page_size
+                )
+            )
+            for message in page.messages:
+                if message.id <= position:
+                    continue
+                position = message.id
+                if convert.is_content(message):
+                    pending.append(
+                        convert.comment_record(
+                            message,
+                            channel_id=self.channel_id,
+                            post_id=post_id,
+                            source_id=self.source.source_id,
+                        )
+                    )
+                    self.counts.comments_fetched += 1
+            exhausted = page.error is None and len(page.messages) < page_size
+            if page.error is not None or exhausted or len(pending) + page_size > self.policy.batch_size:
+                self._commit_comments(post_id, pending, position, committed)
+                pending, committed = [], position
+            if page.error is not None:
+                if classify(page.error).kind is ErrorKind.NO_THREAD:
+                    self.ingestor.state.mark_thread_unavailable(
+                        self.source.source_id, post_id, describe(page.error)
+                    )
+                    self.counts.threads_unavailable += 1
+                    return
+                self._retry_or_raise(page.error)
+                continue
+            if exhausted:
+                return
+
+    def _commit_comments(
+        self, post_id: int, records: list[RawMessage], position: int, committed: int
+    ) -> None:
+        for chunk, cursor in _chunks(records, position, self.policy.batch_size):
+            if not chunk and cursor <= committed:
+                continue
+            with self._atomic():
+                result = self.ingestor.raw.store_batch(chunk) if chunk else BatchResult()
+                self.ingestor.sources.advance_comment_cursor(self.source.source_id, post_id, cursor)
+            self._count(result, comments=True)
+
+
+def _chunks(records: list[RawMessage], position: int, size: int) -> Iterator[tuple[list[RawMessage], int]]:
+    """Split pending rows into batches of at most `size`, each with the cursor it covers.
+
+    Every batch but the last covers up to its own highest message id; the last covers `position`, which
+    may be past its rows (trailing service messages or skipped ones need no row to be passed).
+    """
+    if not records:
+        yield [], position
+        return
+    for start in range(0, len(records), size):
+        chunk = records[start : start + size]
+        last = start + size >= len(records)
+        yield chunk, position if last else max(r.message_id for r in chunk)

@@ -4,7 +4,10 @@ are kept, the rest dropped, and the cut is recorded (flag + original size) so no
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 PAYLOAD_CAP_BYTES = 256 * 1024
 
@@ -27,8 +30,33 @@ KEY_FIELDS = (
 )
 
 
+def serialize(payload: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON of a payload (orjson, with the stdlib as the fallback for odd values)."""
+    try:
+        return orjson.dumps(payload)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+
+
 def payload_size(payload: dict[str, Any]) -> int:
-    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8"))
+    return len(serialize(payload))
+
+
+@dataclass(frozen=True)
+class CappedPayload:
+    payload: dict[str, Any]
+    text: str  # the JSON of `payload`, serialised once for storage
+    truncated: bool
+    original_size: int
+
+
+def cap_payload_text(payload: dict[str, Any], cap: int = PAYLOAD_CAP_BYTES) -> CappedPayload:
+    """The payload to store, already serialised, with the cut recorded when it was over the cap."""
+    encoded = serialize(payload)
+    if len(encoded) <= cap:
+        return CappedPayload(payload, encoded.decode("utf-8"), False, len(encoded))
+    kept, _, size = cap_payload(payload, cap)
+    return CappedPayload(kept, serialize(kept).decode("utf-8"), True, size)
 
 
 def cap_payload(payload: dict[str, Any], cap: int = PAYLOAD_CAP_BYTES) -> tuple[dict[str, Any], bool, int]:

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
+from tg_parser.db.codec import JsonText
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
-from tg_parser.domain.payload import cap_payload
+from tg_parser.domain.payload import cap_payload_text
 from tg_parser.stores.base import Store
 
 
@@ -76,7 +77,7 @@ class RawStore(Store):
                 if known[0] == message.text and _same_time(known[1], message.edit_date):
                     result.unchanged += 1
                     continue
-                payload, _, _ = cap_payload(message.raw_payload)
+                payload = JsonText(cap_payload_text(message.raw_payload).text)
                 versions.append(
                     {
                         "source_ref": message.source_ref,
@@ -100,10 +101,10 @@ class RawStore(Store):
     @staticmethod
     def _insert_params(message: RawMessage) -> dict:
         params = message.to_row()
-        payload, truncated, size = cap_payload(message.raw_payload)
-        params["raw_payload"] = payload
-        params["payload_truncated"] = truncated or message.payload_truncated
-        params["payload_size"] = message.payload_size or size
+        capped = cap_payload_text(message.raw_payload)
+        params["raw_payload"] = JsonText(capped.text)  # serialised once: measured and stored
+        params["payload_truncated"] = capped.truncated or message.payload_truncated
+        params["payload_size"] = message.payload_size or capped.original_size
         return params
 
     def get(self, source_ref: str) -> RawMessage | None:

@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 SUMMARY_MAX = 200
@@ -312,3 +313,46 @@ def extract(text: str) -> Extraction:
         entities=extract_entities(text or ""),
         language=detect_language(cleaned),
     )
+
+
+# --- the processor ------------------------------------------------------------------------------------
+
+EXTRACTIVE_MODEL = "extractive"
+EXTRACTIVE_PIPELINE_VERSION = "extractive-1"
+# Stands where an LLM document has the hash of its prompt: bumped when the extractors change.
+EXTRACTIVE_PROMPT_ID = "extractive:1"
+
+
+class ExtractiveDocumentProcessor:
+    """The offline processor: the same surface as the LLM processor, so it runs through the same
+    pipeline (selection, leases, batched writes, failure journal, run report)."""
+
+    model = EXTRACTIVE_MODEL
+    prompt_id = EXTRACTIVE_PROMPT_ID
+
+    def process(self, message: Any, stop: Any = None) -> Any:
+        from tg_parser.domain.models import ProcessedDocument
+        from tg_parser.processing.processor import EmptyMessage
+
+        result = extract(message.get("text") or "")
+        if not result.text_clean:
+            raise EmptyMessage(message["source_ref"])
+        return ProcessedDocument(
+            source_ref=message["source_ref"],
+            channel_id=message["channel_id"],
+            message_date=message["date"],
+            text_clean=result.text_clean,
+            summary=result.summary or None,
+            topics=result.topics,
+            entities=result.entities,  # type: ignore[arg-type]
+            language=result.language,
+            model=EXTRACTIVE_MODEL,
+            prompt_id=EXTRACTIVE_PROMPT_ID,
+            pipeline_version=EXTRACTIVE_PIPELINE_VERSION,
+            input_tokens=0,
+            output_tokens=0,
+            metadata={"message_type": message.get("message_type")},
+        )
+
+    def estimate_input_tokens(self, message: Any) -> int:
+        return 0

@@ -1,0 +1,131 @@
+"""tg-parser run: ingest → process → topicize → export, once or every interval (the worker's entry point)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION, build_strategy
+from tg_parser.cli.context import AppContext, pass_app
+from tg_parser.cli.output import emit_json, json_option
+from tg_parser.errors import InvalidInput
+from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
+from tg_parser.processing.selection import choose_processor
+
+
+@click.command("run")
+@click.option("--source", "source_ids", multiple=True, metavar="ID", help="Only this source (repeatable).")
+@click.option(
+    "--all", "all_sources", is_flag=True, help="Every active source (the default without --source)."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where the export is written.",
+)
+@click.option(
+    "--every", metavar="INTERVAL", help="Repeat forever with this pause between cycles (e.g. 15m, 1h)."
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="LLM requests in flight."
+)
+@PROCESSOR_OPTION
+@json_option
+@pass_app
+def command(
+    app: AppContext,
+    source_ids: tuple[str, ...],
+    all_sources: bool,
+    out_dir: Path,
+    every: str | None,
+    concurrency: int,
+    processor: str | None,
+    as_json: bool,
+) -> None:
+    """Run the whole pipeline for each source, then export the knowledge base.
+
+    \b
+    For each source: ingest (Telegram sources; export sources were imported from their file),
+    process new messages, topicize its channel. Then export everything to --out. One failing
+    source does not stop the others. Exit status 0 when every step succeeded, 1 otherwise.
+
+    With --every the cycle repeats until Ctrl-C or SIGTERM, which ends the pause at once, or the
+    running cycle after its current step (this is the compose worker's entry point).
+    """
+    if source_ids and all_sources:
+        raise InvalidInput("--source and --all are exclusive", "give one of them")
+    interval = parse_interval(every) if every else None
+    db = app.database()
+    kind, line = choose_processor(app.settings, processor)
+    click.echo(line, err=True)
+    pipeline = Pipeline(db, app.settings, kind, out_dir, run_id=app.run_id or "run", concurrency=concurrency)
+    sources = pipeline.select_sources(source_ids, all_sources)
+    if not sources:
+        click.echo(
+            "No active sources. Import an export (tg-parser ingest --from-export FILE) or add a channel "
+            "(tg-parser sources add @channel).",
+            err=True,
+        )
+    strategy = build_strategy(app, kind)
+    with _stop_on_signals(pipeline.stop):
+        while True:
+            report = pipeline.cycle(sources, strategy)
+            _print(report, out_dir, as_json)
+            if interval is None or pipeline.stop.is_set():
+                break
+            click.echo(f"Next cycle in {every}.", err=True)
+            if pipeline.stop.wait(interval):
+                break
+            pipeline.run_id = (
+                f"{app.run_id}-{report.finished_at:%Y%m%dT%H%M%S}" if report.finished_at else pipeline.run_id
+            )
+            sources = pipeline.select_sources(source_ids, all_sources)
+    if pipeline.stop.is_set():
+        click.echo("Stopped.", err=True)
+        return
+    if not report.ok:
+        click.get_current_context().exit(1)
+
+
+def _print(report: CycleReport, out_dir: Path, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    for source in report.sources:
+        click.echo(f"{source.source_id}: {'ok' if source.ok else 'FAILED'}")
+        for step in source.steps:
+            click.echo(f"  {step.step:<9} {'ok' if step.ok else 'FAILED':<6} {step.detail}")
+    if report.export is not None:
+        click.echo(f"export    {'ok' if report.export.ok else 'FAILED':<6} {report.export.detail}")
+        if report.export.ok:
+            click.echo(f"Knowledge base: {out_dir / 'kb_entries.ndjson'}, {out_dir / 'topics.json'}")
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM asks for a clean stop; a second Ctrl-C quits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\nStopping after the current step (Ctrl-C again to quit now)…", err=True)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

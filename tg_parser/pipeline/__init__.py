@@ -1,0 +1,1 @@
+"""The one-shot pipeline behind `tg-parser run`: ingest → process → topicize → export."""

@@ -1,0 +1,262 @@
+"""`tg-parser run`: for each source ingest, process and topicize; then export the knowledge base.
+
+One failing source does not stop the others: each step's outcome is recorded per source, and the
+cycle's status says whether everything succeeded. With an interval, cycles repeat until a stop is
+requested (Ctrl-C / SIGTERM), which ends the sleep at once or the running cycle after its current step.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from tg_parser.config import Settings
+from tg_parser.db.base import Database
+from tg_parser.domain.models import Source
+from tg_parser.errors import InvalidInput
+from tg_parser.export import ExportFilters, export
+from tg_parser.processing.selection import ProcessorKind
+from tg_parser.stores import IngestionStore
+from tg_parser.topics.model import TopicGates
+from tg_parser.topics.runner import TopicStrategy, topicize
+
+_INTERVAL = re.compile(r"(\d+)\s*([smhd])", re.I)
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_interval(text: str) -> float:
+    """'15m', '1h30m', '90s', '1d' → seconds (at least 10 s, so a typo cannot hammer Telegram)."""
+    compact = text.replace(" ", "")
+    parts = _INTERVAL.findall(compact)
+    if not parts or "".join(f"{n}{u}" for n, u in parts).lower() != compact.lower():
+        raise InvalidInput(f"--every {text!r} is not an interval", "write it like 15m, 1h, 1h30m or 90s")
+    seconds = sum(int(n) * _UNIT[u.lower()] for n, u in parts)
+    if seconds < 10:
+        raise InvalidInput(f"--every {text!r} is shorter than 10 seconds", "use an interval of 10s or more")
+    return float(seconds)
+
+
+@dataclass
+class StepResult:
+    step: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class SourceResult:
+    source_id: str
+    channel_id: int | None
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+
+@dataclass
+class CycleReport:
+    run_id: str
+    processor: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    sources: list[SourceResult] = field(default_factory=list)
+    export: StepResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.sources) and (self.export is None or self.export.ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "processor": self.processor,
+            "ok": self.ok,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "sources": [
+                {
+                    "source_id": s.source_id,
+                    "channel_id": s.channel_id,
+                    "ok": s.ok,
+                    "steps": [{"step": st.step, "ok": st.ok, "detail": st.detail} for st in s.steps],
+                }
+                for s in self.sources
+            ],
+            "export": None if self.export is None else {"ok": self.export.ok, "detail": self.export.detail},
+        }
+
+
+@dataclass
+class Pipeline:
+    """Everything one cycle needs; the step functions are attributes so each can be swapped in tests."""
+
+    db: Database
+    settings: Settings
+    processor_kind: ProcessorKind
+    out_dir: Path
+    run_id: str
+    concurrency: int = 4
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def select_sources(self, source_ids: tuple[str, ...], all_sources: bool) -> list[Source]:
+        store = IngestionStore(self.db)
+        if all_sources or not source_ids:
+            return store.list_sources("active")
+        missing = [s for s in source_ids if store.get_source(s) is None]
+        if missing:
+            raise InvalidInput(
+                f"no source {', '.join(repr(m) for m in missing)}", "see 'tg-parser sources list'"
+            )
+        return [s for s in (store.get_source(i) for i in dict.fromkeys(source_ids)) if s is not None]
+
+    # --- steps ------------------------------------------------------------------------------------
+
+    def ingest(self, source: Source) -> StepResult:
+        if source.kind == "export":
+            return StepResult(
+                "ingest", True, "export source: nothing to fetch (re-import the file to update)"
+            )
+        from tg_parser.ingestion.client import TelegramGateway
+        from tg_parser.ingestion.runner import Ingestor, Policy
+
+        policy = Policy(
+            batch_size=self.settings.ingest_batch_size,
+            flood_sleep_threshold=self.settings.telegram_flood_sleep_threshold,
+        )
+        with TelegramGateway.from_settings(self.settings) as gateway:
+            gateway.open()
+            ingestor = Ingestor(
+                self.db,
+                gateway,
+                run_id=f"{self.run_id}-ingest",
+                policy=policy,
+                sqlite_dir=self.settings.db_sqlite_dir if self.db.dialect == "sqlite" else None,
+            )
+            outcome = ingestor.run_source(source)
+        c = outcome.counts
+        detail = f"{outcome.status}: {c.posts_inserted} new post(s), {c.comments_inserted} new comment(s)"
+        return StepResult(
+            "ingest",
+            outcome.status in ("ok", "skipped"),
+            detail + (f" — {outcome.message}" if outcome.message else ""),
+        )
+
+    def process(self, source: Source) -> StepResult:
+        from tg_parser.processing.pipeline import ProcessOptions, ProcessPipeline
+
+        client = None
+        if self.processor_kind == "extractive":
+            from tg_parser.processing.extractive import ExtractiveDocumentProcessor
+
+            processor: Any = ExtractiveDocumentProcessor()
+            concurrency = 1  # CPU-bound: threads would only contend
+        else:
+            from tg_parser.processing.llm import LlmClient
+            from tg_parser.processing.processor import LlmDocumentProcessor
+
+            client = LlmClient.from_settings(self.settings)
+            processor = LlmDocumentProcessor.load(client, self.settings.prompts_dir)
+            concurrency = self.concurrency
+        try:
+            pipeline = ProcessPipeline(
+                self.db,
+                processor,
+                ProcessOptions(source_id=source.source_id, concurrency=concurrency),
+                run_id=f"{self.run_id}-process-{source.source_id}",
+                run_params={"processor": self.processor_kind, "via": "run"},
+            )
+            pipeline.stop = self.stop
+            report = pipeline.run()
+        finally:
+            if client is not None:
+                client.close()
+        counts = report.counts
+        detail = f"{report.status}: {counts.processed} document(s), {counts.failed} failed"
+        if counts.skipped_no_text:
+            detail += f", {counts.skipped_no_text} without text"
+        if report.fatal is not None:
+            detail += f" — {report.fatal.one_line()}"
+        return StepResult("process", report.status in ("ok",) and report.fatal is None, detail)
+
+    def topicize(self, source: Source, strategy: TopicStrategy) -> StepResult:
+        if source.channel_id is None:
+            return StepResult("topicize", False, "the source has no channel id yet (ingest it first)")
+        report = topicize(
+            self.db,
+            strategy,
+            TopicGates.from_settings(self.settings),
+            run_id=f"{self.run_id}-topicize-{source.source_id}",
+            channel_ids=[source.channel_id],
+        )
+        outcome = report.channels[0]
+        detail = f"{outcome.status}: {outcome.topics} topic(s)" + (
+            f" — {outcome.error}" if outcome.error else ""
+        )
+        return StepResult("topicize", outcome.status != "failed", detail)
+
+    def export(self) -> StepResult:
+        result = export(self.db, self.out_dir, ExportFilters())
+        return StepResult(
+            "export",
+            True,
+            f"{result.message_entries} message and {result.topic_entries} topic entries in {self.out_dir}",
+        )
+
+    # --- a cycle ----------------------------------------------------------------------------------
+
+    def cycle(self, sources: list[Source], strategy: TopicStrategy) -> CycleReport:
+        report = CycleReport(run_id=self.run_id, processor=self.processor_kind, started_at=datetime.now(UTC))
+        for source in sources:
+            if self.stop.is_set():
+                break
+            result = SourceResult(source.source_id, source.channel_id)
+            report.sources.append(result)
+            for step in ("ingest", "process", "topicize"):
+                if self.stop.is_set():
+                    break
+                try:
+                    if step == "ingest":
+                        outcome = self.ingest(source)
+                        # The ingest step may have learned the channel id (sources add without Telegram).
+                        fresh = IngestionStore(self.db).get_source(source.source_id)
+                        source = fresh or source
+                        result.channel_id = source.channel_id
+                    elif step == "process":
+                        outcome = self.process(source)
+                    else:
+                        outcome = self.topicize(source, strategy)
+                except Exception as exc:  # one source's failure must not stop the others
+                    outcome = StepResult(step, False, f"{type(exc).__name__}: {_one_line(exc)}")
+                result.steps.append(outcome)
+                log = logger.info if outcome.ok else logger.warning
+                log(
+                    "run {} {}: {} ({})",
+                    source.source_id,
+                    step,
+                    "ok" if outcome.ok else "FAILED",
+                    outcome.detail,
+                )
+                if not outcome.ok and step == "ingest":
+                    # Process what is already stored anyway: an ingest failure (Telegram down, not
+                    # logged in) should not keep earlier messages from reaching the knowledge base.
+                    continue
+        if not self.stop.is_set():
+            try:
+                report.export = self.export()
+            except Exception as exc:
+                report.export = StepResult("export", False, f"{type(exc).__name__}: {_one_line(exc)}")
+        report.finished_at = datetime.now(UTC)
+        return report
+
+
+def _one_line(exc: BaseException) -> str:
+    one_line = getattr(exc, "one_line", None)
+    text = one_line() if callable(one_line) else str(exc)
+    return " ".join(str(text).split())[:500]

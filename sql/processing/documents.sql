@@ -1,9 +1,11 @@
 -- name: processing_select_candidates
 -- Messages that need processing, in one query (no per-message checks): not yet processed (unless
 -- :force), not journaled as a permanent failure (unless :retry_failed), and not under a live lease of
--- another worker. Optional filters by source and channel; :limit caps the batch.
--- Served by: raw_messages_channel_date_idx for the order, the primary keys of processed_documents,
--- processing_failures and work_leases for the anti-joins.
+-- another worker. Optional filters by source and channel; :limit caps the batch. Pages continue after the
+-- key (:after_channel_id, :after_date, :after_ref) of the previous page's last row (keyset pagination, so
+-- a run reads each candidate once and never re-reads the head); the first page passes the lowest key.
+-- Served by: raw_messages_channel_date_idx for the order and the keyset bound, the primary keys of
+-- processed_documents, processing_failures and work_leases for the anti-joins.
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
 FROM raw.raw_messages AS r
@@ -15,6 +17,7 @@ WHERE (d.source_ref IS NULL OR :force)
   AND (l.source_ref IS NULL OR l.expires_at < :now)
   AND (CAST(:source_id AS TEXT) IS NULL OR r.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR r.channel_id = :channel_id)
+  AND (r.channel_id, r.date, r.source_ref) > (:after_channel_id, :after_date, :after_ref)
 ORDER BY r.channel_id, r.date, r.source_ref
 LIMIT :limit;
 

@@ -16,6 +16,9 @@ from tg_parser.domain.models import (
 )
 from tg_parser.stores.base import FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
 
+# The keyset below every candidate: (channel_id, date, source_ref) of the first page's lower bound.
+FIRST_CANDIDATE_KEY: tuple[int, datetime, str] = (-(2**63), FAR_PAST, "")
+
 
 class ProcessingStore(Store):
     # --- selection and leases -----------------------------------------------------------------------
@@ -29,8 +32,14 @@ class ProcessingStore(Store):
         force: bool = False,
         retry_failed: bool = False,
         now: datetime | None = None,
+        after: tuple[int, datetime, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Messages that need processing, chosen by one query (see processing_select_candidates)."""
+        """Messages that need processing, chosen by one query (see processing_select_candidates).
+
+        `after` is the (channel_id, date, source_ref) of the previous page's last row: the page starts
+        after it, so a caller walks all candidates once, in order, with bounded memory.
+        """
+        after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
         return self.db.fetch_all(
             "processing_select_candidates",
             {
@@ -40,6 +49,9 @@ class ProcessingStore(Store):
                 "force": force,
                 "retry_failed": retry_failed,
                 "now": now or self.now(),
+                "after_channel_id": after_channel_id,
+                "after_date": after_date,
+                "after_ref": after_ref,
             },
         )
 
@@ -62,6 +74,22 @@ class ProcessingStore(Store):
         )
         claimed = {row["source_ref"] for row in rows}
         return [ref for ref in refs if ref in claimed]
+
+    def unclaim_done(self, refs: Sequence[str], worker_id: str, done_since: datetime) -> list[str]:
+        """Give back this worker's leases on refs whose document was written at or after `done_since`.
+
+        Run right after `claim` in the same transaction: on PostgreSQL a claim can wait for another
+        worker's commit (document + lease release) and then insert a fresh lease from a snapshot that
+        predates that document; this second statement sees the commit and drops such claims. Returns the
+        refs given back.
+        """
+        if not refs:
+            return []
+        rows = self.db.fetch_all(
+            "processing_unclaim_done",
+            {"refs": list(refs), "worker_id": worker_id, "done_since": done_since},
+        )
+        return [row["source_ref"] for row in rows]
 
     def release(self, refs: Sequence[str], worker_id: str) -> int:
         if not refs:

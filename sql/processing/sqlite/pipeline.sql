@@ -1,0 +1,14 @@
+-- name: processing_unclaim_done
+-- Give back this worker's fresh leases (a JSON array of refs) on messages whose document was written at or
+-- after :done_since (the epoch for a normal run, the run's start with --force), returning those refs.
+-- The process pipeline runs it right after processing_claim_leases in the same transaction, so a message
+-- another worker finished while this claim waited is never sent to the LLM again.
+-- Served by: work_leases primary key, processed_documents primary key.
+DELETE FROM processing.work_leases
+WHERE worker_id = :worker_id
+  AND source_ref IN (SELECT value FROM json_each(:refs))
+  AND EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d
+      WHERE d.source_ref = work_leases.source_ref AND d.processed_at >= :done_since
+  )
+RETURNING source_ref;

@@ -1,0 +1,273 @@
+"""tg-parser process: turn raw messages into processed documents with an LLM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import click
+
+from tg_parser.cli.context import AppContext, pass_app
+from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
+from tg_parser.domain.channels import parse_channel_ref
+from tg_parser.errors import InvalidInput
+from tg_parser.processing import (
+    PIPELINE_VERSION,
+    LlmClient,
+    LlmConfig,
+    LlmDocumentProcessor,
+    ProcessOptions,
+    ProcessPipeline,
+    ProcessReport,
+)
+from tg_parser.processing import dry_run as estimate_run
+from tg_parser.processing.pipeline import ProcessCounts
+from tg_parser.stores import IngestionStore, ProcessingStore
+
+EXIT_INTERRUPTED = 130
+STOPPING = (
+    "\nStopping: writing finished documents, abandoning requests in flight (Ctrl-C again to quit now)…\n"
+)
+
+
+@click.command("process")
+@click.option("--source", "source_id", metavar="ID", help="Only messages of this source.")
+@click.option("--channel", metavar="C", help="Only messages of this channel (@username, link or numeric id).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="LLM requests in flight at once.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Send at most this many messages.")
+@click.option("--force", is_flag=True, help="Process messages that already have a document again.")
+@click.option("--retry-failed", is_flag=True, help="Also retry messages journaled as permanently failed.")
+@click.option(
+    "--dry-run", is_flag=True, help="Only count the messages and estimate input tokens; call nothing."
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="How long a claimed message stays reserved for this worker (renewed while in flight).",
+)
+@click.option(
+    "--list-failures", is_flag=True, help="Print the failure journal (newest first, up to --limit) and exit."
+)
+@json_option
+@silent_option
+@pass_app
+def command(
+    app: AppContext,
+    source_id: str | None,
+    channel: str | None,
+    concurrency: int,
+    limit: int | None,
+    force: bool,
+    retry_failed: bool,
+    dry_run: bool,
+    lease_seconds: float,
+    list_failures: bool,
+    as_json: bool,
+    silent: bool,
+) -> None:
+    """Process raw messages into documents (clean text, summary, topics, entities, language).
+
+    Selects messages without a document (all of them with --force), sends up to --concurrency at
+    once to the LLM configured by OPENAI_BASE_URL / LLM_MODEL / LLM_API, and writes the documents in
+    batches. Several `process` runs may share one database: each message goes to one of them only.
+    Failures are journaled; permanent ones are skipped later unless --retry-failed is given.
+
+    Ctrl-C stops cleanly: finished documents are kept, requests in flight are abandoned and picked up
+    by the next run. Exit status: 0 all done, 1 some messages failed, 3 configuration error (key,
+    model, endpoint), 5 rate-limited for long, 130 interrupted.
+    """
+    if source_id and channel:
+        raise InvalidInput("--source and --channel are exclusive", "give one of them")
+    settings = app.settings
+    db = app.database()
+    if list_failures:
+        _print_failures(ProcessingStore(db), limit or 50, as_json)
+        return
+    if source_id is not None and IngestionStore(db).get_source(source_id) is None:
+        raise InvalidInput(f"no source {source_id!r}", "see 'tg-parser sources list'")
+    channel_id = _resolve_channel(app, channel) if channel else None
+    options = ProcessOptions(
+        source_id=source_id,
+        channel_id=channel_id,
+        concurrency=concurrency,
+        limit=limit,
+        force=force,
+        retry_failed=retry_failed,
+        lease_ttl=lease_seconds,
+    )
+
+    if dry_run:
+        processor = LlmDocumentProcessor.load(None, settings.prompts_dir, model=settings.llm_model)
+        estimate = dry_run_report(db, processor, options, settings.llm_max_output_tokens)
+        if as_json:
+            emit_json(estimate)
+        else:
+            click.echo(
+                f"Would process {estimate['messages']} message(s) with {estimate['model']}: about "
+                f"{estimate['estimated_input_tokens']:,} input tokens "
+                f"(~{estimate['estimated_input_tokens_per_message']:,} per message), output at most "
+                f"{estimate['max_output_tokens']:,} tokens. Nothing was sent."
+                + (
+                    f" {estimate['skipped_no_text']} message(s) without text would be skipped."
+                    if estimate["skipped_no_text"]
+                    else ""
+                )
+            )
+        return
+
+    config = LlmConfig.from_settings(settings)
+    client = LlmClient(config)
+    try:
+        processor = LlmDocumentProcessor.load(client, settings.prompts_dir)
+        if not as_json:
+            click.echo(f"Processing with {config.describe()}, prompt {processor.prompt_id}.", err=True)
+        pipeline = ProcessPipeline(
+            db,
+            processor,
+            options,
+            run_id=app.run_id,
+            run_params={"api": config.api, "pipeline_version": PIPELINE_VERSION},
+        )
+        with _progress(silent or as_json) as on_progress, _stop_on_signals(pipeline.stop):
+            pipeline.on_progress = on_progress
+            report = pipeline.run()
+    finally:
+        client.close()
+
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report)
+    if report.fatal is not None:
+        raise report.fatal
+    if report.status == "interrupted":
+        click.get_current_context().exit(EXIT_INTERRUPTED)
+    if report.counts.failed:
+        click.get_current_context().exit(1)
+
+
+def dry_run_report(
+    db: Any, processor: LlmDocumentProcessor, options: ProcessOptions, max_output: int
+) -> dict:
+    estimate = estimate_run(db, processor, options)
+    estimate["max_output_tokens"] = estimate["messages"] * max_output
+    return estimate
+
+
+def _resolve_channel(app: AppContext, text: str) -> int:
+    try:
+        ref = parse_channel_ref(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), "give @username, a t.me link or the numeric channel id") from None
+    if ref.channel_id is not None:
+        return ref.channel_id
+    wanted = (ref.username or "").lower()
+    for source in IngestionStore(app.database()).list_sources():
+        if (source.username or "").lower() == wanted and source.channel_id is not None:
+            return source.channel_id
+    raise InvalidInput(
+        f"no source with username @{ref.username} and a known channel id",
+        "give the numeric channel id, or add and ingest the channel first",
+    )
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C (or SIGTERM) asks the run to stop cleanly; a second Ctrl-C quits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+        # A raw write: a signal handler must not re-enter a buffered stream the interrupted code may be using.
+        with suppress(OSError):
+            os.write(2, STOPPING.encode())
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    """A one-line live status on stderr at a terminal; nothing in cron, CI or with --silent/--json."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    last = [0.0]
+
+    def show(counts: ProcessCounts) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5:
+            return
+        last[0] = now
+        click.echo(
+            f"\r{counts.processed} written, {counts.failed} failed, {counts.claimed} claimed",
+            err=True,
+            nl=False,
+        )
+
+    try:
+        yield show
+    finally:
+        if last[0]:
+            click.echo("", err=True)
+
+
+def _print_report(report: ProcessReport) -> None:
+    counts = report.counts
+    line = (
+        f"Run {report.run_id}: {report.status}. {counts.processed} document(s) written, "
+        f"{counts.failed} failed, in {report.duration:.1f} s ({report.docs_per_second:.1f}/s)."
+    )
+    click.echo(line)
+    details = [
+        f"tokens in {counts.input_tokens:,} / out {counts.output_tokens:,}",
+        f"requests {counts.requests} (retries {counts.retries})",
+    ]
+    if counts.skipped_no_text:
+        details.append(f"{counts.skipped_no_text} without text skipped")
+    if counts.skipped_leased:
+        details.append(f"{counts.skipped_leased} taken by other workers")
+    if counts.discarded:
+        details.append(f"{counts.discarded} abandoned in flight (picked up by the next run)")
+    click.echo("  " + "; ".join(details) + ".")
+    if counts.failures_by_class:
+        by_class = ", ".join(f"{name}: {n}" for name, n in counts.failures_by_class.items())
+        click.echo(
+            f"  Failures by class: {by_class} ({counts.failed_permanent} permanent, "
+            f"{counts.failed_transient} to retry next run); details: tg-parser process --list-failures"
+        )
+
+
+def _print_failures(store: ProcessingStore, limit: int, as_json: bool) -> None:
+    failures = store.failures(limit)
+    if as_json:
+        emit_json([f.model_dump(mode="json") for f in failures])
+        return
+    rows = [f.model_dump() for f in failures]
+    emit_table(
+        rows,
+        ["source_ref", "error_class", "permanent", "attempts", "last_failed_at", "error_message"],
+        empty="No failures journaled.",
+    )

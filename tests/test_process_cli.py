@@ -70,9 +70,17 @@ def test_a_bad_key_exits_3_with_one_line_and_no_secret(db, settings, server):
 
 def test_missing_key_for_openai_is_a_configuration_error(db, settings):
     seed_messages(db, 1)
-    result = invoke(cli_env(settings))
+    result = invoke(cli_env(settings), "--processor", "llm")
     assert result.exit_code == 3
     assert "OPENAI_API_KEY is not set" in result.stderr
+
+
+def test_without_an_endpoint_the_extractive_processor_runs_and_says_so(db, settings):
+    seed_messages(db, 3)
+    result = invoke(cli_env(settings))
+    assert result.exit_code == 0, result.output
+    assert "processor: extractive (no LLM endpoint configured" in result.stderr
+    assert {d.model for d in ProcessingStore(db).stream_documents()} == {"extractive"}
 
 
 def test_dry_run_counts_and_estimates_without_calling_anything(db, settings, server):
@@ -90,7 +98,7 @@ def test_dry_run_counts_and_estimates_without_calling_anything(db, settings, ser
 
 def test_dry_run_needs_no_key_and_respects_limit(db, settings):
     seed_messages(db, 6)
-    result = invoke(cli_env(settings), "--dry-run", "--limit", "4")
+    result = invoke(cli_env(settings), "--dry-run", "--limit", "4", "--processor", "llm")
     assert result.exit_code == 0, result.output
     assert "Would process 4 message(s) with gpt-5-mini" in result.stdout
     assert "Nothing was sent." in result.stdout

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from tests.support.llm_server import LlmRequest, LlmServer, error
+from support.llm_server import LlmRequest, LlmServer, error
 from tg_parser.cli.main import cli
 from tg_parser.domain.models import Anchor, ProcessedDocument, RawMessage
 from tg_parser.export import export

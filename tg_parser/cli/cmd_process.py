@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
 from tg_parser.domain.channels import parse_channel_ref
@@ -27,7 +28,9 @@ from tg_parser.processing import (
     ProcessReport,
 )
 from tg_parser.processing import dry_run as estimate_run
+from tg_parser.processing.extractive import EXTRACTIVE_PIPELINE_VERSION, ExtractiveDocumentProcessor
 from tg_parser.processing.pipeline import ProcessCounts
+from tg_parser.processing.selection import choose_processor
 from tg_parser.stores import IngestionStore, ProcessingStore
 
 EXIT_INTERRUPTED = 130
@@ -62,6 +65,7 @@ STOPPING = (
 @click.option(
     "--list-failures", is_flag=True, help="Print the failure journal (newest first, up to --limit) and exit."
 )
+@PROCESSOR_OPTION
 @json_option
 @silent_option
 @pass_app
@@ -76,6 +80,7 @@ def command(
     dry_run: bool,
     lease_seconds: float,
     list_failures: bool,
+    processor: str | None,
     as_json: bool,
     silent: bool,
 ) -> None:
@@ -110,9 +115,17 @@ def command(
         lease_ttl=lease_seconds,
     )
 
+    kind, choice_line = choose_processor(settings, processor)
+    if not as_json:
+        click.echo(choice_line, err=True)
+
     if dry_run:
-        processor = LlmDocumentProcessor.load(None, settings.prompts_dir, model=settings.llm_model)
-        estimate = dry_run_report(db, processor, options, settings.llm_max_output_tokens)
+        if kind == "extractive":
+            estimate = dry_run_report(db, ExtractiveDocumentProcessor(), options, 0)
+            estimate["model"] = "extractive"
+        else:
+            llm = LlmDocumentProcessor.load(None, settings.prompts_dir, model=settings.llm_model)
+            estimate = dry_run_report(db, llm, options, settings.llm_max_output_tokens)
         if as_json:
             emit_json(estimate)
         else:
@@ -129,24 +142,29 @@ def command(
             )
         return
 
-    config = LlmConfig.from_settings(settings)
-    client = LlmClient(config)
-    try:
-        processor = LlmDocumentProcessor.load(client, settings.prompts_dir)
+    client = None
+    if kind == "extractive":
+        document_processor: Any = ExtractiveDocumentProcessor()
+        run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PIPELINE_VERSION}
+        # The extractive processor is CPU-bound: more threads would only contend for the GIL.
+        options.concurrency = 1
+    else:
+        config = LlmConfig.from_settings(settings)
+        client = LlmClient(config)
+        document_processor = LlmDocumentProcessor.load(client, settings.prompts_dir)
+        run_params = {"processor": "llm", "api": config.api, "pipeline_version": PIPELINE_VERSION}
         if not as_json:
-            click.echo(f"Processing with {config.describe()}, prompt {processor.prompt_id}.", err=True)
-        pipeline = ProcessPipeline(
-            db,
-            processor,
-            options,
-            run_id=app.run_id,
-            run_params={"api": config.api, "pipeline_version": PIPELINE_VERSION},
-        )
+            click.echo(
+                f"Processing with {config.describe()}, prompt {document_processor.prompt_id}.", err=True
+            )
+    try:
+        pipeline = ProcessPipeline(db, document_processor, options, run_id=app.run_id, run_params=run_params)
         with _progress(silent or as_json) as on_progress, _stop_on_signals(pipeline.stop):
             pipeline.on_progress = on_progress
             report = pipeline.run()
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
     if as_json:
         emit_json(report.to_dict())

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     llm_model: str = "gpt-5-mini"
     llm_api: Literal["auto", "responses", "chat"] = "auto"
-    llm_reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = "minimal"
+    # "none" and "xhigh" exist on newer GPT-5 models (gpt-5.1+), "minimal" on the first GPT-5 models.
+    llm_reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = "minimal"
     llm_verbosity: Literal["low", "medium", "high"] | None = "low"
     llm_max_output_tokens: int = Field(2000, ge=16)
     llm_timeout: float = Field(60.0, gt=0, description="seconds per LLM request")

@@ -162,7 +162,7 @@ def resolve(words: list[str]) -> str | None:
             rest.pop(0)
             continue
         if isinstance(command, click.Group):
-            sub = command.commands.get(word)
+            sub = command.get_command(click.Context(command), word)  # the group loads commands lazily
             if sub is None:
                 return f"{' '.join(path)} has no command {word!r}"
             command, path = sub, [*path, word]

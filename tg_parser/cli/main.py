@@ -21,6 +21,20 @@ from tg_parser.logging import redact
 
 
 class TgParserGroup(click.Group):
+    """Commands are imported when used, so `tg-parser export` does not pay for importing the LLM SDK
+    and Telethon (about a second of start-up, which cron pays on every run)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name not in _COMMAND_MODULES:
+            return found
+        command = importlib.import_module(_COMMAND_MODULES[cmd_name]).command
+        self.add_command(command, cmd_name)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -76,15 +90,16 @@ def version() -> None:
     click.echo(f"tg-parser {__version__}")
 
 
-def _register_commands() -> None:
+def _command_modules() -> dict[str, str]:
     package = importlib.import_module("tg_parser.cli")
-    for module_info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if module_info.name.startswith("cmd_"):
-            module = importlib.import_module(f"tg_parser.cli.{module_info.name}")
-            cli.add_command(module.command)
+    return {
+        info.name.removeprefix("cmd_").replace("_", "-"): f"tg_parser.cli.{info.name}"
+        for info in pkgutil.iter_modules(package.__path__)
+        if info.name.startswith("cmd_")
+    }
 
 
-_register_commands()
+_COMMAND_MODULES = _command_modules()
 
 
 def main() -> None:

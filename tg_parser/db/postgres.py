@@ -8,14 +8,17 @@ on setup and every timestamptz comes back as an aware UTC datetime.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from tg_parser.db.base import Database, Params, Row, Session
@@ -25,6 +28,18 @@ from tg_parser.db.params import to_pyformat
 from tg_parser.errors import DatabaseUnavailable
 
 _cursor_ids = itertools.count(1)
+
+
+def _loads(data: bytes | str) -> object:
+    """jsonb values parsed by orjson (several times faster than the stdlib on read-heavy paths); the
+    stdlib takes what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+set_json_loads(_loads)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import orjson
 
 from tg_parser.db.base import Database
 from tg_parser.db.codec import format_timestamp
-from tg_parser.domain.ids import kb_message_id, kb_topic_id
+from tg_parser.domain.ids import kb_topic_id
 from tg_parser.export.links import message_link
 from tg_parser.stores.base import FAR_FUTURE, FAR_PAST
 
@@ -70,9 +70,10 @@ def topic_file_name(topic_id: str) -> str:
     return "topic_" + re.sub(r"[^A-Za-z0-9_.-]", "_", topic_id.removeprefix("topic:")) + ".json"
 
 
-def _dumps(value: Any) -> str:
-    # orjson: compact UTF-8 like json.dumps(ensure_ascii=False, separators=(",", ":")), several times faster.
-    return orjson.dumps(value).decode("utf-8")
+def _line(value: Any) -> bytes:
+    # orjson: compact UTF-8 like json.dumps(ensure_ascii=False, separators=(",", ":")), several times faster,
+    # written as bytes (no decode/encode round trip per line).
+    return orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class _AtomicFiles:
@@ -82,10 +83,12 @@ class _AtomicFiles:
         self.out_dir = out_dir
         self.pending: list[tuple[Path, Path]] = []
 
-    def open(self, name: str) -> Any:
+    def open(self, name: str, *, binary: bool = False) -> Any:
         final = self.out_dir / name
         temp = self.out_dir / f".{name}.tmp-{os.getpid()}"
         self.pending.append((temp, final))
+        if binary:
+            return temp.open("wb", buffering=1 << 20)
         return temp.open("w", encoding="utf-8", newline="\n")
 
     def commit(self) -> None:
@@ -128,13 +131,13 @@ def export(
     docs_for_topics: dict[str, dict[str, Any]] = {}
     files = _AtomicFiles(out_dir)
     try:
-        with files.open("kb_entries.ndjson") as ndjson:
+        with files.open("kb_entries.ndjson", binary=True) as ndjson:
             for row in _stream_documents(db, filters):
                 ref = row["source_ref"]
                 if allowed is not None and ref not in allowed:
                     continue
                 entry = _message_entry(row, usernames, sorted(membership.get(ref, [])))
-                ndjson.write(_dumps(entry) + "\n")
+                ndjson.write(_line(entry))
                 result.message_entries += 1
                 if ref in cited:
                     docs_for_topics[ref] = {
@@ -149,8 +152,7 @@ def export(
                 c for c in cards if any(a["source_ref"] in docs_for_topics for a in c["anchors"])
             ]
             for card in exported_cards:
-                ndjson.write(_dumps(_topic_entry(card, bundles.get(card["topic_id"]), docs_for_topics)))
-                ndjson.write("\n")
+                ndjson.write(_line(_topic_entry(card, bundles.get(card["topic_id"]), docs_for_topics)))
                 result.topic_entries += 1
         with files.open("topics.json") as handle:
             listing = [_topic_listing(card, bundles.get(card["topic_id"])) for card in exported_cards]
@@ -189,6 +191,13 @@ def _stream_documents(db: Database, filters: ExportFilters) -> Iterator[dict[str
     yield from db.stream("export_stream_documents", params, batch_size=2000)
 
 
+def _json_value(value: Any) -> Any:
+    """A JSON column: already-serialised text (SQLite) is embedded as is; parsed values pass through."""
+    if isinstance(value, str):
+        return orjson.Fragment(value)
+    return value if value is not None else []
+
+
 def _message_entry(row: dict[str, Any], usernames: dict[int, str], topic_ids: list[str]) -> dict[str, Any]:
     channel_id = int(row["channel_id"])
     username = usernames.get(channel_id)
@@ -203,7 +212,7 @@ def _message_entry(row: dict[str, Any], usernames: dict[int, str], topic_ids: li
         post_id=row["thread_id"],
     )
     return {
-        "id": kb_message_id(row["source_ref"]),
+        "id": "kb:msg:" + row["source_ref"],  # the ref comes from the database: built, not re-validated
         "type": "message",
         "source_ref": row["source_ref"],
         "channel_id": channel_id,
@@ -213,9 +222,9 @@ def _message_entry(row: dict[str, Any], usernames: dict[int, str], topic_ids: li
         "title": make_title(summary, text),
         "content": content,
         "summary": summary,
-        "topics": list(row["topics"] or []),
+        "topics": _json_value(row["topics"]),
         "topic_ids": topic_ids,
-        "entities": list(row["entities"] or []),
+        "entities": _json_value(row["entities"]),
         "language": row["language"] or "und",
         "url": url,
         "message_date": row["message_date"],

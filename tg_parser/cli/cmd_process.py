@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
+from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
-from tg_parser.domain.channels import parse_channel_ref
+from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.processing import (
     PIPELINE_VERSION,
@@ -104,7 +102,7 @@ def command(
         return
     if source_id is not None and IngestionStore(db).get_source(source_id) is None:
         raise InvalidInput(f"no source {source_id!r}", "see 'tg-parser sources list'")
-    channel_id = _resolve_channel(app, channel) if channel else None
+    channel_id = resolve_channel(db, channel) if channel else None
     options = ProcessOptions(
         source_id=source_id,
         channel_id=channel_id,
@@ -146,8 +144,8 @@ def command(
     if kind == "extractive":
         document_processor: Any = ExtractiveDocumentProcessor()
         run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PIPELINE_VERSION}
-        # The extractive processor is CPU-bound: more threads would only contend for the GIL.
-        options.concurrency = 1
+        # CPU-bound: a few threads keep claims and writes batched; more would only contend for the GIL.
+        options.concurrency = min(options.concurrency, 8)
     else:
         config = LlmConfig.from_settings(settings)
         client = LlmClient(config)
@@ -159,7 +157,7 @@ def command(
             )
     try:
         pipeline = ProcessPipeline(db, document_processor, options, run_id=app.run_id, run_params=run_params)
-        with _progress(silent or as_json) as on_progress, _stop_on_signals(pipeline.stop):
+        with _progress(silent or as_json) as on_progress, stop_on_signals(pipeline.stop, STOPPING):
             pipeline.on_progress = on_progress
             report = pipeline.run()
     finally:
@@ -184,46 +182,6 @@ def dry_run_report(
     estimate = estimate_run(db, processor, options)
     estimate["max_output_tokens"] = estimate["messages"] * max_output
     return estimate
-
-
-def _resolve_channel(app: AppContext, text: str) -> int:
-    try:
-        ref = parse_channel_ref(text)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), "give @username, a t.me link or the numeric channel id") from None
-    if ref.channel_id is not None:
-        return ref.channel_id
-    wanted = (ref.username or "").lower()
-    for source in IngestionStore(app.database()).list_sources():
-        if (source.username or "").lower() == wanted and source.channel_id is not None:
-            return source.channel_id
-    raise InvalidInput(
-        f"no source with username @{ref.username} and a known channel id",
-        "give the numeric channel id, or add and ingest the channel first",
-    )
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C (or SIGTERM) asks the run to stop cleanly; a second Ctrl-C quits at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-        # A raw write: a signal handler must not re-enter a buffered stream the interrupted code may be using.
-        with suppress(OSError):
-            os.write(2, STOPPING.encode())
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextmanager

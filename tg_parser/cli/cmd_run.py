@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import click
 
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION, build_strategy
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option
+from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
 from tg_parser.processing.selection import choose_processor
@@ -76,7 +72,7 @@ def command(
             err=True,
         )
     strategy = build_strategy(app, kind)
-    with _stop_on_signals(pipeline.stop):
+    with stop_on_signals(pipeline.stop, "\nStopping after the current step (Ctrl-C again to quit now)…\n"):
         while True:
             report = pipeline.cycle(sources, strategy)
             _print(report, out_dir, as_json)
@@ -108,24 +104,3 @@ def _print(report: CycleReport, out_dir: Path, as_json: bool) -> None:
         click.echo(f"export    {'ok' if report.export.ok else 'FAILED':<6} {report.export.detail}")
         if report.export.ok:
             click.echo(f"Knowledge base: {out_dir / 'kb_entries.ndjson'}, {out_dir / 'topics.json'}")
-
-
-@contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C or SIGTERM asks for a clean stop; a second Ctrl-C quits at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request_stop(signum: int, frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-        click.echo("\nStopping after the current step (Ctrl-C again to quit now)…", err=True)
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

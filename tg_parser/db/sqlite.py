@@ -21,7 +21,7 @@ from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import encode_sqlite_params, register_sqlite_converters
 from tg_parser.db.resources import STORES
-from tg_parser.errors import DatabaseUnavailable
+from tg_parser.errors import DatabaseUnavailable, LockHeld
 
 STORE_FILES: dict[str, str] = {
     "ingestion": "ingestion_state.sqlite",
@@ -80,6 +80,15 @@ def _depth(row: tuple, cursor: sqlite3.Cursor) -> int:
     return 0 if row[1] == 0 else 1
 
 
+def _busy_error(exc: sqlite3.OperationalError, directory: Path) -> Exception:
+    if "locked" not in str(exc) and "busy" not in str(exc):
+        return exc
+    return LockHeld(
+        f"the SQLite stores in {directory} are locked by another process ({exc})",
+        "another tg-parser process is writing; retry later, or raise DB_SQLITE_BUSY_TIMEOUT",
+    )
+
+
 class SqliteDatabase(Database):
     dialect = "sqlite"
 
@@ -103,7 +112,10 @@ class SqliteDatabase(Database):
                 self._connection.execute(
                     f"ATTACH DATABASE ? AS {store}", (str(store_path(directory, store)),)
                 )
-                self._connection.execute(f"PRAGMA {store}.journal_mode = WAL")
+                # WAL persists in the file: switching needs an exclusive lock, so only switch once.
+                mode = self._connection.execute(f"PRAGMA {store}.journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    self._connection.execute(f"PRAGMA {store}.journal_mode = WAL")
                 self._connection.execute(f"PRAGMA {store}.synchronous = NORMAL")
             self._connection.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as exc:
@@ -120,14 +132,21 @@ class SqliteDatabase(Database):
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
         with self._lock:
-            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _busy_error(exc, self.directory) from None
             try:
                 yield SqliteSession(self._connection)
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            else:
                 self._connection.execute("COMMIT")
+            except BaseException as exc:
+                # SQLite may already have rolled back (disk full, I/O error): only roll back what is open,
+                # so the real cause is what the caller sees.
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                    raise _busy_error(exc, self.directory) from None
+                raise
 
     def _stream_session(self) -> AbstractContextManager[Session]:
         # A read needs no write lock: the cursor reads one consistent WAL snapshot.

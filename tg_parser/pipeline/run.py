@@ -156,7 +156,7 @@ class Pipeline:
             from tg_parser.processing.extractive import ExtractiveDocumentProcessor
 
             processor: Any = ExtractiveDocumentProcessor()
-            concurrency = 1  # CPU-bound: threads would only contend
+            concurrency = 8  # CPU-bound; a few threads keep claims and writes batched
         else:
             from tg_parser.processing.llm import LlmClient
             from tg_parser.processing.processor import LlmDocumentProcessor

@@ -190,14 +190,41 @@ def test_failed_export_leaves_previous_files_untouched(db, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_stale_topic_files_are_removed(db, tmp_path):
-    _seed(db)
+def test_stale_topic_files_are_removed_and_foreign_files_kept(db, tmp_path):
+    ids = _seed(db)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "topic_tg_1_post_999.json").write_text("{}")
+    export(db, out)
+    (out / "topic_notes.json").write_text("{}")  # not written by tg-parser: never touched
+    ProcessingStore(db).replace_channel_topics(PUBLIC, [], [])  # the topic is gone
     result = export(db, out)
-    assert result.removed_files == ["topic_tg_1_post_999.json"]
-    assert not (out / "topic_tg_1_post_999.json").exists()
+    assert result.removed_files == [topic_file_name(ids["topic"])]
+    assert not (out / topic_file_name(ids["topic"])).exists()
+    assert (out / "topic_notes.json").exists()
+
+
+def test_topic_ids_only_name_topics_in_the_same_export(db, tmp_path):
+    ids = _seed(db)
+    # Day 3 holds only the supporting post 3; the topic's anchors (posts 1 and 2) are outside.
+    export(db, tmp_path / "d", ExportFilters(since=T0 + timedelta(days=3), until=T0 + timedelta(days=4)))
+    entries = _read(tmp_path / "d")
+    assert not [e for e in entries if e["type"] == "topic"]
+    assert all(e["topic_ids"] == [] for e in entries)
+    # With an anchor inside the window the topic comes along, and is named by its members.
+    export(db, tmp_path / "e", ExportFilters(since=T0 + timedelta(days=1), until=T0 + timedelta(days=4)))
+    entries = _read(tmp_path / "e")
+    assert [e["topic_id"] for e in entries if e["type"] == "topic"] == [ids["topic"]]
+    named = {t for e in entries if e["type"] == "message" for t in e["topic_ids"]}
+    assert named == {ids["topic"]}
+
+
+def test_unwritable_folder_is_one_clear_error(db, tmp_path):
+    from tg_parser.export.writer import ExportError
+
+    _seed(db)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match="cannot create the export folder"):
+        export(db, blocker / "sub")
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,18 @@ import orjson
 from tg_parser.db.base import Database
 from tg_parser.db.codec import format_timestamp
 from tg_parser.domain.ids import kb_topic_id
+from tg_parser.errors import TgParserError
 from tg_parser.export.links import message_link
 from tg_parser.stores.base import FAR_FUTURE, FAR_PAST
 
 TITLE_MAX = 120
+_FOLDER_HINT = "check that --out names a folder you can write to"
+
+
+class ExportError(TgParserError):
+    """The export could not be written (folder missing, not writable, disk full)."""
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
 
 
@@ -109,8 +117,16 @@ def export(
     on_entry: Callable[[], None] | None = None,
 ) -> ExportResult:
     filters = filters or ExportFilters()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(
+            f"cannot create the export folder {out_dir}: {exc.strerror or exc}", _FOLDER_HINT
+        ) from None
     result = ExportResult(out_dir=out_dir)
+    # Stale topic files are the ones the previous export listed and this one does not write; files
+    # tg-parser did not write are never touched.
+    previous_files = _listed_topic_files(out_dir / "topics.json")
 
     usernames: dict[int, str] = {}
     for row in db.fetch_all("export_channel_usernames"):
@@ -118,6 +134,15 @@ def export(
 
     cards = [c for c in db.fetch_all("topics_list_all") if _topic_selected(c, filters)]
     bundles = {b["topic_id"]: b for b in db.fetch_all("export_topic_bundles")}
+    # A topic is exported when one of its anchors is: decided up front, so every topic id a message
+    # entry names has its own topic entry and file in the same export.
+    anchor_refs = sorted({a["source_ref"] for c in cards for a in c["anchors"]})
+    in_window = {
+        row["source_ref"]
+        for row in (db.fetch_all("export_document_dates", {"refs": anchor_refs}) if anchor_refs else [])
+        if _in_window(row, filters)
+    }
+    cards = [c for c in cards if any(a["source_ref"] in in_window for a in c["anchors"])]
     membership: dict[str, list[str]] = {}
     cited: set[str] = set()
     for card in cards:
@@ -164,16 +189,39 @@ def export(
                 handle.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
             result.topic_files.append(name)
         files.commit()
+    except OSError as exc:
+        files.abort()
+        raise ExportError(
+            f"cannot write the export to {out_dir}: {exc.strerror or exc}", _FOLDER_HINT
+        ) from None
     except BaseException:
         files.abort()
         raise
     if filters.topic_id is None:
         keep = set(result.topic_files)
-        for stale in sorted(out_dir.glob("topic_*.json")):
-            if stale.name not in keep:
-                stale.unlink()
-                result.removed_files.append(stale.name)
+        for name in previous_files:
+            if name not in keep and (out_dir / name).is_file():
+                (out_dir / name).unlink()
+                result.removed_files.append(name)
     return result
+
+
+def _listed_topic_files(path: Path) -> list[str]:
+    try:
+        listing = json.loads(path.read_text(encoding="utf-8"))
+        names = [t["file"] for t in listing.get("topics", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and re.fullmatch(r"topic_[A-Za-z0-9_.-]+\.json", n)]
+
+
+def _in_window(row: dict[str, Any], filters: ExportFilters) -> bool:
+    if filters.channel_id is not None and int(row["channel_id"]) != filters.channel_id:
+        return False
+    date = row["message_date"]
+    return (filters.since is None or date >= filters.since) and (
+        filters.until is None or date < filters.until
+    )
 
 
 def _topic_selected(card: dict[str, Any], filters: ExportFilters) -> bool:
@@ -311,11 +359,16 @@ def _topic_file(
             "summary": card["summary"] or "",
             "kind": card["kind"],
             "tags": list(card["tags"] or []),
-            "anchors": card["anchors"],
+            "anchors": [{"source_ref": a["source_ref"], "score": a["score"]} for a in card["anchors"]],
             "model": card["model"],
             "prompt_id": card["prompt_id"],
             "updated_at": format_timestamp(card["updated_at"]),
         },
-        "bundle": {"items": (bundle or {}).get("items", [])},
+        "bundle": {
+            "items": [
+                {"source_ref": i["source_ref"], "score": i["score"], "reason": i.get("reason")}
+                for i in (bundle or {}).get("items", [])
+            ]
+        },
         "sources": sources,
     }

@@ -19,3 +19,11 @@ WHERE (CAST(:channel_id AS BIGINT) IS NULL OR d.channel_id = :channel_id)
   AND d.message_date >= :since
   AND d.message_date < :until
 ORDER BY d.channel_id, d.message_date, d.source_ref;
+
+-- name: export_document_dates
+-- Message dates of a set of documents (a JSON array of source_refs): which topic anchors fall inside
+-- the export's date window, decided before the stream starts.
+-- Served by: processed_documents primary key.
+SELECT d.source_ref, d.message_date, d.channel_id
+FROM processing.processed_documents AS d
+WHERE d.source_ref IN (SELECT jsonb_array_elements_text(:refs));

@@ -135,3 +135,102 @@ def test_empty_and_media_only_messages():
 def test_extract_is_deterministic():
     text = "Запуск ракеты!!! 🚀🚀 https://ex.com/?utm_source=tg #space @chan"
     assert extract(text) == extract(text)
+
+
+# --- markup stripping never corrupts URLs, code or identifiers -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://example.com/a__b__c/x", "https://example.com/a__b__c/x"),
+        ("see https://example.com/a__b__c/x?utm_source=tg now", "see https://example.com/a__b__c/x now"),
+        ("https://ex.com/x*y*z and https://ex.com/~a~/b", "https://ex.com/x*y*z and https://ex.com/~a~/b"),
+        ("__init__", "__init__"),
+        (
+            "call obj.__dict__, run __main__.py or __foo__(x)",
+            "call obj.__dict__, run __main__.py or __foo__(x)",
+        ),
+        ("obj.__custom__ stays", "obj.__custom__ stays"),
+        ("**kwargs and **options", "**kwargs and **options"),
+        ("snake__case__name and a**b**c", "snake__case__name and a**b**c"),
+        ("`**kwargs` and `a__b__c`", "**kwargs and a__b__c"),
+        ("```py\ndef f(**kw): return __x__\n```", "def f(**kw): return __x__"),
+        ("** not bold ** and __ not italic __", "** not bold ** and __ not italic __"),
+    ],
+)
+def test_markup_stripping_keeps_urls_code_and_identifiers(raw, expected):
+    assert clean_text(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("**https://x.io/a?utm_source=1**", "https://x.io/a"),
+        ("~~https://ex.com/a~~.", "https://ex.com/a."),
+        ("||spoiler https://ex.com/a_b_||", "spoiler https://ex.com/a_b_"),
+        ("(**https://ex.com/a**)", "(https://ex.com/a)"),
+        ("__**bold italic**__ and **__italic bold__**", "bold italic and italic bold"),
+        ("[**site**](https://ex.com/a__b__?utm_source=x)", "site (https://ex.com/a__b__)"),
+    ],
+)
+def test_markup_around_urls_and_nested_markup_is_removed(raw, expected):
+    assert clean_text(raw) == expected
+
+
+def test_url_entity_excludes_markup_closing_around_it():
+    assert [e["value"] for e in extract_entities("**see https://x.io/a__b__?utm_source=1**")] == [
+        "https://x.io/a__b__"
+    ]
+
+
+def test_placeholder_characters_in_the_input_cannot_collide():
+    assert clean_text("\ue0000\ue001 https://ex.com/a \ue000 0 \ue001") == "0 https://ex.com/a 0"
+
+
+# --- phone numbers: real ones found, dates, ISBNs and plain numbers not -------------------------------
+
+
+def _phones(text: str) -> list[object]:
+    return [e["value"] for e in extract_entities(text) if e["type"] == "phone"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2024-01-15 10:30",
+        "on 15.01.2024 12 30 we met",
+        "100 200 300 400",
+        "1 000 000 000 rubles",
+        "978-3-16-148410-0",
+        "ISBN 978-3-16-148410-0",
+        "ISBN-10: 3-16-148410-0",
+        "192.168.100.200",
+        "2019 2020 2021",
+        "10 20 30 40 50",
+        "order 88005553535",
+        "12 345 678,90 rub",
+        "v1.2345678901",
+    ],
+)
+def test_numbers_that_are_not_phones(text):
+    assert _phones(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("+7 (999) 123-45-67", ["+79991234567"]),
+        ("+1 (555) 123-4567", ["+15551234567"]),
+        ("8 (800) 555-35-35", ["88005553535"]),
+        ("+44 20 7946 0958", ["+442079460958"]),
+        ("call 8 (800) 555-35-35 2 times", ["88005553535"]),
+        ("US: 555-123-4567 or 555.123.4567", ["5551234567"]),
+        ("8 999 123 45 67", ["89991234567"]),
+        ("Paris 01 23 45 67 89", ["0123456789"]),
+        ("tel: +49 30 1234 5678.", ["+493012345678"]),
+        ("+7 999 123 45 67\n+7 999 000 11 22", ["+79991234567", "+79990001122"]),
+    ],
+)
+def test_phones_are_found(text, expected):
+    assert _phones(text) == expected

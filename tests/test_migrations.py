@@ -80,7 +80,13 @@ def sqlite_schema(path: Path) -> Schema:
         for table in tables:
             info = conn.execute(f"PRAGMA table_info({table})").fetchall()
             pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
-            rowid_alias = len(pk) == 1 and next(r[2].upper() for r in info if r[1] == pk[0]) == "INTEGER"
+            # A WITHOUT ROWID table has no rowid, so its INTEGER PRIMARY KEY is an ordinary column.
+            without_rowid = any(row[1] == table and row[4] for row in conn.execute("PRAGMA table_list"))
+            rowid_alias = (
+                not without_rowid
+                and len(pk) == 1
+                and next(r[2].upper() for r in info if r[1] == pk[0]) == "INTEGER"
+            )
             columns = []
             for _, name, decl, notnull, default, _ in info:
                 is_rowid = rowid_alias and name == pk[0]

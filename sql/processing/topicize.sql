@@ -17,7 +17,19 @@ LEFT JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
 WHERE d.channel_id = :channel_id
 ORDER BY d.message_date, d.source_ref;
 
--- name: topics_channel_newest_card
--- When a channel's topics were last computed (their corpus timestamp), or NULL if it has none.
--- Served by: topic_cards_channel_idx.
-SELECT MAX(updated_at) AS updated_at FROM processing.topic_cards WHERE channel_id = :channel_id;
+-- name: topics_channel_state
+-- How a channel's topics were last computed (corpus timestamp, strategy, model, prompt), or no row.
+-- Served by: topic_channel_state primary key.
+SELECT * FROM processing.topic_channel_state WHERE channel_id = :channel_id;
+
+-- name: topics_save_channel_state
+-- Record a finished topicization of a channel (in the transaction that writes its topics).
+-- Served by: topic_channel_state primary key.
+INSERT INTO processing.topic_channel_state AS s (channel_id, corpus_as_of, computed_at, strategy, model, prompt_id)
+VALUES (:channel_id, :corpus_as_of, :computed_at, :strategy, :model, :prompt_id)
+ON CONFLICT (channel_id) DO UPDATE SET
+    corpus_as_of = excluded.corpus_as_of,
+    computed_at = excluded.computed_at,
+    strategy = excluded.strategy,
+    model = excluded.model,
+    prompt_id = excluded.prompt_id;

@@ -21,6 +21,7 @@ from tg_parser.db.base import Database
 from tg_parser.domain.models import Source
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
+from tg_parser.logging import redact
 from tg_parser.processing.selection import ProcessorKind
 from tg_parser.stores import IngestionStore
 from tg_parser.topics.model import TopicGates
@@ -259,4 +260,4 @@ class Pipeline:
 def _one_line(exc: BaseException) -> str:
     one_line = getattr(exc, "one_line", None)
     text = one_line() if callable(one_line) else str(exc)
-    return " ".join(str(text).split())[:500]
+    return redact(" ".join(str(text).split())[:500])

@@ -37,7 +37,21 @@ _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A
 _MENTION = re.compile(r"(?<![\w@./])@([A-Za-z][A-Za-z0-9_]{3,31})\b")
 _HASHTAG = re.compile(r"(?<![\w#&/])#(\w*[^\W\d]\w*)", re.UNICODE)
 _CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,6})(?![\w])")
-_PHONE = re.compile(r"(?<![\w+])(\+?\d[\d\s().-]{7,}\d)(?!\w)")
+# Phone candidates: digit groups joined by one separator (space, hyphen/dash or dot, optionally spaced),
+# with an optional leading + and parenthesised area code. Groups after the first need two or more
+# digits, so a phone followed by a count ("555-35-35 2 times") does not swallow it. Whether a
+# candidate is a phone is decided by _phone_value, never by the regex alone.
+_PHONE_SEP = r"(?:[ \u00a0]?[-.\u2010-\u2013][ \u00a0]?|[ \u00a0])"
+_PHONE = re.compile(
+    rf"(?<![\w+])\+?(?:\(\d{{1,5}}\)|\d+)"
+    rf"(?:{_PHONE_SEP}\d{{2,}}|{_PHONE_SEP}?\(\d{{1,5}}\)|(?<=\)){_PHONE_SEP}?\d{{2,}})*"
+)
+_PHONE_GROUP = re.compile(r"\d+")
+_PHONE_DATE = re.compile(
+    r"(?<!\d)(?:(?:19|20)\d{2}[-./ ]\d{1,2}[-./ ]\d{1,2}|\d{1,2}[-./ ]\d{1,2}[-./ ](?:19|20)\d{2})(?!\d)"
+)
+_PHONE_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_ISBN_BEFORE = re.compile(r"isbn(?:-1[03])?[:\s]*$", re.I)
 
 _MD_LINK = re.compile(r"\[([^\]\n]+)\]\((https?://[^)\s]+)\)")
 _HTML_LINK = re.compile(r"<a\s[^>]*href=[\"']([^\"']+)[\"'][^>]*>(.*?)</a>", re.I | re.S)
@@ -45,20 +59,47 @@ _HTML_TAG = re.compile(
     r"</?(?:b|strong|i|em|u|ins|s|strike|del|code|pre|span|tg-spoiler|tg-emoji|blockquote|br|p|a)(?:\s[^>]*)?/?>",
     re.I,
 )
-_MD_MARKS = [
-    re.compile(r"\*\*(.+?)\*\*", re.S),
-    re.compile(r"__(.+?)__", re.S),
-    re.compile(r"~~(.+?)~~", re.S),
-    re.compile(r"\|\|(.+?)\|\|", re.S),
+# Code is taken out before any markup is stripped: its content is kept as written (minus the fences).
+_MD_CODE = [
     re.compile(r"```(?:[a-z0-9_+-]*\n)?(.+?)```", re.S),
     re.compile(r"`([^`\n]+)`"),
+]
+# Paired markers count only on word boundaries: the opening marker not preceded by a letter/digit, the
+# closing one not followed by one, and the content neither starting nor ending with whitespace — so
+# "**kwargs and **options" or "snake__case__name" stay as written. "_" is not a boundary for "**",
+# "~~" and "||", so "__**bold italic**__" nests; for "__" itself any word character is.
+_MD_MARKS = [
+    re.compile(r"(?<![^\W_])\*\*(?!\s)(.+?)(?<!\s)\*\*(?![^\W_])", re.S),
+    re.compile(r"(?<!\w)__(?!\s)(.+?)(?<!\s)__(?!\w)", re.S),
+    re.compile(r"(?<![^\W_])~~(?!\s)(.+?)(?<!\s)~~(?![^\W_])", re.S),
+    re.compile(r"(?<![^\W_])\|\|(?!\s)(.+?)(?<!\s)\|\|(?![^\W_])", re.S),
     re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])"),
     re.compile(r"(?<![\w~])~(?!\s)([^~\n]+?)(?<!\s)~(?![\w~])"),
 ]
+# Markers that may close around a URL ("**https://x.io**"); the URL pattern would otherwise take the
+# closing marker as part of the URL.
+_MD_WRAP_MARKS = [
+    (mark, re.compile(rf"(?<![^\W_]){re.escape(mark)}(?!\s)")) for mark in ("**", "__", "~~", "||", "*", "~")
+]
+# Dunder identifiers (__init__, obj.__dict__, __main__.py) are code, not italic markup.
+# Common English words (and, next, set, ...) are left out: "__next__" alone is more likely italic.
+_PY_DUNDER_NAMES = """
+    init new del repr str bytes hash bool call len iter getitem setitem delitem contains enter exit aenter
+    aexit await aiter anext name main file doc dict class module slots all version qualname annotations
+    getattr getattribute setattr delattr eq ne lt le gt ge add sub mul truediv floordiv mod pow neg pos abs
+    post_init init_subclass class_getitem set_name reduce_ex getstate setstate sizeof subclasshook
+    instancecheck subclasscheck builtins
+"""
+_PY_DUNDERS = frozenset(_PY_DUNDER_NAMES.split())
+_DUNDER = re.compile(r"(?<!\w)__([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*)__(?!\w)(?=(\.\w|\()?)")
+# Placeholders for protected spans: private-use characters, removed from the input beforehand so they
+# cannot collide with the message's own text.
+_PH_OPEN, _PH_CLOSE = "\ue000", "\ue001"
+_PLACEHOLDER = re.compile(f"{_PH_OPEN}(\\d+){_PH_CLOSE}")
 _REPEATED_PUNCT = re.compile(r"([!?])\1{1,}|([,;:])\2+|\.{4,}|…{2,}")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
-_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u2060\ufeff]")
+_ZERO_WIDTH = re.compile(r"[\u200b\u200c\u2060\ufeff\ue000\ue001]")
 _SENTENCE = re.compile(r"^(.+?[.!?…])(?=\s|$)", re.S)
 
 
@@ -107,7 +148,7 @@ def _split_url(match_text: str) -> tuple[str, str]:
 def find_urls(text: str) -> list[str]:
     urls = []
     for match in _URL.finditer(text):
-        url, _ = _split_url(match.group(0))
+        url, _ = _url_of(text, match)
         if url:
             urls.append(url)
     return urls
@@ -129,15 +170,79 @@ def _collapse_emoji(text: str) -> str:
     return "".join(out)
 
 
+class _Protected:
+    """Spans taken out of the text behind placeholders, so markup stripping cannot touch them."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+
+    def hide(self, value: str) -> str:
+        self.values.append(value)
+        return f"{_PH_OPEN}{len(self.values) - 1}{_PH_CLOSE}"
+
+    def restore(self, text: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: self.values[int(m.group(1))], text)
+
+
+def _clean_urls(text: str) -> str:
+    return _URL.sub(lambda m: (lambda u, t: strip_tracking(u) + t)(*_split_url(m.group(0))), text)
+
+
+def _url_of(text: str, match: re.Match[str]) -> tuple[str, str]:
+    """The URL of a _URL match (as written) and the text after it that the pattern took but that is not
+    part of it: sentence punctuation, and a markup marker closing around the URL ("**https://x.io**",
+    "||see https://x.io||") when the same marker opens earlier on the line."""
+    url, tail = _split_url(match.group(0))
+    before = text[text.rfind("\n", 0, match.start()) + 1 : match.start()]
+    trimmed = True
+    while trimmed:
+        trimmed = False
+        for mark, opening in _MD_WRAP_MARKS:
+            found = list(opening.finditer(before)) if url.endswith(mark) else []
+            if found and len(url) > len(mark):
+                url, tail = url[: -len(mark)], mark + tail
+                before = before[: found[-1].start()] + before[found[-1].end() :]
+                trimmed = True
+                break
+    url, more = _split_url(url)
+    return url, more + tail
+
+
+def _hide_urls(text: str, protected: _Protected) -> str:
+    """URLs, without tracking parameters, behind placeholders."""
+
+    def replace(match: re.Match[str]) -> str:
+        url, rest = _url_of(text, match)
+        return protected.hide(strip_tracking(url)) + rest
+
+    return _URL.sub(replace, text)
+
+
+def _hide_dunder(match: re.Match[str], protected: _Protected) -> str:
+    """An attribute (obj.__x__), a call or file name (__x__(), __x__.py) or a well-known dunder stays as is."""
+    name, follow = match.group(1), match.group(2)
+    attribute = match.string[match.start() - 1 : match.start()] == "."
+    if attribute or follow or name.lower() in _PY_DUNDERS:
+        return protected.hide(match.group(0))
+    return match.group(0)
+
+
 def clean_text(text: str) -> str:
     value = html.unescape(text or "")
     value = _ZERO_WIDTH.sub("", value).replace("\r\n", "\n").replace("\r", "\n")
     value = _HTML_LINK.sub(lambda m: f"{_HTML_TAG.sub('', m.group(2))} ({m.group(1)})", value)
     value = _HTML_TAG.sub("", value)
+    # Code, URLs and identifiers are hidden before markup stripping and come back afterwards untouched:
+    # "https://ex.com/a__b__c", "`**kwargs`" and "__init__" keep their underscores and asterisks.
+    protected = _Protected()
+    for pattern in _MD_CODE:
+        value = pattern.sub(lambda m: protected.hide(_clean_urls(m.group(1))), value)
     value = _MD_LINK.sub(lambda m: f"{m.group(1)} ({m.group(2)})", value)
+    value = _hide_urls(value, protected)
+    value = _DUNDER.sub(lambda m: _hide_dunder(m, protected), value)
     for pattern in _MD_MARKS:
         value = pattern.sub(r"\1", value)
-    value = _URL.sub(lambda m: (lambda u, t: strip_tracking(u) + t)(*_split_url(m.group(0))), value)
+    value = protected.restore(value)
     value = _REPEATED_PUNCT.sub(lambda m: "…" if m.group(0)[0] in ".…" else (m.group(1) or m.group(2)), value)
     value = _collapse_emoji(value)
     lines = [_SPACES.sub(" ", line).strip() for line in value.split("\n")]
@@ -173,6 +278,39 @@ def hashtags(text: str) -> list[str]:
     return list(seen)
 
 
+def _phone_value(text: str, match: re.Match[str]) -> str | None:
+    """The phone number a candidate stands for (digits, "+" kept), or None when it is not one.
+
+    Accepted: a leading "+" with 8-15 digits; a parenthesised area code with 10-15 digits; or 2-5
+    separated groups with 10-15 digits that do not read as a date/time, an ISBN, an IPv4 address, a
+    thousands-grouped number (1 000 000 000, 100 200 300 400) or a run of equal-size groups.
+    """
+    candidate = match.group(0)
+    digits = "".join(_PHONE_GROUP.findall(candidate))
+    after = text[match.end() : match.end() + 2]
+    if after[:1] in (":", "/", "%") or (after[:1] == "," and after[1:2].isdigit()) or after[:1].isalpha():
+        return None  # a time (10:30), a fraction or path, a percentage, a decimal, a unit or a word
+    if _ISBN_BEFORE.search(text, max(0, match.start() - 12), match.start()):
+        return None
+    if candidate.startswith("+"):
+        return "+" + digits if 8 <= len(digits) <= 15 else None
+    if not 10 <= len(digits) <= 15:
+        return None
+    if re.search(r"\(\d{2,5}\)", candidate):
+        return digits
+    groups = _PHONE_GROUP.findall(candidate)
+    if not 2 <= len(groups) <= 5 or _PHONE_DATE.search(candidate) or _PHONE_IPV4.fullmatch(candidate):
+        return None
+    sizes = [len(g) for g in groups]
+    if sizes[-1] == 1 or (len(digits) == 13 and digits[:3] in ("978", "979")):
+        return None  # an ISBN: a single check digit at the end, or the 978/979 prefix
+    if len(groups) >= 3 and sizes[0] <= 3 and all(size == 3 for size in sizes[1:]):
+        return None  # thousands separators: 1 000 000 000, 100 200 300 400
+    if len(groups) >= 3 and len(set(sizes)) == 1 and not (sizes[0] == 2 and groups[0].startswith("0")):
+        return None  # a run of equal-size numbers (2019 2020 2021, 10 20 30 40 50); 01 23 45 67 89 is a phone
+    return digits
+
+
 def extract_entities(text: str) -> list[dict[str, object]]:
     found: list[tuple[int, str, str]] = []
     taken: list[tuple[int, int]] = []
@@ -184,7 +322,7 @@ def extract_entities(text: str) -> list[dict[str, object]]:
         found.append((span[0], kind, value))
 
     for match in _URL.finditer(text):
-        url, _ = _split_url(match.group(0))
+        url, _ = _url_of(text, match)
         add("url", strip_tracking(url), (match.start(), match.start() + len(url)))
     for match in _EMAIL.finditer(text):
         add("email", match.group(0).lower(), match.span())
@@ -195,9 +333,9 @@ def extract_entities(text: str) -> list[dict[str, object]]:
     for match in _CASHTAG.finditer(text):
         add("cashtag", "$" + match.group(1).upper(), match.span())
     for match in _PHONE.finditer(text):
-        digits = re.sub(r"\D", "", match.group(1))
-        if 9 <= len(digits) <= 15 and not re.fullmatch(r"\d{4}[-.]\d{2}[-.]\d{2}", match.group(1).strip()):
-            add("phone", ("+" if match.group(1).startswith("+") else "") + digits, match.span(1))
+        phone = _phone_value(text, match)
+        if phone:
+            add("phone", phone, match.span())
     result: list[dict[str, object]] = []
     seen: set[tuple[str, str]] = set()
     for _, kind, value in sorted(found):

@@ -173,6 +173,7 @@ class ProcessingStore(Store):
     ) -> None:
         """Replace a channel's cards, membership and bundles in one transaction (no stale topic lingers)."""
         with self.db.transaction():
+            self.db.fetch_one("topics_lock_channel", {"channel_id": channel_id})
             self.db.execute("topics_delete_channel", {"channel_id": channel_id})
             if cards:
                 self.db.execute_many("topics_insert_card", [self._card_row(c) for c in cards])

@@ -4,7 +4,6 @@ ProcessingStore.replace_channel_topics, one transaction per channel."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 
 from pydantic import BaseModel
 
@@ -16,6 +15,15 @@ class ChannelCorpus(BaseModel):
     channel_id: int
     documents: int
     newest_processed_at: UtcDatetime
+
+
+class ChannelState(BaseModel):
+    channel_id: int
+    corpus_as_of: UtcDatetime
+    computed_at: UtcDatetime
+    strategy: str
+    model: str | None = None
+    prompt_id: str | None = None
 
 
 class CorpusDocument(BaseModel):
@@ -38,10 +46,9 @@ class TopicStore(Store):
         for row in self.db.stream("topics_corpus", {"channel_id": channel_id}, batch_size=2000):
             yield CorpusDocument.model_validate(row)
 
-    def topics_computed_at(self, channel_id: int) -> datetime | None:
-        value = self.db.fetch_scalar("topics_channel_newest_card", {"channel_id": channel_id})
-        if value is None:
-            return None
-        return ChannelCorpus(
-            channel_id=channel_id, documents=0, newest_processed_at=value
-        ).newest_processed_at
+    def channel_state(self, channel_id: int) -> ChannelState | None:
+        row = self.db.fetch_one("topics_channel_state", {"channel_id": channel_id})
+        return ChannelState.model_validate(row) if row else None
+
+    def save_channel_state(self, state: ChannelState) -> None:
+        self.db.execute("topics_save_channel_state", state.model_dump())

@@ -11,8 +11,9 @@ from loguru import logger
 
 from tg_parser.db.base import Database
 from tg_parser.domain.models import RunReport, SupportingItem
+from tg_parser.logging import redact
 from tg_parser.stores import ProcessingStore
-from tg_parser.stores.topics import CorpusDocument, TopicStore
+from tg_parser.stores.topics import ChannelState, CorpusDocument, TopicStore
 from tg_parser.topics.model import Candidate, Topic, TopicGates, apply_gates, attach_supporting, to_records
 
 
@@ -93,10 +94,20 @@ def topicize_channel(
     info = next((c for c in store.channels() if c.channel_id == channel_id), None)
     if info is None:
         return ChannelOutcome(channel_id, "skipped", error="no processed documents")
-    computed = store.topics_computed_at(channel_id)
-    if not force and computed is not None and computed >= info.newest_processed_at:
+    state = store.channel_state(channel_id)
+    unchanged = (
+        state is not None
+        and state.corpus_as_of >= info.newest_processed_at
+        and (state.strategy, state.model, state.prompt_id)
+        == (strategy.name, strategy.model, strategy.prompt_id)
+    )
+    if not force and unchanged:
         return ChannelOutcome(
-            channel_id, "skipped", documents=info.documents, error="up to date (use --force)"
+            channel_id,
+            "skipped",
+            documents=info.documents,
+            topics=len(ProcessingStore(db).topics_for_channel(channel_id)),
+            error="up to date (use --force)",
         )
 
     def corpus() -> Iterable[CorpusDocument]:
@@ -108,7 +119,18 @@ def topicize_channel(
     cards, bundles = to_records(
         topics, channel_id, as_of=info.newest_processed_at, model=strategy.model, prompt_id=strategy.prompt_id
     )
-    ProcessingStore(db).replace_channel_topics(channel_id, cards, bundles)
+    with db.transaction():
+        ProcessingStore(db).replace_channel_topics(channel_id, cards, bundles)
+        store.save_channel_state(
+            ChannelState(
+                channel_id=channel_id,
+                corpus_as_of=info.newest_processed_at,
+                computed_at=datetime.now(UTC),
+                strategy=strategy.name,
+                model=strategy.model,
+                prompt_id=strategy.prompt_id,
+            )
+        )
     covered = {a.source_ref for t in topics for a in t.anchors} | {
         i.source_ref for t in topics for i in t.supporting
     }
@@ -149,7 +171,7 @@ def topicize(
             outcome = topicize_channel(db, channel_id, strategy, gates, force=force)
         except Exception as exc:  # one channel's failure is reported, the others go on
             logger.warning("topicize channel {} failed: {}: {}", channel_id, type(exc).__name__, exc)
-            outcome = ChannelOutcome(channel_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            outcome = ChannelOutcome(channel_id, "failed", error=redact(f"{type(exc).__name__}: {exc}"))
         report.channels.append(outcome)
         logger.info("topicize channel {}: {} ({} topics)", channel_id, outcome.status, outcome.topics)
     report.input_tokens, report.output_tokens, report.llm_calls = (

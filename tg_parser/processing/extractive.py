@@ -158,16 +158,14 @@ def _is_emoji(ch: str) -> bool:
     return unicodedata.category(ch) == "So" or 0x1F000 <= ord(ch) <= 0x1FAFF
 
 
+_REPEATED_CHAR = re.compile(r"(.)\1+", re.S)
+_REPEATED_VS16 = re.compile("\ufe0f{2,}")
+
+
 def _collapse_emoji(text: str) -> str:
     """Runs of the same emoji (🔥🔥🔥) become one; different emoji stay."""
-    out: list[str] = []
-    for ch in text:
-        if out and ch == out[-1] and _is_emoji(ch):
-            continue
-        if ch == "\ufe0f" and len(out) >= 2 and out[-1] == "\ufe0f":
-            continue
-        out.append(ch)
-    return "".join(out)
+    text = _REPEATED_VS16.sub("\ufe0f", text)
+    return _REPEATED_CHAR.sub(lambda m: m.group(1) if _is_emoji(m.group(1)) else m.group(0), text)
 
 
 class _Protected:
@@ -401,11 +399,30 @@ _SCRIPT_LANG = {
 }  # fmt: skip
 
 
+# The same ranges as _script, as regexes: counting with findall runs in C, ~20× faster than per character.
+_SCRIPT_PATTERNS = [
+    ("cyrillic", re.compile(r"[\u0400-\u04FF]")),
+    ("latin", re.compile(r"[A-Za-z\u00C0-\u024F]")),
+    ("hebrew", re.compile(r"[\u0590-\u05FF]")),
+    ("arabic", re.compile(r"[\u0600-\u06FF\u0750-\u077F]")),
+    ("greek", re.compile(r"[\u0370-\u03FF]")),
+    ("kana", re.compile(r"[\u3040-\u30FF]")),
+    ("han", re.compile(r"[\u4E00-\u9FFF]")),
+    ("hangul", re.compile(r"[\uAC00-\uD7AF\u1100-\u11FF]")),
+    ("devanagari", re.compile(r"[\u0900-\u097F]")),
+    ("georgian", re.compile(r"[\u10A0-\u10FF]")),
+    ("armenian", re.compile(r"[\u0530-\u058F]")),
+    ("thai", re.compile(r"[\u0E00-\u0E7F]")),
+]
+
+
 def detect_language(text: str) -> str:
     """ISO 639-1 code from the dominant script and, within a script, distinctive letters and common words."""
     without_urls = _URL.sub(" ", text or "")
     without_urls = _HASHTAG.sub(" ", _MENTION.sub(" ", _EMAIL.sub(" ", without_urls)))
-    scripts = Counter(s for ch in without_urls if (s := _script(ch)))
+    scripts = Counter(
+        {name: n for name, pattern in _SCRIPT_PATTERNS if (n := len(pattern.findall(without_urls)))}
+    )
     if not scripts:
         return "und"
     if scripts.get("kana"):

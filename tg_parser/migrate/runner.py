@@ -1,0 +1,396 @@
+"""The migration run: preflight, one-transaction load, verification, commit or rollback, report.
+
+Order of work (DESIGN.md §8):
+
+1. Open the SQLite files and take their write lock (see `source.py`); connect to PostgreSQL.
+2. Preflight, before anything is written: migration ids equal on both sides per store, server encoding
+   UTF8, the same tables/columns/keys on both sides, target tables empty (unless `--truncate`), no
+   orphaned foreign keys, and one pass over the source that both scans for hostile values and computes
+   the source checksums (per key range, in parallel). Any offender stops the run here.
+3. One PostgreSQL transaction for the whole run (all stores): TRUNCATE when asked, COPY each table in
+   foreign-key order, sequences restarted after the largest id (ALTER SEQUENCE … RESTART, which —
+   unlike setval — rolls back with the transaction).
+4. Verification inside the same transaction: every table's checksum read back from the target; on a
+   mismatch the differing keys are found by key ranges.
+5. Everything matches and this is not a dry run: ANALYZE, COMMIT. Otherwise ROLLBACK: the target is
+   exactly as before (a dry run thus proves the whole load and verification would succeed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from tg_parser.db.postgres import PgTarget
+from tg_parser.db.resources import STORES
+from tg_parser.errors import TgParserError
+from tg_parser.migrate.canonical import format_checksum
+from tg_parser.migrate.checksum import RangedSum
+from tg_parser.migrate.errors import MigrationError, PreflightRefused
+from tg_parser.migrate.loader import load_table
+from tg_parser.migrate.parallel import check_source, default_workers
+from tg_parser.migrate.report import MigrationReport, TableReport
+from tg_parser.migrate.schema import Table
+from tg_parser.migrate.source import SqliteSource
+from tg_parser.migrate.tables import matched_tables
+from tg_parser.migrate.target import PostgresTarget
+from tg_parser.migrate.verify import narrow, target_sum
+
+Tick = Callable[[int], None]
+# progress(label, total) -> context manager yielding a function that advances the bar by n rows
+Progress = Callable[[str, int], AbstractContextManager[Tick]]
+
+
+@dataclass
+class MigrateOptions:
+    source_dir: Path
+    target: PgTarget
+    stores: tuple[str, ...] = STORES
+    dry_run: bool = False
+    truncate: bool = False
+    verify_only: bool = False
+    on_nul: str = "fail"  # fail | strip
+    batch_size: int = 2000
+    copy_format: str = "text"  # text | binary: measured alike; text needs less CPU here and can strip NULs
+    rebuild_indexes: bool = False  # drop secondary indexes before COPY, recreate after: measured slower
+    busy_timeout_ms: int = 10_000
+    connect_timeout: int = 10
+    offender_limit: int = 1000
+    workers: int = field(default_factory=default_workers)  # processes for the preflight pass
+    difference_limit: int = 50
+    progress: Progress | None = None
+    # Called after each table is loaded, before the next one (used to measure and to test failures).
+    after_table: Callable[[Table, PostgresTarget], None] | None = field(default=None, repr=False)
+
+    @property
+    def strip_nul(self) -> bool:
+        return self.on_nul == "strip"
+
+    @property
+    def mode(self) -> str:
+        return "verify" if self.verify_only else ("dry-run" if self.dry_run else "migrate")
+
+
+def _no_progress(label: str, total: int) -> AbstractContextManager[Tick]:
+    return nullcontext(lambda n: None)
+
+
+@contextmanager
+def _phase(report: MigrationReport, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        report.phases[name] = report.phases.get(name, 0.0) + time.perf_counter() - started
+
+
+def migrate(options: MigrateOptions) -> MigrationReport:
+    """Run the migration (or dry run, or verification) and return its report; never raises for
+    expected failures — the report carries the status, the error line and the exit code."""
+    report = MigrationReport(
+        mode=options.mode,
+        source=f"SQLite in {options.source_dir}",
+        target=options.target.describe(),
+        stores=list(options.stores),
+        copy_format=options.copy_format,
+    )
+    source: SqliteSource | None = None
+    target: PostgresTarget | None = None
+    try:
+        source = SqliteSource(options.source_dir, options.stores, options.busy_timeout_ms)
+        report.source = source.describe()
+        report.consistency = source.hold()
+        target = PostgresTarget(options.target, connect_timeout=options.connect_timeout)
+        with _phase(report, "preflight"):
+            checked = _preflight(source, target, options, report)
+        if checked is None:
+            return report
+        tables, sums = checked
+        if options.verify_only:
+            _verify_only(source, target, tables, sums, options, report)
+        else:
+            _load_and_verify(source, target, tables, sums, options, report)
+    except PreflightRefused as exc:
+        report.status, report.error, report.error_exit_code = "refused", exc.one_line(), exc.exit_code
+        _rollback(target)
+    except TgParserError as exc:
+        report.status, report.error = "failed", exc.one_line()
+        report.error_exit_code = exc.exit_code  # e.g. 3 for an unreachable database, 4 for a busy source
+        _rollback(target)
+    except Exception as exc:  # reported as one line; the target is rolled back
+        report.status = "failed"
+        report.error = _safe(f"{type(exc).__name__}: {' '.join(str(exc).split())}", options.target)
+        _rollback(target)
+    finally:
+        if target is not None:
+            target.close()
+        if source is not None:
+            source.close()
+    totals = report.totals()
+    logger.bind(
+        mode=report.mode, status=report.status, committed=report.committed, rows=totals["rows_source"]
+    ).info(
+        "migration {} {}: {} rows, {} → {}{}",
+        report.mode,
+        report.status,
+        totals["rows_source"],
+        report.source,
+        report.target,
+        f" ({report.error})" if report.error else "",
+    )
+    return report
+
+
+def _safe(message: str, target: PgTarget) -> str:
+    return message.replace(target.password, "***") if target.password else message
+
+
+def _rollback(target: PostgresTarget | None) -> None:
+    if target is None:
+        return
+    with contextlib.suppress(Exception):  # the connection may be gone; the server rolled back then
+        target.rollback()
+
+
+def _preflight(
+    source: SqliteSource, target: PostgresTarget, options: MigrateOptions, report: MigrationReport
+) -> tuple[list[Table], dict[str, RangedSum]] | None:
+    for store in options.stores:
+        ours, theirs = source.migration_ids(store), target.migration_ids(store)
+        if ours is None:
+            raise PreflightRefused(
+                f"the SQLite store {store!r} has no migrations applied", "run 'tg-parser init' for the source"
+            )
+        if theirs is None:
+            raise PreflightRefused(
+                f"the PostgreSQL schema {store!r} was not created by tg-parser",
+                "run 'tg-parser db upgrade' with DB_TYPE=postgres against the target first",
+            )
+        if ours != theirs:
+            raise PreflightRefused(
+                f"store {store!r} is at migration {ours[-1] if ours else '(none)'} in SQLite but at "
+                f"{theirs[-1] if theirs else '(none)'} in PostgreSQL ({len(ours)} vs {len(theirs)} applied)",
+                "run 'tg-parser db upgrade' on both sides with the same tg-parser version",
+            )
+    encoding = target.server_encoding()
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise PreflightRefused(
+            f"the target database's encoding is {encoding}, not UTF8; text would not survive",
+            "create the database with ENCODING 'UTF8'",
+        )
+    tables = matched_tables(source, target, options.stores)
+    if not options.verify_only:
+        busy = [t.qualified for t in tables if target.has_rows(t)]
+        target.rollback()  # end the catalog reads' transaction; the load opens its own
+        if busy and not options.truncate:
+            raise PreflightRefused(
+                f"the target already holds rows in {', '.join(busy[:4])}{' …' if len(busy) > 4 else ''}",
+                "migrate into an empty, freshly upgraded database, or pass --truncate to replace its contents",
+            )
+    progress = options.progress or _no_progress
+    total_rows = sum(source.count(t) for t in tables)
+    with progress("scan + source checksums", total_rows) as tick:
+        sums, result = check_source(
+            source,
+            tables,
+            strip_nul=options.strip_nul,
+            workers=options.workers,
+            limit=options.offender_limit,
+            tick=tick,
+        )
+    report.repairs = result.repairs
+    if result.repairs:
+        cells = sum(sum(c.values()) for c in result.repairs.values())
+        report.notes.append(
+            f"--on-nul strip: {cells} cell(s) lose their NUL characters; the source checksums are computed "
+            "over the repaired values, so they verify that exactly the repaired data arrived"
+        )
+    for table in tables:
+        total = sums[table.qualified].total
+        report.tables.append(
+            TableReport(
+                table.qualified,
+                total.rows,
+                format_checksum(total.checksum),
+                repaired_cells=sum(result.repairs.get(table.qualified, {}).values()),
+            )
+        )
+    if result.offenders:
+        report.status = "offenders"
+        report.offenders = result.offenders
+        report.offenders_total = result.offenders_total
+        for entry in report.tables:
+            entry.checksum_source = ""  # rows with offences were not hashed
+        report.error = f"{report.offenders_total} value(s) in the source cannot be loaded as they are; nothing was written"
+        return None
+    return tables, sums
+
+
+def _load_and_verify(
+    source: SqliteSource,
+    target: PostgresTarget,
+    tables: list[Table],
+    sums: dict[str, RangedSum],
+    options: MigrateOptions,
+    report: MigrationReport,
+) -> None:
+    progress = options.progress or _no_progress
+    entries = {entry.table: entry for entry in report.tables}
+    with _phase(report, "load"):
+        target.lock(tables)
+        if options.truncate:
+            target.truncate(tables)
+        dropped = target.drop_indexes(tables) if options.rebuild_indexes else []
+        for table in tables:
+            entry = entries[table.qualified]
+            with progress(f"copy {table.qualified}", entry.rows_source) as tick:
+                result = load_table(
+                    source,
+                    target,
+                    table,
+                    strip_nul=options.strip_nul,
+                    batch_size=options.batch_size,
+                    binary=options.copy_format == "binary",
+                    on_rows=tick,
+                )
+            if result.rows != entry.rows_source:
+                raise MigrationError(
+                    f"{table.qualified}: {result.rows} rows streamed but {entry.rows_source} counted in preflight",
+                    "the source changed during the run; stop every writer and run again",
+                )
+            entry.bytes = result.bytes
+            entry.seconds = result.seconds
+            if options.after_table is not None:
+                options.after_table(table, target)
+        target.create_indexes(dropped)
+        target.restart_identities(tables)
+    with _phase(report, "verify"):
+        for table in tables:
+            _compare(source, target, table, entries[table.qualified], sums[table.qualified], options)
+    all_match = all(entries[t.qualified].match for t in tables)
+    if all_match and not options.dry_run:
+        with _phase(report, "analyze"):
+            target.analyze(tables)
+        with _phase(report, "commit"):
+            target.commit()
+        report.committed = True
+        report.status = "ok"
+        return
+    target.rollback()
+    if not all_match:
+        report.status = "mismatch"
+        bad = [t.qualified for t in tables if not entries[t.qualified].match]
+        report.error = f"checksums differ in {', '.join(bad)}; rolled back, the target is as it was"
+    else:
+        report.status = "ok"
+        report.notes.append("dry run: everything was loaded and verified, then rolled back")
+
+
+def _compare(
+    source: SqliteSource,
+    target: PostgresTarget,
+    table: Table,
+    entry: TableReport,
+    sums: RangedSum,
+    options: MigrateOptions,
+) -> None:
+    started = time.perf_counter()
+    theirs = target_sum(target, table)
+    entry.rows_target = theirs.rows
+    entry.checksum_target = format_checksum(theirs.checksum)
+    entry.match = sums.total.same(theirs)
+    if not entry.match:
+        entry.differences = narrow(
+            source, target, table, sums, strip_nul=options.strip_nul, limit=options.difference_limit
+        )
+    entry.seconds += time.perf_counter() - started
+
+
+def _verify_only(
+    source: SqliteSource,
+    target: PostgresTarget,
+    tables: list[Table],
+    sums: dict[str, RangedSum],
+    options: MigrateOptions,
+    report: MigrationReport,
+) -> None:
+    with _phase(report, "verify"):
+        for table in tables:
+            _compare(
+                source,
+                target,
+                table,
+                next(e for e in report.tables if e.table == table.qualified),
+                sums[table.qualified],
+                options,
+            )
+    target.rollback()
+    if all(t.match for t in report.tables):
+        report.status = "ok"
+    else:
+        report.status = "mismatch"
+        bad = [t.table for t in report.tables if not t.match]
+        report.error = f"checksums differ in {', '.join(bad)}"
+
+
+def database_checksums(
+    settings: Any, stores: tuple[str, ...] = STORES, progress: Progress | None = None, workers: int = 0
+) -> dict[str, Any]:
+    """Row count and checksum of every table of the configured database (either dialect).
+
+    The same canonical rendering on both dialects: a SQLite install and the PostgreSQL database it was
+    migrated to print the same figures. SQLite is read from one snapshot (writers are not blocked);
+    PostgreSQL from one REPEATABLE READ, READ ONLY transaction. SQLite is read under its write lock
+    (writers wait, as during a migration), so the figures describe one state of the files.
+    """
+    from tg_parser.db.connect import dialect_of, pg_target
+    from tg_parser.migrate.tables import source_tables, target_tables
+
+    progress = progress or _no_progress
+    rows: list[dict[str, Any]] = []
+    if dialect_of(settings) == "sqlite":
+        source = SqliteSource(settings.db_sqlite_dir, stores, settings.db_sqlite_busy_timeout)
+        try:
+            source.hold()
+            where = source.describe()
+            tables = source_tables(source, stores)
+            with progress("checksums", sum(source.count(t) for t in tables)) as tick:
+                sums, result = check_source(
+                    source, tables, strip_nul=False, workers=workers or default_workers(), tick=tick
+                )
+            if result.offenders:
+                first = result.offenders[0]
+                raise MigrationError(
+                    f"{len(result.offenders)} value(s) cannot be rendered, e.g. {first.one_line()}",
+                    "run 'tg-parser db migrate-to-postgres --dry-run' to list every offender",
+                )
+            for table in tables:
+                total = sums[table.qualified].total
+                rows.append(
+                    {
+                        "table": table.qualified,
+                        "rows": total.rows,
+                        "checksum": format_checksum(total.checksum),
+                    }
+                )
+        finally:
+            source.close()
+    else:
+        target = PostgresTarget(pg_target(settings), connect_timeout=settings.db_connect_timeout)
+        try:
+            target.snapshot()
+            where = target.describe()
+            for table in target_tables(target, stores):
+                count, value = target.checksum(table)
+                rows.append({"table": table.qualified, "rows": count, "checksum": format_checksum(value)})
+            target.rollback()
+        finally:
+            target.close()
+    return {"database": where, "tables": rows}

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import jsonschema
 import pytest
 from click.testing import CliRunner
-
 from support.llm_server import LlmRequest, LlmServer, error
+
 from tg_parser.cli.main import cli
 from tg_parser.domain.models import Anchor, ProcessedDocument, RawMessage
 from tg_parser.export import export

@@ -97,13 +97,23 @@ def _timestamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def run_process(env: dict[str, str], concurrency: int, expected: int, processes: int = 1) -> dict:
+def run_process(
+    env: dict[str, str], concurrency: int, expected: int, processes: int = 1, extra: tuple[str, ...] = ()
+) -> dict:
     """Run `processes` CLI workers on the same install, `concurrency` requests in flight in all.
 
     Samples each worker's RSS and CPU time; returns documents/s over the span from the first run's
     start to the last run's end (from the run reports, so interpreter start-up is not counted).
     """
-    command = ["tg-parser", "process", "--concurrency", str(concurrency // processes), "--json", "--silent"]
+    command = [
+        "tg-parser",
+        "process",
+        "--concurrency",
+        str(concurrency // processes),
+        "--json",
+        "--silent",
+        *extra,
+    ]
     workers = [
         subprocess.Popen(
             command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -183,6 +193,29 @@ def sample_bodies() -> None:
             print(json.dumps(request.body, ensure_ascii=False, indent=2))
 
 
+def bench_extractive(count: int, dialects: list[str]) -> None:
+    """Documents/s of `tg-parser process --processor extractive` (no server, no network)."""
+    with tempfile.TemporaryDirectory(prefix="bench-extractive-") as workdir:
+        for dialect in dialects:
+            name = f"tgp_bench_extractive_{os.getpid()}"
+            settings, env = fresh_install(dialect, Path(workdir), name)
+            try:
+                seed(settings, count)
+                env["LOG_LEVEL"] = "WARNING"
+                measured = run_process(env, 8, count, extra=("--processor", "extractive"))
+            finally:
+                if dialect == "postgres":
+                    drop_pg(name)
+            verdict = "meets" if measured["docs_per_s"] >= 5000 else "MISSES"
+            print(
+                f"{dialect:8} extractive {count} docs in {measured['seconds']:6.1f} s: "
+                f"{measured['docs_per_s']:7.0f} docs/s ({verdict} the 5,000/s target); "
+                f"CPU {measured['cpu_ms_per_doc']:.2f} ms/doc; RSS warm {measured['rss_warm_mb']:.0f} MB, "
+                f"peak {measured['rss_peak_mb']:.0f} MB",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,7 +232,16 @@ def main() -> None:
         help="comma-separated numbers of worker processes sharing each level's concurrency (scale-out)",
     )
     parser.add_argument("--no-bodies", action="store_true", help="do not print the sample request bodies")
+    parser.add_argument(
+        "--extractive",
+        type=int,
+        metavar="N",
+        help="instead: the offline extractive processor on N messages per dialect (issue target ≥ 5,000 docs/s)",
+    )
     args = parser.parse_args()
+    if args.extractive:
+        bench_extractive(args.extractive, args.dialects.split(","))
+        return
     levels = [int(level) for level in args.levels.split(",")]
     splits = [int(n) for n in args.processes.split(",")]
     server, url = start_server(args.latency)

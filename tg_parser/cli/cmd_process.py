@@ -146,6 +146,7 @@ def command(
         run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PIPELINE_VERSION}
         # CPU-bound: a few threads keep claims and writes batched; more would only contend for the GIL.
         options.concurrency = min(options.concurrency, 8)
+        options.claim_batch = 256
     else:
         config = LlmConfig.from_settings(settings)
         client = LlmClient(config)

@@ -169,7 +169,11 @@ class Pipeline:
             pipeline = ProcessPipeline(
                 self.db,
                 processor,
-                ProcessOptions(source_id=source.source_id, concurrency=concurrency),
+                ProcessOptions(
+                    source_id=source.source_id,
+                    concurrency=concurrency,
+                    claim_batch=256 if self.processor_kind == "extractive" else None,
+                ),
                 run_id=f"{self.run_id}-process-{source.source_id}",
                 run_params={"processor": self.processor_kind, "via": "run"},
             )

@@ -58,6 +58,7 @@ class ProcessOptions:
     write_batch: int = 100  # results written per transaction, at most
     flush_interval: float = 0.5  # seconds a finished result may wait for its batch
     page_size: int = 500  # candidates read per selection query
+    claim_batch: int | None = None  # messages leased per claim transaction (default: the concurrency)
 
 
 @dataclass
@@ -244,7 +245,10 @@ class ProcessPipeline:
         options = self.options
         candidates = self._candidates()
         exhausted = False
-        high_water = 2 * options.concurrency  # claimed and not finished: busy workers plus one round queued
+        claim_batch = options.claim_batch or options.concurrency
+        # Claimed and not finished: busy workers plus one round queued. A fast processor (extractive)
+        # claims in bigger batches so each message does not pay for its own claim transaction.
+        high_water = 2 * max(options.concurrency, claim_batch)
         renew_every = max(options.lease_ttl / 3, 0.05)
         next_renewal = time.monotonic() + renew_every
         while True:
@@ -252,7 +256,7 @@ class ProcessPipeline:
                 self._cancel.set()
                 break
             while not exhausted and len(self._in_flight) < high_water:
-                room = min(options.concurrency, self._remaining())
+                room = min(claim_batch, self._remaining())
                 if room <= 0:
                     exhausted = True
                     break

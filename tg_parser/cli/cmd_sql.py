@@ -111,5 +111,13 @@ def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> 
             f"its parameters are: {', '.join(parameter_names(query.sql)) or '(none)'}",
         )
     values = {p: given.get(p) for p in parameter_names(query.sql)}
-    for line in db.explain(name, values):
+    try:
+        plan = db.explain(name, values)
+    except Exception as exc:  # the database's own complaint about a value (bad number, bad date, ...)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise InvalidInput(
+            f"the database rejected query {name!r} with these parameters: {detail}",
+            "check the -p values: integers, true/false, null, JSON or ISO dates are typed, the rest is text",
+        ) from None
+    for line in plan:
         click.echo(line)

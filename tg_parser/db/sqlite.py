@@ -127,7 +127,12 @@ class SqliteDatabase(Database):
     @contextmanager
     def _session(self) -> Iterator[Session]:
         with self._lock:
-            yield SqliteSession(self._connection)
+            try:
+                yield SqliteSession(self._connection)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise _busy_error(exc, self.directory) from None
+                raise
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:

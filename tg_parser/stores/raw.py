@@ -53,8 +53,10 @@ class RawStore(Store):
             return result
         with self.db.transaction():
             latest: dict[str, tuple[str, datetime | None]] = {}
+            counters: dict[str, tuple[int | None, int | None, int | None]] = {}
             refs = list(dict.fromkeys(m.source_ref for m in messages))
             for row in self.db.fetch_all("raw_latest_observations", {"refs": refs}):
+                counters[row["source_ref"]] = (row["views"], row["forwards"], row["replies"])
                 if row["version_id"] is not None:
                     latest[row["source_ref"]] = (row["version_text"], row["version_edit_date"])
                 else:
@@ -66,14 +68,24 @@ class RawStore(Store):
                     inserts.append(self._insert_params(message))
                     latest[message.source_ref] = (message.text, message.edit_date)
                     continue
-                refreshes.append(
-                    {
-                        "source_ref": message.source_ref,
-                        "views": message.views,
-                        "forwards": message.forwards,
-                        "replies": message.replies,
-                    }
-                )
+                seen = (message.views, message.forwards, message.replies)
+                stored = counters.get(message.source_ref)
+                # Only counters that changed are written: a re-import of unchanged messages updates nothing.
+                if stored is None or any(
+                    new is not None and new != old for new, old in zip(seen, stored, strict=True)
+                ):
+                    refreshes.append(
+                        {
+                            "source_ref": message.source_ref,
+                            "views": message.views,
+                            "forwards": message.forwards,
+                            "replies": message.replies,
+                        }
+                    )
+                    counters[message.source_ref] = tuple(
+                        old if new is None else new
+                        for new, old in zip(seen, stored or (None, None, None), strict=True)
+                    )  # type: ignore[assignment]
                 if known[0] == message.text and _same_time(known[1], message.edit_date):
                     result.unchanged += 1
                     continue

@@ -1,10 +1,12 @@
 -- name: raw_latest_observations
 -- For a batch of source_refs (a JSON array), what is stored now: the snapshot and the newest journaled
--- version, so the caller can tell new messages, unchanged ones and edits apart in one round trip.
+-- version (and the stored counters), so the caller can tell new messages, unchanged ones and edits
+-- apart, and skip counter updates that change nothing, in one round trip.
 -- Served by: raw_messages primary key and raw_message_versions_ref_idx.
 SELECT m.source_ref,
        m.text AS snapshot_text,
        m.edit_date AS snapshot_edit_date,
+       m.views, m.forwards, m.replies,
        v.id AS version_id,
        v.text AS version_text,
        v.edit_date AS version_edit_date

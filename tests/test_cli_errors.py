@@ -1,0 +1,79 @@
+"""Bad input and contention give one clear line and the right exit code, never a traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from click.testing import CliRunner
+
+from tg_parser.cli.main import cli
+from tg_parser.config import Settings
+from tg_parser.errors import EXIT_LOCKED, EXIT_USAGE
+
+
+def db_env(settings: Settings) -> dict[str, str]:
+    if settings.db_type == "sqlite":
+        return {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(settings.db_sqlite_dir)}
+    return {
+        "DB_TYPE": "postgres",
+        "DB_HOST": settings.db_host,
+        "DB_PORT": str(settings.db_port),
+        "DB_USER": settings.db_user,
+        "DB_NAME": settings.db_name,
+    }
+
+
+def run(settings: Settings, *args: str, **env: str):
+    return CliRunner().invoke(cli, list(args), env={**db_env(settings), **env})
+
+
+def one_error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_explain_with_a_value_the_database_rejects(settings):
+    result = run(
+        settings, "sql", "explain", "processing_select_candidates", "-p", "limit=abc", "-p", "force=maybe"
+    )
+    if settings.db_type == "postgres":
+        assert result.exit_code == EXIT_USAGE
+        assert "rejected query 'processing_select_candidates'" in one_error_line(result.output)
+    else:  # SQLite takes any value for a LIMIT at plan time: the plan is shown
+        assert result.exit_code == 0, result.output
+
+
+def test_unknown_numeric_channel_is_refused_not_silently_empty(settings, tmp_path):
+    out = tmp_path / "out"
+    result = run(settings, "export", "--out", str(out), "--channel", "987654321")
+    assert result.exit_code == EXIT_USAGE
+    assert "no source and no stored message for channel 987654321" in one_error_line(result.output)
+    assert not out.exists()
+    result = run(settings, "topicize", "--channel", "987654321")
+    assert result.exit_code == EXIT_USAGE
+
+
+def test_export_into_an_unwritable_place(settings, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run(settings, "export", "--out", str(blocker / "sub"))
+    assert result.exit_code == 1
+    assert "cannot create the export folder" in one_error_line(result.output)
+
+
+def test_sqlite_held_by_another_writer_is_exit_4(sqlite_dir):
+    from conftest import sqlite_settings
+
+    settings = sqlite_settings(sqlite_dir)
+    assert run(settings, "sources", "add", "@first_channel").exit_code == 0  # switches the files to WAL
+    other = sqlite3.connect(sqlite_dir / "ingestion_state.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        result = run(settings, "sources", "add", "@second_channel", DB_SQLITE_BUSY_TIMEOUT="200")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert result.exit_code == EXIT_LOCKED
+    assert "locked by another process" in one_error_line(result.output)

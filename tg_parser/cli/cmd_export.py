@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -58,9 +59,9 @@ def command(
         raise InvalidInput(f"unknown topic {topic_id!r}", "list topics in topics.json of a full export")
     filters = ExportFilters(channel_id=channel_id, topic_id=topic_id, since=since, until=until)
     bar = None
-    if not silent and not as_json and click.get_text_stream("stderr").isatty():
+    if not silent and not as_json and sys.stderr.isatty():
         total = ProcessingStore(db).count_documents(channel_id)
-        bar = click.progressbar(length=total, label="Exporting", file=click.get_text_stream("stderr"))
+        bar = click.progressbar(length=total, label="Exporting", file=sys.stderr)
         bar.__enter__()
     try:
         result = export(db, out_dir, filters, on_entry=(lambda: bar.update(1)) if bar else None)

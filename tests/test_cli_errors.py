@@ -5,22 +5,11 @@ from __future__ import annotations
 import sqlite3
 
 from click.testing import CliRunner
+from support.cli import db_env
 
 from tg_parser.cli.main import cli
 from tg_parser.config import Settings
 from tg_parser.errors import EXIT_LOCKED, EXIT_USAGE
-
-
-def db_env(settings: Settings) -> dict[str, str]:
-    if settings.db_type == "sqlite":
-        return {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(settings.db_sqlite_dir)}
-    return {
-        "DB_TYPE": "postgres",
-        "DB_HOST": settings.db_host,
-        "DB_PORT": str(settings.db_port),
-        "DB_USER": settings.db_user,
-        "DB_NAME": settings.db_name,
-    }
 
 
 def run(settings: Settings, *args: str, **env: str):

@@ -14,28 +14,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from support.cli import db_env
 from support.llm_server import LlmServer
 from test_topicize import supporting_handler
 
 from tg_parser.cli.main import cli
-from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
 from tg_parser.export.validation import load_schema, schema_for_entry
 from tg_parser.stores import ProcessingStore
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "channel_export" / "result.json"
-
-
-def db_env(settings: Settings) -> dict[str, str]:
-    if settings.db_type == "sqlite":
-        return {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(settings.db_sqlite_dir)}
-    return {
-        "DB_TYPE": "postgres",
-        "DB_HOST": settings.db_host,
-        "DB_PORT": str(settings.db_port),
-        "DB_USER": settings.db_user,
-        "DB_NAME": settings.db_name,
-    }
 
 
 def invoke(env: dict[str, str], *args: str):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import jsonschema
 import pytest
 from click.testing import CliRunner
+from support.cli import db_env
 from support.llm_server import LlmRequest, LlmServer, error
 
 from tg_parser.cli.main import cli
@@ -267,16 +268,7 @@ def test_extractive_strategy_uses_shared_hashtags_and_engagement(db):
 
 def test_topicize_cli_extractive_json(settings, db):
     seed(db, count=12, hashtags=True)
-    env = {"DB_TYPE": settings.db_type}
-    if settings.db_type == "sqlite":
-        env["DB_SQLITE_DIR"] = str(settings.db_sqlite_dir)
-    else:
-        env.update(
-            DB_HOST=settings.db_host,
-            DB_PORT=str(settings.db_port),
-            DB_USER=settings.db_user,
-            DB_NAME=settings.db_name,
-        )
+    env = db_env(settings)
     result = CliRunner().invoke(cli, ["topicize", "--processor", "extractive", "--json"], env=env)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)

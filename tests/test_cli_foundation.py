@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import PG_HOST, PG_PORT, PG_USER, require_postgres
 from psycopg import sql
+from support.cli import db_env as env_for
 
 from tg_parser import __version__
 from tg_parser.cli.main import cli
@@ -39,21 +40,6 @@ Invoke = Callable[..., Result]
 STORES = ("ingestion", "raw", "processing")
 TRICKY_ID = "a'b\"%c:d;e"
 TRICKY_TITLE = "T'it\"le 100% :x; DROP TABLE sources;--"
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    """The environment an operator would set for these settings."""
-    if settings.db_type == "sqlite":
-        return {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(settings.db_sqlite_dir)}
-    return {
-        "DB_TYPE": "postgres",
-        "DB_HOST": settings.db_host,
-        "DB_PORT": str(settings.db_port),
-        "DB_USER": settings.db_user,
-        "DB_NAME": settings.db_name,
-        "DB_POOL_MIN_SIZE": "1",
-        "DB_POOL_MAX_SIZE": "4",
-    }
 
 
 def make_invoker(env: dict[str, str]) -> Invoke:

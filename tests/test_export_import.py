@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from support.cli import db_env as cli_env
 
 from tg_parser.cli.main import cli
 from tg_parser.config import Settings
@@ -332,20 +333,6 @@ def test_reader_memory_stays_flat(tmp_path):
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
-
-
-def cli_env(settings: Settings) -> dict[str, str]:
-    if settings.db_type == "sqlite":
-        return {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(settings.db_sqlite_dir)}
-    return {
-        "DB_TYPE": "postgres",
-        "DB_HOST": settings.db_host,
-        "DB_PORT": str(settings.db_port),
-        "DB_USER": settings.db_user,
-        "DB_NAME": settings.db_name,
-        "DB_POOL_MIN_SIZE": "1",
-        "DB_POOL_MAX_SIZE": "4",
-    }
 
 
 def invoke(settings: Settings, *args: str) -> Result:

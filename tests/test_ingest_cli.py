@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from support.cli import db_env
 from support.fake_telegram import FakeTelegram
 from telethon import errors as tg_errors
 from telethon.crypto import AuthKey
@@ -40,20 +41,6 @@ def string_session() -> str:
 
 
 SESSION = string_session()
-
-
-def db_env(settings: Settings) -> dict[str, str]:
-    if settings.db_type == "sqlite":
-        return {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(settings.db_sqlite_dir)}
-    return {
-        "DB_TYPE": "postgres",
-        "DB_HOST": settings.db_host,
-        "DB_PORT": str(settings.db_port),
-        "DB_USER": settings.db_user,
-        "DB_NAME": settings.db_name,
-        "DB_POOL_MIN_SIZE": "1",
-        "DB_POOL_MAX_SIZE": "4",
-    }
 
 
 TELEGRAM_ENV = {"TELEGRAM_API_ID": "12345", "TELEGRAM_API_HASH": API_HASH, "TELEGRAM_SESSION": SESSION}

@@ -32,7 +32,9 @@ def invoke(env: dict[str, str], *args: str):
 
 def validate_export(out: Path) -> list[dict]:
     entries = [
-        json.loads(line) for line in (out / "kb_entries.ndjson").read_text(encoding="utf-8").splitlines()
+        json.loads(line)
+        for line in (out / "kb_entries.ndjson").read_text(encoding="utf-8").split("\n")
+        if line
     ]
     for entry in entries:
         jsonschema.validate(entry, load_schema(schema_for_entry(entry)))

@@ -148,7 +148,9 @@ def test_same_answers_give_same_ids_and_identical_files(db, settings, server, tm
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    for entry in map(json.loads, (tmp_path / "a" / "kb_entries.ndjson").read_text().splitlines()):
+    for entry in map(
+        json.loads, (tmp_path / "a" / "kb_entries.ndjson").read_text(encoding="utf-8").split("\n")[:-1]
+    ):
         jsonschema.validate(entry, load_schema(schema_for_entry(entry)))
 
 

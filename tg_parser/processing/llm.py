@@ -25,7 +25,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -442,6 +442,13 @@ class LlmClient:
             timeout=config.timeout,
             max_retries=0,  # retries are ours: see the module docstring
         )
+        # The SDK imports an API's resource module on first use (about 0.1 s), behind a lock: done here,
+        # before any worker starts, so the first round of requests does not queue on it.
+        self._create: Callable[..., Any]
+        if config.api == "responses":
+            self._create = self._sdk.responses.with_raw_response.create
+        else:
+            self._create = self._sdk.chat.completions.with_raw_response.create
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlmClient:
@@ -495,10 +502,7 @@ class LlmClient:
 
     def _send(self, params: dict[str, Any]) -> ReplyText:
         try:
-            if self.config.api == "responses":
-                raw = self._sdk.responses.with_raw_response.create(**params)
-            else:
-                raw = self._sdk.chat.completions.with_raw_response.create(**params)
+            raw = self._create(**params)
         except openai.OpenAIError as exc:
             raise translate_sdk_error(exc, self.config) from None
         try:

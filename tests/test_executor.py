@@ -407,6 +407,42 @@ def test_stream_inside_transaction_sees_own_writes(probe: Database) -> None:
         assert [r["id"] for r in probe.stream("probe_all", batch_size=7)] == list(range(1, 51))
 
 
+def test_stream_batches_are_tuples_in_column_order_with_bounded_memory(probe: Database) -> None:
+    params = {"n": N_ROWS, "width": WIDTH}
+
+    def consume() -> tuple[int, int, set[int]]:
+        total = checksum = 0
+        sizes = set()
+        for batch in probe.stream_batches("probe_series", params, batch_size=500):
+            sizes.add(len(batch))
+            for n, pad in batch:
+                total += 1
+                checksum += n
+                assert len(pad) == WIDTH
+        return total, checksum, sizes
+
+    (total, checksum, sizes), peak = _peak(consume)
+    assert (total, checksum) == (N_ROWS, N_ROWS * (N_ROWS + 1) // 2)
+    assert sizes == {500}
+    assert peak < 10 * 2**20 / 10, peak  # about one batch, not the >10 MB of the whole result
+
+
+def test_stream_batches_closed_early_give_their_connection_back(probe: Database) -> None:
+    for _ in range(6):  # more than the pool holds: a leaked connection would time out here
+        batches = probe.stream_batches("probe_series", {"n": 10_000, "width": 10}, batch_size=100)
+        assert next(batches)[0] == (1, "0" * 10)
+        batches.close()
+    assert probe.fetch_scalar("probe_count") == 0
+
+
+def test_stream_batches_inside_transaction_see_own_writes(probe: Database) -> None:
+    with probe.transaction():
+        probe.execute_many("probe_insert", [row(i) for i in range(1, 51)])
+        batches = list(probe.stream_batches("probe_labels", batch_size=7))
+    assert [len(b) for b in batches] == [7] * 7 + [1]
+    assert [r[1] for b in batches for r in b] == list(range(1, 51))
+
+
 def test_postgres_stream_uses_a_server_side_cursor(pg_only_settings: Settings, tmp_path: Path) -> None:
     db = _open(pg_only_settings, _catalog("postgres", tmp_path))
     try:

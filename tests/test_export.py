@@ -7,10 +7,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import jsonschema
+import orjson
 import pytest
+from conftest import pg_settings, sqlite_settings
 
+from tg_parser.db.codec import format_timestamp
+from tg_parser.db.connect import open_database
 from tg_parser.domain.models import (
     Anchor,
+    Entity,
     ProcessedDocument,
     RawMessage,
     Source,
@@ -20,6 +25,7 @@ from tg_parser.domain.models import (
 )
 from tg_parser.export import ExportFilters, export, make_title, topic_file_name
 from tg_parser.export.validation import load_schema, schema_for_entry
+from tg_parser.export.writer import _SENTENCE_END, TITLE_MAX
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 
 PUBLIC, PRIVATE = 1001, 2002
@@ -76,6 +82,7 @@ def _seed(db) -> dict[str, str]:
             source_ref=f"tg:{PUBLIC}:comment:900",
             channel_id=PUBLIC,
             message_date=T0 + timedelta(days=2, hours=1),
+            processed_at=T0,
             text_clean="nice",
             summary="",
             model="m",
@@ -109,7 +116,10 @@ def _seed(db) -> dict[str, str]:
 
 
 def _read(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "kb_entries.ndjson").read_text(encoding="utf-8").splitlines()]
+    # Split on "\n" only: str.splitlines() would also split at U+2028 and friends, which JSON leaves raw.
+    lines = (out / "kb_entries.ndjson").read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    return [json.loads(line) for line in lines[:-1]]
 
 
 def _validate_all(out: Path) -> None:
@@ -237,3 +247,166 @@ def test_unwritable_folder_is_one_clear_error(db, tmp_path):
 )
 def test_make_title(summary, text, expected):
     assert make_title(summary, text) == expected
+
+
+# --- exact bytes on hostile data ---------------------------------------------------------------------
+
+# Everything JSON must escape or must not: quotes, backslashes, control characters, DEL, line and
+# paragraph separators, astral characters, and the Unicode spaces Python's str.strip() removes.
+HOSTILE = 'q"uote back\\slash \x01\x1f\x7f\ttab\nnl\rcr \u2028\u2029 😀 nb\xa0sp \u3000é'
+
+
+def _seed_hostile(db) -> list[tuple[RawMessage, ProcessedDocument, str | None]]:
+    """Documents covering every branch of a message entry; returns them with their channel's username."""
+    IngestionStore(db).add_source(Source(source_id="pub", channel_id=PUBLIC, username="public_chan"))
+    IngestionStore(db).add_source(Source(source_id="priv", channel_id=PRIVATE, title="Private"))
+    cases: list[tuple[dict, dict]] = [
+        ({}, {"summary": None, "text_clean": HOSTILE + ". Second sentence"}),  # title from the text
+        ({}, {"summary": "\u3000 \xa0", "text_clean": "Blank summary. Title from here"}),
+        ({}, {"summary": "\u2003Same text.\n", "text_clean": "Same text."}),  # content is the text alone
+        ({"views": None, "forwards": None, "replies": None}, {"summary": HOSTILE, "language": ""}),
+        ({"media_type": "photo", "source_id": "pub"}, {"summary": "word " * 40, "language": "ru"}),
+        ({"edit_date": T0 + timedelta(hours=5, microseconds=7)}, {"summary": "x" * 200}),
+        ({"message_type": "comment", "thread_id": 3}, {"summary": "A comment! On post 3"}),
+        ({"message_type": "comment", "thread_id": None}, {"summary": "No post known? Still a link"}),
+        ({"parent_message_id": 4, "views": 0}, {"summary": "Ends with an ellipsis… Then more"}),
+    ]
+    messages, docs, seeded = [], [], []
+    for channel, username in ((PUBLIC, "public_chan"), (PRIVATE, None)):
+        for i, (raw_fields, doc_fields) in enumerate(cases, start=1):
+            raw_fields = {"message_type": "post", "views": i * 10, "forwards": 1, "replies": 2} | raw_fields
+            date = T0 + timedelta(hours=i, microseconds=i)
+            message = RawMessage.build(
+                channel_id=channel, message_id=100 + i, date=date, text="raw " + HOSTILE, **raw_fields
+            )
+            doc = ProcessedDocument(
+                source_ref=message.source_ref,
+                channel_id=channel,
+                message_date=date,
+                processed_at=T0 + timedelta(days=40, seconds=i),
+                text_clean="Body text " + HOSTILE,
+                topics=["ракеты", HOSTILE],
+                # Keys in jsonb's order (shorter first), so both dialects store them alike.
+                entities=[Entity(type="org", value=HOSTILE, confidence=0.25)],
+                language="en",
+                model="m " + HOSTILE,
+                prompt_id="p",
+                pipeline_version="1",
+            ).model_copy(update=doc_fields)
+            messages.append(message)
+            docs.append(doc)
+            seeded.append((message, doc, username))
+    RawStore(db).store_batch(messages)
+    ProcessingStore(db).upsert_documents(docs)
+    return seeded
+
+
+def _expected_line(message: RawMessage, doc: ProcessedDocument, username: str | None) -> bytes:
+    """The entry as the documented rules build it, independently of the writer's fast path."""
+    summary = doc.summary or ""
+    text = doc.text_clean
+    base = f"https://t.me/{username}" if username else f"https://t.me/c/{message.channel_id}"
+    if message.message_type == "post":
+        url = f"{base}/{message.message_id}"
+    else:
+        url = (
+            base if message.thread_id is None else f"{base}/{message.thread_id}?comment={message.message_id}"
+        )
+    entry = {
+        "id": "kb:msg:" + doc.source_ref,
+        "type": "message",
+        "source_ref": doc.source_ref,
+        "channel_id": message.channel_id,
+        "channel_username": username,
+        "message_type": message.message_type,
+        "message_id": message.message_id,
+        "title": make_title(summary, text),
+        "content": f"{summary}\n\n{text}" if summary and summary.strip() != text.strip() else text,
+        "summary": summary,
+        "topics": doc.topics,
+        "topic_ids": [],
+        "entities": [e.model_dump() for e in doc.entities],
+        "language": doc.language or "und",
+        "url": url,
+        "message_date": format_timestamp(doc.message_date),
+        "metadata": {
+            "model": doc.model,
+            "prompt_id": doc.prompt_id,
+            "pipeline_version": doc.pipeline_version,
+            "processed_at": format_timestamp(doc.processed_at),
+            "edit_date": format_timestamp(message.edit_date) if message.edit_date else None,
+            "thread_id": message.thread_id,
+            "parent_message_id": message.parent_message_id,
+            "views": message.views,
+            "forwards": message.forwards,
+            "replies": message.replies,
+            "media_type": message.media_type,
+            "source_id": message.source_id,
+        },
+    }
+    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def test_hostile_documents_export_byte_for_byte(db, tmp_path):
+    seeded = _seed_hostile(db)
+    export(db, tmp_path / "out")
+    data = (tmp_path / "out" / "kb_entries.ndjson").read_bytes()
+    lines = [line + b"\n" for line in data.split(b"\n")[:-1]]
+    order = sorted(seeded, key=lambda s: (s[1].channel_id, s[1].message_date, s[1].source_ref))
+    assert lines == [_expected_line(*s) for s in order]
+    _validate_all(tmp_path / "out")
+    by_ref = {e["source_ref"]: e for e in _read(tmp_path / "out")}
+    blank = by_ref[f"tg:{PUBLIC}:post:102"]
+    assert blank["title"] == "Blank summary." and blank["content"].startswith("\u3000 \xa0\n\n")
+    assert by_ref[f"tg:{PUBLIC}:post:103"]["content"] == "Same text."
+    assert by_ref[f"tg:{PRIVATE}:comment:108"]["url"] == f"https://t.me/c/{PRIVATE}"
+
+
+def test_export_bytes_are_the_same_on_both_dialects(sqlite_dir, pg_dbname, tmp_path):
+    outputs = []
+    for name, settings in (("sqlite", sqlite_settings(sqlite_dir)), ("postgres", pg_settings(pg_dbname))):
+        db = open_database(settings)
+        try:
+            _seed(db)
+            _seed_hostile(db)
+            export(db, tmp_path / name)
+        finally:
+            db.close()
+        outputs.append({p.name: p.read_bytes() for p in sorted((tmp_path / name).iterdir())})
+    assert outputs[0] == outputs[1]
+
+
+def _title_by_split(summary: str | None, text: str) -> str:
+    """make_title as first written (re.split, then strip and collapse): the reference for the faster one."""
+    source = (summary or "").strip() or text.strip()
+    first = _SENTENCE_END.split(source, maxsplit=1)[0].strip() if source else ""
+    first = " ".join(first.split())
+    if len(first) > TITLE_MAX:
+        cut = first[:TITLE_MAX].rsplit(" ", 1)[0] or first[:TITLE_MAX]
+        first = cut.rstrip(",;:-–— ") + "…"
+    return first or "(untitled)"
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        None,
+        "",
+        " \u3000 ",
+        "One. Two.",
+        "One.\u2003Two",
+        "Why?\n\nBecause",
+        "Wait…  what",
+        "No end at all",
+        "Dots...  many",
+        "trailing. ",
+        ".\tLeading dot",
+        "a" * 130,
+        ("word " * 30) + ". End",
+        "x, " * 50,
+        HOSTILE,
+    ],
+)
+def test_make_title_matches_the_split_rule(summary):
+    for text in ("Fallback text. More", "   ", HOSTILE):
+        assert make_title(summary, text) == _title_by_split(summary, text)

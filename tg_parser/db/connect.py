@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.catalog import SqlCatalog
-from tg_parser.db.postgres import PgTarget
 from tg_parser.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Imported where used: psycopg costs ~60 ms of start-up that a SQLite command never needs.
+    from tg_parser.db.postgres import PgTarget
 
 
 def pg_target(settings: Settings) -> PgTarget:
     """Connection parameters from DATABASE_URL or the DB_* parts, passed as keywords (never a built URL)."""
+    from tg_parser.db.postgres import PgTarget
+
     if settings.database_url is not None:
         return parse_database_url(settings.database_url.get_secret_value())
     options: dict[str, str] = {}
@@ -30,6 +36,8 @@ def pg_target(settings: Settings) -> PgTarget:
 
 def parse_database_url(url: str) -> PgTarget:
     """Accept postgresql://, postgres:// and postgresql+psycopg:// URLs; the password stays percent-decoded."""
+    from tg_parser.db.postgres import PgTarget
+
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0].lower()
     if scheme not in ("postgresql", "postgres"):

@@ -70,6 +70,14 @@ class SqliteSession(Session):
         finally:
             cursor.close()
 
+    def stream_batches(self, query: Query, params: Params, batch_size: int) -> Iterator[list[tuple]]:
+        cursor = self.connection.execute(query.sql, encode_sqlite_params(params))
+        try:
+            while chunk := cursor.fetchmany(batch_size):
+                yield chunk
+        finally:
+            cursor.close()
+
     def explain(self, query: Query, params: Params = None) -> list[str]:
         cursor = self.connection.execute("EXPLAIN QUERY PLAN " + query.sql, encode_sqlite_params(params))
         return [f"{'  ' * _depth(row, cursor)}{row[-1]}" for row in cursor.fetchall()]

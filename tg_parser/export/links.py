@@ -16,9 +16,16 @@ def message_link(
     message_id: int,
     post_id: int | None = None,
 ) -> str:
-    base = f"https://t.me/{username}" if username else f"https://t.me/c/{channel_id}"
+    return channel_link(channel_id, username) + message_path(message_type, message_id, post_id)
+
+
+def channel_link(channel_id: int, username: str | None) -> str:
+    """The channel's part of every link (the export builds it once per channel)."""
+    return f"https://t.me/{username}" if username else f"https://t.me/c/{channel_id}"
+
+
+def message_path(message_type: str, message_id: int, post_id: int | None) -> str:
+    """What follows the channel's part: /<id>, or /<post_id>?comment=<id> for a comment."""
     if message_type == "comment":
-        if post_id is None:
-            return base
-        return f"{base}/{post_id}?comment={message_id}"
-    return f"{base}/{message_id}"
+        return "" if post_id is None else f"/{post_id}?comment={message_id}"
+    return f"/{message_id}"

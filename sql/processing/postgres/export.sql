@@ -1,14 +1,17 @@
 -- name: export_stream_documents
 -- Documents joined with their raw message (type, ids, counters) for the knowledge-base export, in the
 -- export's deterministic order (channel, message date, source_ref), optionally one channel and a
--- [since, until) window on the MESSAGE date (not processing time). Streamed. Timestamps come back as
--- canonical RFC 3339 text (….ffffffZ), which is what the export writes, so no row pays for a
--- parse-and-format round trip.
+-- [since, until) window on the MESSAGE date (not processing time). Streamed as plain tuples: the column
+-- order is the order tg_parser/export/writer.py unpacks. Timestamps come back as canonical RFC 3339 text
+-- (….ffffffZ), which is what the export writes, so no row pays for a parse-and-format round trip; the
+-- JSON columns come back as jsonb's text, which the writer parses itself (cheaper than the driver's
+-- jsonb loader) and writes compact.
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages primary key for the join.
 SELECT d.source_ref, d.channel_id,
        to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date,
        to_char(d.processed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS processed_at,
-       d.text_clean, d.summary, d.topics, d.entities, d.language, d.model, d.prompt_id, d.pipeline_version,
+       d.text_clean, d.summary, d.topics::text AS topics, d.entities::text AS entities, d.language, d.model,
+       d.prompt_id, d.pipeline_version,
        r.message_type, r.message_id, r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies,
        r.media_type,
        to_char(r.edit_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS edit_date,

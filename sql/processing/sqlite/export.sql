@@ -1,13 +1,14 @@
 -- name: export_stream_documents
 -- Documents joined with their raw message (type, ids, counters) for the knowledge-base export, in the
 -- export's deterministic order (channel, message date, source_ref), optionally one channel and a
--- [since, until) window on the MESSAGE date (not processing time). Streamed. Timestamps come back as
--- canonical RFC 3339 text (….ffffffZ) and JSON columns as their stored compact text, which is what the
--- export writes, so no row pays for a parse-and-format round trip.
+-- [since, until) window on the MESSAGE date (not processing time). Streamed as plain tuples: the column
+-- order is the order tg_parser/export/writer.py unpacks. Timestamps come back as canonical RFC 3339 text
+-- (….ffffffZ) and the JSON columns as their stored compact UTF-8 bytes, which is what the export writes,
+-- so no row pays for a parse-and-format (or decode-and-encode) round trip.
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages primary key for the join.
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
-       d.text_clean, d.summary, d.topics || '' AS topics, d.entities || '' AS entities, d.language, d.model,
-       d.prompt_id, d.pipeline_version,
+       d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
+       d.language, d.model, d.prompt_id, d.pipeline_version,
        r.message_type, r.message_id, r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies,
        r.media_type, r.edit_date || '' AS edit_date, r.source_id
 FROM processing.processed_documents AS d

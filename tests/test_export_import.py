@@ -18,7 +18,7 @@ from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.connect import open_database
 from tg_parser.domain.models import Source
-from tg_parser.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE
+from tg_parser.errors import EXIT_LOCKED, EXIT_OK, EXIT_USAGE, TgParserError
 from tg_parser.ingestion.export_import import (
     ChatNotChosen,
     ExportImporter,
@@ -292,6 +292,92 @@ def test_malformed_files_fail_with_one_error_and_write_nothing(
         importer(db, settings, batch_size=100).run(path)
     assert expected in caught.value.one_line()
     assert "\n" not in caught.value.one_line()
+    nothing_written(db)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expected"),
+    [
+        ("lone surrogate", {"text": "\\ud83d alone"}, "not valid Unicode"),
+        ("message id beyond 64 bits", {"id": 2**63}, "message id 9223372036854775808 is out of range"),
+        ("reply beyond 64 bits", {"reply_to_message_id": -(2**64)}, "reply_to_message_id"),
+        (
+            "contact of the wrong shape",
+            {"contact_information": ["a", "b"]},
+            "media fields of an unexpected shape",
+        ),
+    ],
+)
+def test_content_that_cannot_be_stored_fails_while_checking(db, settings, tmp_path, name, change, expected):
+    # Each of these would only fail when stored; the checking pass catches them, so nothing is written.
+    bad = {**message(700, "bad"), **change}
+    body = json.dumps(chat(messages=[*[message(i) for i in range(1, 600)], bad]), ensure_ascii=False)
+    path = tmp_path / "bad.json"
+    path.write_text(body.replace("\\\\ud83d", "\\ud83d"), encoding="utf-8")
+    with pytest.raises(ExportFormatError) as caught:
+        importer(db, settings, batch_size=100).run(path)
+    assert expected in caught.value.one_line() and "\n" not in caught.value.one_line()
+    nothing_written(db)
+
+
+def test_chat_id_beyond_64_bits_fails_while_checking(db, settings, tmp_path):
+    path = write(tmp_path / "huge.json", chat(2**63, messages=[message(1)]))
+    with pytest.raises(ExportFormatError, match="chat id 9223372036854775808 is out of range"):
+        importer(db, settings).run(path)
+    nothing_written(db)
+
+
+def test_nul_characters_are_kept_on_sqlite_and_refused_whole_on_postgres(db, settings, tmp_path):
+    # Telegram Desktop writes U+0000 as \x00; PostgreSQL text and jsonb cannot hold it.
+    body = json.dumps(chat(messages=[message(1, "ok"), message(2, "PLACEHOLDER")]), indent=1)
+    path = tmp_path / "nul.json"
+    path.write_text(body.replace("PLACEHOLDER", r"a\x00b"), encoding="utf-8")
+    if db.dialect == "postgres":
+        with pytest.raises(ExportFormatError, match="message 2 holds a NUL character"):
+            importer(db, settings).run(path)
+        nothing_written(db)
+    else:
+        assert importer(db, settings).run(path).inserted == 2
+        assert all_rows(db, 42)[2].text == "a\x00b"
+
+
+def test_the_file_changing_while_it_is_read_stops_the_import(db, settings, tmp_path):
+    path = write(tmp_path / "growing.json", chat(messages=[message(i) for i in range(1, 5000)]))
+
+    appended: list[int] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "checking" and not appended:  # called while the file is being read
+            appended.append(done)
+            with path.open("a") as handle:
+                handle.write(" ")  # someone still writing the export
+
+    with pytest.raises(ExportFormatError, match="changed while it was being read"):
+        importer(db, settings, progress=progress).run(path)
+    nothing_written(db)
+
+
+def test_batches_of_any_size_store_the_same_rows(db, settings, tmp_path):
+    importer(db, settings, batch_size=3).run(EXAMPLE, source_id="small")
+    small = {k: v.model_dump(exclude={"inserted_at", "source_id"}) for k, v in all_rows(db).items()}
+    again = importer(db, settings, batch_size=3).run(EXAMPLE, source_id="small")
+    assert (again.inserted, again.unchanged) == (0, 17)
+    assert len(small) == 17
+    data = json.loads(EXAMPLE.read_text(encoding="utf-8"))
+    data["id"] = CHANNEL + 1  # the same messages under another chat: one batch of 500 this time
+    importer(db, settings, batch_size=500).run(write(tmp_path / "copy.json", data))
+    large = {
+        k: {**v.model_dump(exclude={"inserted_at", "source_id"}), "source_ref": "", "channel_id": 0}
+        for k, v in all_rows(db, CHANNEL + 1).items()
+    }
+    assert {k: {**v, "source_ref": "", "channel_id": 0} for k, v in small.items()} == large
+
+
+def test_scratch_file_that_cannot_be_written_is_one_clear_error(db, settings, tmp_path):
+    imp = importer(db, settings)
+    imp.spool_dir = tmp_path / "no such directory"
+    with pytest.raises(TgParserError, match=r"cannot write the import's scratch file in .*no such directory"):
+        imp.run(EXAMPLE)
     nothing_written(db)
 
 

@@ -259,3 +259,53 @@ def test_crash_rerun_stores_exactly_the_same_set(raw: RawStore, db: Database) ->
     assert raw.store_batch(batch) == result(inserted=20)
     assert raw.store_batch(batch) == result(unchanged=20)
     assert [m.message_id for m in raw.stream_channel(-1001)] == list(range(1, 21))
+
+
+# --- the two insert forms -------------------------------------------------------------------------------
+
+
+def test_batch_statement_stores_what_the_row_statement_stores(raw: RawStore, db: Database) -> None:
+    # RawStore inserts new rows with one statement per batch on PostgreSQL (raw_insert_messages, the
+    # rows as one JSON array) and binds raw_insert_message per row on SQLite. Both forms exist on both
+    # dialects and must store the same values.
+    def variants(channel_id: int) -> list[RawMessage]:
+        messages = [
+            msg(
+                1,
+                "quotes ' \" % : ; \\ \x01 and 👋",
+                channel_id=channel_id,
+                edit_date=T0 + timedelta(days=1, microseconds=7),
+                grouped_id=2**62,
+                views=10,
+                forwards=0,
+                replies=3,
+                media_type="photo",
+                media={"kind": "photo", "sizes": [1, None, "x"], "ratio": 1.5},
+                raw_payload={"id": 1, "nested": {"list": [1, None, "x", -2.25]}, "big": 2**70},
+            ),
+            msg(2, "", channel_id=channel_id, message_type="comment", thread_id=1, parent_message_id=1),
+            msg(3, channel_id=channel_id, raw_payload=_big_payload(3, 300 * 1024)),
+        ]
+        return [m.model_copy(update={"inserted_at": T0}) for m in messages]
+
+    batch, per_row = variants(-1001), variants(-1002)
+    db.execute("raw_insert_messages", {"rows": RawStore.batch_json([RawStore.row_of(m) for m in batch])})
+    db.execute_many("raw_insert_message", [RawStore.row_of(m) for m in per_row])
+    for a, b in zip(batch, per_row, strict=True):
+        stored_a, stored_b = raw.get(a.source_ref), raw.get(b.source_ref)
+        assert stored_a is not None and stored_b is not None
+        assert stored_a.model_dump(exclude={"source_ref", "channel_id"}) == stored_b.model_dump(
+            exclude={"source_ref", "channel_id"}
+        )
+        assert stored_a.model_copy(update={"payload_size": None}) == a.model_copy(
+            update={"raw_payload": stored_a.raw_payload, "payload_truncated": stored_a.payload_truncated}
+        )
+    assert raw.get(batch[2].source_ref).payload_truncated is True  # type: ignore[union-attr]
+
+
+def test_a_row_the_batch_json_cannot_hold_is_still_stored(raw: RawStore) -> None:
+    # orjson refuses integers beyond 64 bits in a dict; the batch then goes row by row (both dialects).
+    odd = msg(1, media_type="document", media={"size": 2**70})
+    assert RawStore.batch_json([RawStore.row_of(odd)]) is None
+    assert raw.store_batch([odd, msg(2)]) == result(inserted=2)
+    assert raw.get(odd.source_ref).media == {"size": 2**70}  # type: ignore[union-attr]

@@ -30,6 +30,10 @@ class NaiveDatetimeError(ValueError):
 
 def format_timestamp(value: datetime) -> str:
     """The canonical text of an aware timestamp (also used by checksums and exports)."""
+    if value.tzinfo is UTC:
+        # The common case (every model and bulk path holds UTC): isoformat is C, pads the year to four
+        # digits and, with this timespec, always writes the microseconds; only "+00:00" becomes "Z".
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     offset = value.utcoffset()
     if offset is None:
         raise NaiveDatetimeError(

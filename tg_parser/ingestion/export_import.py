@@ -15,28 +15,38 @@ Mapping of an export message (see docs/USER_GUIDE.md, "Importing a Telegram Desk
 * `reply_to_message_id` becomes `parent_message_id`.
 
 "Nothing half-written": exports reach gigabytes, so one transaction per file would hold the SQLite write
-lock (and a WAL as big as the file) for minutes and starve every other writer. Instead the import makes
-two streaming passes. Pass 1 reads the whole file and checks it — JSON syntax (a truncated file fails at
-its end), shape, and every message of the chosen chat — writing nothing at all, not even the source.
-Only a file that passed is imported, in pass 2, in batches of at most INGEST_BATCH_SIZE committed one by
-one (memory stays flat). If the file changes between the passes the import stops. A crash or kill during
-pass 2 leaves whole batches of valid messages; the import is idempotent, so running it again completes it
-(and a second run of a finished import inserts nothing).
+lock (and a WAL as big as the file) for minutes and starve every other writer. Instead the import has
+two passes, and only the first one reads the file. Pass 1 reads the whole file and checks it — JSON
+syntax (a truncated file fails at its end), shape, and every message of the chosen chat — and does all
+the per-message work on the way (mapping, capping and serialising the payload), appending the finished
+rows to a spool: an anonymous temporary file, next to the SQLite files or in TMPDIR for PostgreSQL,
+about the size of the chat in the export. Pass 1 writes nothing to the database, not even the source;
+anything wrong with the content fails here. Only a file that passed is imported, in pass 2, which
+reads the spool back and stores it in batches of at most INGEST_BATCH_SIZE committed one by one
+(memory stays flat: one batch). The rows stored are exactly the rows checked, even if the file changes
+after pass 1 (a change *during* pass 1 stops the import). A crash or kill during pass 2 leaves whole
+batches of valid messages; the import is idempotent, so running it again completes it (and a second
+run of a finished import inserts nothing).
 """
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tg_parser.db.base import Database
-from tg_parser.domain.models import RawMessage, Source
-from tg_parser.errors import InvalidInput
+from tg_parser.db.codec import JsonText
+from tg_parser.domain.models import Source
+from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text, serialize
+from tg_parser.errors import InvalidInput, TgParserError
 from tg_parser.ingestion.export_reader import ChatHeader, ExportFormatError, ExportReader
 from tg_parser.ingestion.locks import source_lock
 from tg_parser.stores import IngestionStore, RawStore
@@ -61,6 +71,11 @@ _MEDIA_FIELDS = (
     "title",
     "performer",
 )
+
+_MAX_ID = 2**63 - 1  # a 64-bit integer column on both dialects: a larger id is checked, not stored half-way
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # an odd number of backslashes, then u0000
 
 ProgressCallback = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
 
@@ -185,8 +200,10 @@ def message_id_of(message: Any) -> int:
     if not isinstance(message, dict):
         raise ExportMessageError("a message that is not a JSON object")
     value = message.get("id")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if type(value) is not int or value <= 0:  # `type` also rules out bool
         raise ExportMessageError(f"message id {value!r} is not a positive integer")
+    if value > _MAX_ID:
+        raise ExportMessageError(f"message id {value} is out of range")
     return value
 
 
@@ -211,9 +228,17 @@ def export_fields(message: Any) -> dict[str, Any] | None:
     if edit_date is None and "edited" in message:
         edit_date = _local_date(message, "edited")
     reply_to = message.get("reply_to_message_id")
-    if reply_to is not None and (isinstance(reply_to, bool) or not isinstance(reply_to, int)):
-        raise ExportMessageError(f"message {message_id}: reply_to_message_id {reply_to!r} is not an integer")
-    media_type, media = export_media(message)
+    if reply_to is not None:
+        if type(reply_to) is not int:
+            raise ExportMessageError(
+                f"message {message_id}: reply_to_message_id {reply_to!r} is not an integer"
+            )
+        if not -_MAX_ID <= reply_to <= _MAX_ID:
+            raise ExportMessageError(f"message {message_id}: reply_to_message_id {reply_to} is out of range")
+    try:
+        media_type, media = export_media(message)
+    except (TypeError, AttributeError, ValueError):
+        raise ExportMessageError(f"message {message_id} has media fields of an unexpected shape") from None
     if isinstance(message.get("text_entities"), list):
         # `text` is the flattened column; its structured form is exactly the pieces of text_entities.
         payload.pop("text", None)
@@ -229,6 +254,87 @@ def export_fields(message: Any) -> dict[str, Any] | None:
         "media_type": media_type,
         "media": media,
         "raw_payload": payload,
+    }
+
+
+# One checked message between the passes: (message_id, date, edit_date, text, parent_message_id,
+# media_type, media JSON, payload JSON, payload truncated?, payload size), dates in microseconds since
+# the epoch and texts as UTF-8, so the tuple is made of builtins only (marshal).
+SpooledRow = tuple[int, int, int | None, bytes, int | None, str | None, bytes | None, bytes, bool, int]
+
+
+def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow:
+    """Everything of one message that costs work or can fail — payload capped and serialised, media
+    serialised, texts encoded — done once, while the file is checked, so that storing it cannot fail
+    on its content. `nul_allowed=False` (PostgreSQL) refuses NUL characters, which PostgreSQL text and
+    jsonb cannot hold (Telegram Desktop writes one as `\\x00`)."""
+    message_id = fields["message_id"]
+    try:
+        text = fields["text"].encode("utf-8")
+        payload = serialize(fields["raw_payload"])
+        media = None if fields["media"] is None else serialize(fields["media"])
+    except UnicodeEncodeError:
+        raise ExportMessageError(
+            f"message {message_id} holds text that is not valid Unicode (a lone surrogate escape)"
+        ) from None
+    if len(payload) <= PAYLOAD_CAP_BYTES:
+        truncated, size = False, len(payload)
+    else:
+        capped = cap_payload_text(fields["raw_payload"])
+        payload, truncated, size = capped.text.encode("utf-8"), True, capped.original_size
+    if not nul_allowed and (b"\x00" in text or _json_has_nul(payload) or (media and _json_has_nul(media))):
+        raise ExportMessageError(f"message {message_id} holds a NUL character, which PostgreSQL cannot store")
+    edit_date = fields["edit_date"]
+    return (
+        message_id,
+        (fields["date"] - _EPOCH) // _MICROSECOND,
+        None if edit_date is None else (edit_date - _EPOCH) // _MICROSECOND,
+        text,
+        fields["parent_message_id"],
+        fields["media_type"],
+        media,
+        payload,
+        truncated,
+        size,
+    )
+
+
+def _json_has_nul(data: bytes) -> bool:
+    """Whether serialised JSON holds a NUL character: a `\\u0000` escape not itself escaped."""
+    return b"\\u0000" in data and _JSON_NUL.search(data) is not None
+
+
+def export_row(
+    spooled: SpooledRow, *, channel_id: int, source_id: str, inserted_at: datetime
+) -> dict[str, Any]:
+    """The raw-store row (RawStore.store_rows) of one checked export message.
+
+    The same values `RawStore.row_of(RawMessage.build(...))` gives, without a pydantic model per
+    message: what a model would check is already checked by `export_fields` (a positive 64-bit id,
+    aware dates, flattened text, a dict or None for media).
+    """
+    message_id, date, edit_date, text, parent, media_type, media, payload, truncated, size = spooled
+    return {
+        "source_ref": f"tg:{channel_id}:post:{message_id}",
+        "source_id": source_id,
+        "channel_id": channel_id,
+        "message_id": message_id,
+        "message_type": "post",
+        "date": _EPOCH + timedelta(0, 0, date),  # (days, seconds, microseconds): positional is faster
+        "edit_date": None if edit_date is None else _EPOCH + timedelta(0, 0, edit_date),
+        "text": text.decode("utf-8"),
+        "thread_id": None,
+        "parent_message_id": parent,
+        "grouped_id": None,
+        "views": None,
+        "forwards": None,
+        "replies": None,
+        "media_type": media_type,
+        "media": None if media is None else JsonText(media.decode("utf-8")),
+        "raw_payload": JsonText(payload.decode("utf-8")),
+        "payload_truncated": truncated,
+        "payload_size": size,
+        "inserted_at": inserted_at,
     }
 
 
@@ -287,6 +393,82 @@ def _matches(header: ChatHeader, wanted: str | None) -> bool:
     return (header.name or "").strip().casefold() == text.casefold()
 
 
+class _Spool:
+    """The chosen chat's checked rows between the two passes, in an anonymous temporary file.
+
+    Pass 1 does all the per-message work (decode, check, map, cap and serialise the payload) and
+    appends each batch here, marshalled; pass 2 only reads the batches back and stores them. So the
+    export is parsed once, and what is stored is exactly what was checked. Memory holds one batch;
+    the file (about the size of the chat in the export) has no name, so it disappears when closed or
+    when the process dies.
+    """
+
+    def __init__(self, directory: Path | None, batch_size: int) -> None:
+        self.directory = directory
+        self.batch_size = batch_size
+        self.owner: ChatScan | None = None
+        self.size = 0
+        self._pending: list[SpooledRow] = []
+        self._discarded = False
+        try:
+            self._file = tempfile.TemporaryFile(prefix="tg-parser-import-", dir=directory)  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise self._failure(exc) from None
+
+    def claim(self, scan: ChatScan) -> bool:
+        """Keep this chat's rows; False (and nothing kept from now on) if another chat claimed first."""
+        if self.owner is None:
+            self.owner = scan
+            return True
+        self._discarded = True
+        self._pending.clear()
+        return False
+
+    def add(self, row: SpooledRow) -> None:
+        if self._discarded:
+            return
+        self._pending.append(row)
+        if len(self._pending) >= self.batch_size:
+            self._write()
+
+    def _write(self) -> None:
+        data = marshal.dumps(self._pending)
+        try:
+            self._file.write(len(data).to_bytes(8, "little"))
+            self._file.write(data)
+        except OSError as exc:
+            raise self._failure(exc) from None
+        self._pending.clear()
+
+    def finish(self) -> None:
+        if self._pending and not self._discarded:
+            self._write()
+        try:
+            self._file.flush()
+            self.size = self._file.tell()
+            self._file.seek(0)
+        except OSError as exc:
+            raise self._failure(exc) from None
+
+    def batches(self) -> Iterator[tuple[list[SpooledRow], int]]:
+        """Each batch of rows, with the spool bytes read so far (for progress)."""
+        read = self._file.read
+        while header := read(8):
+            rows = marshal.loads(read(int.from_bytes(header, "little")))
+            yield rows, self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _failure(self, exc: OSError) -> TgParserError:
+        where = self.directory or Path(tempfile.gettempdir())
+        return TgParserError(
+            f"cannot write the import's scratch file in {where}: {exc.strerror or exc}",
+            "it needs about the size of the export in free space there"
+            + ("" if self.directory else "; point TMPDIR at a roomier directory"),
+        )
+
+
 class ExportImporter:
     def __init__(
         self,
@@ -301,30 +483,54 @@ class ExportImporter:
         self.run_id = run_id
         self.batch_size = batch_size
         self.sqlite_dir = sqlite_dir
+        # The spool sits next to the SQLite files (where the rows are going anyway), or in TMPDIR.
+        self.spool_dir = sqlite_dir
         self.progress = progress
         self.sources = IngestionStore(db)
         self.raw = RawStore(db)
 
-    # --- pass 1 ----------------------------------------------------------------------------------
+    # --- pass 1: read and check the whole file, spool the chosen chat ------------------------------
 
-    def check(self, path: Path, chat: str | None = None) -> tuple[ChatScan, list[ChatScan], ExportReader]:
-        """Read the whole file, write nothing; return the chosen chat and every chat seen."""
+    def read(
+        self, path: Path, chat: str | None = None
+    ) -> tuple[ChatScan, list[ChatScan], ExportReader, _Spool]:
+        """Read and check the whole file, writing nothing to the database; return the chosen chat,
+        every chat seen, the reader (for its counters) and the spool of the chosen chat's rows."""
+        spool = _Spool(self.spool_dir, self.batch_size)
+        try:
+            chosen, scans, reader = self._read(path, chat, spool)
+            spool.finish()
+        except BaseException:
+            spool.close()
+            raise
+        return chosen, scans, reader, spool
+
+    def _read(
+        self, path: Path, chat: str | None, spool: _Spool
+    ) -> tuple[ChatScan, list[ChatScan], ExportReader]:
         reader = ExportReader(path)
         scans: list[ChatScan] = []
         total = _size(path)
         report_every = 2000
+        nul_allowed = self.db.dialect != "postgres"
 
         def on_chat(header: ChatHeader) -> Callable[[dict[str, Any]], None] | None:
             scan = ChatScan(header)
             scans.append(scan)
             candidate = _matches(header, chat)
             scan.checked = candidate
+            # Only one chat can be imported: a second candidate means the import will stop at
+            # `_choose` (once the whole file is checked), so nothing more needs keeping.
+            keep = candidate and spool.claim(scan)
+            add = spool.add
 
             def on_message(message: dict[str, Any]) -> None:
                 try:
                     message_id = message_id_of(message)
                     if candidate:
                         fields = export_fields(message)
+                        if keep and fields is not None:
+                            add(spool_row(fields, nul_allowed=nul_allowed))
                     else:
                         fields = message if message.get("type", "message") == "message" else None
                 except ExportMessageError as exc:
@@ -336,7 +542,8 @@ class ExportImporter:
                     scan.service += 1
                 else:
                     scan.messages += 1
-                scan.max_id = max(scan.max_id, message_id)
+                if message_id > scan.max_id:
+                    scan.max_id = message_id
                 if self.progress and (scan.messages + scan.service) % report_every == 0:
                     self.progress("checking", reader.bytes_read, total)
 
@@ -346,6 +553,12 @@ class ExportImporter:
         if self.progress:
             self.progress("checking", total, total)
         chosen = self._choose(path, scans, chat, reader.kind)
+        if chosen.header.id is None:
+            raise ExportFormatError(f"{path}: chat {chosen.header.describe()} has no id", "export it again")
+        if not -_MAX_ID <= chosen.header.id <= _MAX_ID:
+            raise ExportFormatError(
+                f"{path}: the chat id {chosen.header.id} is out of range", "export it again"
+            )
         return chosen, scans, reader
 
     @staticmethod
@@ -372,88 +585,68 @@ class ExportImporter:
             )
         return matching[0]
 
-    # --- pass 2 ----------------------------------------------------------------------------------
+    # --- pass 2: store the spooled rows in batches ---------------------------------------------
 
     def run(self, path: Path, *, chat: str | None = None, source_id: str | None = None) -> ImportResult:
         before = _stat(path)
-        chosen, scans, checked = self.check(path, chat)
-        header = chosen.header
-        if header.id is None:
-            raise ExportFormatError(f"{path}: chat {header.describe()} has no id", "export it again")
-        source, created = self._source(header, source_id)
-        result = ImportResult(
-            source_id=source.source_id,
-            chat=header,
-            source_created=created,
-            escapes_fixed=checked.escapes_fixed,
-            chats_in_file=len(scans),
-        )
-        with source_lock(self.db, source.source_id, self.sqlite_dir):
-            run_pk = self.sources.start_run(source.source_id, self.run_id)
-            self.sources.record_attempt(source.source_id)
-            counts: dict[str, int] = {}
-            try:
-                if _stat(path) != before:
-                    raise ExportFormatError(f"{path} changed while it was being checked", "import it again")
-                self._load(path, chosen, source.source_id, result)
-                if _stat(path) != before:
-                    raise ExportFormatError(
-                        f"{path} changed while it was being imported",
-                        "import it again (already stored messages are kept, re-importing adds the rest)",
+        chosen, scans, reader, spool = self.read(path, chat)
+        with closing(spool):
+            if _stat(path) != before:
+                raise ExportFormatError(f"{path} changed while it was being read", "import it again")
+            header = chosen.header
+            source, created = self._source(header, source_id)
+            result = ImportResult(
+                source_id=source.source_id,
+                chat=header,
+                source_created=created,
+                service_skipped=chosen.service,
+                escapes_fixed=reader.escapes_fixed,
+                chats_in_file=len(scans),
+            )
+            with source_lock(self.db, source.source_id, self.sqlite_dir):
+                run_pk = self.sources.start_run(source.source_id, self.run_id)
+                self.sources.record_attempt(source.source_id)
+                counts: dict[str, int] = {}
+                try:
+                    self._store(spool, int(header.id or 0), source.source_id, result, before[0])
+                except Exception as exc:
+                    counts = {"posts_fetched": result.messages, "posts_inserted": result.inserted}
+                    counts["versions_recorded"] = result.versions
+                    self.sources.record_failure(
+                        source.source_id, f"{type(exc).__name__}: {exc}", permanent=False
                     )
-            except Exception as exc:
-                counts = {"posts_fetched": result.messages, "posts_inserted": result.inserted}
-                counts["versions_recorded"] = result.versions
-                self.sources.record_failure(source.source_id, f"{type(exc).__name__}: {exc}", permanent=False)
-                self.sources.finish_run(run_pk, success=False, counts=counts, error=exc)
-                raise
-            if chosen.max_id:
-                self.sources.advance_post_cursor(source.source_id, chosen.max_id)
-            self.sources.record_success(source.source_id)
-            counts = {
-                "posts_fetched": result.messages,
-                "posts_inserted": result.inserted,
-                "versions_recorded": result.versions,
-            }
-            self.sources.finish_run(run_pk, success=True, counts=counts)
-        result.bytes = _size(path)
+                    self.sources.finish_run(run_pk, success=False, counts=counts, error=exc)
+                    raise
+                if chosen.max_id:
+                    self.sources.advance_post_cursor(source.source_id, chosen.max_id)
+                self.sources.record_success(source.source_id)
+                counts = {
+                    "posts_fetched": result.messages,
+                    "posts_inserted": result.inserted,
+                    "versions_recorded": result.versions,
+                }
+                self.sources.finish_run(run_pk, success=True, counts=counts)
+        result.bytes = before[0]
         return result
 
-    def _load(self, path: Path, chosen: ChatScan, source_id: str, result: ImportResult) -> None:
-        reader = ExportReader(path)
-        channel_id = int(chosen.header.id or 0)
-        total = _size(path)
-        batch: list[RawMessage] = []
-
-        def flush() -> None:
-            if not batch:
-                return
-            stored = self.raw.store_batch(batch)
+    def _store(
+        self, spool: _Spool, channel_id: int, source_id: str, result: ImportResult, total: int
+    ) -> None:
+        """Store the spooled rows, one transaction per batch (the write lock is held only that long)."""
+        for rows, done in spool.batches():
+            inserted_at = datetime.now(UTC)
+            stored = self.raw.store_rows(
+                [
+                    export_row(r, channel_id=channel_id, source_id=source_id, inserted_at=inserted_at)
+                    for r in rows
+                ]
+            )
+            result.messages += len(rows)
             result.inserted += stored.inserted
             result.versions += stored.versions
             result.unchanged += stored.unchanged
-            batch.clear()
             if self.progress:
-                self.progress("importing", reader.bytes_read, total)
-
-        def on_message(message: dict[str, Any]) -> None:
-            fields = export_fields(message)
-            if fields is None:
-                result.service_skipped += 1
-                return
-            batch.append(
-                RawMessage.build(channel_id=channel_id, message_type="post", source_id=source_id, **fields)
-            )
-            result.messages += 1
-            if len(batch) >= self.batch_size:
-                flush()
-
-        def on_chat(header: ChatHeader) -> Callable[[dict[str, Any]], None] | None:
-            same = header.index == chosen.header.index and header.section == chosen.header.section
-            return on_message if same else None
-
-        reader.walk(on_chat)
-        flush()
+                self.progress("importing", total * done // max(spool.size, 1), total)
         if self.progress:
             self.progress("importing", total, total)
 

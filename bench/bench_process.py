@@ -3,13 +3,16 @@
 For each dialect and concurrency level: a fresh install with N raw messages, then one real
 `tg-parser process --concurrency C --json` run (or K processes with C/K each, `--processes`). Prints
 documents/s (from the run reports, so interpreter start-up is not counted), the ratio to the ideal
-`C / latency`, the CPU time the process spent per document, and its RSS sampled during the run (a fifth
-of the way in and at the peak: flat memory keeps them close). The server runs in its own process so
-that it does not share the benchmarked process's GIL.
+`C / latency`, the CPU time the process spent per document (start-up included) and the server's, the
+process's RSS sampled during the run (a fifth of the way in and at the peak: flat memory keeps them
+close) and the load average when the row started. The server runs in its own process so that it does
+not share the benchmarked process's GIL.
 
     python bench/bench_process.py                       # 5,000 messages, C = 1, 8, 32, both dialects
     python bench/bench_process.py --levels 32 --dialects sqlite --messages 2000
     python bench/bench_process.py --levels 32 --processes 1,2   # also 2 processes x 16 on one database
+    python bench/bench_process.py --extractive 200000   # offline processor: docs/s (target ≥ 5,000/s)
+                                                        # and the extractors' CPU per message
 
 Target: at C = 32, at least 85 % of ideal on both dialects.
 Also prints the request body of one Responses call (GPT-5) and one Chat Completions call as sent.
@@ -65,6 +68,11 @@ def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     )
     assert process.stdout is not None
     return process, process.stdout.readline().strip()
+
+
+def _cpu_seconds(handle: psutil.Process) -> float:
+    times = handle.cpu_times()
+    return times.user + times.system
 
 
 def seed(settings, count: int) -> None:
@@ -193,8 +201,37 @@ def sample_bodies() -> None:
             print(json.dumps(request.body, ensure_ascii=False, indent=2))
 
 
-def bench_extractive(count: int, dialects: list[str]) -> None:
+# A long message with every kind of markup and entity (~560 characters), for the extractor cost.
+LONG_TEXT = (
+    "**Новости недели**: вышел релиз 2.0 библиотеки, подробности "
+    "https://example.com/news/2025/05?utm_source=tg&id=7. Главное — ускорение в 3 раза и поддержка "
+    "Python 3.13!!! 🔥🔥🔥 Обсуждение в чате @dev_chat, вопросы на info@example.com. Также: __новый__ CLI, "
+    "`tg-parser run`, исправлены ошибки с кодировками. Звоните +7 (999) 123-45-67 до 18:00. We also "
+    "published an English summary for the international audience, see www.example.org/en. #python "
+    "#release #новости $BTC. Подписывайтесь на канал, чтобы не пропустить следующие обзоры и новости."
+)
+
+
+def extractor_cost() -> None:
+    """CPU per message of the extractors alone (no database): the benchmark's texts and a long one."""
+    from tg_parser.processing.extractive import extract
+
+    for label, texts in (
+        ("short (the benchmark's texts)", [f"{TEXTS[i % len(TEXTS)]} (#{i})" for i in range(1, 20001)]),
+        (f"long ({len(LONG_TEXT)} chars, markup)", [f"{LONG_TEXT} (#{i})" for i in range(1, 5001)]),
+    ):
+        best = float("inf")
+        for _ in range(3):  # the best of three: other processes only ever add time
+            started = time.process_time()
+            for text in texts:
+                extract(text)
+            best = min(best, time.process_time() - started)
+        print(f"extractors, {label}: {best / len(texts) * 1e6:.0f} µs CPU per message", flush=True)
+
+
+def bench_extractive(count: int, dialects: list[str], processes: int = 1) -> None:
     """Documents/s of `tg-parser process --processor extractive` (no server, no network)."""
+    extractor_cost()
     with tempfile.TemporaryDirectory(prefix="bench-extractive-") as workdir:
         for dialect in dialects:
             name = f"tgp_bench_extractive_{os.getpid()}"
@@ -202,18 +239,22 @@ def bench_extractive(count: int, dialects: list[str]) -> None:
             try:
                 seed(settings, count)
                 env["LOG_LEVEL"] = "WARNING"
-                measured = run_process(env, 8, count, extra=("--processor", "extractive"))
+                load = os.getloadavg()[0]
+                measured = run_process(env, 8, count, processes, extra=("--processor", "extractive"))
             finally:
                 if dialect == "postgres":
                     drop_pg(name)
             verdict = "meets" if measured["docs_per_s"] >= 5000 else "MISSES"
+            shape = "" if processes == 1 else f" ({processes} processes)"
             print(
-                f"{dialect:8} extractive {count} docs in {measured['seconds']:6.1f} s: "
+                f"{dialect:8} extractive{shape} {count} docs in {measured['seconds']:6.1f} s: "
                 f"{measured['docs_per_s']:7.0f} docs/s ({verdict} the 5,000/s target); "
                 f"CPU {measured['cpu_ms_per_doc']:.2f} ms/doc; RSS warm {measured['rss_warm_mb']:.0f} MB, "
-                f"peak {measured['rss_peak_mb']:.0f} MB",
+                f"peak {measured['rss_peak_mb']:.0f} MB; load {load:.2f} before, "
+                f"{os.getloadavg()[0]:.2f} after",
                 flush=True,
             )
+    print(f"machine: {os.cpu_count()} CPUs")
 
 
 def main() -> None:
@@ -240,11 +281,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.extractive:
-        bench_extractive(args.extractive, args.dialects.split(","))
+        bench_extractive(args.extractive, args.dialects.split(","), int(args.processes.split(",")[0]))
         return
     levels = [int(level) for level in args.levels.split(",")]
     splits = [int(n) for n in args.processes.split(",")]
     server, url = start_server(args.latency)
+    # The server's CPU per document too: on a small machine it competes with the benchmarked process.
+    server_handle = psutil.Process(server.pid)
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-process-") as workdir:
@@ -263,7 +306,10 @@ def main() -> None:
                                 "LOG_LEVEL": "WARNING",
                             }
                         )
+                        load = os.getloadavg()[0]
+                        server_cpu = _cpu_seconds(server_handle)
                         measured = run_process(env, level, args.messages, processes)
+                        server_ms = (_cpu_seconds(server_handle) - server_cpu) * 1000 / args.messages
                         db = open_database(settings)
                         try:
                             stored = ProcessingStore(db).count_documents()
@@ -280,6 +326,8 @@ def main() -> None:
                         "documents": stored,
                         "ideal_per_s": ideal,
                         "ratio": measured["docs_per_s"] / ideal,
+                        "server_cpu_ms_per_doc": server_ms,
+                        "load_before": load,
                         **measured,
                     }
                     rows.append(row)
@@ -289,8 +337,9 @@ def main() -> None:
                     print(
                         f"{dialect:8} {shape:13} {stored} docs in {row['seconds']:6.1f} s: "
                         f"{row['docs_per_s']:6.1f} docs/s, ideal {ideal:4.0f}/s, ratio {row['ratio']:.3f}; "
-                        f"CPU {row['cpu_ms_per_doc']:.2f} ms/doc; "
-                        f"RSS warm {row['rss_warm_mb']:.0f} MB, peak {row['rss_peak_mb']:.0f} MB",
+                        f"CPU {row['cpu_ms_per_doc']:.2f} ms/doc (server {server_ms:.2f}); "
+                        f"RSS warm {row['rss_warm_mb']:.0f} MB, peak {row['rss_peak_mb']:.0f} MB; "
+                        f"load {load:.2f}",
                         flush=True,
                     )
     finally:

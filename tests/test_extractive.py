@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import pytest
 
+from tg_parser.processing import extractive
 from tg_parser.processing.extractive import (
     clean_text,
     detect_language,
@@ -234,3 +238,127 @@ def test_numbers_that_are_not_phones(text):
 )
 def test_phones_are_found(text, expected):
     assert _phones(text) == expected
+
+
+# --- the fast paths match what they replaced ----------------------------------------------------------
+# The extractors skip passes a text cannot need, count scripts on UTF-8 bytes and use reordered regexes
+# (a literal before its lookbehind, so the engine can skip ahead). These tests hold each of them to the
+# straightforward form it replaced, on generated texts dense in the characters that matter.
+
+_ORIGINAL_PATTERNS = {
+    "_URL": re.compile(
+        r"(?:https?://|www\.)[^\s<>\"'«»()\[\]{}]+(?:\([^\s()]*\)[^\s<>\"'«»()\[\]{}]*)*", re.I
+    ),
+    "_MENTION": re.compile(r"(?<![\w@./])@([A-Za-z][A-Za-z0-9_]{3,31})\b"),
+    "_HASHTAG": re.compile(r"(?<![\w#&/])#(\w*[^\W\d]\w*)"),
+    "_CASHTAG": re.compile(r"(?<![\w$])\$([A-Za-z]{1,6})(?![\w])"),
+    "_DUNDER": re.compile(r"(?<!\w)__([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*)__(?!\w)(?=(\.\w|\()?)"),
+    "_PHONE": re.compile(
+        r"(?<![\w+])\+?(?:\(\d{1,5}\)|\d+)(?:(?:[ \u00a0]?[-.\u2010-\u2013][ \u00a0]?|[ \u00a0])\d{2,}"
+        r"|(?:[ \u00a0]?[-.\u2010-\u2013][ \u00a0]?|[ \u00a0])?\(\d{1,5}\)"
+        r"|(?<=\))(?:[ \u00a0]?[-.\u2010-\u2013][ \u00a0]?|[ \u00a0])?\d{2,})*"
+    ),
+}
+_ORIGINAL_MARKS = [
+    re.compile(r"(?<![^\W_])\*\*(?!\s)(.+?)(?<!\s)\*\*(?![^\W_])", re.S),
+    re.compile(r"(?<!\w)__(?!\s)(.+?)(?<!\s)__(?!\w)", re.S),
+    re.compile(r"(?<![^\W_])~~(?!\s)(.+?)(?<!\s)~~(?![^\W_])", re.S),
+    re.compile(r"(?<![^\W_])\|\|(?!\s)(.+?)(?<!\s)\|\|(?![^\W_])", re.S),
+    re.compile(r"(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])"),
+    re.compile(r"(?<![\w~])~(?!\s)([^~\n]+?)(?<!\s)~(?![\w~])"),
+]
+_PIECES = [
+    "a", "Z", "б", "é", "_", "1", "23", "٣", " ", "\n", "\t", "\u00a0", ".", ",", ":", "/", "(", ")", "+", "-",
+    "–", "@", "#", "$", "&", "*", "**", "~", "~~", "|", "||", "__", "h", "H", "t", "T", "p", "s", "S", "ſ", "w",
+    "W", "www.", "http://", "HTTPS://", "?", "=", "«", "]", "!", "…", "🔥", "x@y.io", "init", "ISBN",
+]  # fmt: skip
+
+
+def _texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 30))) for _ in range(count)]
+
+
+def _spans(pattern: re.Pattern[str], text: str) -> list[tuple[tuple[int, int], tuple[str | None, ...]]]:
+    return [(m.span(), m.groups()) for m in pattern.finditer(text)]
+
+
+@pytest.mark.parametrize("name", sorted(_ORIGINAL_PATTERNS))
+def test_reordered_patterns_match_exactly_as_before(name):
+    for text in _texts(4000, seed=len(name)):
+        assert _spans(getattr(extractive, name), text) == _spans(_ORIGINAL_PATTERNS[name], text), text
+
+
+def test_reordered_markup_patterns_match_exactly_as_before():
+    for text in _texts(4000, seed=7):
+        for (_, pattern), original in zip(extractive._MD_MARKS, _ORIGINAL_MARKS, strict=True):
+            assert _spans(pattern, text) == _spans(original, text), text
+
+
+def test_repeated_punctuation_pattern_replaces_as_before():
+    original = re.compile(r"([!?])\1{1,}|([,;:])\2+|\.{4,}|…{2,}")
+    rng = random.Random(3)
+    for _ in range(4000):
+        text = "".join(rng.choice("!?,;:.…a ") for _ in range(rng.randint(1, 20)))
+        before = [
+            (m.span(), "…" if m.group(0)[0] in ".…" else (m.group(1) or m.group(2)))
+            for m in original.finditer(text)
+        ]
+        now = [
+            (m.span(), "…" if m.group(0)[0] in ".…" else m.group(0)[0])
+            for m in extractive._REPEATED_PUNCT.finditer(text)
+        ]
+        assert now == before, text
+
+
+def test_e_mail_span_finds_what_the_whole_text_does():
+    for text in [*_texts(4000, seed=11), "a@b.io", "x\ny.z@mail.example.org\tend", "@@ a@b.cd@e.fg"]:
+        if "@" in text:
+            expected = [m.span() for m in extractive._EMAIL.finditer(text)]
+            assert [
+                m.span() for m in extractive._EMAIL.finditer(text, *extractive._email_span(text))
+            ] == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Привет, мир! Hello world ÀÉÎ ȀɏɐɀX ×÷",  # Latin-1, Extended-A/B (U+0240-024F) and just beyond
+        "Ѐѐ҂Ӿӿ ԀZ",  # the edges of the Cyrillic block and just beyond
+        "mixed שלום Ελληνικά 日本語 カナ 한국어 हिन्दी ქართული Հայերեն ไทย مرحبا",
+        "lone \ud800 surrogate, привет",
+        "",
+        "12345 🔥",
+    ],
+)
+def test_script_counts_equal_a_regex_per_script(text):
+    expected = {name: n for name, pattern in extractive._SCRIPT_PATTERNS if (n := len(pattern.findall(text)))}
+    assert extractive._script_counts(text) == expected
+
+
+def test_common_word_scores_pick_the_same_language_as_counting_per_language():
+    def best(words: list[str], candidates: tuple[str, ...], default: str) -> str:
+        scores = {lang: sum(1 for w in words if w in extractive._WORDS[lang]) for lang in candidates}
+        top = max(candidates, key=lambda lang: (scores[lang], -candidates.index(lang)))
+        return top if scores[top] > 0 else default
+
+    vocabulary = [*sorted(extractive._WORD_LANGS), "İstanbul", "STRASSE", "ǅ", "x", "für", "DER"]
+    rng = random.Random(5)
+    latin = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "tr")
+    for _ in range(3000):
+        words = [rng.choice(vocabulary) for _ in range(rng.randint(0, 8))]
+        expected = best([w.casefold() for w in words], latin, "und")
+        assert extractive._best(words, latin, "und") == expected, words
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("🔥🔥🔥 ©© ҂҂ ★★", "🔥 © ҂ ★"),  # emoji (So) in and beyond the BMP collapse
+        ("🄁🄁", "🄁"),  # U+1F101 is not So but lies in the emoji block
+        ("𝐀𝐀 нн ll ❤️❤️", "𝐀𝐀 нн ll ❤️❤️"),  # letters beyond the BMP, doubled letters, emoji + VS16 stay
+        ("👍\ufe0f\ufe0f\ufe0f", "👍\ufe0f"),
+    ],
+)
+def test_repeated_emoji_collapse(text, expected):
+    assert clean_text(text) == expected

@@ -176,3 +176,46 @@ def test_a_missing_prompts_dir_is_a_configuration_error(settings, server, tmp_pa
     result = invoke({**cli_env(settings, server.base_url), "PROMPTS_DIR": str(tmp_path / "nope")})
     assert result.exit_code == 3
     assert "PROMPTS_DIR" in result.stderr and "is not a directory" in result.stderr
+
+
+def test_extractive_run_over_several_batches_writes_every_document_once(db, settings):
+    # More messages than one claim/page/write batch of the extractive processor (EXTRACTIVE_BATCH): every
+    # document is written once, exactly as the processor builds it, media-only posts are journaled and
+    # no lease is left behind.
+    from datetime import UTC, datetime
+
+    from tg_parser.processing.extractive import EXTRACTIVE_BATCH, ExtractiveDocumentProcessor
+
+    count = EXTRACTIVE_BATCH + 150
+    texts = {
+        i: "" if i % 500 == 0 else f"**Item {i}** https://ex.com/{i}?utm_source=tg @chan_{i % 7} #tag{i % 3}"
+        for i in range(1, count + 1)
+    }
+    refs = seed_messages(db, count, text=texts.__getitem__)
+    result = invoke(cli_env(settings), "--processor", "extractive", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    empty = sum(1 for text in texts.values() if not text)
+    assert report["counts"]["processed"] == count - empty
+    assert report["counts"]["skipped_no_text"] == empty
+    store = ProcessingStore(db)
+    assert store.leases() == []
+    documents = {d.source_ref: d for d in store.stream_documents()}
+    assert len(documents) == count - empty
+    processor = ExtractiveDocumentProcessor()
+    fixed = datetime(2025, 1, 1, tzinfo=UTC)
+    for i, ref in enumerate(refs, start=1):
+        if not texts[i]:
+            assert ref not in documents
+            continue
+        message = {
+            "source_ref": ref,
+            "channel_id": 100,
+            "date": documents[ref].message_date,
+            "text": texts[i],
+            "message_type": "post",
+        }
+        expected = processor.process(message).model_copy(update={"processed_at": fixed})
+        assert documents[ref].model_copy(update={"processed_at": fixed}) == expected
+    again = invoke(cli_env(settings), "--processor", "extractive", "--json")
+    assert json.loads(again.stdout)["counts"]["processed"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -380,3 +381,98 @@ def test_run_reports(store: ProcessingStore) -> None:
     assert [r.run_id for r in store.recent_runs("process")] == ["r3", "r1"]
     assert [r.run_id for r in store.recent_runs(limit=1)] == ["r3"]
     assert store.recent_runs("export") == []
+
+
+def test_batch_upsert_stores_what_one_statement_per_row_stores(store: ProcessingStore) -> None:
+    # PostgreSQL writes a batch of documents with one statement (processing_upsert_documents, a JSON
+    # array); the stored rows must be exactly those of one processing_upsert_document per row.
+    docs = [
+        doc(
+            ref(A, 1),
+            'Ünïcödé "quoted" \\ back\nslash 🔥 \' % :x',
+            topics=["новости", "a b"],
+            entities=[Entity(type="url", value="https://ex.com/?a=1&b=%20", confidence=1.0)],
+            metadata={"k": [1, 2.5, {"x": None, "y": True}], "when": "2025-01-01T00:00:00Z"},
+            language="ru",
+            input_tokens=0,
+            output_tokens=2**31 - 1,
+        ),
+        doc(ref(A, 2), summary=None, topics=[], entities=[], metadata={}),  # type: ignore[arg-type]
+        doc(ref(B, 1), processed_at=datetime(2025, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)),
+    ]
+    db = store.db
+
+    def stored() -> list[dict]:
+        return [db.fetch_one("processing_get_document", {"source_ref": d.source_ref}) for d in docs]
+
+    rows = []
+    for document in docs:
+        row = document.model_dump(mode="python")
+        row["entities"] = [e.model_dump() for e in document.entities]
+        rows.append(row)
+    db.execute_many("processing_upsert_document", rows)
+    per_row = stored()
+    replaced = [d.model_copy(update={"text_clean": "other"}) for d in docs]
+    db.execute_many(
+        "processing_upsert_document",
+        [{**r, "text_clean": "other"} for r in rows],
+    )
+    assert all(r["text_clean"] == "other" for r in stored())
+    batch = ProcessingStore.documents_json(docs)
+    assert batch is not None
+    db.execute("processing_upsert_documents", {"rows": batch})  # over existing rows: the update branch
+    assert stored() == per_row
+    assert store.upsert_documents(replaced) == 3
+    assert [r["text_clean"] for r in stored()] == ["other"] * 3
+    assert store.upsert_documents(docs) == 3
+    assert stored() == per_row
+    assert [store.get_document(d.source_ref) for d in docs] == docs
+
+
+def test_batch_upsert_keeps_the_last_document_of_a_repeated_ref(store: ProcessingStore) -> None:
+    store.record_failure(ref(A, 1), channel_id=A, error_class="E", error_message="m", permanent=True)
+    first, second = doc(ref(A, 1), "first"), doc(ref(A, 1), "second")
+    assert store.upsert_documents([first, doc(ref(A, 2)), second]) == 3
+    assert store.get_document(ref(A, 1)) == second
+    assert store.count_documents() == 2
+    assert store.failures() == []
+
+
+def test_a_release_racing_another_workers_claim_does_not_deadlock(
+    store: ProcessingStore, settings: Settings
+) -> None:
+    # Worker B's claim locks the lease rows it finds (in ref order), worker A's release locks its own as it
+    # deletes them. If the release went in another order, A could hold r2 waiting for r1 while B holds r1
+    # waiting for r2: PostgreSQL would abort one of them (a deadlock), and with it a whole run. The release
+    # locks in ref order too, so one simply waits for the other.
+    r1, r2 = ref(A, 1), ref(A, 2)
+    assert store.claim([r2], "A", TTL) == [r2]  # stored before r1: a table scan meets r2 first
+    assert store.claim([r1], "A", TTL) == [r1]
+    holds_r1, errors = threading.Event(), []
+    claimed: list[str] = []
+
+    def worker_b() -> None:
+        db = open_database(settings)
+        try:
+            other = ProcessingStore(db)
+            with db.transaction():
+                claimed.extend(other.claim([r1], "B", TTL))  # A's live lease: not taken, but locked
+                holds_r1.set()
+                time.sleep(0.5)  # A's release is now waiting for r1
+                claimed.extend(other.claim([r2], "B", TTL))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.close()
+
+    thread = threading.Thread(target=worker_b)
+    thread.start()
+    assert holds_r1.wait(10)
+    try:
+        with store.db.transaction():
+            released = store.release([r2, r1], "A")
+    finally:
+        thread.join()
+    assert not errors, errors
+    assert claimed == [] and released == 2
+    assert store.leases() == []

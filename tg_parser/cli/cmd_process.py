@@ -26,7 +26,11 @@ from tg_parser.processing import (
     ProcessReport,
 )
 from tg_parser.processing import dry_run as estimate_run
-from tg_parser.processing.extractive import EXTRACTIVE_PIPELINE_VERSION, ExtractiveDocumentProcessor
+from tg_parser.processing.extractive import (
+    EXTRACTIVE_PIPELINE_VERSION,
+    ExtractiveDocumentProcessor,
+    tune_options,
+)
 from tg_parser.processing.pipeline import ProcessCounts
 from tg_parser.processing.selection import choose_processor
 from tg_parser.stores import IngestionStore, ProcessingStore
@@ -144,9 +148,7 @@ def command(
     if kind == "extractive":
         document_processor: Any = ExtractiveDocumentProcessor()
         run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PIPELINE_VERSION}
-        # CPU-bound: a few threads keep claims and writes batched; more would only contend for the GIL.
-        options.concurrency = min(options.concurrency, 8)
-        options.claim_batch = 256
+        tune_options(options)  # CPU-bound: a few threads, big claims and writes
     else:
         config = LlmConfig.from_settings(settings)
         client = LlmClient(config)

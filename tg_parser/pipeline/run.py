@@ -157,7 +157,7 @@ class Pipeline:
             from tg_parser.processing.extractive import ExtractiveDocumentProcessor
 
             processor: Any = ExtractiveDocumentProcessor()
-            concurrency = 8  # CPU-bound; a few threads keep claims and writes batched
+            concurrency = 8  # capped by tune_options below (CPU-bound: a few threads)
         else:
             from tg_parser.processing.llm import LlmClient
             from tg_parser.processing.processor import LlmDocumentProcessor
@@ -165,15 +165,16 @@ class Pipeline:
             client = LlmClient.from_settings(self.settings)
             processor = LlmDocumentProcessor.load(client, self.settings.prompts_dir)
             concurrency = self.concurrency
+        options = ProcessOptions(source_id=source.source_id, concurrency=concurrency)
+        if self.processor_kind == "extractive":
+            from tg_parser.processing.extractive import tune_options
+
+            tune_options(options)
         try:
             pipeline = ProcessPipeline(
                 self.db,
                 processor,
-                ProcessOptions(
-                    source_id=source.source_id,
-                    concurrency=concurrency,
-                    claim_batch=256 if self.processor_kind == "extractive" else None,
-                ),
+                options,
                 run_id=f"{self.run_id}-process-{source.source_id}",
                 run_params={"processor": self.processor_kind, "via": "run"},
             )

@@ -20,6 +20,15 @@ RETURNING source_ref;
 
 -- name: processing_release_leases
 -- Give back a worker's leases (a JSON array of refs) once their documents or failures are written.
--- Served by: work_leases primary key.
-DELETE FROM processing.work_leases
-WHERE worker_id = :worker_id AND source_ref IN (SELECT jsonb_array_elements_text(:refs));
+-- The rows are locked in ref order first, the order processing_claim_leases locks them in: another
+-- worker's claim locks the rows it finds (live leases of this worker too), and a release deleting in
+-- table order could hold one row while waiting for a row that claim holds, and the claim the reverse,
+-- a deadlock that aborts a run. Served by: work_leases primary key.
+DELETE FROM processing.work_leases AS l
+USING (
+    SELECT source_ref FROM processing.work_leases
+    WHERE worker_id = :worker_id AND source_ref IN (SELECT jsonb_array_elements_text(:refs))
+    ORDER BY source_ref
+    FOR UPDATE
+) AS mine
+WHERE l.source_ref = mine.source_ref;

@@ -4,12 +4,15 @@ Generates a SQLite install (raw messages of ~500 characters of Cyrillic and Lati
 JSON payloads, plus processed documents), then times, each into a fresh PostgreSQL database migrated by
 our own `db upgrade`:
 
-* `tg-parser db migrate-to-postgres` (scan, COPY, checksums of both sides, ANALYZE), in-process;
+* `tg-parser db migrate-to-postgres` (scan, COPY, checksums of both sides, ANALYZE), as a subprocess;
 * a bare `sqlite3 -csv | psql -c "\\copy ..."` pipe of the same tables (no checks at all);
 * pgloader, when installed (`apt-get install pgloader`), loading into the same pre-created schema.
 
-Prints a table of wall times, ratios and peak RSS, and the RSS of the migrator at two sizes to show that
-memory stays flat. Usage: python3 bench/bench_migrate.py [--rows 200000] [--big-rows 1000000] [--keep]
+Prints a table of wall times, ratios, peak RSS and the load average around each run (the machine may be
+shared), and the RSS of the migrator at two sizes to show that memory stays flat. `--variants` also
+times the alternatives the defaults were chosen against (text COPY, secondary indexes rebuilt after the
+load, pglz instead of LZ4). Usage:
+python3 bench/bench_migrate.py [--rows 200000] [--big-rows 1000000] [--variants] [--keep]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -269,6 +273,7 @@ def generate(directory: Path, rows: int, *, seed: int = 7) -> dict[str, int]:
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -375,6 +380,74 @@ class TreeRss:
         self._thread.join()
 
 
+class ServerCpu:
+    """CPU seconds of the PostgreSQL processes serving one database (backends and their parallel
+    workers), sampled from /proc: wall-clock alone says little on a shared machine."""
+
+    def __init__(self, dbname: str) -> None:
+        self.dbname = dbname
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        procs = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    command = f.read().decode(errors="replace")
+                if not command.startswith("postgres:"):
+                    continue
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs.append((int(name), command, (int(fields[11]) + int(fields[12])) / tick))
+        backends = {pid for pid, command, _ in procs if f" {self.dbname} " in command}
+        for pid, command, cpu in procs:
+            if pid in backends or any(f"parallel worker for PID {b}" in command for b in backends):
+                self.seen[pid] = max(self.seen.get(pid, 0.0), cpu)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(0.1)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return sum(self.seen.values())
+
+
+def timed(dbname: str, run: Callable[[], dict[str, object] | None]) -> dict[str, object] | None:
+    """Run one contender, adding its load average, client CPU (this process's waited-for children)
+    and server CPU to its figures."""
+    loads = _load()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = ServerCpu(dbname)
+    result = run()
+    server_cpu = server.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result is not None:
+        result["load"] = f"{loads}→{_load()}"
+        result["server_cpu"] = server_cpu
+        result["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return result
+
+
+def warm(directory: Path) -> None:
+    """Read the SQLite files once, so that no contender pays for a cold page cache."""
+    for path in sorted(directory.glob("*.sqlite*")):
+        with path.open("rb") as f:
+            while f.read(16 << 20):
+                pass
+
+
 def run_measured(command: list[str], **kwargs: object) -> dict[str, object]:
     started = time.perf_counter()
     process = subprocess.Popen(command, **kwargs)  # type: ignore[call-overload]
@@ -423,19 +496,37 @@ from pathlib import Path
 from tg_parser.db.connect import parse_database_url
 from tg_parser.migrate import MigrateOptions, migrate
 if __name__ == "__main__":
-    source, dsn, fmt, rebuild, out = sys.argv[1:6]
-    report = migrate(MigrateOptions(source_dir=Path(source), target=parse_database_url(dsn),
-                                    copy_format=fmt, rebuild_indexes=rebuild == "1"))
+    source, dsn, fmt, rebuild, lz4, out = sys.argv[1:7]
+    report = migrate(MigrateOptions(source_dir=Path(source), target=parse_database_url(dsn), copy_format=fmt,
+                                    rebuild_indexes=rebuild == "1", lz4=lz4 == "1"))
     Path(out).write_text(json.dumps(report.as_dict()))
 """
 
+# (label, COPY format, drop+rebuild secondary indexes, LZ4) — the defaults are binary, kept, LZ4.
+VARIANTS = [
+    ("text COPY", "text", False, True),
+    ("binary COPY, indexes dropped+rebuilt", "binary", True, True),
+    ("binary COPY, pglz (no LZ4)", "binary", False, False),
+]
 
-def run_variant(source: Path, dbname: str, fmt: str, rebuild: bool, workdir: Path) -> dict[str, object]:
+
+def run_variant(
+    source: Path, dbname: str, fmt: str, rebuild: bool, lz4: bool, workdir: Path
+) -> dict[str, object]:
     script = workdir / "variant.py"
     script.write_text(VARIANT_SCRIPT)
-    out = workdir / f"variant-{fmt}-{int(rebuild)}.json"
+    out = workdir / f"variant-{fmt}-{int(rebuild)}-{int(lz4)}.json"
     result = run_measured(
-        [sys.executable, str(script), str(source), _dsn(dbname), fmt, "1" if rebuild else "0", str(out)],
+        [
+            sys.executable,
+            str(script),
+            str(source),
+            _dsn(dbname),
+            fmt,
+            str(int(rebuild)),
+            str(int(lz4)),
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
     )
     data = json.loads(out.read_text())
@@ -505,6 +596,11 @@ def run_pgloader(source: Path, dbname: str, workdir: Path) -> dict[str, object] 
     return {"seconds": time.perf_counter() - started, "failures": failures}
 
 
+def _load() -> str:
+    """The 1-minute load average: the machine is shared, so every wall-clock figure carries it."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def _mb(value: object) -> str:
     return f"{int(value) / 2**20:.0f} MB"  # type: ignore[call-overload]
 
@@ -518,7 +614,7 @@ def main() -> None:
         "--big-rows", type=int, default=1_000_000, help="second size for RSS growth (0: skip)"
     )
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "tgp_bench_migrate")
-    parser.add_argument("--variants", action="store_true", help="also time binary COPY and index rebuild")
+    parser.add_argument("--variants", action="store_true", help="also time text COPY, index rebuild and pglz")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
     args = parser.parse_args()
     work = args.data / "work"
@@ -536,68 +632,112 @@ def main() -> None:
         size = sum(f.stat().st_size for f in source.glob("*.sqlite"))
         print(f"  {size / 2**20:.0f} MB of SQLite files", flush=True)
 
+        warm(source)
         print("migrator (scan + COPY + checksums of both sides + ANALYZE) …", flush=True)
-        ours = run_migrator(source, db("ours"), work / "ours.json")
-        print(f"  {ours['seconds']:.1f}s {ours['status']} phases {ours['phases']}", flush=True)
-        print("bare sqlite3 -csv | psql \\copy pipe …", flush=True)
-        pipe = bare_pipe(source, db("pipe"))
-        print(f"  {pipe['seconds']:.1f}s failures: {pipe['failures'] or 'none'}", flush=True)
-        print("pgloader …", flush=True)
-        loader = run_pgloader(source, db("pgloader"), work)
+        name = db("ours")
+        ours = timed(name, lambda: run_migrator(source, name, work / "ours.json"))
+        assert ours is not None
         print(
-            f"  {loader['seconds']:.1f}s failures: {loader['failures'] or 'none'}"
+            f"  {ours['seconds']:.1f}s {ours['status']} phases {ours['phases']} (load {ours['load']})",
+            flush=True,
+        )
+        print("bare sqlite3 -csv | psql \\copy pipe …", flush=True)
+        name = db("pipe")
+        pipe = timed(name, lambda: bare_pipe(source, name))
+        assert pipe is not None
+        print(
+            f"  {pipe['seconds']:.1f}s failures: {pipe['failures'] or 'none'} (load {pipe['load']})",
+            flush=True,
+        )
+        print("pgloader …", flush=True)
+        name = db("pgloader")
+        loader = timed(name, lambda: run_pgloader(source, name, work))
+        print(
+            f"  {loader['seconds']:.1f}s failures: {loader['failures'] or 'none'} (load {loader['load']})"
             if loader
             else "  not installed"
         )
 
-        variants = {}
+        variants: dict[str, dict[str, object]] = {}
         if args.variants:
-            for fmt, rebuild in (("binary", False), ("text", True)):
-                label = f"{fmt} COPY" + (", indexes dropped+rebuilt" if rebuild else "")
+            for label, fmt, rebuild, lz4 in VARIANTS:
                 print(f"variant: {label} …", flush=True)
-                variants[label] = run_variant(source, db(f"{fmt}{int(rebuild)}"), fmt, rebuild, work)
-                print(f"  {variants[label]['seconds']:.1f}s {variants[label]['phases']}", flush=True)
+                name = db(f"{fmt}{int(rebuild)}{int(lz4)}")
+                result = timed(
+                    name,
+                    lambda name=name, fmt=fmt, rebuild=rebuild, lz4=lz4: run_variant(  # type: ignore[misc]
+                        source, name, fmt, rebuild, lz4, work
+                    ),
+                )
+                assert result is not None
+                variants[label] = result
+                print(
+                    f"  {result['seconds']:.1f}s {result['status']} phases {result['phases']} (load {result['load']})",
+                    flush=True,
+                )
 
         big = None
         if args.big_rows:
             print(f"SQLite install with {args.big_rows} raw messages (RSS growth) …", flush=True)
             big_source = install(args.data / f"src_{args.big_rows}", args.big_rows)
-            big = run_migrator(big_source, db("big"), work / "big.json")
-            print(f"  {big['seconds']:.1f}s {big['status']} phases {big['phases']}", flush=True)
+            warm(big_source)
+            name = db("big")
+            big = timed(name, lambda: run_migrator(big_source, name, work / "big.json"))
+            assert big is not None
+            print(
+                f"  {big['seconds']:.1f}s {big['status']} phases {big['phases']} (load {big['load']})",
+                flush=True,
+            )
 
         print()
         print(
             f"Figures ({args.rows} raw messages, {ours['rows']} rows in all tables, {size / 2**20:.0f} MB SQLite):"
         )
+
+        def row(label: str, result: dict[str, object], ratio: str, rss: bool) -> tuple[str, ...]:
+            return (
+                label,
+                f"{result['seconds']:.1f}",
+                ratio,
+                f"{result['client_cpu']:.1f} + {result['server_cpu']:.1f}",
+                _mb(result["peak_rss_largest"]) if rss else "-",
+                _mb(result["peak_rss_sum"]) if rss else "-",
+                str(result["load"]),
+            )
+
         rows = [
-            (
-                "migrator (verified)",
-                ours["seconds"],
-                "1.00",
-                _mb(ours["peak_rss_largest"]),
-                _mb(ours["peak_rss_sum"]),
-            ),
-            ("bare sqlite3|psql pipe", pipe["seconds"], f"{ours['seconds'] / pipe['seconds']:.2f}", "-", "-"),
+            row("migrator (verified)", ours, "1.00", True),
+            row("bare sqlite3|psql pipe", pipe, f"{ours['seconds'] / pipe['seconds']:.2f}", False),  # type: ignore[operator]
         ]
         if loader:
-            rows.append(
-                ("pgloader", loader["seconds"], f"{ours['seconds'] / loader['seconds']:.2f}", "-", "-")
-            )
+            rows.append(row("pgloader", loader, f"{ours['seconds'] / loader['seconds']:.2f}", False))  # type: ignore[operator]
         for label, result in variants.items():
-            rows.append(
-                (
-                    f"variant: {label}",
-                    result["seconds"],
-                    "-",
-                    _mb(result["peak_rss_largest"]),
-                    _mb(result["peak_rss_sum"]),
+            rows.append(row(f"variant: {label}", result, "-", True))
+        if big:
+            rows.append(row(f"migrator, {args.big_rows} messages", big, "-", True))
+        header = (
+            "run",
+            "seconds",
+            "migrator/run",
+            "CPU s client + server",
+            "RSS largest",
+            "RSS tree",
+            "load average",
+        )
+        widths = (44, 8, 13, 22, 12, 10, 14)
+        print(
+            " ".join(
+                f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
+                for i, (h, w) in enumerate(zip(header, widths, strict=True))
+            )
+        )
+        for values in rows:
+            print(
+                " ".join(
+                    f"{v:<{w}}" if i == 0 else f"{v:>{w}}"
+                    for i, (v, w) in enumerate(zip(values, widths, strict=True))
                 )
             )
-        print(
-            f"{'run':<44} {'seconds':>8} {'migrator/run':>13} {'peak RSS (largest)':>19} {'peak RSS (tree)':>16}"
-        )
-        for label, seconds, ratio, rss, tree in rows:
-            print(f"{label:<44} {seconds:>8.1f} {ratio:>13} {rss:>19} {tree:>16}")
         print()
         print(f"migrator vs bare pipe: {ours['seconds'] / pipe['seconds']:.2f}x (target <= 1.5)")
         if loader:

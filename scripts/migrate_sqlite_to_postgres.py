@@ -25,5 +25,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # required: the preflight's worker processes re-import this module
+if __name__ == "__main__":
     sys.exit(main())

@@ -16,9 +16,9 @@ from tg_parser.migrate.canonical import (
     field,
     json_field,
     numeric_text,
-    row_hash,
 )
-from tg_parser.migrate.checksum import SourceRenderer, python_row
+from tg_parser.migrate.checksum import python_row
+from tg_parser.migrate.rowcode import renderer
 from tg_parser.migrate.schema import Column, Table
 
 TRICKY_JSON = [
@@ -112,8 +112,8 @@ def test_combine_pg_sums_is_the_unsigned_sum():
     assert combined == sum(hashes) % MOD
 
 
-def test_sqlite_rendering_equals_python_rendering(tmp_path):
-    """The SQL-built segments plus Python JSON equal a row rendered entirely in Python."""
+def test_generated_renderer_equals_python_rendering(tmp_path):
+    """The generated per-table renderer equals a row rendered value by value in Python."""
     table = Table(
         "raw",
         "t",
@@ -136,19 +136,67 @@ def test_sqlite_rendering_equals_python_rendering(tmp_path):
         ("ключ", -5, 1, "2025-01-02T03:04:05.123456Z", '{"b":1,"a":[1.0,2]}', "tab\there\nnew\\line", 0.1),
         ("empty", None, None, None, None, "", None),
         ("emoji😀", 2**63 - 1, 0, "0001-01-01T00:00:00.000000Z", "null", "N", -0.0),
+        ("int in real", 0, 0, "2025-01-02T03:04:05.000000Z", "[]", "\\;", 3),
     ]
     conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     conn.commit()
     conn.text_factory = bytes
-    from tg_parser.migrate import catalog
-
-    select = ", ".join(part for part, _ in catalog.render_parts(table))
-    renderer = SourceRenderer(table, strip_nul=False)
-    for raw, parts in zip(
-        conn.execute("SELECT * FROM t ORDER BY k").fetchall(),
-        conn.execute(f"SELECT {select} FROM t ORDER BY k").fetchall(),
-        strict=True,
-    ):
+    render = renderer(table)
+    for raw in conn.execute("SELECT * FROM t ORDER BY k").fetchall():
         rendering, _ = python_row(table, raw, strip_nul=False)
-        assert renderer.hash(parts) == renderer.hash_checked(parts) == row_hash(rendering)
+        assert render(raw) == rendering
     conn.close()
+
+
+def test_scan_answers_sent_back_to_back_are_all_read(tmp_path):
+    """The parent reads helper answers from an unbuffered pipe: two answers written at once are two
+    messages, and select() still reports the second one (a buffered reader would swallow it)."""
+    import os
+    import selectors
+
+    from tg_parser.migrate.worker import receive, send
+
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb", buffering=0) as reader, os.fdopen(write_fd, "wb") as writer:
+        send(writer, {"n": 1})
+        send(writer, {"n": 2, "big": "x" * 30_000})  # both fit in the pipe buffer
+        selector = selectors.DefaultSelector()
+        selector.register(reader, selectors.EVENT_READ)
+        assert selector.select(timeout=1)
+        assert receive(reader) == {"n": 1}
+        assert selector.select(timeout=1), "the second answer must still be visible to select()"
+        assert receive(reader)["n"] == 2
+        writer.close()
+        assert receive(reader) is None
+        selector.close()
+
+
+def test_only_the_db_package_touches_the_drivers():
+    """tg_parser.migrate reaches SQLite and PostgreSQL through tg_parser.db.bulk_sqlite/bulk_postgres."""
+    import ast
+    from pathlib import Path
+
+    import tg_parser.migrate
+
+    package = Path(tg_parser.migrate.__file__).parent
+    offenders = []
+    for path in [*package.glob("*.py"), package.parent / "cli" / "db_migrate.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("sqlite3", "psycopg")]
+    assert not offenders
+
+
+@pytest.mark.parametrize(
+    "text", [*TRICKY_JSON, '{"b": [1.50, {"d": 2e-3, "c": -0.0}], "a": 12345678901234567890123}']
+)
+def test_fast_and_stdlib_json_renderers_agree(text):
+    """orjson's indented output turned into jsonb's text equals the stdlib encoder's rendering."""
+    from tg_parser.migrate import canonical
+
+    value = canonical.parse_json(text)
+    assert canonical._render_bytes(value).decode() == canonical.render_json_value(value)

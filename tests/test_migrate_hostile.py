@@ -14,7 +14,7 @@ from tests.test_migrate_roundtrip import _dsn, options, populate, table_counts_p
 from tg_parser.cli.main import cli
 from tg_parser.db.connect import open_database, pg_target
 from tg_parser.db.sqlite import STORE_FILES
-from tg_parser.migrate import migrate
+from tg_parser.migrate import loader, migrate
 from tg_parser.stores import RawStore
 
 
@@ -157,13 +157,28 @@ HOSTILE = [
 ]
 
 
-def test_every_hostile_value_is_reported_and_nothing_is_written(refs, sqlite_dir, pg_only_settings):
+@pytest.mark.parametrize(
+    ("copy_format", "batch_size"),
+    [
+        ("binary", 500),
+        ("text", 500),
+        # Blocks of a few rows: the load looks at the scan's results after each, so it may stop at the
+        # first offender the scan reports (or fail on the value itself): the report is the same.
+        ("binary", 3),
+    ],
+)
+def test_every_hostile_value_is_reported_and_nothing_is_written(
+    refs, sqlite_dir, pg_only_settings, monkeypatch, copy_format, batch_size
+):
     for store, statement, index, *_ in HOSTILE:
         if index is None:
             write(sqlite_dir, store, statement)
         else:
             write(sqlite_dir, store, statement, refs[index])
-    report = migrate(options(sqlite_dir, pg_only_settings))
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 1 if batch_size < 10 else loader.BLOCK_BYTES)
+    report = migrate(
+        options(sqlite_dir, pg_only_settings, copy_format=copy_format, batch_size=batch_size, workers=2)
+    )
     assert report.status == "offenders" and report.exit_code == 1, report.error
     assert not any(table_counts_pg(pg_only_settings).values())
     assert not report.committed and "nothing was written" in (report.error or "")
@@ -202,7 +217,8 @@ def test_offenders_on_the_command_line(refs, sqlite_dir, pg_only_settings, tmp_p
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
-def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_settings):
+@pytest.mark.parametrize("copy_format", ["binary", "text"])
+def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_settings, copy_format):
     write(
         sqlite_dir,
         "raw",
@@ -224,7 +240,9 @@ def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_sett
     refused = migrate(options(sqlite_dir, pg_only_settings))
     assert refused.status == "offenders" and len(refused.offenders) == 3
 
-    report = migrate(options(sqlite_dir, pg_only_settings, on_nul="strip", workers=2))
+    report = migrate(
+        options(sqlite_dir, pg_only_settings, on_nul="strip", workers=2, copy_format=copy_format)
+    )
     assert report.status == "ok", report.error
     assert all(e.match for e in report.tables)
     assert report.repairs == {"raw.raw_messages": {"text": 1, "source_id": 1, "raw_payload": 1}}
@@ -245,3 +263,36 @@ def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_sett
             "SELECT raw_payload::text FROM raw.raw_messages WHERE source_ref = %s", (refs[4],)
         )
         assert stored.fetchone()[0] == '{"k": "xy", "n": 1.0}'
+
+
+def test_the_first_offender_stops_the_load(refs, sqlite_dir, pg_only_settings, monkeypatch):
+    """The scan runs beside the COPY; once it reports an offender the load stops at the next block,
+    the transaction is rolled back and the scan still lists every offender."""
+    from tg_parser.migrate import parallel, runner
+
+    # 2 fits no boolean, but binary COPY would take it as true: only the scan can catch it.
+    write(sqlite_dir, "raw", "UPDATE raw_messages SET payload_truncated = 2 WHERE source_ref = ?", refs[7])
+    write(sqlite_dir, "raw", "UPDATE raw_messages SET views = 'x' WHERE source_ref = ?", refs[90])
+
+    def poll_waiting(self):  # the scan answers before the next block goes out
+        done = 0
+        while any(self.pending.values()):
+            done += self._collect(None)
+        return done
+
+    stops = []
+
+    class Stop(runner._Offenders):
+        def __init__(self) -> None:
+            stops.append(True)
+            super().__init__()
+
+    monkeypatch.setattr(parallel.Scan, "poll", poll_waiting)
+    monkeypatch.setattr(runner, "_Offenders", Stop)
+    monkeypatch.setattr(loader, "BLOCK_BYTES", 1)
+    report = migrate(options(sqlite_dir, pg_only_settings, batch_size=5, workers=2))
+    assert stops, "the load did not stop at the scan's first offender"
+    assert report.status == "offenders" and report.exit_code == 1 and not report.committed
+    listed = {(o.key["source_ref"], o.column) for o in report.offenders}
+    assert listed == {(refs[7], "payload_truncated"), (refs[90], "views")}
+    assert not any(table_counts_pg(pg_only_settings).values())

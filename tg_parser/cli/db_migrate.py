@@ -80,7 +80,7 @@ def _stores_option(func: Callable[..., object]) -> Callable[..., object]:
 )
 @click.option(
     "--batch-size",
-    default=2000,
+    default=500,
     show_default=True,
     type=click.IntRange(min=1),
     help="Rows read from SQLite per fetch.",
@@ -89,7 +89,8 @@ def _stores_option(func: Callable[..., object]) -> Callable[..., object]:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes for the preflight scan and source checksums. Default: CPU count (max 4).",
+    help="Processes scanning the source (hostile values, source checksums): N-1 helpers (at least one)"
+    " beside the load, joined by this one after it. Default: CPU count (max 4).",
 )
 @json_option
 @silent_option
@@ -111,9 +112,10 @@ def migrate_to_postgres(
 ) -> None:
     """Copy a SQLite install into PostgreSQL with COPY and prove it with per-table checksums.
 
-    Preflight first (versions, empty target, hostile values); then one transaction: COPY every table,
-    reset sequences, compare checksums read back from PostgreSQL, ANALYZE, COMMIT. Any error or
-    mismatch rolls everything back. Exit 0 only when every table matches.
+    Preflight first (versions, schemas, empty target); then one transaction: COPY every table while
+    helper processes scan the source for hostile values and compute its checksums, reset sequences,
+    compare checksums read back from PostgreSQL, ANALYZE, COMMIT. Any offender, error or mismatch rolls
+    everything back. Exit 0 only when every table matches.
     See docs/MIGRATION_GUIDE_SQLITE_TO_POSTGRES.md.
     """
     from tg_parser.db.connect import parse_database_url, pg_target

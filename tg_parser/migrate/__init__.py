@@ -1,11 +1,11 @@
-"""The bulk migrator SQLite → PostgreSQL (DESIGN.md §8): preflight scan, COPY load, checksums, report.
+"""The bulk migrator SQLite → PostgreSQL (DESIGN.md §8): preflight, COPY load with a concurrent scan, checksums, report.
 
 `migrate(MigrateOptions(...))` runs a migration, a dry run or a verification and returns a
 `MigrationReport`; `database_checksums(settings)` gives the checksums of either dialect. The CLI
 (`tg-parser db migrate-to-postgres`, `tg-parser db checksum`) and `scripts/migrate_sqlite_to_postgres.py`
 are thin wrappers around these two functions.
 
-Names are imported lazily, so the preflight's worker processes (`tg_parser.migrate.worker`) load only
+Names are imported lazily, so the scan's helper processes (`tg_parser.migrate.worker`) load only
 what they use.
 """
 

@@ -39,9 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+import orjson
 
 MOD = 1 << 128
 
@@ -106,7 +109,7 @@ def _jsonb_object(obj: dict[str, Any]) -> dict[str, Any]:
             _orders[shape] = order
     if order == shape:
         return obj
-    return dict(zip(order, map(obj.__getitem__, order), strict=True))
+    return {key: obj[key] for key in order}
 
 
 # numeric's limits: up to 131072 digits before the point, 16383 after.
@@ -130,13 +133,25 @@ def numeric_text(text: str) -> str:
     return rendered
 
 
+def _plain_decimal(text: str) -> bool:
+    # Digits with a fraction and no exponent: numeric prints such a number exactly as it is written
+    # (`1.50` stays `1.50`), except a negative zero, which loses its sign.
+    return (
+        len(text) <= 64
+        and "e" not in text
+        and "E" not in text
+        and not (text[0] == "-" and not text.strip("-0."))
+    )
+
+
 def _number(text: str) -> Any:
+    # The JSON scanner calls this for every number with a fraction or an exponent. Its canonical text
+    # is kept verbatim (`_RawNumber`); both encoders print it as it is.
+    if _plain_decimal(text):
+        return _RawNumber(text)
     rendered = numeric_text(text)
     if "." not in rendered:
         return int(rendered)  # 1e2 → 100, printed as numeric prints it
-    as_float = float(rendered)
-    if repr(as_float) == rendered:
-        return as_float  # the C encoder prints it exactly as numeric would
     return _RawNumber(rendered)
 
 
@@ -217,21 +232,49 @@ def render_json_value(value: Any) -> str:
         return "".join(out)
 
 
+# The fast encoder: orjson escapes strings exactly as jsonb does (the same set as the C encoder above,
+# checked by the tests) and prints a _RawNumber verbatim through a Fragment. Its compact output
+# (`,` and `:`) is not jsonb's (`, ` and `: `), but its indented output uses `": "` and puts every
+# other separator on a line break; JSON text holds no raw line break outside them (strings escape
+# it), so removing each break with its indentation, and turning `,` + break into `, `, gives jsonb's text.
+_Fragment = getattr(orjson, "Fragment", None)  # orjson >= 3.9.16
+_INDENT = orjson.OPT_INDENT_2
+_COMMA_BREAK = re.compile(rb",\n *")
+_BREAK = re.compile(rb"\n *")
+
+
+def _fragment(value: Any) -> Any:
+    if isinstance(value, _RawNumber) and _Fragment is not None:
+        return _Fragment(value.text)
+    raise TypeError(type(value).__name__)
+
+
+def _render_bytes(value: Any) -> bytes:
+    """The canonical UTF-8 text of a decoded value; raises UnicodeEncodeError for lone surrogates."""
+    if _Fragment is not None:
+        try:
+            out = orjson.dumps(value, default=_fragment, option=_INDENT)
+        except TypeError:  # integers beyond 64 bits, surrogates: the stdlib path decides
+            pass
+        else:
+            return _BREAK.sub(b"", _COMMA_BREAK.sub(b", ", out)) if b"\n" in out else out
+    return render_json_value(value).encode()
+
+
 def parse_json(text: str | bytes) -> Any:
     """Decode JSON text the way jsonb would keep it (key order, duplicates, numbers)."""
     return _decode(text)
 
 
-def _canonical(text: str | bytes, strip_nuls: bool) -> tuple[str, bytes]:
+def _canonical(text: str | bytes, strip_nuls: bool) -> bytes:
     value = _decode(text)
     marker = "\\u0000" if isinstance(text, str) else b"\\u0000"
     if marker in text and _has_nul(value):  # type: ignore[operator]
         if not strip_nuls:
             raise JsonRejected("contains \\u0000, which PostgreSQL cannot store in jsonb")
         value = strip_nul(value)
-    rendered = render_json_value(value)
     try:
-        return rendered, rendered.encode()
+        return _render_bytes(value)
     except UnicodeEncodeError:
         raise JsonRejected("contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)") from None
 
@@ -242,13 +285,29 @@ def canonical_json(text: str | bytes, *, strip_nuls: bool = False) -> str:
     Raises JsonRejected for input jsonb would refuse. With `strip_nuls`, NUL characters (`\\u0000`)
     are removed from strings instead of being refused.
     """
-    return _canonical(text, strip_nuls)[0]
+    return _canonical(text, strip_nuls).decode()
+
+
+# Short JSON values repeat a lot (tag lists, entity lists, small metadata objects): their fields are
+# remembered, keyed by the exact stored bytes. Bounded: cleared when full.
+_FIELD_CACHE: dict[bytes, bytes] = {}
+_CACHE_VALUE_BYTES = 256
+_CACHE_ENTRIES = 8192
 
 
 def json_field(text: str | bytes, *, strip_nuls: bool = False) -> bytes:
     """The UTF-8 row-rendering field (`J…\\;`) of one JSON value."""
-    encoded = _canonical(text, strip_nuls)[1]
-    return b"J" + encoded.replace(b"\\", b"\\\\") + b"\\;"
+    cacheable = not strip_nuls and text.__class__ is bytes and len(text) <= _CACHE_VALUE_BYTES
+    if cacheable:
+        known = _FIELD_CACHE.get(text)  # type: ignore[arg-type]
+        if known is not None:
+            return known
+    result = b"J" + _canonical(text, strip_nuls).replace(b"\\", b"\\\\") + b"\\;"
+    if cacheable:
+        if len(_FIELD_CACHE) >= _CACHE_ENTRIES:
+            _FIELD_CACHE.clear()
+        _FIELD_CACHE[text] = result  # type: ignore[index]
+    return result
 
 
 # --- values and rows ---------------------------------------------------------------------------------
@@ -271,6 +330,11 @@ def field(kind: str, text: str | None) -> bytes:
 
 def real_text(value: float) -> str:
     return struct.pack(">d", value).hex()
+
+
+def real_field(value: float | int) -> bytes:
+    """The field of a REAL value (a SQLite REAL column may hold an integer)."""
+    return b"R" + struct.pack(">d", value).hex().encode()
 
 
 def row_hash(rendering: bytes) -> int:

@@ -3,42 +3,25 @@
 The application's own queries are named SQL files; the migrator instead works on *whatever tables the
 migrations created*, so its statements are built here from catalog facts: table and column names come
 from `sqlite_master`/`PRAGMA table_info` and `information_schema`/`pg_catalog`, are quoted as
-identifiers, and every value is a bound parameter. Nothing else in `tg_parser.migrate` holds SQL.
+identifiers, and every value is a bound parameter. Nothing else in `tg_parser.migrate` holds SQL, and
+nothing here touches a driver: the statements are plain strings, run by `tg_parser.db.bulk_sqlite` and
+`tg_parser.db.bulk_postgres`.
 
-Two renderings are built per table and must agree byte for byte (see `canonical.py`):
-
-* SQLite: the fields of integer, boolean, timestamp and text columns are built in SQL (e.g.
-  `'T' || replace(c, '\\', '\\\\') || '\\;'`); JSON and REAL columns are returned raw and rendered in
-  Python.
-* PostgreSQL: the same concatenation over the stored values, hashed with `md5()` and summed in SQL,
-  so the target's checksum is read back from the target without shipping its rows to the client.
+SQLite does the cheap per-value work in SQL: a problem bit per column (storage class against the target
+column, integer ranges, 0/1 booleans, the fixed timestamp format), and for binary COPY a timestamp's
+microseconds. Python renders the canonical fields from the raw values (see `rowcode.py`; Python's
+bytes.replace is several times faster than SQLite's replace()). PostgreSQL renders the same fields from
+the stored values, hashes them with `md5()` and sums them in SQL, so the target's checksum is read back
+from the target without shipping its rows to the client.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tg_parser.migrate.schema import BOOL, INT, JSON, REAL, TEXT, TS, Column, Table
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql
-else:
-
-    class _LazySql:
-        """psycopg.sql, imported on first use: the preflight workers only run the SQLite half of this
-        module and stay small without libpq."""
-
-        def __getattr__(self, name: str) -> Any:
-            from psycopg import sql as real
-
-            return getattr(real, name)
-
-    sql = _LazySql()
-
 
 YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
 
@@ -46,6 +29,8 @@ YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_
 TS_GLOB = "[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z"
 # PostgreSQL rendering of a timestamptz in the same text.
 PG_TS_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
+# Seconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch for binary timestamps.
+PG_EPOCH_UNIX = 946_684_800
 
 
 @dataclass(frozen=True)
@@ -56,55 +41,43 @@ class KeyRange:
     hi: tuple[Any, ...] | None = None
 
 
-# --- SQLite ------------------------------------------------------------------------------------------
-
-
 def q(name: str) -> str:
-    """A SQLite identifier."""
+    """An identifier, for either dialect (both quote with double quotes, doubling inner ones)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# --- SQLite ------------------------------------------------------------------------------------------
 
 
 def sqlite_table(table: Table) -> str:
     return f"{q(table.store)}.{q(table.name)}"
 
 
-def sqlite_tables(conn: sqlite3.Connection, store: str) -> list[str]:
-    rows = conn.execute(
-        f"SELECT name FROM {q(store)}.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
-        " ORDER BY name"
-    ).fetchall()
-    return [_text(row[0]) for row in rows if _text(row[0]) not in YOYO_TABLES]
+def sqlite_tables_sql(store: str) -> str:
+    return (
+        f"SELECT name FROM {q(store)}.sqlite_master WHERE type = 'table'"
+        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+    )
 
 
-def sqlite_columns(conn: sqlite3.Connection, store: str, table: str) -> list[tuple[str, str, bool, int]]:
-    """(name, declared type, not null, position in the primary key or 0) per column."""
-    rows = conn.execute(f"PRAGMA {q(store)}.table_info({q(table)})").fetchall()
-    return [(_text(r[1]), _text(r[2] or "").upper(), bool(r[3]), int(r[5])) for r in rows]
+def sqlite_columns_sql(store: str, table: str) -> str:
+    return f"PRAGMA {q(store)}.table_info({q(table)})"
 
 
-def sqlite_parents(conn: sqlite3.Connection, store: str, table: str) -> list[str]:
-    rows = conn.execute(f"PRAGMA {q(store)}.foreign_key_list({q(table)})").fetchall()
-    return sorted({_text(r[2]) for r in rows})
+def sqlite_parents_sql(store: str, table: str) -> str:
+    return f"PRAGMA {q(store)}.foreign_key_list({q(table)})"
 
 
-def sqlite_foreign_key_violations(conn: sqlite3.Connection, store: str) -> list[tuple[str, int, str]]:
-    """(table, rowid, parent table) for every row whose parent row is missing."""
-    rows = conn.execute(f"PRAGMA {q(store)}.foreign_key_check").fetchall()
-    return [(_text(r[0]), r[1], _text(r[2])) for r in rows]
+def sqlite_foreign_key_check_sql(store: str) -> str:
+    return f"PRAGMA {q(store)}.foreign_key_check"
 
 
-def sqlite_migration_ids(conn: sqlite3.Connection, store: str) -> list[str] | None:
-    try:
-        rows = conn.execute(
-            f"SELECT migration_id FROM {q(store)}._yoyo_migration ORDER BY applied_at_utc, migration_id"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return None
-    return [_text(r[0]) for r in rows]
+def sqlite_migration_ids_sql(store: str) -> str:
+    return f"SELECT migration_id FROM {q(store)}._yoyo_migration ORDER BY applied_at_utc, migration_id"
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+def sqlite_snapshot_sql(store: str) -> str:
+    return f"SELECT count(*) FROM {q(store)}.sqlite_master"
 
 
 def _sqlite_problem(column: Column) -> str:
@@ -117,19 +90,30 @@ def _sqlite_problem(column: Column) -> str:
     if column.kind == BOOL:
         return f"(CASE typeof({c}) WHEN 'null' THEN 0 WHEN 'integer' THEN {c} NOT IN (0, 1) ELSE 1 END)"
     if column.kind in (TEXT, JSON):
-        # NUL characters (and JSON's \u0000) are looked for in Python, on the bytes it reads anyway:
-        # a memchr there is cheaper than instr() here. JSON is checked by the canonicaliser, which
-        # parses it for the checksum and is stricter than json_valid() (\u0000, surrogates, NaN).
+        # NUL characters, invalid UTF-8 and JSON are checked in Python, on the bytes it renders anyway
+        # (a memchr and a decode there are cheaper than instr() here; the canonicaliser that renders
+        # JSON for the checksum is stricter than json_valid(): \u0000, surrogates, NaN).
         return f"(typeof({c}) NOT IN ('null', 'text'))"
     if column.kind == TS:
+        # A real calendar date, by string comparisons (twice as fast as a round trip through date()).
+        year = f"CAST(substr({c}, 1, 4) AS INTEGER)"
+        leap = f"({year} % 4 = 0 AND ({year} % 100 <> 0 OR {year} % 400 = 0))"
+        last_day = (
+            f"(CASE substr({c}, 6, 2) WHEN '02' THEN (CASE WHEN {leap} THEN '29' ELSE '28' END)"
+            " WHEN '04' THEN '30' WHEN '06' THEN '30' WHEN '09' THEN '30' WHEN '11' THEN '30' ELSE '31' END)"
+        )
         valid = (
             f"{c} GLOB '{TS_GLOB}' AND substr({c}, 12, 2) <= '23' AND {c} >= '0001'"
-            f" AND date(substr({c}, 1, 10), '+0 days') = substr({c}, 1, 10)"
+            f" AND substr({c}, 6, 2) BETWEEN '01' AND '12' AND substr({c}, 9, 2) BETWEEN '01' AND {last_day}"
         )
         return f"(CASE typeof({c}) WHEN 'null' THEN 0 WHEN 'text' THEN NOT ({valid}) ELSE 1 END)"
     if column.kind == REAL:
         return f"(CASE typeof({c}) WHEN 'null' THEN 0 WHEN 'real' THEN 0 WHEN 'integer' THEN 0 ELSE 1 END)"
     raise ValueError(f"unsupported column kind {column.kind}")
+
+
+def flag_word_count(table: Table) -> int:
+    return (len(table.columns) + 59) // 60
 
 
 def _flag_words(table: Table) -> list[str]:
@@ -144,14 +128,22 @@ def _flag_words(table: Table) -> list[str]:
     return words
 
 
-def sqlite_check_sql(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
-    """The preflight pass over a key range: key, problem bit masks, then the rendering parts.
+def _columns(table: Table) -> list[str]:
+    return [q(c.name) for c in table.columns]
 
-    Rows with a problem bit are diagnosed one by one; the others are hashed (which also proves their
-    text is UTF-8 and their JSON acceptable to jsonb). No ORDER BY: a sum needs no order.
+
+def _order(table: Table) -> str:
+    return ", ".join(q(k) for k in table.key)
+
+
+def sqlite_check_sql(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
+    """The scan over a key range: key columns, problem bit masks, then every raw value.
+
+    Rows with a problem bit are diagnosed one by one; the others are rendered and hashed (which also
+    proves their text is UTF-8 without NUL and their JSON acceptable to jsonb). No ORDER BY: a sum
+    needs no order.
     """
-    select = [q(k) for k in table.key] + _flag_words(table)
-    select.extend(part for part, _ in render_parts(table))
+    select = [q(k) for k in table.key] + _flag_words(table) + _columns(table)
     where, params = _sqlite_range(table, bounds)
     return f"SELECT {', '.join(select)} FROM {sqlite_table(table)}{where}", params
 
@@ -189,88 +181,41 @@ def _sqlite_range(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-def _copy_text(column: Column) -> str:
-    """One value in COPY text format, made by SQLite (NULL → \\N, backslash and controls escaped)."""
-    c = q(column.name)
-    if column.kind in (TEXT, JSON):
-        escaped = f"replace(replace(replace(replace({c}, '\\', '\\\\'), char(9), '\\t'), char(10), '\\n'), char(13), '\\r')"
-        return f"coalesce({escaped}, '\\N')"
-    if column.kind == REAL:
-        return f"coalesce(printf('%.17g', {c}), '\\N')"
-    return f"coalesce({c}, '\\N')"
-
-
-def _render_sql(column: Column) -> str:
-    """The field of one value, built by SQLite (see canonical.py for the format)."""
-    c = q(column.name)
-    if column.kind == INT:
-        value = f"'I' || {c} || ';'"
-    elif column.kind == BOOL:
-        value = f"'B' || {c}"
-    elif column.kind == TS:
-        value = f"'D' || {c}"
-    else:  # TEXT
-        value = f"'T' || replace({c}, '\\', '\\\\') || '\\;'"
-    return f"(CASE WHEN {c} IS NULL THEN 'N' ELSE {value} END)"
-
-
-def python_rendered(column: Column) -> bool:
-    """Columns whose canonical text is made in Python (JSON, REAL); the rest is rendered by SQLite."""
-    return column.kind in (JSON, REAL)
-
-
-def render_parts(table: Table) -> list[tuple[str, Column | None]]:
-    """The row rendering as parts: (SQL of a rendered segment, None) or (raw column, its Column)."""
-    parts: list[tuple[str, Column | None]] = []
-    run: list[str] = []
-    for column in table.columns:
-        if python_rendered(column):
-            if run:
-                parts.append(("CAST(" + " || ".join(run) + " AS BLOB)", None))
-                run = []
-            parts.append((q(column.name), column))
-        else:
-            run.append(_render_sql(column))
-    if run:
-        parts.append(("CAST(" + " || ".join(run) + " AS BLOB)", None))
-    return parts
-
-
 def _nul_check(table: Table) -> str:
     checks = [f"instr(CAST({q(c.name)} AS BLOB), x'00') > 0" for c in table.columns if c.kind == TEXT]
     checks += [f"instr({q(c.name)}, '\\u0000') > 0" for c in table.columns if c.kind == JSON]
     return "(" + (" OR ".join(checks) or "0") + ")"
 
 
-def sqlite_copy_sql(table: Table, *, nul_flag: bool) -> str:
-    """The load pass, in key order: [key columns, has-NUL flag,] one COPY text line per row."""
-    line = " || char(9) || ".join(_copy_text(c) for c in table.columns) + " || char(10)"
-    select = [q(k) for k in table.key] + [_nul_check(table)] if nul_flag else []
-    select.append(f"CAST({line} AS BLOB)")
-    order = ", ".join(q(k) for k in table.key)
-    return f"SELECT {', '.join(select)} FROM {sqlite_table(table)} ORDER BY {order}"
+def _feed_value(column: Column, binary: bool) -> str:
+    c = q(column.name)
+    if binary and column.kind == TS:
+        # Binary timestamptz is microseconds since 2000-01-01 UTC; SQLite computes it from the fixed
+        # text (a value of another shape becomes NULL here, and is an offender the scan reports).
+        return (
+            f"(CAST(strftime('%s', substr({c}, 1, 19)) AS INTEGER) - {PG_EPOCH_UNIX}) * 1000000"
+            f" + CAST(substr({c}, 21, 6) AS INTEGER)"
+        )
+    return c
+
+
+def sqlite_feed_sql(table: Table, *, binary: bool, nul_flag: bool) -> str:
+    """The load pass, in key order: [has-NUL flag,] every value as the COPY encoder takes it."""
+    select = [_nul_check(table)] if nul_flag else []
+    select += [_feed_value(c, binary) for c in table.columns]
+    return f"SELECT {', '.join(select)} FROM {sqlite_table(table)} ORDER BY {_order(table)}"
 
 
 def sqlite_hash_sql(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
-    """Rows of a key range in key order: key columns, has-NUL flag, rendering parts (narrowing)."""
-    select = [q(k) for k in table.key] + [_nul_check(table)]
-    select.extend(part for part, _ in render_parts(table))
+    """Rows of a key range in key order: key columns, has-NUL flag, raw values (narrowing)."""
+    select = [q(k) for k in table.key] + [_nul_check(table)] + _columns(table)
     where, params = _sqlite_range(table, bounds)
-    order = ", ".join(q(k) for k in table.key)
-    return f"SELECT {', '.join(select)} FROM {sqlite_table(table)}{where} ORDER BY {order}", params
-
-
-def sqlite_binary_stream_sql(table: Table) -> str:
-    """Every raw value, in key order (binary COPY)."""
-    select = [q(c.name) for c in table.columns]
-    order = ", ".join(q(k) for k in table.key)
-    return f"SELECT {', '.join(select)} FROM {sqlite_table(table)} ORDER BY {order}"
+    return f"SELECT {', '.join(select)} FROM {sqlite_table(table)}{where} ORDER BY {_order(table)}", params
 
 
 def sqlite_raw_row_sql(table: Table) -> str:
     """One row's raw values by key (for rows repaired or rendered in Python)."""
-    cols = ", ".join(q(c.name) for c in table.columns)
-    return f"SELECT {cols} FROM {sqlite_table(table)} WHERE {_sqlite_key_equals(table)}"
+    return f"SELECT {', '.join(_columns(table))} FROM {sqlite_table(table)} WHERE {_sqlite_key_equals(table)}"
 
 
 def sqlite_key_by_rowid_sql(table: Table) -> str:
@@ -294,225 +239,156 @@ def sqlite_range_count_sql(table: Table, bounds: KeyRange | None) -> tuple[str, 
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
+# Statements with parameters use %s placeholders (so a literal % is written %%); the others are sent
+# without parameters and taken literally.
 
 
-def pg_ident(table: Table) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(table.store), sql.Identifier(table.name))
+def pg_ident(table: Table) -> str:
+    return f"{q(table.store)}.{q(table.name)}"
 
 
-def _regclass(store: str, table: str) -> tuple[str, tuple[str, str]]:
-    return "(quote_ident(%s) || '.' || quote_ident(%s))::regclass", (store, table)
+_REGCLASS = "(quote_ident(%s) || '.' || quote_ident(%s))::regclass"
+
+PG_SERVER_ENCODING = "SHOW server_encoding"
+
+PG_TABLES = (
+    "SELECT table_name FROM information_schema.tables"
+    " WHERE table_schema = %s AND table_type = 'BASE TABLE' ORDER BY table_name"
+)
+
+# (name, data type, not null, fed by a sequence) per column, in table order.
+PG_COLUMNS = (
+    "SELECT column_name, data_type, is_nullable = 'NO',"
+    " is_identity = 'YES' OR coalesce(column_default, '') LIKE 'nextval(%%'"
+    " FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
+    " ORDER BY ordinal_position"
+)
+
+PG_PRIMARY_KEY = (
+    "SELECT a.attname FROM pg_index i"
+    " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
+    f" WHERE i.indrelid = {_REGCLASS} AND i.indisprimary"
+    " ORDER BY array_position(i.indkey::int2[], a.attnum)"
+)
+
+PG_PARENTS = (
+    "SELECT DISTINCT p.relname FROM pg_constraint con JOIN pg_class p ON p.oid = con.confrelid"
+    f" WHERE con.conrelid = {_REGCLASS} AND con.contype = 'f' ORDER BY 1"
+)
+
+# Indexes that back no constraint (not the primary key, not UNIQUE constraints): (name, DDL).
+PG_SECONDARY_INDEXES = (
+    "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+    " JOIN pg_class ic ON ic.oid = i.indexrelid"
+    f" WHERE i.indrelid = {_REGCLASS} AND NOT i.indisprimary"
+    " AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid)"
+    " ORDER BY ic.relname"
+)
+
+PG_HAS_MIGRATIONS = "SELECT to_regclass(quote_ident(%s) || '._yoyo_migration') IS NOT NULL"
+
+# Whether this server was built with LZ4 (then `default_toast_compression` accepts it).
+PG_HAS_LZ4 = "SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+
+PG_SEQUENCE_OF = (
+    "SELECT n.nspname, s.relname FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace"
+    " WHERE s.oid = pg_get_serial_sequence(quote_ident(%s) || '.' || quote_ident(%s), %s)::regclass"
+)
 
 
-def pg_server_encoding(conn: psycopg.Connection) -> str:
-    return str(conn.execute("SHOW server_encoding").fetchone()[0])  # type: ignore[index]
+def pg_migration_ids_sql(store: str) -> str:
+    return f"SELECT migration_id FROM {q(store)}._yoyo_migration ORDER BY applied_at_utc, migration_id"
 
 
-def pg_tables(conn: psycopg.Connection, store: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT table_name FROM information_schema.tables"
-        " WHERE table_schema = %s AND table_type = 'BASE TABLE' ORDER BY table_name",
-        (store,),
-    ).fetchall()
-    return [r[0] for r in rows if r[0] not in YOYO_TABLES]
+def pg_has_rows_sql(table: Table) -> str:
+    return f"SELECT EXISTS (SELECT 1 FROM {pg_ident(table)})"
 
 
-def pg_columns(conn: psycopg.Connection, store: str, table: str) -> list[tuple[str, str, bool, bool]]:
-    """(name, data type, not null, fed by a sequence) per column, in table order."""
-    rows = conn.execute(
-        "SELECT column_name, data_type, is_nullable = 'NO',"
-        " is_identity = 'YES' OR coalesce(column_default, '') LIKE 'nextval(%%'"
-        " FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
-        " ORDER BY ordinal_position",
-        (store, table),
-    ).fetchall()
-    return [(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
-
-
-def pg_primary_key(conn: psycopg.Connection, store: str, table: str) -> list[str]:
-    regclass, params = _regclass(store, table)
-    rows = conn.execute(
-        "SELECT a.attname FROM pg_index i"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
-        f" WHERE i.indrelid = {regclass} AND i.indisprimary"
-        " ORDER BY array_position(i.indkey::int2[], a.attnum)",
-        params,
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def pg_parents(conn: psycopg.Connection, store: str, table: str) -> list[str]:
-    regclass, params = _regclass(store, table)
-    rows = conn.execute(
-        "SELECT DISTINCT p.relname FROM pg_constraint con JOIN pg_class p ON p.oid = con.confrelid"
-        f" WHERE con.conrelid = {regclass} AND con.contype = 'f' ORDER BY 1",
-        params,
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def pg_secondary_indexes(conn: psycopg.Connection, store: str, table: str) -> list[tuple[str, str]]:
-    """Indexes that back no constraint (not the primary key, not UNIQUE constraints): (name, DDL)."""
-    regclass, params = _regclass(store, table)
-    rows = conn.execute(
-        "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
-        " JOIN pg_class ic ON ic.oid = i.indexrelid"
-        f" WHERE i.indrelid = {regclass} AND NOT i.indisprimary"
-        " AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid)"
-        " ORDER BY ic.relname",
-        params,
-    ).fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
-def pg_migration_ids(conn: psycopg.Connection, store: str) -> list[str] | None:
-    exists = conn.execute(
-        "SELECT to_regclass(quote_ident(%s) || '._yoyo_migration') IS NOT NULL", (store,)
-    ).fetchone()
-    if not exists or not exists[0]:
-        return None
-    rows = conn.execute(
-        sql.SQL("SELECT migration_id FROM {}._yoyo_migration ORDER BY applied_at_utc, migration_id").format(
-            sql.Identifier(store)
-        )
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def pg_has_rows(conn: psycopg.Connection, table: Table) -> bool:
-    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(pg_ident(table))).fetchone()
-    return bool(row and row[0])
-
-
-def pg_truncate(conn: psycopg.Connection, tables: Sequence[Table]) -> None:
+def pg_truncate_sql(tables: Sequence[Table]) -> str:
     # One statement for all tables, so foreign keys between them do not object.
-    conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(pg_ident(t) for t in tables)))
+    return "TRUNCATE " + ", ".join(pg_ident(t) for t in tables)
 
 
-def pg_lock(conn: psycopg.Connection, tables: Sequence[Table]) -> None:
+def pg_lock_sql(tables: Sequence[Table]) -> str:
     """Keep other sessions from writing the tables while the load runs (reads still work)."""
-    conn.execute(
-        sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE NOWAIT").format(
-            sql.SQL(", ").join(pg_ident(t) for t in tables)
-        )
-    )
+    return "LOCK TABLE " + ", ".join(pg_ident(t) for t in tables) + " IN SHARE ROW EXCLUSIVE MODE NOWAIT"
 
 
-def pg_copy_sql(table: Table, *, binary: bool) -> sql.Composed:
-    tail = sql.SQL(" (FORMAT BINARY)") if binary else sql.SQL("")
-    return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-        pg_ident(table), sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns), tail
-    )
+def pg_copy_sql(table: Table, *, binary: bool) -> str:
+    tail = " (FORMAT BINARY)" if binary else ""
+    return f"COPY {pg_ident(table)} ({', '.join(_columns(table))}) FROM STDIN{tail}"
 
 
-def pg_drop_index(conn: psycopg.Connection, store: str, name: str) -> None:
-    conn.execute(sql.SQL("DROP INDEX {}.{}").format(sql.Identifier(store), sql.Identifier(name)))
+def pg_drop_index_sql(store: str, name: str) -> str:
+    return f"DROP INDEX {q(store)}.{q(name)}"
 
 
-def pg_create_index(conn: psycopg.Connection, ddl: str) -> None:
-    # The DDL is pg_get_indexdef()'s own output, read from the catalog a moment earlier.
-    conn.execute(sql.SQL(ddl))  # type: ignore[arg-type]
+def pg_max_sql(table: Table, column: str) -> str:
+    return f"SELECT max({q(column)}) FROM {pg_ident(table)}"
 
 
-def pg_restart_identity(conn: psycopg.Connection, table: Table, column: str) -> int:
-    """Make the column's sequence continue after the largest loaded value (1 for an empty table).
-
-    ALTER SEQUENCE … RESTART is transactional, unlike setval(): a rollback restores the sequence too.
-    """
-    row = conn.execute(
-        sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), pg_ident(table))
-    ).fetchone()
-    top = row[0] if row else None
-    seq = conn.execute(
-        "SELECT n.nspname, s.relname FROM pg_class s JOIN pg_namespace n ON n.oid = s.relnamespace"
-        " WHERE s.oid = pg_get_serial_sequence(quote_ident(%s) || '.' || quote_ident(%s), %s)::regclass",
-        (table.store, table.name, column),
-    ).fetchone()
-    if seq is None:
-        return 0
-    start = int(top) + 1 if top is not None else 1
-    conn.execute(
-        sql.SQL("ALTER SEQUENCE {} RESTART WITH {}").format(
-            sql.Identifier(seq[0], seq[1]), sql.Literal(start)
-        )
-    )
-    return start
+def pg_restart_sql(schema: str, sequence: str, start: int) -> str:
+    # ALTER SEQUENCE … RESTART is transactional, unlike setval(): a rollback restores the sequence too.
+    return f"ALTER SEQUENCE {q(schema)}.{q(sequence)} RESTART WITH {int(start)}"
 
 
-def pg_analyze(conn: psycopg.Connection, table: Table) -> None:
-    conn.execute(sql.SQL("ANALYZE {}").format(pg_ident(table)))
+def pg_analyze_sql(table: Table) -> str:
+    return f"ANALYZE {pg_ident(table)}"
 
 
-def _pg_field(column: Column) -> sql.Composable:
+def _pg_field(column: Column) -> str:
     """The field of one stored value (see canonical.py); the value is referenced once, so a jsonb is
     detoasted and printed once per row."""
-    c = sql.Identifier(column.name)
+    c = q(column.name)
     if column.kind == BOOL:
-        return sql.SQL("(CASE WHEN {c} THEN 'B1' WHEN NOT {c} THEN 'B0' ELSE 'N' END)").format(c=c)
+        return f"(CASE WHEN {c} THEN 'B1' WHEN NOT {c} THEN 'B0' ELSE 'N' END)"
     if column.kind == INT:
-        value: sql.Composable = sql.SQL("'I' || {}::text || ';'").format(c)
+        value = f"'I' || {c}::text || ';'"
     elif column.kind == TS:
-        value = sql.SQL("'D' || to_char({} AT TIME ZONE 'UTC', {})").format(c, sql.Literal(PG_TS_FORMAT))
+        value = f"'D' || to_char({c} AT TIME ZONE 'UTC', '{PG_TS_FORMAT}')"
     elif column.kind == REAL:
-        value = sql.SQL("'R' || encode(float8send({}), 'hex')").format(c)
+        value = f"'R' || encode(float8send({c}), 'hex')"
     elif column.kind == TEXT:
-        value = sql.SQL("'T' || replace({}, '\\', '\\\\') || '\\;'").format(c)
+        value = f"'T' || replace({c}, '\\', '\\\\') || '\\;'"
     elif column.kind == JSON:
-        value = sql.SQL("'J' || replace({}::text, '\\', '\\\\') || '\\;'").format(c)
+        value = f"'J' || replace({c}::text, '\\', '\\\\') || '\\;'"
     else:
         raise ValueError(f"unsupported column kind {column.kind}")
-    return sql.SQL("(CASE WHEN {} IS NULL THEN 'N' ELSE {} END)").format(c, value)
+    return f"(CASE WHEN {c} IS NULL THEN 'N' ELSE {value} END)"
 
 
-def _pg_rows(table: Table, bounds: KeyRange | None) -> tuple[sql.Composed, list[Any]]:
-    """Per row: the key columns as k0…, and the row's MD5 as h."""
-    where, params = _pg_range(table, bounds)
-    keys = sql.SQL(", ").join(
-        sql.SQL("{} AS {}").format(sql.Identifier(k), sql.Identifier(f"k{i}"))
-        for i, k in enumerate(table.key)
-    )
-    fields = sql.SQL(" || ").join(_pg_field(c) for c in table.columns)
-    return (
-        sql.SQL("SELECT {keys}, md5({fields}) AS h FROM {t}{where}").format(
-            keys=keys, fields=fields, t=pg_ident(table), where=where
-        ),
-        params,
-    )
-
-
-def _pg_key_expr(table: Table) -> list[sql.Composable]:
+def _pg_key_expr(table: Table) -> list[str]:
     # Text keys compare bytewise (COLLATE "C"), which is SQLite's BINARY order for UTF-8.
-    return [
-        sql.SQL('{} COLLATE "C"').format(sql.Identifier(c.name)) if c.kind == TEXT else sql.Identifier(c.name)
-        for c in table.key_columns
-    ]
+    return [f'{q(c.name)} COLLATE "C"' if c.kind == TEXT else q(c.name) for c in table.key_columns]
 
 
-def _pg_range(table: Table, bounds: KeyRange | None) -> tuple[sql.Composable, list[Any]]:
+def _pg_range(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
     if bounds is None:
-        return sql.SQL(""), []
+        return "", []
     keys = _pg_key_expr(table)
     if len(keys) > 1:
-        tuple_sql: sql.Composable = sql.SQL("({})").format(sql.SQL(", ").join(keys))
-        placeholder: sql.Composable = sql.SQL("({})").format(
-            sql.SQL(", ").join(sql.Placeholder() for _ in keys)
-        )
+        tuple_sql = "(" + ", ".join(keys) + ")"
+        placeholder = "(" + ", ".join("%s" for _ in keys) + ")"
     else:
-        tuple_sql, placeholder = keys[0], sql.Placeholder()
-    clauses: list[sql.Composable] = []
+        tuple_sql, placeholder = keys[0], "%s"
+    clauses: list[str] = []
     params: list[Any] = []
     if bounds.lo is not None:
-        clauses.append(sql.SQL("{} >= {}").format(tuple_sql, placeholder))
+        clauses.append(f"{tuple_sql} >= {placeholder}")
         params.extend(bounds.lo)
     if bounds.hi is not None:
-        clauses.append(sql.SQL("{} < {}").format(tuple_sql, placeholder))
+        clauses.append(f"{tuple_sql} < {placeholder}")
         params.extend(bounds.hi)
     if not clauses:
-        return sql.SQL(""), []
-    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
+        return "", []
+    return " WHERE " + " AND ".join(clauses), params
 
 
-def pg_checksum_sql(table: Table, bounds: KeyRange | None = None) -> tuple[sql.Composed, list[Any]]:
+def _pg_rendering(table: Table) -> str:
+    return " || ".join(_pg_field(c) for c in table.columns)
+
+
+def pg_checksum_sql(table: Table, bounds: KeyRange | None = None) -> tuple[str, list[Any]]:
     """count(*), the exact sums of the two halves of every row's MD5 read as signed bigints, and how
     many low halves were negative (see canonical.combine_pg_sums).
 
@@ -521,43 +397,39 @@ def pg_checksum_sql(table: Table, bounds: KeyRange | None = None) -> tuple[sql.C
     parallel scan). Measured on 200k messages: 4.3 s in parallel, against 20 s inlined.
     """
     where, params = _pg_range(table, bounds)
-    fields = sql.SQL(" || ").join(_pg_field(c) for c in table.columns)
     return (
-        sql.SQL(
-            "SELECT count(*), sum(hi), sum(lo), count(*) FILTER (WHERE lo < 0) FROM ("
-            "SELECT ('x' || substr(x.tgp_h, 1, 16))::bit(64)::bigint AS hi,"
-            " ('x' || substr(x.tgp_h, 17, 16))::bit(64)::bigint AS lo"
-            " FROM {t} CROSS JOIN LATERAL unnest(ARRAY[md5({fields})]) AS x (tgp_h){where}) AS s"
-        ).format(t=pg_ident(table), fields=fields, where=where),
+        "SELECT count(*), sum(hi), sum(lo), count(*) FILTER (WHERE lo < 0) FROM ("
+        "SELECT ('x' || substr(x.tgp_h, 1, 16))::bit(64)::bigint AS hi,"
+        " ('x' || substr(x.tgp_h, 17, 16))::bit(64)::bigint AS lo"
+        f" FROM {pg_ident(table)} CROSS JOIN LATERAL unnest(ARRAY[md5({_pg_rendering(table)})]) AS x (tgp_h)"
+        f"{where}) AS s",
         params,
     )
 
 
-def pg_row_hashes_sql(table: Table, bounds: KeyRange | None) -> tuple[sql.Composed, list[Any]]:
+def pg_row_hashes_sql(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
     """Key columns and each row's MD5, in key order (bytewise for text)."""
-    rows, params = _pg_rows(table, bounds)
-    order = sql.SQL(", ").join(
-        sql.SQL('{} COLLATE "C"').format(sql.Identifier(f"k{i}"))
-        if c.kind == TEXT
-        else sql.Identifier(f"k{i}")
-        for i, c in enumerate(table.key_columns)
+    where, params = _pg_range(table, bounds)
+    keys = ", ".join(q(k) for k in table.key)
+    return (
+        f"SELECT {keys}, md5({_pg_rendering(table)}) FROM {pg_ident(table)}{where}"
+        f" ORDER BY {', '.join(_pg_key_expr(table))}",
+        params,
     )
-    return sql.SQL("SELECT * FROM ({}) AS r ORDER BY {}").format(rows, order), params
 
 
-def pg_boundaries_sql(table: Table, bounds: KeyRange | None) -> tuple[sql.Composed, list[Any]]:
+def pg_boundaries_sql(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
     """Every `step`-th key of a range in key order (the step is the last parameter)."""
     where, params = _pg_range(table, bounds)
-    keys = sql.SQL(", ").join(sql.Identifier(k) for k in table.key)
+    keys = ", ".join(q(k) for k in table.key)
+    order = ", ".join(_pg_key_expr(table))
     return (
-        sql.SQL(
-            "SELECT {keys} FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn FROM {t}{where}) AS s"
-            " WHERE rn %% %s = 0 ORDER BY {order}"
-        ).format(keys=keys, order=sql.SQL(", ").join(_pg_key_expr(table)), t=pg_ident(table), where=where),
+        f"SELECT {keys} FROM (SELECT {keys}, row_number() OVER (ORDER BY {order}) AS rn"
+        f" FROM {pg_ident(table)}{where}) AS s WHERE rn %% %s = 0 ORDER BY {order}",
         params,
     )
 
 
-def pg_count_sql(table: Table, bounds: KeyRange | None) -> tuple[sql.Composed, list[Any]]:
+def pg_count_sql(table: Table, bounds: KeyRange | None) -> tuple[str, list[Any]]:
     where, params = _pg_range(table, bounds)
-    return sql.SQL("SELECT count(*) FROM {}{}").format(pg_ident(table), where), params
+    return f"SELECT count(*) FROM {pg_ident(table)}{where}", params

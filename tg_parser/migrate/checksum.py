@@ -1,21 +1,21 @@
 """Row hashes and table checksums from the SQLite side (the PostgreSQL side is one SQL aggregate).
 
-`SourceRenderer` turns a streamed row (SQLite-rendered segments plus raw JSON/REAL values) into the
-canonical rendering of `canonical.py` and hashes it. `python_row()` renders a whole row in Python from its
-raw values; it serves rows that are repaired (NUL stripped) and, in tests, proves that the SQL rendering
-and the Python rendering agree.
+Clean rows are rendered by the generated `rowcode.renderer` and hashed. `python_row()` renders a whole
+row value by value from its raw values; it serves rows that are repaired (NUL stripped) and, in tests,
+proves that the generated renderer agrees with it.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tg_parser.migrate.canonical import MOD, canonical_json, json_field, real_text, row_hash
+from tg_parser.migrate.canonical import MOD, canonical_json, real_text, row_hash
 from tg_parser.migrate.canonical import field as render_field
-from tg_parser.migrate.catalog import KeyRange, render_parts
+from tg_parser.migrate.catalog import KeyRange
+from tg_parser.migrate.rowcode import renderer
 from tg_parser.migrate.schema import BOOL, INT, JSON, REAL, TEXT, TS, Column, Table
 from tg_parser.migrate.source import SqliteSource, normalise_key
 
@@ -61,53 +61,6 @@ class RangedSum:
         return [KeyRange(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
-def _json_renderer(strip_nul: bool) -> Callable[[Any], bytes]:
-    def render(raw: Any) -> bytes:
-        return b"N" if raw is None else json_field(raw, strip_nuls=strip_nul)
-
-    return render
-
-
-def _real_renderer(raw: Any) -> bytes:
-    return render_field("real", None if raw is None else real_text(float(raw)))
-
-
-class NeedsLook(Exception):
-    """A row the fast path cannot vouch for; the scan examines it column by column."""
-
-
-class SourceRenderer:
-    """Hashes the rendering parts selected by `catalog.sqlite_stream_sql` for one table."""
-
-    def __init__(self, table: Table, *, strip_nul: bool) -> None:
-        parts = render_parts(table)
-        self.width = len(parts)
-        self.renderers: list[Callable[[Any], bytes] | None] = [
-            None if column is None else (_json_renderer(strip_nul) if column.kind == JSON else _real_renderer)
-            for _, column in parts
-        ]
-        self.simple = self.width == 1 and self.renderers[0] is None
-
-    def hash_checked(self, parts: tuple[Any, ...] | list[Any]) -> int:
-        """Like hash(), but raises NeedsLook for a row to examine column by column: text that is not
-        UTF-8 or holds NUL characters, JSON with `\\u0000` or that jsonb would reject."""
-        for part, fn in zip(parts, self.renderers, strict=True):
-            if fn is None:
-                if b"\x00" in part:
-                    raise NeedsLook
-                part.decode()  # UnicodeDecodeError: not UTF-8
-            elif part.__class__ is bytes and b"\\u0000" in part:  # JSON (REAL parts are floats)
-                raise NeedsLook
-        return self.hash(parts)
-
-    def hash(self, parts: tuple[Any, ...] | list[Any]) -> int:
-        if self.simple:
-            return row_hash(parts[0])
-        return row_hash(
-            b"".join([p if fn is None else fn(p) for fn, p in zip(self.renderers, parts, strict=True)])
-        )
-
-
 def _escape_copy(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -148,15 +101,15 @@ def python_row(table: Table, raw: Iterable[Any], *, strip_nul: bool) -> tuple[by
 def _hashed_rows(
     source: SqliteSource, table: Table, bounds: KeyRange | None, *, strip_nul: bool
 ) -> Iterator[tuple[tuple[Any, ...], int]]:
-    renderer = SourceRenderer(table, strip_nul=strip_nul)
     width = len(table.key)
+    render = renderer(table, width + 1)
     for row in source.hash_rows(table, bounds):
         key = row[:width]
         if row[width]:  # holds NUL characters: only reached with --on-nul strip (else refused earlier)
-            rendering, _ = python_row(table, source.raw_row(table, key), strip_nul=strip_nul)
+            rendering, _ = python_row(table, row[width + 1 :], strip_nul=strip_nul)
             yield key, row_hash(rendering)
         else:
-            yield key, renderer.hash(row[width + 1 :])
+            yield key, row_hash(render(row))
 
 
 def source_sum(source: SqliteSource, table: Table, bounds: KeyRange | None, *, strip_nul: bool) -> Sum:

@@ -1,19 +1,18 @@
 """Stream one table from SQLite into PostgreSQL COPY.
 
 Rows are read in primary-key order in batches (`fetchmany`), so memory stays flat whatever the table
-size, and the target's heap ends up in key order. Two COPY encodings are implemented; `bench_migrate.py`
-measures both (figures in the migration guide):
+size, and the target's heap ends up in key order. Each row is encoded by a function generated for the
+table (`rowcode.py`) and the encoded rows are sent in blocks of ~256 KiB. Two COPY formats;
+`bench_migrate.py --variants` measures both (figures in the migration guide):
 
-* **text** (default, measured faster): SQLite itself formats each row as one COPY text line (values
-  escaped, `\\N` for NULL, timestamps and JSON passed as the text PostgreSQL parses); Python only joins
-  lines into blocks of ~256 KiB and hands them to `Copy.write()`.
-* **binary**: each value is converted in Python (datetime, bool, raw UTF-8 text and raw JSON bytes behind
-  pass-through dumpers) and sent with `Copy.write_row()` after `Copy.set_types()`; binary COPY applies no
-  casts, so the types must match the columns exactly.
+* **binary** (default, measured cheaper for the server): text goes out as the stored UTF-8 bytes with a
+  length, no escaping; integers, booleans and doubles as fixed-width numbers; timestamps as
+  microseconds since 2000 (computed by SQLite from the stored text); JSON as jsonb's binary format
+  (version 1, then the text, which PostgreSQL parses as for text COPY).
+* **text**: the classic tab-separated lines, backslash/tab/newline/CR escaped.
 
-The loader computes no checksum: the source's were computed in preflight from the raw SQLite values,
-and the target's are read back from PostgreSQL afterwards, so a fault in this conversion shows up as a
-mismatch.
+The loader computes no checksum: the source's come from the scan of the raw SQLite values, and the
+target's are read back from PostgreSQL afterwards, so a fault in this encoding shows up as a mismatch.
 """
 
 from __future__ import annotations
@@ -21,16 +20,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
-
-from tg_parser.migrate import catalog
-from tg_parser.migrate.checksum import python_row
-from tg_parser.migrate.errors import MigrationError
-from tg_parser.migrate.schema import BOOL, PG_COPY_TYPES, REAL, TS, Table
+from tg_parser.migrate.rowcode import (
+    BINARY_SIGNATURE,
+    BINARY_TRAILER,
+    binary_encoder,
+    strip_nuls,
+    text_encoder,
+)
+from tg_parser.migrate.schema import Table
 from tg_parser.migrate.source import SqliteSource
 from tg_parser.migrate.target import PostgresTarget
 
@@ -51,38 +49,30 @@ def load_table(
     *,
     strip_nul: bool,
     batch_size: int = 2000,
-    binary: bool = False,
+    binary: bool = True,
     on_rows: Callable[[int], None] | None = None,
+    between_blocks: Callable[[], None] | None = None,
 ) -> LoadResult:
-    """COPY one table; returns rows and bytes sent. Runs inside the caller's transaction."""
+    """COPY one table; returns rows and bytes sent. Runs inside the caller's transaction.
+
+    `between_blocks` runs after each block is handed to the server (the runner looks at the scan's
+    results there and raises to stop the load at the first offender).
+    """
     started = time.perf_counter()
-    loader = _load_binary if binary else _load_text
-    rows, sent = loader(source, target, table, strip_nul, batch_size, on_rows)
-    return LoadResult(rows, sent, time.perf_counter() - started)
-
-
-def _load_text(
-    source: SqliteSource,
-    target: PostgresTarget,
-    table: Table,
-    strip_nul: bool,
-    batch_size: int,
-    on_rows: Callable[[int], None] | None,
-) -> tuple[int, int]:
-    width = len(table.key)
-    block: list[bytes] = []
-    block_bytes = sent = rows = reported = 0
-    with target.copy(table) as copy:
-        for row in source.copy_rows(table, nul_flag=strip_nul, batch=batch_size):
+    offset = 1 if strip_nul else 0  # with --on-nul strip, each row starts with a has-NUL flag
+    encode = (binary_encoder if binary else text_encoder)(table, offset)
+    block: list[bytes] = [BINARY_SIGNATURE] if binary else []
+    block_bytes = len(BINARY_SIGNATURE) if binary else 0
+    sent = rows = reported = 0
+    with target.copy(table, binary=binary) as copy:
+        for batch in source.feed_batches(table, binary=binary, nul_flag=strip_nul, batch=batch_size):
             if strip_nul:
-                line = row[width + 1]
-                if row[width]:  # holds NULs: this row is formatted in Python, without them
-                    _, line = python_row(table, source.raw_row(table, row[:width]), strip_nul=True)
+                encoded = [encode(strip_nuls(table, row, 1) if row[0] else row) for row in batch]
             else:
-                line = row[0]
-            block.append(line)
-            block_bytes += len(line)
-            rows += 1
+                encoded = list(map(encode, batch))
+            block.extend(encoded)
+            block_bytes += sum(map(len, encoded))
+            rows += len(batch)
             if block_bytes >= BLOCK_BYTES:
                 copy.write(b"".join(block))
                 sent += block_bytes
@@ -91,76 +81,14 @@ def _load_text(
                 if on_rows is not None:
                     on_rows(rows - reported)
                     reported = rows
+                if between_blocks is not None:
+                    between_blocks()
+        if binary:
+            block.append(BINARY_TRAILER)
         if block:
-            copy.write(b"".join(block))
-            sent += block_bytes
+            data = b"".join(block)
+            copy.write(data)
+            sent += len(data)
     if on_rows is not None and rows > reported:
         on_rows(rows - reported)
-    return rows, sent
-
-
-class _BytesTextDumper(Dumper):
-    """Text already encoded as UTF-8 by SQLite, passed through untouched (binary format of text)."""
-
-    format = Format.BINARY
-
-    def dump(self, obj: Any) -> bytes:
-        return bytes(obj)
-
-
-class _RawJsonbDumper(Dumper):
-    """JSON text from SQLite as jsonb's binary format: version byte 1, then the text."""
-
-    format = Format.BINARY
-
-    def dump(self, obj: Any) -> bytes:
-        return b"\x01" + bytes(obj)
-
-
-def _ts(raw: bytes) -> datetime:
-    return datetime.fromisoformat(raw.decode())
-
-
-def _load_binary(
-    source: SqliteSource,
-    target: PostgresTarget,
-    table: Table,
-    strip_nul: bool,
-    batch_size: int,
-    on_rows: Callable[[int], None] | None,
-) -> tuple[int, int]:
-    if strip_nul:
-        raise MigrationError("binary COPY does not support --on-nul strip", "use the text format")
-    converters: list[Callable[[Any], Any] | None] = []
-    for column in table.columns:
-        if column.kind == BOOL:
-            converters.append(bool)
-        elif column.kind == TS:
-            converters.append(_ts)
-        elif column.kind == REAL:
-            converters.append(float)
-        else:  # INT, TEXT (bytes pass through), JSON (bytes behind the jsonb dumper)
-            converters.append(None)
-    rows = sent = pending = 0
-    cursor = target.conn.cursor()
-    text_dumper = type("TextBytes", (_BytesTextDumper,), {"oid": cursor.adapters.types["text"].oid})
-    jsonb_dumper = type("RawJsonb", (_RawJsonbDumper,), {"oid": cursor.adapters.types["jsonb"].oid})
-    cursor.adapters.register_dumper(None, text_dumper)
-    cursor.adapters.register_dumper(None, jsonb_dumper)
-    statement = catalog.sqlite_binary_stream_sql(table)
-    with cursor.copy(catalog.pg_copy_sql(table, binary=True)) as copy:
-        copy.set_types([PG_COPY_TYPES[c.pg_type] for c in table.columns])
-        for values in source.fetch(statement, [], batch_size):
-            copy.write_row(
-                [
-                    v if conv is None or v is None else conv(v)
-                    for conv, v in zip(converters, values, strict=True)
-                ]
-            )
-            rows += 1
-            if on_rows is not None and rows - pending >= 5000:
-                on_rows(rows - pending)
-                pending = rows
-    if on_rows is not None and rows > pending:
-        on_rows(rows - pending)
-    return rows, sent
+    return LoadResult(rows, sent, time.perf_counter() - started)

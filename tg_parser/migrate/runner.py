@@ -1,19 +1,28 @@
-"""The migration run: preflight, one-transaction load, verification, commit or rollback, report.
+"""The migration run: preflight, one-transaction load with a concurrent scan, verification, commit or
+rollback, report.
 
 Order of work (DESIGN.md §8):
 
 1. Open the SQLite files and take their write lock (see `source.py`); connect to PostgreSQL.
 2. Preflight, before anything is written: migration ids equal on both sides per store, server encoding
-   UTF8, the same tables/columns/keys on both sides, target tables empty (unless `--truncate`), no
-   orphaned foreign keys, and one pass over the source that both scans for hostile values and computes
-   the source checksums (per key range, in parallel). Any offender stops the run here.
-3. One PostgreSQL transaction for the whole run (all stores): TRUNCATE when asked, COPY each table in
-   foreign-key order, sequences restarted after the largest id (ALTER SEQUENCE … RESTART, which —
-   unlike setval — rolls back with the transaction).
-4. Verification inside the same transaction: every table's checksum read back from the target; on a
-   mismatch the differing keys are found by key ranges.
-5. Everything matches and this is not a dry run: ANALYZE, COMMIT. Otherwise ROLLBACK: the target is
+   UTF8, the same tables/columns/keys on both sides, target tables empty (unless `--truncate`); each
+   table is counted and cut into key ranges.
+3. The scan starts in helper processes (`parallel.Scan`): every value is checked for what PostgreSQL
+   would reject or change, and every clean row is rendered canonically and hashed (the source
+   checksums, per key range). It reads the locked files, so it sees exactly the rows the load copies.
+4. Meanwhile, one PostgreSQL transaction for the whole run (all stores): TRUNCATE when asked, COPY each
+   table in foreign-key order, sequences restarted after the largest id (ALTER SEQUENCE … RESTART, which
+   — unlike setval — rolls back with the transaction). Between COPY blocks the scan's results are read:
+   the first offender stops the load. The scan still runs to its end, so the report lists every
+   offender, and the transaction is rolled back: nothing was written.
+5. Verification inside the same transaction: every table's checksum read back from the target (while
+   the scan may still run), then compared with the source's; on a mismatch the differing keys are found
+   by key ranges.
+6. Everything matches and this is not a dry run: ANALYZE, COMMIT. Otherwise ROLLBACK: the target is
    exactly as before (a dry run thus proves the whole load and verification would succeed).
+
+The scan and the load overlap because each is CPU-bound on a different side (Python rendering JSON the
+way jsonb prints it; PostgreSQL parsing COPY), so together they take about as long as the slower one.
 """
 
 from __future__ import annotations
@@ -28,15 +37,17 @@ from typing import Any
 
 from loguru import logger
 
+from tg_parser.db.bulk_postgres import PgStatementFailed
 from tg_parser.db.postgres import PgTarget
 from tg_parser.db.resources import STORES
 from tg_parser.errors import TgParserError
 from tg_parser.migrate.canonical import format_checksum
-from tg_parser.migrate.checksum import RangedSum
+from tg_parser.migrate.checksum import RangedSum, Sum
 from tg_parser.migrate.errors import MigrationError, PreflightRefused
 from tg_parser.migrate.loader import load_table
-from tg_parser.migrate.parallel import check_source, default_workers
+from tg_parser.migrate.parallel import Scan, check_source, default_workers
 from tg_parser.migrate.report import MigrationReport, TableReport
+from tg_parser.migrate.scan import ScanResult
 from tg_parser.migrate.schema import Table
 from tg_parser.migrate.source import SqliteSource
 from tg_parser.migrate.tables import matched_tables
@@ -57,13 +68,14 @@ class MigrateOptions:
     truncate: bool = False
     verify_only: bool = False
     on_nul: str = "fail"  # fail | strip
-    batch_size: int = 2000
-    copy_format: str = "text"  # text | binary: measured alike; text needs less CPU here and can strip NULs
-    rebuild_indexes: bool = False  # drop secondary indexes before COPY, recreate after: measured slower
+    batch_size: int = 500
+    copy_format: str = "binary"  # binary | text: binary measured cheaper for the server (see the guide)
+    rebuild_indexes: bool = False  # drop secondary indexes before COPY, recreate after (measured: no gain)
+    lz4: bool = True  # compress large values with LZ4 during the load when the server has it (measured)
     busy_timeout_ms: int = 10_000
     connect_timeout: int = 10
     offender_limit: int = 1000
-    workers: int = field(default_factory=default_workers)  # processes for the preflight pass
+    workers: int = field(default_factory=default_workers)  # processes scanning the source (see _helpers)
     difference_limit: int = 50
     progress: Progress | None = None
     # Called after each table is loaded, before the next one (used to measure and to test failures).
@@ -109,20 +121,21 @@ def migrate(options: MigrateOptions) -> MigrationReport:
         report.consistency = source.hold()
         target = PostgresTarget(options.target, connect_timeout=options.connect_timeout)
         with _phase(report, "preflight"):
-            checked = _preflight(source, target, options, report)
-        if checked is None:
-            return report
-        tables, sums = checked
+            tables = _preflight(source, target, options, report)
         if options.verify_only:
-            _verify_only(source, target, tables, sums, options, report)
+            _verify_only(source, target, tables, options, report)
         else:
-            _load_and_verify(source, target, tables, sums, options, report)
+            _load_and_verify(source, target, tables, options, report)
     except PreflightRefused as exc:
         report.status, report.error, report.error_exit_code = "refused", exc.one_line(), exc.exit_code
         _rollback(target)
     except TgParserError as exc:
         report.status, report.error = "failed", exc.one_line()
         report.error_exit_code = exc.exit_code  # e.g. 3 for an unreachable database, 4 for a busy source
+        _rollback(target)
+    except PgStatementFailed as exc:  # the server's own message, already on one line
+        report.status = "failed"
+        report.error = _safe(str(exc), options.target)
         _rollback(target)
     except Exception as exc:  # reported as one line; the target is rolled back
         report.status = "failed"
@@ -161,7 +174,8 @@ def _rollback(target: PostgresTarget | None) -> None:
 
 def _preflight(
     source: SqliteSource, target: PostgresTarget, options: MigrateOptions, report: MigrationReport
-) -> tuple[list[Table], dict[str, RangedSum]] | None:
+) -> list[Table]:
+    """Everything that can be decided from the catalogs, before anything is written or scanned."""
     for store in options.stores:
         ours, theirs = source.migration_ids(store), target.migration_ids(store)
         if ours is None:
@@ -188,23 +202,68 @@ def _preflight(
     tables = matched_tables(source, target, options.stores)
     if not options.verify_only:
         busy = [t.qualified for t in tables if target.has_rows(t)]
-        target.rollback()  # end the catalog reads' transaction; the load opens its own
         if busy and not options.truncate:
             raise PreflightRefused(
                 f"the target already holds rows in {', '.join(busy[:4])}{' …' if len(busy) > 4 else ''}",
                 "migrate into an empty, freshly upgraded database, or pass --truncate to replace its contents",
             )
+    target.rollback()  # end the catalog reads' transaction; the load opens its own
+    return tables
+
+
+def _helpers(options: MigrateOptions) -> int:
+    """Scan helpers beside this process: `workers` processes scan in all, but at least one helper
+    runs during a load, so the scan overlaps the COPY."""
+    return max(1, options.workers - 1)
+
+
+class _Offenders(Exception):
+    """The scan found values that cannot be loaded: stop the COPY (the transaction is rolled back)."""
+
+
+def _start_scan(
+    source: SqliteSource,
+    tables: list[Table],
+    options: MigrateOptions,
+    helpers: int,
+    *,
+    check_utf8: bool = True,
+) -> Scan:
+    return Scan(
+        source,
+        tables,
+        strip_nul=options.strip_nul,
+        helpers=helpers,
+        limit=options.offender_limit,
+        check_utf8=check_utf8,
+    )
+
+
+def _finish_scan(
+    scan: Scan, tables: list[Table], options: MigrateOptions, report: MigrationReport
+) -> dict[str, RangedSum] | None:
+    """Wait for the scan (this process helps); fills the report's source side. None if offenders."""
     progress = options.progress or _no_progress
-    total_rows = sum(source.count(t) for t in tables)
-    with progress("scan + source checksums", total_rows) as tick:
-        sums, result = check_source(
-            source,
-            tables,
-            strip_nul=options.strip_nul,
-            workers=options.workers,
-            limit=options.offender_limit,
-            tick=tick,
-        )
+    total = sum(scan.result.rows.values())
+    with _phase(report, "scan"), progress("scan + source checksums", total) as tick:
+        if scan.rows_done:
+            tick(scan.rows_done)
+        scan.finish(parent_works=True, tick=tick)
+    _report_scan(scan.result, scan.sums, tables, report)
+    if scan.result.offenders:
+        report.status = "offenders"
+        report.offenders = scan.result.offenders
+        report.offenders_total = scan.result.offenders_total
+        for entry in report.tables:
+            entry.checksum_source = ""  # rows with offences were not hashed
+        report.error = f"{report.offenders_total} value(s) in the source cannot be loaded as they are; nothing was written"
+        return None
+    return scan.sums
+
+
+def _report_scan(
+    result: ScanResult, sums: dict[str, RangedSum], tables: list[Table], report: MigrationReport
+) -> None:
     report.repairs = result.repairs
     if result.repairs:
         cells = sum(sum(c.values()) for c in result.repairs.values())
@@ -212,72 +271,81 @@ def _preflight(
             f"--on-nul strip: {cells} cell(s) lose their NUL characters; the source checksums are computed "
             "over the repaired values, so they verify that exactly the repaired data arrived"
         )
+    entries = {entry.table: entry for entry in report.tables}
     for table in tables:
         total = sums[table.qualified].total
-        report.tables.append(
-            TableReport(
-                table.qualified,
-                total.rows,
-                format_checksum(total.checksum),
-                repaired_cells=sum(result.repairs.get(table.qualified, {}).values()),
-            )
-        )
-    if result.offenders:
-        report.status = "offenders"
-        report.offenders = result.offenders
-        report.offenders_total = result.offenders_total
-        for entry in report.tables:
-            entry.checksum_source = ""  # rows with offences were not hashed
-        report.error = f"{report.offenders_total} value(s) in the source cannot be loaded as they are; nothing was written"
-        return None
-    return tables, sums
+        entry = entries.get(table.qualified)
+        if entry is None:
+            entry = TableReport(table.qualified, result.rows.get(table.qualified, 0), "")
+            report.tables.append(entry)
+        entry.checksum_source = format_checksum(total.checksum)
+        entry.repaired_cells = sum(result.repairs.get(table.qualified, {}).values())
 
 
 def _load_and_verify(
     source: SqliteSource,
     target: PostgresTarget,
     tables: list[Table],
-    sums: dict[str, RangedSum],
     options: MigrateOptions,
     report: MigrationReport,
 ) -> None:
     progress = options.progress or _no_progress
-    entries = {entry.table: entry for entry in report.tables}
-    with _phase(report, "load"):
-        target.lock(tables)
-        if options.truncate:
-            target.truncate(tables)
-        dropped = target.drop_indexes(tables) if options.rebuild_indexes else []
+    # Text that is not UTF-8 is refused by the COPY itself; the scan leaves that check to it.
+    # The helpers scan while this process feeds the COPY; it joins them once the COPY is done.
+    scan = _start_scan(source, tables, options, helpers=_helpers(options), check_utf8=False)
+    try:
         for table in tables:
-            entry = entries[table.qualified]
-            with progress(f"copy {table.qualified}", entry.rows_source) as tick:
-                result = load_table(
-                    source,
-                    target,
-                    table,
-                    strip_nul=options.strip_nul,
-                    batch_size=options.batch_size,
-                    binary=options.copy_format == "binary",
-                    on_rows=tick,
-                )
-            if result.rows != entry.rows_source:
-                raise MigrationError(
-                    f"{table.qualified}: {result.rows} rows streamed but {entry.rows_source} counted in preflight",
-                    "the source changed during the run; stop every writer and run again",
-                )
-            entry.bytes = result.bytes
-            entry.seconds = result.seconds
-            if options.after_table is not None:
-                options.after_table(table, target)
-        target.create_indexes(dropped)
-        target.restart_identities(tables)
+            report.tables.append(TableReport(table.qualified, scan.result.rows[table.qualified], ""))
+        entries = {entry.table: entry for entry in report.tables}
+
+        def look_at_scan() -> None:
+            scan.poll()
+            if scan.offences:
+                raise _Offenders
+
+        failure: BaseException | None = None
+        with _phase(report, "load"):
+            try:
+                _load(source, target, tables, entries, options, progress, look_at_scan)
+            except _Offenders:
+                pass
+            except Exception as exc:  # maybe caused by an offender the scan has not reached yet
+                failure = exc
+        if failure is not None or scan.offences:
+            # Nothing is loaded: roll back, then scan everything again, with every check, so the
+            # report names every offender (including text that is not UTF-8, which stopped the COPY).
+            _rollback(target)
+            scan.close()
+            scan = _start_scan(source, tables, options, helpers=_helpers(options))
+            sums = _finish_scan(scan, tables, options, report)
+            if sums is None or failure is None:
+                return
+            raise failure
+        with _phase(report, "verify"):
+            theirs = _target_sums(target, tables, entries)
+        if not options.dry_run:
+            # While the scan finishes; wasted only if the checksums then differ (all is rolled back).
+            with _phase(report, "analyze"):
+                target.analyze(tables)
+        sums = _finish_scan(scan, tables, options, report)
+    finally:
+        scan.close()
+    if sums is None:
+        target.rollback()
+        return
     with _phase(report, "verify"):
         for table in tables:
-            _compare(source, target, table, entries[table.qualified], sums[table.qualified], options)
+            _compare(
+                source,
+                target,
+                table,
+                entries[table.qualified],
+                sums[table.qualified],
+                theirs[table.qualified],
+                options,
+            )
     all_match = all(entries[t.qualified].match for t in tables)
     if all_match and not options.dry_run:
-        with _phase(report, "analyze"):
-            target.analyze(tables)
         with _phase(report, "commit"):
             target.commit()
         report.committed = True
@@ -293,16 +361,70 @@ def _load_and_verify(
         report.notes.append("dry run: everything was loaded and verified, then rolled back")
 
 
+def _load(
+    source: SqliteSource,
+    target: PostgresTarget,
+    tables: list[Table],
+    entries: dict[str, TableReport],
+    options: MigrateOptions,
+    progress: Progress,
+    between_blocks: Callable[[], None],
+) -> None:
+    """The COPY of every table, in one transaction, with what surrounds it."""
+    target.lock(tables)
+    if options.truncate:
+        target.truncate(tables)
+    if options.lz4 and target.has_lz4():
+        target.compress_with_lz4()
+    dropped = target.drop_indexes(tables) if options.rebuild_indexes else []
+    for table in tables:
+        entry = entries[table.qualified]
+        with progress(f"copy {table.qualified}", entry.rows_source) as tick:
+            result = load_table(
+                source,
+                target,
+                table,
+                strip_nul=options.strip_nul,
+                batch_size=options.batch_size,
+                binary=options.copy_format == "binary",
+                on_rows=tick,
+                between_blocks=between_blocks,
+            )
+        if result.rows != entry.rows_source:
+            raise MigrationError(
+                f"{table.qualified}: {result.rows} rows streamed but {entry.rows_source} counted in preflight",
+                "the source changed during the run; stop every writer and run again",
+            )
+        entry.bytes = result.bytes
+        entry.seconds = result.seconds
+        if options.after_table is not None:
+            options.after_table(table, target)
+    target.create_indexes(dropped)
+    target.restart_identities(tables)
+
+
+def _target_sums(
+    target: PostgresTarget, tables: list[Table], entries: dict[str, TableReport]
+) -> dict[str, Sum]:
+    """Every table's checksum, computed by the server from what it stored."""
+    sums = {}
+    for table in tables:
+        started = time.perf_counter()
+        sums[table.qualified] = target_sum(target, table)
+        entries[table.qualified].seconds += time.perf_counter() - started
+    return sums
+
+
 def _compare(
     source: SqliteSource,
     target: PostgresTarget,
     table: Table,
     entry: TableReport,
     sums: RangedSum,
+    theirs: Sum,
     options: MigrateOptions,
 ) -> None:
     started = time.perf_counter()
-    theirs = target_sum(target, table)
     entry.rows_target = theirs.rows
     entry.checksum_target = format_checksum(theirs.checksum)
     entry.match = sums.total.same(theirs)
@@ -317,18 +439,31 @@ def _verify_only(
     source: SqliteSource,
     target: PostgresTarget,
     tables: list[Table],
-    sums: dict[str, RangedSum],
     options: MigrateOptions,
     report: MigrationReport,
 ) -> None:
+    scan = _start_scan(source, tables, options, helpers=_helpers(options) if options.workers > 1 else 0)
+    try:
+        for table in tables:
+            report.tables.append(TableReport(table.qualified, scan.result.rows[table.qualified], ""))
+        entries = {entry.table: entry for entry in report.tables}
+        with _phase(report, "verify"):  # the server sums while the helpers scan
+            theirs = _target_sums(target, tables, entries)
+        sums = _finish_scan(scan, tables, options, report)
+    finally:
+        scan.close()
+    if sums is None:
+        target.rollback()
+        return
     with _phase(report, "verify"):
         for table in tables:
             _compare(
                 source,
                 target,
                 table,
-                next(e for e in report.tables if e.table == table.qualified),
+                entries[table.qualified],
                 sums[table.qualified],
+                theirs[table.qualified],
                 options,
             )
     target.rollback()

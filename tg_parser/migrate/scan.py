@@ -1,9 +1,9 @@
-"""The preflight pass: every value of the source that PostgreSQL would reject or change, and the
-source checksums, in one read of the SQLite files before anything is written.
+"""The scan: every value of the source that PostgreSQL would reject or change, and the source
+checksums, in one read of the SQLite files.
 
 SQLite itself evaluates a problem bit per column (storage class vs. the target column, integer ranges,
-0/1 booleans, the fixed timestamp format and a real calendar date, NUL characters in text). Clean rows
-are then rendered and hashed, which proves the rest: their text decodes as UTF-8 (SQLite stores whatever
+0/1 booleans, the fixed timestamp format and a real calendar date). Clean rows are then rendered and
+hashed, which proves the rest: their text holds no NUL and decodes as UTF-8 (SQLite stores whatever
 bytes it was given, PostgreSQL accepts only UTF-8) and their JSON parses the way jsonb would accept it.
 Rows with a problem are looked at column by column and every problem is named.
 
@@ -13,12 +13,14 @@ loader removes it (from text, and from JSON strings).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from tg_parser.migrate.canonical import JsonRejected, canonical_json, row_hash
-from tg_parser.migrate.catalog import KeyRange
-from tg_parser.migrate.checksum import NeedsLook, SourceRenderer, python_row
+from tg_parser.migrate.catalog import KeyRange, flag_word_count
+from tg_parser.migrate.checksum import python_row
+from tg_parser.migrate.rowcode import renderer
 from tg_parser.migrate.schema import BOOL, INT, JSON, REAL, TEXT, TS, Column, Table
 from tg_parser.migrate.source import SqliteSource, normalise_key
 
@@ -140,7 +142,7 @@ def diagnose(column: Column, storage: str, value: Any, *, strip_nul: bool) -> tu
 
 @dataclass(frozen=True)
 class Unit:
-    """One key range of one table: the grain of the parallel preflight pass."""
+    """One key range of one table: the grain of the parallel scan."""
 
     table: Table
     index: int
@@ -158,23 +160,42 @@ class UnitResult:
     repairs: dict[str, int] = field(default_factory=dict)
 
 
-def check_unit(source: SqliteSource, unit: Unit, *, strip_nul: bool, limit: int) -> UnitResult:
-    """Scan one key range for hostile values and sum the row hashes of its clean rows."""
+def check_unit(
+    source: SqliteSource, unit: Unit, *, strip_nul: bool, limit: int, check_utf8: bool = True
+) -> UnitResult:
+    """Scan one key range for hostile values and sum the row hashes of its clean rows.
+
+    `check_utf8=False` leaves text that is not UTF-8 to PostgreSQL, which refuses it in COPY (decoding
+    every text value is a tenth of the scan): the load then fails, and the runner scans again with
+    the check to name the offenders. JSON is always decoded (to render it), so always checked.
+    """
     table = unit.table
     result = UnitResult(table.qualified, unit.index)
-    renderer = SourceRenderer(table, strip_nul=strip_nul)
     width = len(table.key)
-    words = (len(table.columns) + 59) // 60
-    parts_at = width + words
-    for row in source.check_rows(table, unit.bounds):
-        result.rows += 1
-        if any(row[width:parts_at]):
-            _diagnose(source, table, row[:width], result, strip_nul=strip_nul, limit=limit)
-            continue
-        try:
-            result.value += renderer.hash_checked(row[parts_at:])
-        except (NeedsLook, UnicodeDecodeError, JsonRejected):
-            _diagnose(source, table, row[:width], result, strip_nul=strip_nul, limit=limit)
+    parts_at = width + flag_word_count(table)
+    single_word = parts_at == width + 1
+    render = renderer(table, parts_at)
+    md5 = hashlib.md5
+    from_bytes = int.from_bytes
+    value = 0
+    for batch in source.check_batches(table, unit.bounds):
+        result.rows += len(batch)
+        for row in batch:
+            if row[width] if single_word else any(row[width:parts_at]):
+                _diagnose(source, table, row[:width], result, strip_nul=strip_nul, limit=limit)
+                continue
+            try:
+                rendering = render(row)
+                # JSON was checked while rendering; text must be UTF-8 without NUL (the rest is ASCII).
+                if b"\x00" in rendering:
+                    raise JsonRejected("NUL")
+                if check_utf8:
+                    rendering.decode()
+            except (JsonRejected, UnicodeDecodeError):
+                _diagnose(source, table, row[:width], result, strip_nul=strip_nul, limit=limit)
+                continue
+            value += from_bytes(md5(rendering, usedforsecurity=False).digest(), "big")
+    result.value += value
     return result
 
 

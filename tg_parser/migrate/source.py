@@ -1,8 +1,7 @@
 """The SQLite side: the three store files, read under a write lock so they cannot change mid-copy.
 
-The migrator opens its own connection (not the application's executor) because it needs what the
-executor deliberately hides: raw bytes (`text_factory=bytes`, so invalid UTF-8 is seen rather than
-raising), storage classes (`typeof()`), and a lock held for the whole run.
+The connection is `tg_parser.db.bulk_sqlite.BulkSqlite` (raw bytes, `typeof()`, a lock held for the run;
+see there). This class adds what the migrator asks of it, in terms of tables and key ranges.
 
 Why a lock: `BEGIN IMMEDIATE` takes SQLite's RESERVED lock on every attached file. Readers carry on (WAL),
 but no other process can commit until the migrator ends, so every pass — scan, load, checksums, narrowing —
@@ -10,20 +9,25 @@ reads the same data, and no row can be written after the copy and silently left 
 tries meanwhile waits for its busy timeout and fails with "database is locked"; the guide tells operators
 to stop writers first. `PRAGMA query_only` then guarantees the migrator itself writes nothing. When the
 files are read-only (a backup on read-only media) the lock cannot be taken; one read transaction is
-opened instead, which in WAL mode pins one consistent snapshot of each file for the run.
+opened instead, which in WAL mode pins one consistent snapshot of each file for the run. The scan's
+helper processes (`worker.py`) open the files read-only: the parent's lock keeps them unchanged.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tg_parser.db.bulk_sqlite import BulkSqlite, SqliteBusy, SqliteQueryFailed
 from tg_parser.migrate import catalog
 from tg_parser.migrate.catalog import KeyRange
 from tg_parser.migrate.errors import PreflightRefused, SourceBusy
 from tg_parser.migrate.schema import Table
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class SqliteSource:
@@ -43,26 +47,17 @@ class SqliteSource:
         self.files = files
         self.directory = directory
         self.stores = stores
-        self.snapshot_only = readonly
         missing = [files[s] for s in stores if not (directory / files[s]).is_file()]
         if missing:
             raise PreflightRefused(
                 f"the SQLite source {directory} is missing {', '.join(missing)}",
                 "point --from-sqlite (or DB_SQLITE_DIR) at the directory holding the store files",
             )
-        self.conn = sqlite3.connect(
-            "file::memory:", uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000
-        )
-        self.conn.text_factory = bytes
-        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        for store in stores:
-            uri = (directory / files[store]).resolve().as_uri() + ("?mode=ro" if readonly else "?mode=rw")
-            try:
-                self.conn.execute(f"ATTACH DATABASE ? AS {catalog.q(store)}", (uri,))
-            except sqlite3.OperationalError:
-                # Not writable: attach read-only and settle for a snapshot (see the module docstring).
-                self.conn.execute(f"ATTACH DATABASE ? AS {catalog.q(store)}", (uri[: -len("rw")] + "ro",))
-                self.snapshot_only = True
+        self.db = BulkSqlite({s: directory / files[s] for s in stores}, busy_timeout_ms, readonly=readonly)
+
+    @property
+    def snapshot_only(self) -> bool:
+        return self.db.readonly
 
     def describe(self) -> str:
         return f"SQLite in {self.directory}"
@@ -72,103 +67,94 @@ class SqliteSource:
     def hold(self) -> str:
         """Lock (or, for read-only files, pin a snapshot of) every store file for the rest of the run;
         returns how, for the report."""
-        if not self.snapshot_only:
+        if not self.db.readonly:
             try:
-                self.conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise SourceBusy(
-                        f"the SQLite stores in {self.directory} are being written by another process",
-                        "stop ingestion, processing, cron jobs and the API that use them, then run again",
-                    ) from None
-                if "readonly" not in str(exc):
-                    raise
-                self.snapshot_only = True
-        if self.snapshot_only:
-            self.conn.execute("BEGIN")
-            for store in self.stores:  # a read in each file starts its snapshot now
-                self.conn.execute(f"SELECT count(*) FROM {catalog.q(store)}.sqlite_master").fetchone()
-        self.conn.execute("PRAGMA query_only = ON")
-        return "read snapshot (files are read-only)" if self.snapshot_only else "write lock held"
+                self.db.lock()
+            except SqliteBusy:
+                raise SourceBusy(
+                    f"the SQLite stores in {self.directory} are being written by another process",
+                    "stop ingestion, processing, cron jobs and the API that use them, then run again",
+                ) from None
+        if self.db.readonly:
+            self.db.snapshot(self.stores)
+        self.db.query_only()
+        return "read snapshot (files are read-only)" if self.db.readonly else "write lock held"
 
     def close(self) -> None:
-        try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        finally:
-            self.conn.close()
+        self.db.close()
 
     # --- catalog ---------------------------------------------------------------------------------
 
     def migration_ids(self, store: str) -> list[str] | None:
-        return catalog.sqlite_migration_ids(self.conn, store)
+        try:
+            rows = self.db.all(catalog.sqlite_migration_ids_sql(store))
+        except SqliteQueryFailed:  # no _yoyo_migration table: never migrated
+            return None
+        return [_text(r[0]) for r in rows]
 
     def tables(self, store: str) -> list[str]:
-        return catalog.sqlite_tables(self.conn, store)
+        names = [_text(r[0]) for r in self.db.all(catalog.sqlite_tables_sql(store))]
+        return [n for n in names if n not in catalog.YOYO_TABLES]
 
     def columns(self, store: str, table: str) -> list[tuple[str, str, bool, int]]:
-        return catalog.sqlite_columns(self.conn, store, table)
+        """(name, declared type, not null, position in the primary key or 0) per column."""
+        rows = self.db.all(catalog.sqlite_columns_sql(store, table))
+        return [(_text(r[1]), _text(r[2] or "").upper(), bool(r[3]), int(r[5])) for r in rows]
 
     def parents(self, store: str, table: str) -> list[str]:
-        return catalog.sqlite_parents(self.conn, store, table)
+        return sorted({_text(r[2]) for r in self.db.all(catalog.sqlite_parents_sql(store, table))})
 
     def foreign_key_violations(self, store: str) -> list[tuple[str, int, str]]:
-        return catalog.sqlite_foreign_key_violations(self.conn, store)
+        """(table, rowid, parent table) for every row whose parent row is missing."""
+        rows = self.db.all(catalog.sqlite_foreign_key_check_sql(store))
+        return [(_text(r[0]), r[1], _text(r[2])) for r in rows]
 
     def count(self, table: Table, bounds: KeyRange | None = None) -> int:
         statement, params = catalog.sqlite_range_count_sql(table, bounds)
-        return int(self.conn.execute(statement, params).fetchone()[0])
+        row = self.db.one(statement, params)
+        return int(row[0]) if row else 0
 
     # --- rows ------------------------------------------------------------------------------------
 
-    def fetch(self, statement: str, params: list[Any], batch: int) -> Iterator[tuple[Any, ...]]:
-        cursor = self.conn.execute(statement, params)
-        try:
-            while chunk := cursor.fetchmany(batch):
-                yield from chunk
-        finally:
-            cursor.close()
-
-    def check_rows(
-        self, table: Table, bounds: KeyRange | None, batch: int = 2000
-    ) -> Iterator[tuple[Any, ...]]:
+    def check_batches(
+        self, table: Table, bounds: KeyRange | None, batch: int = 500
+    ) -> Iterator[list[tuple[Any, ...]]]:
         statement, params = catalog.sqlite_check_sql(table, bounds)
-        return self.fetch(statement, params, batch)
+        return self.db.batches(statement, params, batch)
 
-    def copy_rows(self, table: Table, *, nul_flag: bool, batch: int = 2000) -> Iterator[tuple[Any, ...]]:
-        return self.fetch(catalog.sqlite_copy_sql(table, nul_flag=nul_flag), [], batch)
+    def feed_batches(
+        self, table: Table, *, binary: bool, nul_flag: bool, batch: int = 500
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        return self.db.batches(catalog.sqlite_feed_sql(table, binary=binary, nul_flag=nul_flag), (), batch)
 
     def hash_rows(
         self, table: Table, bounds: KeyRange | None, batch: int = 2000
     ) -> Iterator[tuple[Any, ...]]:
         statement, params = catalog.sqlite_hash_sql(table, bounds)
-        return self.fetch(statement, params, batch)
+        return self.db.stream(statement, params, batch)
 
     def typed_row(self, table: Table, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """(typeof, value) pairs flattened, for diagnosing one row."""
-        row = self.conn.execute(catalog.sqlite_row_sql(table), _key_params(key)).fetchone()
-        return tuple(row) if row else ()
+        return self.db.one(catalog.sqlite_row_sql(table), _key_params(key)) or ()
 
     def raw_row(self, table: Table, key: tuple[Any, ...]) -> tuple[Any, ...]:
-        row = self.conn.execute(catalog.sqlite_raw_row_sql(table), _key_params(key)).fetchone()
-        return tuple(row) if row else ()
+        return self.db.one(catalog.sqlite_raw_row_sql(table), _key_params(key)) or ()
 
     def key_of_rowid(self, table: Table, rowid: int | None) -> tuple[Any, ...] | None:
         """The primary key of a row named by rowid (None for WITHOUT ROWID tables)."""
         if rowid is None:
             return None
         try:
-            row = self.conn.execute(catalog.sqlite_key_by_rowid_sql(table), (rowid,)).fetchone()
-        except sqlite3.OperationalError:  # WITHOUT ROWID
+            return self.db.one(catalog.sqlite_key_by_rowid_sql(table), (rowid,))
+        except SqliteQueryFailed:  # WITHOUT ROWID
             return None
-        return tuple(row) if row else None
 
     def raw_boundaries(
         self, table: Table, step: int, bounds: KeyRange | None = None
     ) -> list[tuple[Any, ...]]:
         """Every `step`-th key in key order, as read (bytes for text), to compare with streamed keys."""
         statement, params = catalog.sqlite_boundaries_sql(table, bounds)
-        return [tuple(row) for row in self.conn.execute(statement, [*params, step]).fetchall()]
+        return [tuple(row) for row in self.db.all(statement, [*params, step])]
 
     def boundaries(self, table: Table, bounds: KeyRange | None, step: int) -> list[tuple[Any, ...]]:
         return [normalise_key(table, row) for row in self.raw_boundaries(table, step, bounds)]

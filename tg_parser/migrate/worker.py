@@ -1,6 +1,6 @@
-"""A preflight worker process: `python -m tg_parser.migrate.worker DIR STORES FILES`.
+"""A scan helper process: `python -m tg_parser.migrate.worker DIR STORES FILES`.
 
-Reads length-prefixed pickled `(Unit, strip_nul, limit)` requests on stdin and answers each with a
+Reads length-prefixed pickled `(Unit, strip_nul, limit, check_utf8)` requests on stdin and answers each with a
 pickled `UnitResult` on stdout. A plain subprocess rather than `multiprocessing`: spawn re-imports the
 parent's main module (the whole CLI), fork would inherit the parent's PostgreSQL socket; this module
 imports only the SQLite half of the migrator. Pickle is safe here: both ends are this program.
@@ -22,19 +22,32 @@ HEADER = 8
 
 def send(stream: IO[bytes], obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(len(data).to_bytes(HEADER, "big") + data)
+    view = memoryview(len(data).to_bytes(HEADER, "big") + data)
+    while view:  # an unbuffered pipe may take less than offered
+        written = stream.write(view)
+        view = view[written or 0 :]
     stream.flush()
 
 
+def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    while size:
+        chunk = stream.read(size)
+        if not chunk:
+            return None  # the other end closed the pipe
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def receive(stream: IO[bytes]) -> Any:
-    header = stream.read(HEADER)
-    if len(header) < HEADER:
+    """One message, or None at end of stream. The parent reads unbuffered pipes: a buffered reader
+    could swallow the next answer too, and select() would then wait for data already read."""
+    header = _read_exactly(stream, HEADER)
+    if header is None:
         return None
-    size = int.from_bytes(header, "big")
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)
+    data = _read_exactly(stream, int.from_bytes(header, "big"))
+    return None if data is None else pickle.loads(data)
 
 
 def main(argv: list[str]) -> int:
@@ -42,8 +55,9 @@ def main(argv: list[str]) -> int:
     source = SqliteSource(directory, stores, readonly=True, files=files)
     try:
         while (request := receive(sys.stdin.buffer)) is not None:
-            unit, strip_nul, limit = request
-            send(sys.stdout.buffer, check_unit(source, unit, strip_nul=strip_nul, limit=limit))
+            unit, strip_nul, limit, check_utf8 = request
+            result = check_unit(source, unit, strip_nul=strip_nul, limit=limit, check_utf8=check_utf8)
+            send(sys.stdout.buffer, result)
     finally:
         source.close()
     return 0

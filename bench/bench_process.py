@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import drop_pg, fresh_install  # noqa: E402
+from common import drop_pg, fresh_install, tg_parser_cmd  # noqa: E402
 from support.llm_server import LlmServer  # noqa: E402
 
 from tg_parser.db.connect import open_database  # noqa: E402
@@ -113,15 +113,9 @@ def run_process(
     Samples each worker's RSS and CPU time; returns documents/s over the span from the first run's
     start to the last run's end (from the run reports, so interpreter start-up is not counted).
     """
-    command = [
-        "tg-parser",
-        "process",
-        "--concurrency",
-        str(concurrency // processes),
-        "--json",
-        "--silent",
-        *extra,
-    ]
+    command = tg_parser_cmd(
+        "process", "--concurrency", str(concurrency // processes), "--json", "--silent", *extra
+    )
     workers = [
         subprocess.Popen(
             command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -8,17 +8,6 @@ id space, which is what Telegram's web client expects there).
 from __future__ import annotations
 
 
-def message_link(
-    *,
-    channel_id: int,
-    username: str | None,
-    message_type: str,
-    message_id: int,
-    post_id: int | None = None,
-) -> str:
-    return channel_link(channel_id, username) + message_path(message_type, message_id, post_id)
-
-
 def channel_link(channel_id: int, username: str | None) -> str:
     """The channel's part of every link (the export builds it once per channel)."""
     return f"https://t.me/{username}" if username else f"https://t.me/c/{channel_id}"

@@ -29,6 +29,7 @@ from tg_parser.domain.models import (
     TopicCard,
 )
 from tg_parser.migrate import MigrateOptions, database_checksums, migrate
+from tg_parser.migrate import runner as runner_module
 from tg_parser.migrate import verify as verify_module
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 from tg_parser.stores.topics import ChannelState, TopicStore
@@ -371,6 +372,30 @@ def test_failure_mid_copy_leaves_the_target_empty(populated, sqlite_dir, pg_only
             ]
             == 1
         )
+
+
+def test_failures_after_the_copy_leave_the_target_empty(populated, sqlite_dir, pg_only_settings, monkeypatch):
+    # The server reads the tables back while the helper process may still scan; a statement failing
+    # there fails the run and rolls everything back.
+    def rename_column(table, target):
+        if table.qualified == "raw.raw_messages":
+            target.db.execute('ALTER TABLE raw.raw_messages RENAME COLUMN "views" TO "views_gone"')
+
+    report = migrate(options(sqlite_dir, pg_only_settings, workers=2, after_table=rename_column))
+    assert report.status == "failed" and report.exit_code == 1
+    assert "views" in (report.error or ""), report.error
+    assert not any(table_counts_pg(pg_only_settings).values())
+
+    # The rest of the scan failing after the COPY: nothing is written either.
+    def broken_scan(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("scan broke")
+
+    monkeypatch.setattr(runner_module, "_finish_scan", broken_scan)
+    report = migrate(options(sqlite_dir, pg_only_settings, workers=2))
+    assert report.status == "failed" and "scan broke" in (report.error or "")
+    assert not any(table_counts_pg(pg_only_settings).values())
+    monkeypatch.undo()
+    assert migrate(options(sqlite_dir, pg_only_settings, workers=2)).status == "ok"
 
 
 def test_non_empty_target_is_refused_unless_truncate(populated, sqlite_dir, pg_only_settings):

@@ -334,16 +334,7 @@ def _load_and_verify(
         target.rollback()
         return
     with _phase(report, "verify"):
-        for table in tables:
-            _compare(
-                source,
-                target,
-                table,
-                entries[table.qualified],
-                sums[table.qualified],
-                theirs[table.qualified],
-                options,
-            )
+        _compare_all(source, target, tables, entries, sums, theirs, options)
     all_match = all(entries[t.qualified].match for t in tables)
     if all_match and not options.dry_run:
         with _phase(report, "commit"):
@@ -415,6 +406,21 @@ def _target_sums(
     return sums
 
 
+def _compare_all(
+    source: SqliteSource,
+    target: PostgresTarget,
+    tables: list[Table],
+    entries: dict[str, TableReport],
+    sums: dict[str, RangedSum],
+    theirs: dict[str, Sum],
+    options: MigrateOptions,
+) -> None:
+    """Compare every table's source and target sums, filling its report entry (and naming differences)."""
+    for table in tables:
+        q = table.qualified
+        _compare(source, target, table, entries[q], sums[q], theirs[q], options)
+
+
 def _compare(
     source: SqliteSource,
     target: PostgresTarget,
@@ -456,16 +462,7 @@ def _verify_only(
         target.rollback()
         return
     with _phase(report, "verify"):
-        for table in tables:
-            _compare(
-                source,
-                target,
-                table,
-                entries[table.qualified],
-                sums[table.qualified],
-                theirs[table.qualified],
-                options,
-            )
+        _compare_all(source, target, tables, entries, sums, theirs, options)
     target.rollback()
     if all(t.match for t in report.tables):
         report.status = "ok"

@@ -33,6 +33,12 @@ in whatever order is cheapest.
 
 JSON that PostgreSQL would refuse (`NaN`, a `\\u0000` escape, an unpaired surrogate, a number beyond
 `numeric`'s range) raises `JsonRejected` with the reason.
+
+UTF-8 bytes are first offered to `_jsonb`, a compiled fast path built with the package (`_jsonb.c`,
+about ten times faster). It renders plain, valid JSON only and answers None for everything else —
+malformed or refused JSON, exponents, negative zero, duplicate keys, `\\u0000`, deep nesting — which
+this module then decides. This module is the reference; without a C compiler the package still works,
+only slower.
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+
+try:
+    from tg_parser.migrate import _jsonb
+except ImportError:  # pragma: no cover - the package was built without a C compiler
+    _jsonb = None
 
 MOD = 1 << 128
 
@@ -159,12 +170,55 @@ def _reject_constant(name: str) -> Any:
     raise JsonRejected(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(object_hook=_jsonb_object, parse_float=_number, parse_constant=_reject_constant)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _decode(text: str | bytes) -> Any:
+def _refusal(value: Any, strip_nuls: bool) -> str | None:
+    """Why PostgreSQL refuses a document for what its strings hold, whatever becomes of them."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            return "contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)"
+        if "\x00" in value and not strip_nuls:
+            return "contains \\u0000, which PostgreSQL cannot store in jsonb"
+        return None
+    if isinstance(value, dict):
+        items: Any = (part for pair in value.items() for part in pair)
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    for item in items:
+        reason = _refusal(item, strip_nuls)
+        if reason:
+            return reason
+    return None
+
+
+def _pairs_hook(strip_nuls: bool) -> Any:
+    def jsonb_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) < len(pairs):
+            # jsonb keeps the last of duplicate keys, but it refuses the document for what a value it
+            # drops holds (`{"a": "\u0000", "a": 1}`), so every value of such an object is looked at.
+            reason = _refusal(pairs, strip_nuls)
+            if reason:
+                raise JsonRejected(reason)
+        return _jsonb_object(obj)
+
+    return jsonb_pairs
+
+
+_decoders = {
+    strip: json.JSONDecoder(
+        object_pairs_hook=_pairs_hook(strip), parse_float=_number, parse_constant=_reject_constant
+    )
+    for strip in (False, True)
+}
+
+
+def _decode(text: str | bytes, strip_nuls: bool = False) -> Any:
     try:
-        return _decoder.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+        return _decoders[strip_nuls].decode(text.decode("utf-8") if isinstance(text, bytes) else text)
     except JsonRejected:
         raise
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limits
@@ -267,7 +321,12 @@ def parse_json(text: str | bytes) -> Any:
 
 
 def _canonical(text: str | bytes, strip_nuls: bool) -> bytes:
-    value = _decode(text)
+    # The fast path refuses (None) any text holding \u0000, so its answer holds for strip_nuls too.
+    if _jsonb is not None and text.__class__ is bytes:
+        fast = _jsonb.canonical(text)
+        if fast is not None:
+            return fast  # type: ignore[no-any-return]
+    value = _decode(text, strip_nuls)
     marker = "\\u0000" if isinstance(text, str) else b"\\u0000"
     if marker in text and _has_nul(value):  # type: ignore[operator]
         if not strip_nuls:
@@ -297,6 +356,10 @@ _CACHE_ENTRIES = 8192
 
 def json_field(text: str | bytes, *, strip_nuls: bool = False) -> bytes:
     """The UTF-8 row-rendering field (`J…\\;`) of one JSON value."""
+    if _jsonb is not None and text.__class__ is bytes:
+        fast = _jsonb.json_field(text)
+        if fast is not None:
+            return fast  # type: ignore[no-any-return]
     cacheable = not strip_nuls and text.__class__ is bytes and len(text) <= _CACHE_VALUE_BYTES
     if cacheable:
         known = _FIELD_CACHE.get(text)  # type: ignore[arg-type]

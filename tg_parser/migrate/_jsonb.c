@@ -393,6 +393,25 @@ static int parse_number(State *s) {
     return put(&s->out, start, n);
 }
 
+enum { MORE = 2, CLOSED = 3 };
+
+/* After an item of a container: ", " and MORE at a comma, CLOSED at the closing bracket. */
+static int after_item(State *s, unsigned char close) {
+    skip_space(s);
+    if (s->p >= s->end) {
+        return FALLBACK;
+    }
+    if (*s->p == ',') {
+        s->p++;
+        return put(&s->out, ", ", 2) == OK ? MORE : NOMEM;
+    }
+    if (*s->p == close) {
+        s->p++;
+        return CLOSED;
+    }
+    return FALLBACK;
+}
+
 static int compare_members(const void *a, const void *b) {
     const Member *x = a, *y = b;
     if (x->key_len != y->key_len) {
@@ -448,22 +467,13 @@ static int parse_object(State *s) {
         if (put(&s->members, &m, sizeof m) != OK) {
             return NOMEM;
         }
-        skip_space(s);
-        if (s->p >= s->end) {
-            return FALLBACK;
-        }
-        if (*s->p == ',') {
-            s->p++;
-            if (put(&s->out, ", ", 2) != OK) {
-                return NOMEM;
-            }
-            continue;
-        }
-        if (*s->p == '}') {
-            s->p++;
+        rc = after_item(s, '}');
+        if (rc == CLOSED) {
             break;
         }
-        return FALLBACK;
+        if (rc != MORE) {
+            return rc;
+        }
     }
     Member *members = (Member *)(s->members.data + members_mark);
     Py_ssize_t count = (s->members.len - members_mark) / (Py_ssize_t)sizeof(Member);
@@ -529,22 +539,13 @@ static int parse_array(State *s) {
         if ((rc = parse_value(s)) != OK) {
             return rc;
         }
-        skip_space(s);
-        if (s->p >= s->end) {
-            return FALLBACK;
-        }
-        if (*s->p == ',') {
-            s->p++;
-            if (put(&s->out, ", ", 2) != OK) {
-                return NOMEM;
-            }
-            continue;
-        }
-        if (*s->p == ']') {
-            s->p++;
+        rc = after_item(s, ']');
+        if (rc == CLOSED) {
             return put(&s->out, "]", 1);
         }
-        return FALLBACK;
+        if (rc != MORE) {
+            return rc;
+        }
     }
 }
 

@@ -76,7 +76,12 @@ def renderer(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
         elif column.kind == REAL:
             expression = f"REAL_FIELD({v})"
         elif column.kind == TEXT:
-            expression = f"b'T' + {v}.replace(b'\\\\', b'\\\\\\\\') + b'\\\\;'"
+            # Three pieces, not one concatenation: the text (often the longest value) is copied once,
+            # by the join, instead of once more per `+`.
+            fields.append(f"(NULL_FIELD if {v} is None else b'T')")
+            fields.append(f"(b'' if {v} is None else {v}.replace(b'\\\\', b'\\\\\\\\'))")
+            fields.append(f"(b'' if {v} is None else b'\\\\;')")
+            continue
         elif column.kind == JSON:
             expression = f"JSON_FIELD({v})"
         else:

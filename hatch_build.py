@@ -1,8 +1,12 @@
-"""Build hook: compile the migrator's optional C fast path, `tg_parser/migrate/_jsonb.c`.
+"""Build hook: compile the migrator's optional C fast paths.
 
-It renders canonical JSON about ten times faster than the Python reference in `canonical.py`, which the
-package falls back to when the extension is missing. So a failed compile is a warning, not an error: a
-machine without a C compiler still installs a working (slower) tool. The compiler and flags are the
+* `tg_parser/migrate/_jsonb.c` prints canonical JSON about ten times faster than the Python reference
+  in `canonical.py`;
+* `tg_parser/migrate/_copybin.c` encodes a batch of rows for binary COPY (the twin of
+  `rowcode.binary_encoder`).
+
+The package falls back to the Python code when an extension is missing, so a failed compile is a
+warning, not an error: a machine without a C compiler still installs a working (slower) tool. The compiler and flags are the
 ones this Python was built with (`sysconfig`), the same ones setuptools would use.
 
 Editable installs (`pip install -e .`) get the library next to the source, where the import finds it;
@@ -19,7 +23,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("tg_parser") / "migrate" / "_jsonb.c"
+SOURCES = [Path("tg_parser") / "migrate" / "_jsonb.c", Path("tg_parser") / "migrate" / "_copybin.c"]
 
 
 def compile_command(source: Path, target: Path) -> list[str]:
@@ -30,18 +34,19 @@ def compile_command(source: Path, target: Path) -> list[str]:
 
 class CustomBuildHook(BuildHookInterface):
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
-        source = Path(self.root) / SOURCE
-        target = source.with_name("_jsonb" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
-        try:
-            subprocess.run(compile_command(source, target), check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", None) or str(exc)
-            self.app.display_warning(
-                f"tg-parser: the C fast path {SOURCE} was not compiled ({detail.strip()[:300]}); "
-                "the migrator uses its pure-Python path (slower)"
-            )
-            return
-        if version != "editable":
-            build_data["pure_python"] = False
-            build_data["infer_tag"] = True
-            build_data["force_include"][str(target)] = str(SOURCE.with_name(target.name))
+        for relative in SOURCES:
+            source = Path(self.root) / relative
+            target = source.with_name(source.stem + (sysconfig.get_config_var("EXT_SUFFIX") or ".so"))
+            try:
+                subprocess.run(compile_command(source, target), check=True, capture_output=True, text=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                detail = getattr(exc, "stderr", None) or str(exc)
+                self.app.display_warning(
+                    f"tg-parser: the C fast path {relative} was not compiled ({detail.strip()[:300]}); "
+                    "the migrator uses its pure-Python path (slower)"
+                )
+                continue
+            if version != "editable":
+                build_data["pure_python"] = False
+                build_data["infer_tag"] = True
+                build_data["force_include"][str(target)] = str(relative.with_name(target.name))

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import random
-import shlex
-import shutil
-import sysconfig
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,10 +25,9 @@ from tg_parser.migrate.canonical import JsonRejected
 
 try:
     from tg_parser.migrate import _jsonb
-except ImportError:  # reported by test_extension_is_built_and_current
+except ImportError:  # reported by test_migrate_extensions.py
     _jsonb = None
 
-SOURCE = Path(canonical.__file__).with_name("_jsonb.c")
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_migrate.py"
 
 Reference = Callable[[bytes], tuple[bytes, bytes] | None]
@@ -574,20 +570,3 @@ def test_fast_path_equals_jsonb_text(fast, pg):
     assert len(rows) == len(sample)
     for data, (text,) in zip(sample, rows, strict=True):
         assert fast.canonical(data) == text.encode(), _show(data)
-
-
-# --- the build -------------------------------------------------------------------------------------------
-
-
-def test_extension_is_built_and_current():
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    if not compiler or shutil.which(compiler[0]) is None:
-        pytest.skip("no C compiler: the package runs on canonical.py's pure-Python path")
-    hint = "rebuild the C fast path with `pip install -e .`"
-    assert _jsonb is not None, f"tg_parser.migrate._jsonb does not import; {hint}"
-    assert canonical._jsonb is _jsonb, "canonical.py does not use the C fast path"
-    library = Path(_jsonb.__file__)
-    if SOURCE.exists():
-        assert library.stat().st_mtime >= SOURCE.stat().st_mtime, (
-            f"{library.name} is older than {SOURCE.name}; {hint}"
-        )

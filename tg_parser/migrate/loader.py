@@ -1,8 +1,9 @@
 """Stream one table from SQLite into PostgreSQL COPY.
 
 Rows are read in primary-key order in batches (`fetchmany`), so memory stays flat whatever the table
-size, and the target's heap ends up in key order. Each row is encoded by a function generated for the
-table (`rowcode.py`) and the encoded rows are sent in blocks of ~256 KiB. Two COPY formats;
+size, and the target's heap ends up in key order. Each batch is encoded in one call (`rowcode.py`: the
+compiled `_copybin` for binary COPY when it is built, else a function generated for the table, row by
+row) and the encoded rows are sent in blocks of ~256 KiB. Two COPY formats;
 `bench_migrate.py --variants` measures both (figures in the migration guide):
 
 * **binary** (default, measured cheaper for the server): text goes out as the stored UTF-8 bytes with a
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from tg_parser.migrate.rowcode import (
     BINARY_SIGNATURE,
     BINARY_TRAILER,
-    binary_encoder,
+    Row,
+    binary_batch_encoder,
     strip_nuls,
     text_encoder,
 )
@@ -60,18 +62,24 @@ def load_table(
     """
     started = time.perf_counter()
     offset = 1 if strip_nul else 0  # with --on-nul strip, each row starts with a has-NUL flag
-    encode = (binary_encoder if binary else text_encoder)(table, offset)
+    if binary:
+        encode = binary_batch_encoder(table, offset)
+    else:
+        encode_row = text_encoder(table, offset)
+
+        def encode(rows: list[Row]) -> bytes:
+            return b"".join(map(encode_row, rows))
+
     block: list[bytes] = [BINARY_SIGNATURE] if binary else []
     block_bytes = len(BINARY_SIGNATURE) if binary else 0
     sent = rows = reported = 0
     with target.copy(table, binary=binary) as copy:
         for batch in source.feed_batches(table, binary=binary, nul_flag=strip_nul, batch=batch_size):
             if strip_nul:
-                encoded = [encode(strip_nuls(table, row, 1) if row[0] else row) for row in batch]
-            else:
-                encoded = list(map(encode, batch))
-            block.extend(encoded)
-            block_bytes += sum(map(len, encoded))
+                batch = [strip_nuls(table, row, 1) if row[0] else row for row in batch]
+            encoded = encode(batch)
+            block.append(encoded)
+            block_bytes += len(encoded)
             rows += len(batch)
             if block_bytes >= BLOCK_BYTES:
                 copy.write(b"".join(block))

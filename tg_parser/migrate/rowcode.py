@@ -20,6 +20,11 @@ from typing import Any
 from tg_parser.migrate.canonical import canonical_json, json_field, real_field
 from tg_parser.migrate.schema import BOOL, INT, JSON, REAL, TEXT, TS, Table
 
+try:
+    from tg_parser.migrate import _copybin
+except ImportError:  # pragma: no cover - the package was built without a C compiler
+    _copybin = None
+
 Row = tuple[Any, ...]
 
 _NAMESPACE: dict[str, Any] = {
@@ -113,6 +118,23 @@ def binary_encoder(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
             raise ValueError(f"unsupported column kind {column.kind}")
         pieces.append(_nullable(v, expression, "NULL_BIN"))
     return _compile("encode", "b''.join((" + ", ".join(pieces) + ",))")
+
+
+def _binary_kind(column: Any) -> bytes:
+    if column.kind == INT:
+        return {"integer": b"i", "smallint": b"h"}.get(column.pg_type, b"q")
+    return {TS: b"t", BOOL: b"b", REAL: b"d", TEXT: b"s", JSON: b"j"}[column.kind]
+
+
+def binary_batch_encoder(table: Table, offset: int = 0) -> Callable[[list[Row]], bytes]:
+    """rows → their binary COPY tuples, joined: `_copybin.encode` (C, one call per batch) when it is
+    built, else `binary_encoder` row by row. Both give the same bytes and refuse the same rows."""
+    if _copybin is None:
+        encode = binary_encoder(table, offset)
+        return lambda rows: b"".join(map(encode, rows))
+    kinds = b"".join(_binary_kind(column) for column in table.columns)
+    compiled = _copybin.encode
+    return lambda rows: compiled(rows, kinds, offset)  # type: ignore[no-any-return]
 
 
 _ESCAPE = ".replace(b'\\\\', b'\\\\\\\\').replace(b'\\t', b'\\\\t').replace(b'\\n', b'\\\\n').replace(b'\\r', b'\\\\r')"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tg_parser.migrate.canonical import canonical_json, json_field, real_field
-from tg_parser.migrate.schema import BOOL, INT, JSON, REAL, TEXT, TS, Table
+from tg_parser.migrate.schema import BOOL, INT, JSON, REAL, TEXT, TS, Column, Table
 
 try:
     from tg_parser.migrate import _copybin
@@ -120,7 +120,7 @@ def binary_encoder(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
     return _compile("encode", "b''.join((" + ", ".join(pieces) + ",))")
 
 
-def _binary_kind(column: Any) -> bytes:
+def _binary_kind(column: Column) -> bytes:
     if column.kind == INT:
         return {"integer": b"i", "smallint": b"h"}.get(column.pg_type, b"q")
     return {TS: b"t", BOOL: b"b", REAL: b"d", TEXT: b"s", JSON: b"j"}[column.kind]

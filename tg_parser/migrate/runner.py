@@ -239,6 +239,17 @@ def _start_scan(
     )
 
 
+def _table_entries(report: MigrationReport, tables: list[Table], scan: Scan) -> dict[str, TableReport]:
+    """One report row per table, with the source's row count from the preflight; by table name."""
+    for table in tables:
+        report.tables.append(TableReport(table.qualified, scan.result.rows[table.qualified], ""))
+    return {entry.table: entry for entry in report.tables}
+
+
+def _differing(report: MigrationReport) -> str:
+    return ", ".join(entry.table for entry in report.tables if not entry.match)
+
+
 def _finish_scan(
     scan: Scan, tables: list[Table], options: MigrateOptions, report: MigrationReport
 ) -> dict[str, RangedSum] | None:
@@ -294,9 +305,7 @@ def _load_and_verify(
     # The helpers scan while this process feeds the COPY; it joins them once the COPY is done.
     scan = _start_scan(source, tables, options, helpers=_helpers(options), check_utf8=False)
     try:
-        for table in tables:
-            report.tables.append(TableReport(table.qualified, scan.result.rows[table.qualified], ""))
-        entries = {entry.table: entry for entry in report.tables}
+        entries = _table_entries(report, tables, scan)
 
         def look_at_scan() -> None:
             scan.poll()
@@ -345,8 +354,7 @@ def _load_and_verify(
     target.rollback()
     if not all_match:
         report.status = "mismatch"
-        bad = [t.qualified for t in tables if not entries[t.qualified].match]
-        report.error = f"checksums differ in {', '.join(bad)}; rolled back, the target is as it was"
+        report.error = f"checksums differ in {_differing(report)}; rolled back, the target is as it was"
     else:
         report.status = "ok"
         report.notes.append("dry run: everything was loaded and verified, then rolled back")
@@ -450,9 +458,7 @@ def _verify_only(
 ) -> None:
     scan = _start_scan(source, tables, options, helpers=_helpers(options) if options.workers > 1 else 0)
     try:
-        for table in tables:
-            report.tables.append(TableReport(table.qualified, scan.result.rows[table.qualified], ""))
-        entries = {entry.table: entry for entry in report.tables}
+        entries = _table_entries(report, tables, scan)
         with _phase(report, "verify"):  # the server sums while the helpers scan
             theirs = _target_sums(target, tables, entries)
         sums = _finish_scan(scan, tables, options, report)
@@ -468,8 +474,7 @@ def _verify_only(
         report.status = "ok"
     else:
         report.status = "mismatch"
-        bad = [t.table for t in report.tables if not t.match]
-        report.error = f"checksums differ in {', '.join(bad)}"
+        report.error = f"checksums differ in {_differing(report)}"
 
 
 def database_checksums(

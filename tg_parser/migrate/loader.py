@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from tg_parser.migrate.rowcode import (
     BINARY_SIGNATURE,
     BINARY_TRAILER,
-    Row,
+    batched,
     binary_batch_encoder,
     strip_nuls,
     text_encoder,
@@ -62,14 +62,7 @@ def load_table(
     """
     started = time.perf_counter()
     offset = 1 if strip_nul else 0  # with --on-nul strip, each row starts with a has-NUL flag
-    if binary:
-        encode = binary_batch_encoder(table, offset)
-    else:
-        encode_row = text_encoder(table, offset)
-
-        def encode(rows: list[Row]) -> bytes:
-            return b"".join(map(encode_row, rows))
-
+    encode = binary_batch_encoder(table, offset) if binary else batched(text_encoder(table, offset))
     block: list[bytes] = [BINARY_SIGNATURE] if binary else []
     block_bytes = len(BINARY_SIGNATURE) if binary else 0
     sent = rows = reported = 0

@@ -126,12 +126,16 @@ def _binary_kind(column: Column) -> bytes:
     return {TS: b"t", BOOL: b"b", REAL: b"d", TEXT: b"s", JSON: b"j"}[column.kind]
 
 
+def batched(encode_row: Callable[[Row], bytes]) -> Callable[[list[Row]], bytes]:
+    """A row encoder made into a batch encoder (the batch's rows, joined)."""
+    return lambda rows: b"".join(map(encode_row, rows))
+
+
 def binary_batch_encoder(table: Table, offset: int = 0) -> Callable[[list[Row]], bytes]:
     """rows → their binary COPY tuples, joined: `_copybin.encode` (C, one call per batch) when it is
     built, else `binary_encoder` row by row. Both give the same bytes and refuse the same rows."""
     if _copybin is None:
-        encode = binary_encoder(table, offset)
-        return lambda rows: b"".join(map(encode, rows))
+        return batched(binary_encoder(table, offset))
     kinds = b"".join(_binary_kind(column) for column in table.columns)
     compiled = _copybin.encode
     return lambda rows: compiled(rows, kinds, offset)  # type: ignore[no-any-return]

@@ -113,6 +113,16 @@ class Database(ABC):
             with self._session() as session:
                 yield session
 
+    @contextmanager
+    def _stream_use(self) -> Iterator[Session]:
+        # Inside a transaction, its session; otherwise one held for the stream (see `stream`).
+        active = self._tx.get()
+        if active is not None:
+            yield active
+        else:
+            with self._stream_session() as session:
+                yield session
+
     def execute(self, name: str, params: Params = None) -> int:
         """Run a statement; returns the affected row count."""
         query = self.query(name)
@@ -157,11 +167,7 @@ class Database(ABC):
         `contextlib.closing`.
         """
         query = self.query(name)
-        active = self._tx.get()
-        if active is not None:
-            yield from active.stream(query, params, batch_size)
-            return
-        with self._stream_session() as session:
+        with self._stream_use() as session:
             yield from session.stream(query, params, batch_size)
 
     def stream_batches(
@@ -174,11 +180,7 @@ class Database(ABC):
         `stream`.
         """
         query = self.query(name)
-        active = self._tx.get()
-        if active is not None:
-            yield from active.stream_batches(query, params, batch_size)
-            return
-        with self._stream_session() as session:
+        with self._stream_use() as session:
             yield from session.stream_batches(query, params, batch_size)
 
     def explain(self, name: str, params: Params = None) -> list[str]:

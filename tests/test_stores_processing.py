@@ -476,3 +476,14 @@ def test_a_release_racing_another_workers_claim_does_not_deadlock(
     assert not errors, errors
     assert claimed == [] and released == 2
     assert store.leases() == []
+
+
+def test_batch_upsert_takes_integers_beyond_64_bits(store: ProcessingStore) -> None:
+    # orjson refuses them; the batch JSON falls back to the standard library encoder (db.codec.dump_json).
+    big = doc(ref(A, 1), metadata={"big": 2**70 + 1, "neg": -(2**65)})
+    assert store.upsert_documents([big, doc(ref(A, 2))]) == 2
+    stored = store.db.fetch_one("processing_get_document", {"source_ref": ref(A, 1)})
+    assert stored is not None
+    # Reading JSON back goes through orjson, which returns such integers as floats (both dialects).
+    assert stored["metadata"] == {"big": pytest.approx(2**70), "neg": pytest.approx(-(2**65))}
+    assert store.count_documents() == 2

@@ -6,9 +6,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
-
-from tg_parser.db.codec import JsonText, format_timestamp
+from tg_parser.db.codec import JsonText, dump_json, format_timestamp
 from tg_parser.domain.models import (
     ProcessedDocument,
     ProcessingFailure,
@@ -115,9 +113,8 @@ class ProcessingStore(Store):
             # PostgreSQL: one statement for the batch; a statement per row costs the server and the
             # client (adapting each row) several times more. SQLite binds the prepared statement per
             # row in-process, cheaper than its JSON functions.
-            batch = self.documents_json(documents) if self.db.dialect == "postgres" else None
-            if batch is not None:
-                self.db.execute("processing_upsert_documents", {"rows": batch})
+            if self.db.dialect == "postgres":
+                self.db.execute("processing_upsert_documents", {"rows": self.documents_json(documents)})
             else:
                 rows = []
                 for document in documents:
@@ -129,9 +126,9 @@ class ProcessingStore(Store):
         return len(documents)
 
     @staticmethod
-    def documents_json(documents: Sequence[ProcessedDocument]) -> JsonText | None:
+    def documents_json(documents: Sequence[ProcessedDocument]) -> JsonText:
         """`documents` as the `rows` parameter of processing_upsert_documents (a JSON array of column
-        arrays), or None when a value does not fit that form (orjson refuses integers beyond 64 bits).
+        arrays).
 
         A ref given twice is written once, with its last document (what one upsert each would leave);
         rows go in ref order, so concurrent batches lock rows in one order.
@@ -158,10 +155,7 @@ class ProcessingStore(Store):
             ]
             for _, d in sorted(latest.items())
         ]
-        try:
-            return JsonText(orjson.dumps(values).decode("utf-8"))
-        except (TypeError, orjson.JSONEncodeError):
-            return None
+        return JsonText(dump_json(values))
 
     def get_document(self, source_ref: str) -> ProcessedDocument | None:
         row = self.db.fetch_one("processing_get_document", {"source_ref": source_ref})

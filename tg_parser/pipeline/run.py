@@ -153,23 +153,18 @@ class Pipeline:
         from tg_parser.processing.pipeline import ProcessOptions, ProcessPipeline
 
         client = None
+        options = ProcessOptions(source_id=source.source_id, concurrency=self.concurrency)
         if self.processor_kind == "extractive":
-            from tg_parser.processing.extractive import ExtractiveDocumentProcessor
+            from tg_parser.processing.extractive import ExtractiveDocumentProcessor, tune_options
 
             processor: Any = ExtractiveDocumentProcessor()
-            concurrency = 8  # capped by tune_options below (CPU-bound: a few threads)
+            tune_options(options)  # CPU-bound: a few threads, big claims and writes (as `process` does)
         else:
             from tg_parser.processing.llm import LlmClient
             from tg_parser.processing.processor import LlmDocumentProcessor
 
             client = LlmClient.from_settings(self.settings)
             processor = LlmDocumentProcessor.load(client, self.settings.prompts_dir)
-            concurrency = self.concurrency
-        options = ProcessOptions(source_id=source.source_id, concurrency=concurrency)
-        if self.processor_kind == "extractive":
-            from tg_parser.processing.extractive import tune_options
-
-            tune_options(options)
         try:
             pipeline = ProcessPipeline(
                 self.db,

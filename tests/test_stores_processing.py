@@ -438,6 +438,23 @@ def test_batch_upsert_keeps_the_last_document_of_a_repeated_ref(store: Processin
     assert store.failures() == []
 
 
+def _until_a_lock_waits(settings: Settings, timeout: float = 10.0) -> None:
+    """On PostgreSQL, return once some backend waits for a lock (so the race is really set up); SQLite
+    shows no such thing, so there half a second stands in for it."""
+    if settings.db_type != "postgres":
+        time.sleep(0.5)
+        return
+    from tg_parser.db.connect import pg_target
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(**pg_target(settings).connect_kwargs(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:  # type: ignore[index]
+                return
+            time.sleep(0.01)
+    raise AssertionError("the release never waited for the claim's lock")
+
+
 def test_a_release_racing_another_workers_claim_does_not_deadlock(
     store: ProcessingStore, settings: Settings
 ) -> None:
@@ -458,7 +475,7 @@ def test_a_release_racing_another_workers_claim_does_not_deadlock(
             with db.transaction():
                 claimed.extend(other.claim([r1], "B", TTL))  # A's live lease: not taken, but locked
                 holds_r1.set()
-                time.sleep(0.5)  # A's release is now waiting for r1
+                _until_a_lock_waits(settings)  # A's release is now waiting for r1
                 claimed.extend(other.claim([r2], "B", TTL))
         except BaseException as exc:
             errors.append(exc)

@@ -476,3 +476,32 @@ def test_progress_is_reported_per_phase(db, settings):
     assert phases[0] == "checking" and phases[-1] == "importing"
     total = EXAMPLE.stat().st_size
     assert calls[-1] == ("importing", total, total)
+
+
+def test_export_rows_equal_the_rows_of_raw_message_records() -> None:
+    """export_row builds the raw-store row without a RawMessage per message; it must give exactly what
+    RawStore.row_of(RawMessage.build(...)) gives, so both ingestion paths store the same thing."""
+    from tg_parser.domain.models import RawMessage
+    from tg_parser.ingestion.export_import import export_fields, export_row, spool_row
+
+    data = json.loads((Path(__file__).parents[1] / "examples" / "channel_export" / "result.json").read_text())
+    inserted_at = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    compared = with_media = 0
+    for message in data["messages"]:
+        fields = export_fields(message)
+        if fields is None:
+            continue
+        ours = export_row(spool_row(fields), channel_id=1500000001, source_id="s", inserted_at=inserted_at)
+        rest = {k: v for k, v in fields.items() if k != "message_id"}
+        record = RawMessage.build(
+            channel_id=1500000001,
+            message_type="post",
+            message_id=fields["message_id"],
+            source_id="s",
+            inserted_at=inserted_at,
+            **rest,
+        )
+        assert ours == RawStore.row_of(record), fields["message_id"]
+        compared += 1
+        with_media += fields["media"] is not None
+    assert compared >= 10 and with_media >= 5

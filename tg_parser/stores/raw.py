@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from tg_parser.db.codec import JsonText, format_timestamp
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
-from tg_parser.domain.payload import cap_payload_text
+from tg_parser.domain.payload import cap_payload_text, serialize
 from tg_parser.stores.base import Store
 
 
@@ -173,8 +173,11 @@ class RawStore(Store):
 
     @staticmethod
     def row_of(message: RawMessage) -> dict[str, Any]:
-        """The `raw_insert_message` parameters of a record, its payload capped and serialised once."""
+        """The `raw_insert_message` parameters of a record, its payload capped and serialised once (and
+        its media serialised, as the export import's `export_row` gives it)."""
         params = message.to_row()
+        if params["media"] is not None:
+            params["media"] = JsonText(serialize(params["media"]).decode("utf-8"))
         capped = cap_payload_text(message.raw_payload)
         params["raw_payload"] = JsonText(capped.text)  # serialised once: measured and stored
         params["payload_truncated"] = capped.truncated or message.payload_truncated

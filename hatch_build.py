@@ -1,8 +1,8 @@
 """Build hook: compile the migrator's optional C fast paths.
 
-* `tg_parser/migrate/_jsonb.c` prints canonical JSON about ten times faster than the Python reference
+* `tg_parser/transfer/_jsonb.c` prints canonical JSON about ten times faster than the Python reference
   in `canonical.py`;
-* `tg_parser/migrate/_copybin.c` encodes a batch of rows for binary COPY (the twin of
+* `tg_parser/transfer/_copybin.c` encodes a batch of rows for binary COPY (the twin of
   `rowcode.binary_encoder`).
 
 The package falls back to the Python code when an extension is missing, so a failed compile is a
@@ -23,7 +23,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCES = [Path("tg_parser") / "migrate" / "_jsonb.c", Path("tg_parser") / "migrate" / "_copybin.c"]
+SOURCES = [Path("tg_parser") / "transfer" / "_jsonb.c", Path("tg_parser") / "transfer" / "_copybin.c"]
 
 
 def compile_command(source: Path, target: Path) -> list[str]:

@@ -494,10 +494,10 @@ VARIANT_SCRIPT = """
 import sys, json
 from pathlib import Path
 from tg_parser.db.connect import parse_database_url
-from tg_parser.migrate import MigrateOptions, migrate
+from tg_parser.transfer import TransferOptions, run_transfer
 if __name__ == "__main__":
     source, dsn, fmt, rebuild, lz4, out = sys.argv[1:7]
-    report = migrate(MigrateOptions(source_dir=Path(source), target=parse_database_url(dsn), copy_format=fmt,
+    report = run_transfer(TransferOptions(source_dir=Path(source), target=parse_database_url(dsn), copy_format=fmt,
                                     rebuild_indexes=rebuild == "1", lz4=lz4 == "1"))
     Path(out).write_text(json.dumps(report.as_dict()))
 """

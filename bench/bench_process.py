@@ -167,7 +167,8 @@ def run_process(
 def sample_bodies() -> None:
     """One Responses (GPT-5) and one Chat Completions request body, as the SDK sends them."""
     from tg_parser.config import load_settings
-    from tg_parser.processing import LlmClient, LlmDocumentProcessor
+    from tg_parser.llm import LlmClient
+    from tg_parser.processing import LlmDocumentProcessor
 
     message = {
         "source_ref": f"tg:{CHANNEL}:post:1",

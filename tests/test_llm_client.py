@@ -16,8 +16,8 @@ from support.llm_server import LlmServer
 
 from tg_parser.config import load_settings
 from tg_parser.errors import EXIT_CONFIG, EXIT_RATE_LIMITED, ConfigError
-from tg_parser.processing import errors as E
-from tg_parser.processing.llm import (
+from tg_parser.llm import errors as E
+from tg_parser.llm.client import (
     LlmClient,
     LlmConfig,
     ReplyText,

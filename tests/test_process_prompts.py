@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tg_parser.errors import ConfigError
+from tg_parser.llm.prompting import estimate_tokens, load_prompt
 from tg_parser.processing.processor import (
     PROMPT_FIELDS,
     PROMPT_NAME,
@@ -15,7 +16,6 @@ from tg_parser.processing.processor import (
     message_input,
     normalise_topics,
 )
-from tg_parser.processing.prompting import estimate_tokens, load_prompt
 from tg_parser.processing.schema import EntityOutput
 
 

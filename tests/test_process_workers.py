@@ -18,7 +18,8 @@ from support.llm_server import LlmServer
 from support.process_data import cli_env, llm_settings, message_text, seed_messages
 
 from tg_parser.db.connect import open_database
-from tg_parser.processing import LlmClient, LlmConfig, LlmDocumentProcessor, ProcessOptions, ProcessPipeline
+from tg_parser.llm import LlmClient, LlmConfig
+from tg_parser.processing import LlmDocumentProcessor, ProcessCoordinator, ProcessOptions
 from tg_parser.stores import ProcessingStore
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def start_worker(settings, server: LlmServer, *args: str) -> subprocess.Popen[st
 def run_in_process(db, settings, server, **options):
     client = LlmClient(LlmConfig.from_settings(llm_settings(settings, server.base_url)), backoff_base=0.01)
     try:
-        return ProcessPipeline(db, LlmDocumentProcessor.load(client), ProcessOptions(**options)).run()
+        return ProcessCoordinator(db, LlmDocumentProcessor.load(client), ProcessOptions(**options)).run()
     finally:
         client.close()
 

@@ -16,7 +16,7 @@ from tg_parser.cli.main import cli
 from tg_parser.domain.models import Anchor, ProcessedDocument, RawMessage
 from tg_parser.export import export
 from tg_parser.export.validation import load_schema, schema_for_entry
-from tg_parser.processing.llm import LlmClient
+from tg_parser.llm.client import LlmClient
 from tg_parser.stores import ProcessingStore, RawStore
 from tg_parser.topics.extractive import ExtractiveTopicStrategy
 from tg_parser.topics.llm import LlmTopicStrategy

@@ -63,3 +63,43 @@ class InvalidInput(TgParserError):
     """A value given on the command line or in a file is not acceptable."""
 
     exit_code = EXIT_USAGE
+
+
+class ItemFailure(TgParserError):
+    """One item of work (a message, a batch) failed; the failure journal records it and decides its fate.
+
+    `error_class` is the short, stable name the journal and run reports use. `transient` failures are
+    retried and journaled as not permanent; `retry_output` ones (the worker produced something unusable)
+    are retried, then journaled as permanent; `fatal` ones stop the run, since every item would fail the
+    same way. The LLM client's errors and the processing coordinator's own failures share this surface,
+    so the coordinator handles any processor's failures alike.
+    """
+
+    error_class = "failure"
+    transient = False
+    retry_output = False
+    fatal = False
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = 1
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+    @property
+    def retryable(self) -> bool:
+        return not self.fatal and (self.transient or self.retry_output)
+
+    @property
+    def permanent(self) -> bool:
+        """Journal flag: a permanent failure is not selected again unless --retry-failed is given."""
+        return not (self.transient or self.fatal)

@@ -88,7 +88,7 @@ def unlock(app: AppContext, store: str) -> None:
 
 
 # The bulk migrator's commands live in their own module; they belong to this group.
-from tg_parser.cli.db_migrate import checksum, migrate_to_postgres  # noqa: E402
+from tg_parser.cli.db_transfer import checksum, migrate_to_postgres  # noqa: E402
 
 command.add_command(migrate_to_postgres)
 command.add_command(checksum)

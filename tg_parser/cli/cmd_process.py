@@ -16,22 +16,21 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
+from tg_parser.llm import LlmClient, LlmConfig
 from tg_parser.processing import (
-    PIPELINE_VERSION,
-    LlmClient,
-    LlmConfig,
+    PROCESSOR_VERSION,
     LlmDocumentProcessor,
+    ProcessCoordinator,
     ProcessOptions,
-    ProcessPipeline,
     ProcessReport,
 )
 from tg_parser.processing import dry_run as estimate_run
+from tg_parser.processing.coordinator import ProcessCounts
 from tg_parser.processing.extractive import (
-    EXTRACTIVE_PIPELINE_VERSION,
+    EXTRACTIVE_PROCESSOR_VERSION,
     ExtractiveDocumentProcessor,
     tune_options,
 )
-from tg_parser.processing.pipeline import ProcessCounts
 from tg_parser.processing.selection import choose_processor
 from tg_parser.stores import IngestionStore, ProcessingStore
 
@@ -147,22 +146,24 @@ def command(
     client = None
     if kind == "extractive":
         document_processor: Any = ExtractiveDocumentProcessor()
-        run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PIPELINE_VERSION}
+        run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PROCESSOR_VERSION}
         tune_options(options)  # CPU-bound: a few threads, big claims and writes
     else:
         config = LlmConfig.from_settings(settings)
         client = LlmClient(config)
         document_processor = LlmDocumentProcessor.load(client, settings.prompts_dir)
-        run_params = {"processor": "llm", "api": config.api, "pipeline_version": PIPELINE_VERSION}
+        run_params = {"processor": "llm", "api": config.api, "pipeline_version": PROCESSOR_VERSION}
         if not as_json:
             click.echo(
                 f"Processing with {config.describe()}, prompt {document_processor.prompt_id}.", err=True
             )
     try:
-        pipeline = ProcessPipeline(db, document_processor, options, run_id=app.run_id, run_params=run_params)
-        with _progress(silent or as_json) as on_progress, stop_on_signals(pipeline.stop, STOPPING):
-            pipeline.on_progress = on_progress
-            report = pipeline.run()
+        coordinator = ProcessCoordinator(
+            db, document_processor, options, run_id=app.run_id, run_params=run_params
+        )
+        with _progress(silent or as_json) as on_progress, stop_on_signals(coordinator.stop, STOPPING):
+            coordinator.on_progress = on_progress
+            report = coordinator.run()
     finally:
         if client is not None:
             client.close()

@@ -26,7 +26,7 @@ def build_strategy(app: AppContext, kind: str) -> TopicStrategy:
         return ExtractiveTopicStrategy(
             min_documents=settings.topic_min_hashtag_documents, max_anchors=settings.topic_cluster_max_anchors
         )
-    from tg_parser.processing.llm import LlmClient
+    from tg_parser.llm.client import LlmClient
     from tg_parser.topics.llm import LlmTopicStrategy
 
     return LlmTopicStrategy(

@@ -150,7 +150,7 @@ class Pipeline:
         )
 
     def process(self, source: Source) -> StepResult:
-        from tg_parser.processing.pipeline import ProcessOptions, ProcessPipeline
+        from tg_parser.processing.coordinator import ProcessCoordinator, ProcessOptions
 
         client = None
         options = ProcessOptions(source_id=source.source_id, concurrency=self.concurrency)
@@ -160,21 +160,21 @@ class Pipeline:
             processor: Any = ExtractiveDocumentProcessor()
             tune_options(options)  # CPU-bound: a few threads, big claims and writes (as `process` does)
         else:
-            from tg_parser.processing.llm import LlmClient
+            from tg_parser.llm.client import LlmClient
             from tg_parser.processing.processor import LlmDocumentProcessor
 
             client = LlmClient.from_settings(self.settings)
             processor = LlmDocumentProcessor.load(client, self.settings.prompts_dir)
         try:
-            pipeline = ProcessPipeline(
+            coordinator = ProcessCoordinator(
                 self.db,
                 processor,
                 options,
                 run_id=f"{self.run_id}-process-{source.source_id}",
                 run_params={"processor": self.processor_kind, "via": "run"},
             )
-            pipeline.stop = self.stop
-            report = pipeline.run()
+            coordinator.stop = self.stop
+            report = coordinator.run()
         finally:
             if client is not None:
                 client.close()

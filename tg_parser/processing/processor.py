@@ -1,8 +1,8 @@
 """Turning one raw message into one processed document.
 
 A processor has a `model` and a `prompt_id` (recorded on every document) and a `process(message, stop)`
-method that returns a ProcessedDocument or raises an LlmError. The pipeline only sees this surface, so
-another processor (an offline extractive one, say) can run through the same pipeline.
+method that returns a ProcessedDocument or raises an LlmError. The coordinator only sees this surface, so
+another processor (an offline extractive one, say) can run through the same coordinator.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tg_parser.domain.models import Entity, ProcessedDocument
-from tg_parser.processing.llm import LlmClient
-from tg_parser.processing.prompting import Prompt, estimate_tokens, load_prompt
-from tg_parser.processing.schema import ProcessedDocumentOutput, StructuredFormat, processed_document_format
+from tg_parser.llm.client import LlmClient
+from tg_parser.llm.prompting import Prompt, estimate_tokens, load_prompt
+from tg_parser.llm.structured import StructuredFormat
+from tg_parser.processing.schema import ProcessedDocumentOutput, processed_document_format
 
 # Bumped when the way documents are built changes (not the prompt: that has its own id).
-PIPELINE_VERSION = "process-1"
+PROCESSOR_VERSION = "process-1"
 PROMPT_NAME = "process_document"
 PROMPT_FIELDS = ("message_type", "date", "text")
 
@@ -88,7 +89,7 @@ class LlmDocumentProcessor:
             language=output.language,
             model=self.model,
             prompt_id=self.prompt_id,
-            pipeline_version=PIPELINE_VERSION,
+            pipeline_version=PROCESSOR_VERSION,
             input_tokens=result.usage.input_tokens,
             output_tokens=result.usage.output_tokens,
             metadata={

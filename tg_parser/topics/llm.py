@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pydantic import BaseModel, Field
 
 from tg_parser.domain.models import Anchor, SupportingItem
-from tg_parser.processing.llm import LlmClient
-from tg_parser.processing.prompting import Prompt, estimate_tokens, load_prompt
-from tg_parser.processing.schema import structured_format
+from tg_parser.llm.client import LlmClient
+from tg_parser.llm.prompting import Prompt, estimate_tokens, load_prompt
+from tg_parser.llm.structured import structured_format
 from tg_parser.stores.topics import CorpusDocument
 from tg_parser.topics.model import Candidate, Topic
 

@@ -1,0 +1,564 @@
+"""The `process` coordinator: raw messages in, processed documents out, several LLM calls at once.
+
+Threads and responsibilities:
+
+- the *coordinator* (the calling thread) is the only one touching the database. It walks the
+  candidates with one keyset-paged selection query, claims leases in chunks, hands claimed messages to
+  the workers, collects their results and writes them in batches: documents, failure-journal rows and
+  the release of their leases go in one transaction per batch;
+- `concurrency` *worker* threads only call the processor (the LLM). They never wait for the database,
+  and the database never waits for them, so neither is the other's bottleneck.
+
+Several workers (processes, hosts) can run against one database: a message is sent to the LLM only by
+the worker holding its lease. A lease expires after `lease_ttl` unless renewed (in-flight leases are
+renewed every third of it), so the messages of a killed worker are picked up once it has lapsed.
+
+Stopping (`stop` event, set by Ctrl-C in the CLI): no new request starts; documents already finished
+are written; requests still in flight are abandoned and their leases released, so nothing is
+half-written and the next run picks them up.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from loguru import logger
+
+from tg_parser.db.base import Database
+from tg_parser.domain.models import ProcessedDocument, RunReport
+from tg_parser.errors import ItemFailure
+from tg_parser.llm.errors import LlmRejectedEverything
+from tg_parser.logging import redact
+from tg_parser.processing.processor import EmptyMessage, Processor
+from tg_parser.stores.base import FAR_PAST
+from tg_parser.stores.processing import ProcessingStore
+
+# This many bad-request rejections in a row, before any success, means the settings are wrong.
+REJECTIONS_BEFORE_ABORT = 10
+
+
+@dataclass
+class ProcessOptions:
+    source_id: str | None = None
+    channel_id: int | None = None
+    concurrency: int = 4
+    limit: int | None = None
+    force: bool = False
+    retry_failed: bool = False
+    lease_ttl: float = 600.0  # seconds a claimed message stays reserved for this worker
+    write_batch: int = 100  # results written per transaction, at most
+    flush_interval: float = 0.5  # seconds a finished result may wait for its batch
+    page_size: int = 500  # candidates read per selection query
+    claim_batch: int | None = None  # messages leased per claim transaction (default: the concurrency)
+
+
+@dataclass
+class ProcessCounts:
+    selected: int = 0  # candidates read from the selection
+    claimed: int = 0  # leased by this worker (the only ones it sends)
+    skipped_leased: int = 0  # taken by another worker (or finished by one) in the meantime
+    processed: int = 0  # documents written
+    failed: int = 0
+    failed_permanent: int = 0
+    failed_transient: int = 0
+    skipped_no_text: int = 0  # media-only messages: journaled, nothing to send
+    discarded: int = 0  # in flight when the run stopped; released for the next run
+    requests: int = 0
+    retries: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    failures_by_class: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ProcessReport:
+    run_id: str
+    worker_id: str
+    status: str  # ok | partial | failed | interrupted
+    started_at: datetime
+    finished_at: datetime
+    counts: ProcessCounts
+    params: dict[str, Any]
+    error: str | None = None
+    fatal: ItemFailure | None = None
+
+    @property
+    def duration(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.counts.processed / self.duration if self.duration > 0 else 0.0
+
+    def counts_dict(self) -> dict[str, Any]:
+        data = asdict(self.counts)
+        data["duration_s"] = round(self.duration, 3)
+        data["docs_per_s"] = round(self.docs_per_second, 2)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "kind": "process",
+            "worker_id": self.worker_id,
+            "status": self.status,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "params": self.params,
+            "counts": self.counts_dict(),
+            "error": self.error,
+        }
+
+
+def new_worker_id(run_id: str) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
+
+
+class _Result:
+    __slots__ = ("document", "error", "kind", "message")
+
+    def __init__(
+        self,
+        kind: str,
+        message: Mapping[str, Any],
+        document: ProcessedDocument | None = None,
+        error: ItemFailure | None = None,
+    ) -> None:
+        self.kind = kind  # ok | error | empty | cancelled
+        self.message = message
+        self.document = document
+        self.error = error
+
+
+class _InternalError(ItemFailure):
+    """A bug or an unexpected exception while processing one message: journaled, retried next run."""
+
+    error_class = "internal_error"
+    transient = True
+
+
+class _NoText(ItemFailure):
+    """Journaled (permanent) for a message without text, so later runs do not select it again."""
+
+    error_class = "no_text"
+
+
+class ProcessCoordinator:
+    def __init__(
+        self,
+        db: Database,
+        processor: Processor,
+        options: ProcessOptions,
+        *,
+        run_id: str | None = None,
+        worker_id: str | None = None,
+        stop: threading.Event | None = None,
+        on_progress: Callable[[ProcessCounts], None] | None = None,
+        run_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        if options.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.db = db
+        self.store = ProcessingStore(db)
+        self.processor = processor
+        self.options = options
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.worker_id = worker_id or new_worker_id(self.run_id)
+        self.stop = stop or threading.Event()
+        self.on_progress = on_progress
+        self.run_params = dict(run_params or {})
+        self.counts = ProcessCounts()
+        self._failure_classes: Counter[str] = Counter()
+        # Set on Ctrl-C or a fatal error: workers start nothing new and cut their retry waits short.
+        self._cancel = threading.Event()
+        self._fatal: ItemFailure | None = None
+        self._work: queue.Queue[Mapping[str, Any] | None] = queue.Queue()
+        self._results: queue.Queue[_Result] = queue.Queue()
+        self._in_flight: dict[str, Mapping[str, Any]] = {}
+        self._documents: list[ProcessedDocument] = []
+        self._failures: list[tuple[Mapping[str, Any], ItemFailure]] = []
+        self._release: list[str] = []
+        self._first_unwritten = 0.0
+        self._rejections = 0
+        self._started = datetime.now(UTC)
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> ProcessReport:
+        options = self.options
+        params = {
+            "source_id": options.source_id,
+            "channel_id": options.channel_id,
+            "concurrency": options.concurrency,
+            "limit": options.limit,
+            "force": options.force,
+            "retry_failed": options.retry_failed,
+            "model": self.processor.model,
+            "prompt_id": self.processor.prompt_id,
+            "worker_id": self.worker_id,
+            **self.run_params,
+        }
+        self._started = datetime.now(UTC)
+        self.store.start_run(
+            RunReport(run_id=self.run_id, kind="process", started_at=self._started, params=params)
+        )
+        logger.info(
+            "process run {} started: worker {}, concurrency {}, model {}, prompt {}",
+            self.run_id,
+            self.worker_id,
+            options.concurrency,
+            self.processor.model,
+            self.processor.prompt_id,
+        )
+        workers = [
+            threading.Thread(target=self._worker, name=f"llm-worker-{i}", daemon=True)
+            for i in range(options.concurrency)
+        ]
+        for worker in workers:
+            worker.start()
+        error: str | None = None
+        try:
+            self._coordinate()
+        except BaseException as exc:  # a second Ctrl-C or a database error: stop, report, re-raise
+            self._cancel.set()
+            error = redact(f"{type(exc).__name__}: {exc}")[:2000]
+            self._shutdown(workers, wait=False)
+            self._finish(
+                params, error=error, interrupted=isinstance(exc, KeyboardInterrupt), best_effort=True
+            )
+            raise
+        stopped = self.stop.is_set() or self._fatal is not None
+        self._shutdown(workers, wait=not stopped)
+        return self._finish(params, error=None, interrupted=self.stop.is_set())
+
+    def _coordinate(self) -> None:
+        options = self.options
+        candidates = self._candidates()
+        exhausted = False
+        claim_batch = options.claim_batch or options.concurrency
+        # Claimed and not finished: busy workers plus one round queued. A fast processor (extractive)
+        # claims in bigger batches so each message does not pay for its own claim transaction.
+        high_water = 2 * max(options.concurrency, claim_batch)
+        renew_every = max(options.lease_ttl / 3, 0.05)
+        next_renewal = time.monotonic() + renew_every
+        while True:
+            if self.stop.is_set() or self._fatal is not None:
+                self._cancel.set()
+                break
+            while not exhausted and len(self._in_flight) < high_water:
+                room = min(claim_batch, self._remaining())
+                if room <= 0:
+                    exhausted = True
+                    break
+                chunk = [row for _, row in zip(range(room), candidates, strict=False)]
+                if not chunk:
+                    exhausted = True
+                    break
+                for row in self._claim(chunk):
+                    self._in_flight[row["source_ref"]] = row
+                    self._work.put(row)
+            if not self._in_flight:
+                if exhausted:
+                    break
+                continue  # every message of that chunk was taken by another worker: claim more
+            self._collect(timeout=0.1)
+            if self._due_for_write():
+                self._write()
+            if self._in_flight and time.monotonic() >= next_renewal:
+                self._renew()
+                next_renewal = time.monotonic() + renew_every
+        # Results that finished before we stopped are kept; whatever is still running is abandoned.
+        self._collect(timeout=0)
+        self._write()
+
+    def _remaining(self) -> int:
+        if self.options.limit is None:
+            return 2**62
+        done = self.counts.claimed - self.counts.discarded
+        return max(0, self.options.limit - done)
+
+    def _candidates(self) -> Iterator[Mapping[str, Any]]:
+        """Every candidate once, in (channel, date, ref) order: one selection query per page."""
+        after: tuple[int, datetime, str] | None = None
+        options = self.options
+        while True:
+            rows = self.store.select_candidates(
+                limit=options.page_size,
+                source_id=options.source_id,
+                channel_id=options.channel_id,
+                force=options.force,
+                retry_failed=options.retry_failed,
+                after=after,
+            )
+            self.counts.selected += len(rows)
+            yield from rows
+            if len(rows) < options.page_size:
+                return
+            last = rows[-1]
+            after = (last["channel_id"], last["date"], last["source_ref"])
+
+    def _claim(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        refs = [row["source_ref"] for row in rows]
+        ttl = timedelta(seconds=self.options.lease_ttl)
+        done_since = self._started if self.options.force else FAR_PAST
+        with self.db.transaction():
+            claimed = self.store.claim(refs, self.worker_id, ttl, force=self.options.force)
+            dropped = set(self.store.unclaim_done(claimed, self.worker_id, done_since)) if claimed else set()
+        held = set(claimed) - dropped
+        self.counts.claimed += len(held)
+        self.counts.skipped_leased += len(rows) - len(held)
+        return [row for row in rows if row["source_ref"] in held]
+
+    def _renew(self) -> None:
+        refs = list(self._in_flight)
+        with self.db.transaction():
+            kept = set(
+                self.store.claim(refs, self.worker_id, timedelta(seconds=self.options.lease_ttl), force=True)
+            )
+        lost = [ref for ref in refs if ref not in kept]
+        if lost:
+            logger.warning("{} lease(s) lapsed and were taken by another worker: {}", len(lost), lost[:5])
+
+    # --- results ------------------------------------------------------------------------------------
+
+    def _collect(self, timeout: float) -> None:
+        try:
+            result = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(result)
+            try:
+                result = self._results.get_nowait()
+            except queue.Empty:
+                break
+        if self.on_progress is not None:
+            self.on_progress(self.counts)
+
+    def _handle(self, result: _Result) -> None:
+        ref = result.message["source_ref"]
+        if self._in_flight.pop(ref, None) is None:
+            return  # already given up on (stopped): never written
+        if not self._documents and not self._failures and not self._release:
+            self._first_unwritten = time.monotonic()
+        self._release.append(ref)
+        if result.kind == "cancelled":
+            self.counts.discarded += 1
+            return
+        if result.kind == "ok":
+            assert result.document is not None
+            document = result.document
+            self._documents.append(document)
+            self.counts.requests += int(document.metadata.get("attempts", 1))
+            self.counts.retries += int(document.metadata.get("attempts", 1)) - 1
+            self.counts.input_tokens += document.input_tokens or 0
+            self.counts.output_tokens += document.output_tokens or 0
+            self.counts.reasoning_tokens += int(document.metadata.get("reasoning_tokens") or 0)
+            self._rejections = 0
+            return
+        if result.kind == "empty":
+            self.counts.skipped_no_text += 1
+            self._failures.append(
+                (result.message, _NoText("message has no text (media only): nothing to send"))
+            )
+            return
+        error = result.error
+        assert error is not None
+        if error.error_class == "cancelled":
+            self.counts.discarded += 1
+            return
+        self.counts.requests += error.attempts
+        self.counts.retries += error.attempts - 1
+        self.counts.input_tokens += error.input_tokens
+        self.counts.output_tokens += error.output_tokens
+        self.counts.failed += 1
+        if error.permanent:
+            self.counts.failed_permanent += 1
+        else:
+            self.counts.failed_transient += 1
+        self._failure_classes[error.error_class] += 1
+        self._failures.append((result.message, error))
+        logger.warning("{}: {} ({})", ref, error.one_line(), error.error_class)
+        if error.fatal and self._fatal is None:
+            self._fatal = error
+        if error.error_class == "bad_request":
+            self._rejections += 1
+            if (
+                self._rejections >= REJECTIONS_BEFORE_ABORT
+                and self.counts.processed == 0
+                and not self._documents
+            ):
+                self._fatal = LlmRejectedEverything(
+                    f"the first {self._rejections} requests were all rejected; last: {error.message}",
+                    "check LLM_MODEL, LLM_API and the LLM_* parameters for this server",
+                )
+
+    def _due_for_write(self) -> bool:
+        pending = len(self._documents) + len(self._failures) + len(self._release)
+        if not pending:
+            return False
+        if len(self._documents) + len(self._failures) >= self.options.write_batch:
+            return True
+        return time.monotonic() - self._first_unwritten >= self.options.flush_interval or not self._in_flight
+
+    def _write(self) -> None:
+        """Documents, journal rows and lease releases of finished messages, in one transaction."""
+        if not (self._documents or self._failures or self._release):
+            return
+        documents, failures, release = self._documents, self._failures, self._release
+        with self.db.transaction():
+            self.store.upsert_documents(documents)
+            for message, error in failures:
+                self.store.record_failure(
+                    message["source_ref"],
+                    channel_id=message.get("channel_id"),
+                    error_class=error.error_class,
+                    error_message=redact(error.one_line()),
+                    permanent=error.permanent,
+                    run_id=self.run_id,
+                )
+            self.store.release(release, self.worker_id)
+        self._documents, self._failures, self._release = [], [], []
+        self.counts.processed += len(documents)
+
+    # --- workers ------------------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            message = self._work.get()
+            if message is None:
+                return
+            if self._cancel.is_set():
+                self._results.put(_Result("cancelled", message))
+                continue
+            try:
+                document = self.processor.process(message, self._cancel)
+                self._results.put(_Result("ok", message, document=document))
+            except EmptyMessage:
+                self._results.put(_Result("empty", message))
+            except ItemFailure as exc:
+                self._results.put(_Result("error", message, error=exc))
+            except Exception as exc:  # a bug must cost one message, not the run
+                logger.opt(exception=exc).error("unexpected error on {}", message.get("source_ref"))
+                error = _InternalError(f"unexpected error: {type(exc).__name__}: {exc}")
+                self._results.put(_Result("error", message, error=error))
+
+    def _shutdown(self, workers: list[threading.Thread], *, wait: bool) -> None:
+        # Messages claimed but not started: give them back.
+        while True:
+            try:
+                message = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if message is not None and self._in_flight.pop(message["source_ref"], None) is not None:
+                self._release.append(message["source_ref"])
+                self.counts.discarded += 1
+        for _ in workers:
+            self._work.put(None)
+        if wait:
+            for worker in workers:
+                worker.join()
+
+    def _finish(
+        self, params: dict[str, Any], *, error: str | None, interrupted: bool, best_effort: bool = False
+    ) -> ProcessReport:
+        # Requests still running are abandoned: release their leases so the next run takes them.
+        abandoned = list(self._in_flight)
+        self.counts.discarded += len(abandoned)
+        self._release.extend(abandoned)
+        self._in_flight.clear()
+        self.counts.failures_by_class = dict(sorted(self._failure_classes.items()))
+        if self._fatal is not None:
+            status, error = "failed", error or self._fatal.one_line()
+        elif interrupted:
+            status = "interrupted"
+        elif self.counts.failed:
+            status = "partial"
+        else:
+            status = "ok"
+        report = ProcessReport(
+            run_id=self.run_id,
+            worker_id=self.worker_id,
+            status=status,
+            started_at=self._started,
+            finished_at=datetime.now(UTC),
+            counts=self.counts,
+            params=params,
+            error=error,
+            fatal=self._fatal,
+        )
+        try:
+            self._write()
+            self.store.finish_run(
+                RunReport(
+                    run_id=self.run_id,
+                    kind="process",
+                    started_at=self._started,
+                    finished_at=report.finished_at,
+                    status=status,  # type: ignore[arg-type]
+                    params=params,
+                    counts=report.counts_dict(),
+                    error=error,
+                )
+            )
+        except Exception:
+            if not best_effort:
+                raise
+            logger.opt(exception=True).error("could not record the end of run {}", self.run_id)
+        logger.info(
+            "process run {} {}: {} written, {} failed, {} discarded in {:.1f} s",
+            self.run_id,
+            status,
+            self.counts.processed,
+            self.counts.failed,
+            self.counts.discarded,
+            report.duration,
+        )
+        return report
+
+
+def dry_run(db: Database, processor: Processor, options: ProcessOptions) -> dict[str, Any]:
+    """How many messages a run would send and roughly how many input tokens: reads only, calls nothing."""
+    store = ProcessingStore(db)
+    count = tokens = empty = 0
+    after: tuple[int, datetime, str] | None = None
+    limit = options.limit
+    while limit is None or count < limit:
+        rows = store.select_candidates(
+            limit=options.page_size,
+            source_id=options.source_id,
+            channel_id=options.channel_id,
+            force=options.force,
+            retry_failed=options.retry_failed,
+            after=after,
+        )
+        for row in rows:
+            if limit is not None and count >= limit:
+                break
+            if not (row.get("text") or "").strip():
+                empty += 1
+                continue
+            count += 1
+            tokens += processor.estimate_input_tokens(row)
+        if len(rows) < options.page_size:
+            break
+        after = (rows[-1]["channel_id"], rows[-1]["date"], rows[-1]["source_ref"])
+    return {
+        "messages": count,
+        "skipped_no_text": empty,
+        "estimated_input_tokens": tokens,
+        "estimated_input_tokens_per_message": round(tokens / count) if count else 0,
+        "model": processor.model,
+        "prompt_id": processor.prompt_id,
+    }

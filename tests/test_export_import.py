@@ -462,7 +462,7 @@ def test_cli_import_waits_for_nobody_when_the_source_is_locked(settings, monkeyp
     assert invoke(settings, "ingest", "--from-export", str(EXAMPLE)).exit_code == 0
     db = open_database(settings)
     try:
-        with source_lock(db, f"export-{CHANNEL}", settings.db_sqlite_dir):
+        with source_lock(db, f"export-{CHANNEL}"):
             result = invoke(settings, "ingest", "--from-export", str(EXAMPLE))
     finally:
         db.close()

@@ -141,7 +141,7 @@ def test_lock_held_exits_4_with_one_line(run, settings, world):
     add_channel_source(settings, world, 1001, "newsfeed")
     db = open_database(settings)
     try:
-        with source_lock(db, "newsfeed", settings.db_sqlite_dir):
+        with source_lock(db, "newsfeed"):
             result = run("ingest", "--source", "newsfeed")
     finally:
         db.close()

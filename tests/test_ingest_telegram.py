@@ -337,7 +337,7 @@ def test_comments_through_the_discussion_group(db, world, settings):
 
 
 def test_post_without_thread_is_marked_and_skipped(db, world, settings):
-    from tg_parser.ingestion.state import IngestionState
+    from tg_parser.stores.ingestion import IngestionStore
 
     channel = world.add_channel(CHANNEL, "News", "newsfeed", discussion_id=GROUP)
     for i in range(3):
@@ -348,7 +348,7 @@ def test_post_without_thread_is_marked_and_skipped(db, world, settings):
     add_source(db, world, include_comments=True)
     outcome, _ = ingest(db, world, settings, "newsfeed")
     assert outcome.status == "ok" and outcome.counts.threads_unavailable == 1
-    assert IngestionState(db).unavailable_threads("newsfeed") == {1}
+    assert IngestionStore(db).unavailable_threads("newsfeed") == {1}
     assert list(stored(db, "comment").values()) == ["on two"]
     before = len(world.calls(functions.messages.GetRepliesRequest))
     world.comment(channel, 2, "more")
@@ -507,7 +507,7 @@ def test_lock_held_skips_the_source(db, world, settings):
     channel = world.add_channel(CHANNEL, "News", "newsfeed")
     world.post(channel, "hello")
     add_source(db, world)
-    with source_lock(db, "newsfeed", settings.db_sqlite_dir):
+    with source_lock(db, "newsfeed"):
         outcome, _ = ingest(db, world, settings, "newsfeed")
     assert outcome.status == "locked" and "another run" in outcome.message
     assert IngestionStore(db).recent_runs("newsfeed") == []

@@ -25,6 +25,7 @@ from tg_parser.domain.models import (
     TopicCard,
 )
 from tg_parser.stores import ProcessingStore, RawStore
+from tg_parser.stores.topics import TopicStore
 
 T0 = datetime(2025, 1, 2, tzinfo=UTC)
 A, B = -1001, -1002
@@ -311,7 +312,8 @@ def bundle(topic: TopicCard) -> TopicBundle:
     return TopicBundle(topic_id=topic.topic_id, channel_id=topic.channel_id, items=items, updated_at=T0)
 
 
-def test_topics_replace_per_channel(store: ProcessingStore) -> None:
+def test_topics_replace_per_channel(db: Database) -> None:
+    store = TopicStore(db)
     t1 = card(
         ref(A, 1),
         A,

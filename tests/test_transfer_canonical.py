@@ -176,26 +176,6 @@ def test_scan_answers_sent_back_to_back_are_all_read(tmp_path):
         selector.close()
 
 
-def test_only_the_db_package_touches_the_drivers():
-    """tg_parser.transfer reaches SQLite and PostgreSQL through tg_parser.db.bulk_sqlite/bulk_postgres."""
-    import ast
-    from pathlib import Path
-
-    import tg_parser.transfer
-
-    package = Path(tg_parser.transfer.__file__).parent
-    offenders = []
-    for path in [*package.glob("*.py"), package.parent / "cli" / "db_transfer.py"]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("sqlite3", "psycopg")]
-    assert not offenders
-
-
 @pytest.mark.parametrize(
     "text", [*TRICKY_JSON, '{"b": [1.50, {"d": 2e-3, "c": -0.0}], "a": 12345678901234567890123}']
 )

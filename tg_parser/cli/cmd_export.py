@@ -15,6 +15,7 @@ from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
 from tg_parser.stores import ProcessingStore
+from tg_parser.stores.topics import TopicStore
 
 
 @click.command("export")
@@ -55,7 +56,7 @@ def command(
         raise InvalidInput("--since is not before --until", "give a window where since < until")
     db = app.database()
     channel_id = resolve_channel(db, channel) if channel else None
-    if topic_id is not None and ProcessingStore(db).get_topic(topic_id) is None:
+    if topic_id is not None and TopicStore(db).get_topic(topic_id) is None:
         raise InvalidInput(f"unknown topic {topic_id!r}", "list topics in topics.json of a full export")
     filters = ExportFilters(channel_id=channel_id, topic_id=topic_id, since=since, until=until)
     bar = None

@@ -2,60 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from tg_parser import __version__
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option
-from tg_parser.db import migrations
-from tg_parser.db.connect import dialect_of
-from tg_parser.db.resources import STORES
-from tg_parser.errors import TgParserError
-
-
-def collect_health(app: AppContext) -> dict[str, Any]:
-    settings = app.settings
-    report: dict[str, Any] = {
-        "ok": False,
-        "version": __version__,
-        "database": dialect_of(settings),
-        "stores": {},
-    }
-    try:
-        if dialect_of(settings) == "sqlite":
-            migrations.require_sqlite_files(settings.db_sqlite_dir)
-        db = app.database(check_migrations=False)
-    except TgParserError as exc:
-        report["error"] = exc.one_line()
-        return report
-    report["where"] = db.describe()
-    ok = True
-    for store in STORES:
-        entry: dict[str, Any] = {}
-        try:
-            applied = migrations.applied_ids(db, store) or []
-            expected = migrations.expected_ids(db.dialect, store)
-            entry["current"] = applied[-1] if applied else None
-            entry["pending"] = [m for m in expected if m not in applied]
-            if not entry["pending"]:
-                # With migrations pending the tables may not exist yet: the pending list is the finding.
-                db.fetch_one(f"health_{store}")
-            entry["reachable"] = True
-        except Exception as exc:  # report every store, whatever failed
-            entry["reachable"] = False
-            entry["error"] = (
-                f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            )
-        entry["ok"] = bool(entry.get("reachable")) and not entry.get("pending")
-        ok = ok and entry["ok"]
-        report["stores"][store] = entry
-    report["pool" if db.dialect == "postgres" else "files"] = (
-        db.stats() if db.dialect == "postgres" else db.stats()["files"]
-    )
-    report["ok"] = ok
-    return report
+from tg_parser.health import collect_health
 
 
 @click.command("health")
@@ -63,7 +14,7 @@ def collect_health(app: AppContext) -> dict[str, Any]:
 @pass_app
 def command(app: AppContext, as_json: bool) -> None:
     """Check that each store is reachable and its migrations are current (exit 1 if not)."""
-    report = collect_health(app)
+    report = collect_health(app.settings, lambda: app.database(check_migrations=False))
     if as_json:
         emit_json(report)
     else:

@@ -82,6 +82,14 @@ class Database(ABC):
     def stats(self) -> dict[str, Any]:
         """Pool or connection statistics for health checks."""
 
+    @abstractmethod
+    def hold_lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold the named lock for the block across processes, or raise `db.locks.LockBusy` at once."""
+
+    @abstractmethod
+    def applied_migrations(self, store: str) -> list[str] | None:
+        """Migration ids applied to a store, in the order applied; None if it was never migrated."""
+
     # --- public surface -----------------------------------------------------------------------------
 
     def query(self, name: str) -> Query:

@@ -9,7 +9,6 @@ otherwise yoyo fails with a misleading `"yoyo_lock" does not exist`.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -173,30 +172,28 @@ def _yoyo_migrations(dialect: str, store: str) -> Any:
 
 
 def status(settings: Settings, stores: tuple[str, ...] = STORES) -> list[StoreStatus]:
+    from tg_parser.db.connect import open_database
+
     dialect = dialect_of(settings)
     if dialect == "postgres":
         _ensure_pg_schemas(settings)
     result = []
-    for store in stores:
-        with _backend(settings, store) as backend:
-            applied = [m.id for m in _yoyo_migrations(dialect, store) if backend.is_applied(m)]
-            known = set(expected_ids(dialect, store))
-            applied_ids = _applied_ids_from_backend(backend)
+    with open_database(settings, check_migrations=False) as db:
+        for store in stores:
+            with _backend(settings, store) as backend:  # creates yoyo's tables if missing; reads its lock
+                lock = _lock_row(backend)
+            have = db.applied_migrations(store) or []
+            expected = expected_ids(dialect, store)
             result.append(
                 StoreStatus(
                     store=store,
-                    applied=applied,
-                    pending=[m for m in expected_ids(dialect, store) if m not in applied],
-                    unknown=[m for m in applied_ids if m not in known],
-                    lock=_lock_row(backend),
+                    applied=[m for m in expected if m in have],
+                    pending=[m for m in expected if m not in have],
+                    unknown=[m for m in have if m not in expected],
+                    lock=lock,
                 )
             )
     return result
-
-
-def _applied_ids_from_backend(backend: DatabaseBackend) -> list[str]:
-    rows = backend.execute("SELECT migration_id FROM _yoyo_migration ORDER BY applied_at_utc").fetchall()
-    return [row[0] for row in rows]
 
 
 def upgrade(settings: Settings, stores: tuple[str, ...] = STORES) -> dict[str, list[str]]:
@@ -252,40 +249,10 @@ def require_sqlite_files(directory: Path) -> None:
         )
 
 
-def applied_ids(db: Database, store: str) -> list[str] | None:
-    """Migration ids applied to a store, read through the open database; None if never migrated."""
-    if db.dialect == "sqlite":
-        from tg_parser.db.sqlite import SqliteDatabase
-
-        assert isinstance(db, SqliteDatabase)
-        try:
-            rows = db.raw_connection().execute(f"SELECT migration_id FROM {store}._yoyo_migration").fetchall()
-        except sqlite3.OperationalError:
-            return None
-        return [row[0] for row in rows]
-    import psycopg
-    from psycopg import sql
-
-    from tg_parser.db.postgres import PostgresDatabase
-
-    assert isinstance(db, PostgresDatabase)
-    with db.connection() as conn:
-        try:
-            with conn.transaction():
-                rows = conn.execute(
-                    sql.SQL("SELECT migration_id FROM {}._yoyo_migration").format(sql.Identifier(store))
-                ).fetchall()
-        except psycopg.errors.UndefinedTable:
-            return None
-        except psycopg.errors.InvalidSchemaName:
-            return None
-    return [row[0] for row in rows]
-
-
 def require_current(db: Database) -> None:
     """Refuse to run on a schema whose migrations are behind (or unknown to) this version of the tool."""
     for store in STORES:
-        have = applied_ids(db, store)
+        have = db.applied_migrations(store)
         want = expected_ids(db.dialect, store)
         if have is None:
             raise SchemaOutdated(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +24,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import adapt_pg_params
+from tg_parser.db.locks import LockBusy, lock_key
 from tg_parser.db.params import to_pyformat
-from tg_parser.errors import DatabaseUnavailable
+from tg_parser.errors import ConfigError, DatabaseUnavailable
 
 _cursor_ids = itertools.count(1)
 
@@ -218,20 +219,50 @@ class PostgresDatabase(Database):
             return session.copy_rows(schema, table, columns, rows)
 
     @contextmanager
-    def pinned_session(self) -> Iterator[Session]:
-        """One pooled connection held for the whole block, in autocommit mode.
-
-        For session-scoped state that must outlive single statements without keeping a transaction
-        open, e.g. a session-level advisory lock held for an ingestion run (ingestion/locks.py). Data
-        work still goes through the pool and `transaction()`.
-        """
+    def hold_lock(self, name: str) -> Iterator[None]:
+        # A session-level advisory lock lives on one connection, held (in autocommit, so no transaction
+        # stays open) for the whole block; the block's own work needs a second connection from the pool.
+        if self.pool.max_size < 2:
+            raise ConfigError(
+                "DB_POOL_MAX_SIZE is 1, but holding a lock needs 2 connections (one holds the lock)",
+                "set DB_POOL_MAX_SIZE to 2 or more",
+            )
+        key = {"key": lock_key(name)}
         with self.pool.connection() as connection:
             connection.autocommit = True
+            session = PgSession(connection)
             try:
-                yield PgSession(connection)
+                row = session.fetch_one(self.query("session_lock_try"), key)
+                if not row or not row["acquired"]:
+                    raise LockBusy(name, self._lock_holder(key))
+                try:
+                    yield
+                finally:
+                    # If the connection is gone, so is the lock: nothing is left to release.
+                    with suppress(psycopg.Error):
+                        session.fetch_one(self.query("session_lock_release"), key)
             finally:
                 if not connection.closed:
                     connection.autocommit = False
+
+    def _lock_holder(self, key: dict[str, int]) -> str | None:
+        holder = self.fetch_one("session_lock_holder", key)
+        if not holder or not holder.get("pid"):
+            return None
+        where = f" from {holder['client_addr']}" if holder.get("client_addr") else ""
+        return f"PostgreSQL backend pid {holder['pid']}{where}, {holder.get('application_name') or 'unknown app'}"
+
+    def applied_migrations(self, store: str) -> list[str] | None:
+        statement = sql.SQL("SELECT migration_id FROM {}._yoyo_migration ORDER BY applied_at_utc").format(
+            sql.Identifier(store)
+        )
+        with self.pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    rows = conn.execute(statement).fetchall()
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                return None
+        return [row[0] for row in rows]
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:

@@ -20,6 +20,7 @@ from typing import Any
 from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import encode_sqlite_params, register_sqlite_converters
+from tg_parser.db.locks import file_lock, lock_file
 from tg_parser.db.resources import STORES
 from tg_parser.errors import DatabaseUnavailable, LockHeld
 
@@ -184,6 +185,21 @@ class SqliteDatabase(Database):
                 for store in STORES
             }
         }
+
+    def hold_lock(self, name: str) -> AbstractContextManager[None]:
+        return file_lock(lock_file(self.directory, name), name)
+
+    def applied_migrations(self, store: str) -> list[str] | None:
+        if store not in STORES:
+            raise ValueError(f"unknown store {store!r}")
+        with self._lock:
+            try:
+                rows = self._connection.execute(
+                    f"SELECT migration_id FROM {store}._yoyo_migration ORDER BY applied_at_utc"
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return None
+        return [row[0] for row in rows]
 
     def raw_connection(self) -> sqlite3.Connection:
         """The underlying connection, for the migrator's catalog reads only."""

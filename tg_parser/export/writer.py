@@ -26,6 +26,7 @@ from tg_parser.domain.ids import kb_topic_id
 from tg_parser.errors import TgParserError
 from tg_parser.export.links import channel_link, message_path
 from tg_parser.stores.base import FAR_FUTURE, FAR_PAST
+from tg_parser.stores.export import ExportStore
 
 TITLE_MAX = 120
 _FOLDER_HINT = "check that --out names a folder you can write to"
@@ -129,20 +130,14 @@ def export(
     # tg-parser did not write are never touched.
     previous_files = _listed_topic_files(out_dir / "topics.json")
 
-    usernames: dict[int, str] = {}
-    for row in db.fetch_all("export_channel_usernames"):
-        usernames.setdefault(int(row["channel_id"]), row["username"])
-
-    cards = [c for c in db.fetch_all("topics_list_all") if _topic_selected(c, filters)]
-    bundles = {b["topic_id"]: b for b in db.fetch_all("export_topic_bundles")}
+    store = ExportStore(db)
+    usernames = store.channel_usernames()
+    cards = [c for c in store.topic_cards() if _topic_selected(c, filters)]
+    bundles = store.topic_bundles()
     # A topic is exported when one of its anchors is: decided up front, so every topic id a message
     # entry names has its own topic entry and file in the same export.
     anchor_refs = sorted({a["source_ref"] for c in cards for a in c["anchors"]})
-    in_window = {
-        row["source_ref"]
-        for row in (db.fetch_all("export_document_dates", {"refs": anchor_refs}) if anchor_refs else [])
-        if _in_window(row, filters)
-    }
+    in_window = {row["source_ref"] for row in store.document_dates(anchor_refs) if _in_window(row, filters)}
     cards = [c for c in cards if any(a["source_ref"] in in_window for a in c["anchors"])]
     membership: dict[str, list[str]] = {}
     cited: set[str] = set()
@@ -159,7 +154,7 @@ def export(
     try:
         with files.open("kb_entries.ndjson", binary=True) as ndjson:
             result.message_entries = _write_message_entries(
-                db, ndjson, filters, usernames, membership, allowed, cited, docs_for_topics, on_entry
+                store, ndjson, filters, usernames, membership, allowed, cited, docs_for_topics, on_entry
             )
             exported_cards = [
                 c for c in cards if any(a["source_ref"] in docs_for_topics for a in c["anchors"])
@@ -235,7 +230,7 @@ def _json_value(value: bytes | str) -> Any:
 
 
 def _write_message_entries(
-    db: Database,
+    store: ExportStore,
     out: BinaryIO,
     filters: ExportFilters,
     usernames: dict[int, str],
@@ -252,18 +247,16 @@ def _write_message_entries(
     entry is one dict serialised by orjson into one write. The query's column order is the unpacking
     order below.
     """
-    params = {
-        "channel_id": filters.channel_id,
-        "since": filters.since or FAR_PAST,
-        "until": filters.until or FAR_FUTURE,
-    }
+    batches = store.document_batches(
+        filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE
+    )
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     write, title_of, link_in, json_value = out.write, make_title, message_path, _json_value
     no_topics: list[str] = []
     topic_ids_of = {ref: sorted(ids) for ref, ids in membership.items()}
     link_bases: dict[int, str] = {}
     count = 0
-    with closing(db.stream_batches("export_stream_documents", params, batch_size=2000)) as batches:
+    with closing(batches):
         for batch in batches:
             for (
                 ref,

@@ -603,7 +603,7 @@ class ExportImporter:
                 escapes_fixed=reader.escapes_fixed,
                 chats_in_file=len(scans),
             )
-            with source_lock(self.db, source.source_id, self.sqlite_dir):
+            with source_lock(self.db, source.source_id):
                 run_pk = self.sources.start_run(source.source_id, self.run_id)
                 self.sources.record_attempt(source.source_id)
                 counts: dict[str, int] = {}

@@ -51,7 +51,6 @@ from tg_parser.ingestion.errors import (
     describe,
 )
 from tg_parser.ingestion.locks import source_lock
-from tg_parser.ingestion.state import IngestionState
 from tg_parser.stores import IngestionStore, RawStore
 from tg_parser.stores.raw import BatchResult
 
@@ -129,7 +128,6 @@ class Ingestor:
         self.sqlite_dir = sqlite_dir
         self.sources = IngestionStore(db)
         self.raw = RawStore(db)
-        self.state = IngestionState(db)
 
     def run(self, sources: Sequence[Source], *, limit: int | None = None) -> list[SourceOutcome]:
         """Attempt each source in turn; an authorization failure stops the run (all would fail alike)."""
@@ -164,7 +162,7 @@ class Ingestor:
                 retry_at=source.rate_limit_until,
             )
         try:
-            with source_lock(self.db, source.source_id, self.sqlite_dir):
+            with source_lock(self.db, source.source_id):
                 return self._attempt(source, limit)
         except SourceLocked as exc:
             return SourceOutcome(source.source_id, "locked", message=exc.one_line())
@@ -182,7 +180,7 @@ class Ingestor:
         except RateLimited as exc:
             cause = exc.__cause__ or exc
             until = self.policy.clock() + timedelta(seconds=exc.seconds)
-            self.state.record_rate_limit(fresh.source_id, until, describe(cause))
+            self.sources.record_rate_limit(fresh.source_id, until, describe(cause))
             self.sources.finish_run(run_pk, success=False, counts=attempt.counts.as_dict(), error=cause)
             return SourceOutcome(
                 fresh.source_id,
@@ -431,7 +429,7 @@ class _Attempt:
         if self.source.comments_unavailable:
             # Posts carry comment threads again: the channel has (re)linked a discussion group.
             sources.set_comments_unavailable(self.source.source_id, False)
-        skipped = self.ingestor.state.unavailable_threads(self.source.source_id)
+        skipped = self.ingestor.sources.unavailable_threads(self.source.source_id)
         for post_id in sorted(self.threads):
             if post_id in skipped:
                 continue
@@ -472,7 +470,7 @@ class _Attempt:
                 pending, committed = [], position
             if page.error is not None:
                 if classify(page.error).kind is ErrorKind.NO_THREAD:
-                    self.ingestor.state.mark_thread_unavailable(
+                    self.ingestor.sources.mark_thread_unavailable(
                         self.source.source_id, post_id, describe(page.error)
                     )
                     self.counts.threads_unavailable += 1

@@ -164,3 +164,21 @@ class IngestionStore(Store):
     def recent_runs(self, source_id: str, limit: int = 20) -> list[IngestRun]:
         rows = self.db.fetch_all("ingest_runs_recent", {"source_id": source_id, "limit": limit})
         return [IngestRun.model_validate(r) for r in rows]
+
+    # --- comment threads that cannot be read, and rate limits ------------------------------------
+
+    def mark_thread_unavailable(self, source_id: str, thread_id: int, reason: str) -> None:
+        self.db.execute(
+            "comment_thread_mark_unavailable",
+            {"source_id": source_id, "thread_id": thread_id, "reason": reason[:500], "now": self.now()},
+        )
+
+    def unavailable_threads(self, source_id: str) -> set[int]:
+        rows = self.db.fetch_all("comment_threads_unavailable_list", {"source_id": source_id})
+        return {int(row["thread_id"]) for row in rows}
+
+    def record_rate_limit(self, source_id: str, until: datetime, error: str) -> None:
+        self.db.execute(
+            "sources_record_rate_limit",
+            {"source_id": source_id, "until": until, "error": error[:2000], "now": self.now()},
+        )

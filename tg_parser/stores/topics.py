@@ -1,13 +1,14 @@
-"""TopicStore: what topicization reads (channels, corpus, freshness). Writing goes through
-ProcessingStore.replace_channel_topics, one transaction per channel."""
+"""TopicStore: everything about topics — what topicization reads (channels, corpus, freshness) and the
+topic cards, their channel membership and bundles it writes (one transaction per channel)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
-from tg_parser.domain.models import UtcDatetime
+from tg_parser.domain.models import TopicBundle, TopicCard, UtcDatetime
 from tg_parser.stores.base import Store
 
 
@@ -52,3 +53,50 @@ class TopicStore(Store):
 
     def save_channel_state(self, state: ChannelState) -> None:
         self.db.execute("topics_save_channel_state", state.model_dump())
+
+    # --- topics -------------------------------------------------------------------------------------
+
+    def replace_channel_topics(
+        self, channel_id: int, cards: Sequence[TopicCard], bundles: Sequence[TopicBundle]
+    ) -> None:
+        """Replace a channel's cards, membership and bundles in one transaction (no stale topic lingers)."""
+        with self.db.transaction():
+            self.db.fetch_one("topics_lock_channel", {"channel_id": channel_id})
+            self.db.execute("topics_delete_channel", {"channel_id": channel_id})
+            if cards:
+                self.db.execute_many("topics_insert_card", [self._card_row(c) for c in cards])
+                self.db.execute_many(
+                    "topics_insert_channel",
+                    [{"topic_id": c.topic_id, "channel_id": c.channel_id} for c in cards],
+                )
+            if bundles:
+                self.db.execute_many("topics_upsert_bundle", [self._bundle_row(b) for b in bundles])
+
+    @staticmethod
+    def _card_row(card: TopicCard) -> dict[str, Any]:
+        row = card.model_dump(mode="python")
+        row["anchors"] = [a.model_dump() for a in card.anchors]
+        return row
+
+    @staticmethod
+    def _bundle_row(bundle: TopicBundle) -> dict[str, Any]:
+        row = bundle.model_dump(mode="python")
+        row["items"] = [i.model_dump() for i in bundle.items]
+        return row
+
+    def topics_for_channel(self, channel_id: int) -> list[TopicCard]:
+        return [
+            TopicCard.model_validate(r)
+            for r in self.db.fetch_all("topics_list_by_channel", {"channel_id": channel_id})
+        ]
+
+    def all_topics(self) -> list[TopicCard]:
+        return [TopicCard.model_validate(r) for r in self.db.fetch_all("topics_list_all")]
+
+    def get_topic(self, topic_id: str) -> TopicCard | None:
+        row = self.db.fetch_one("topics_get_card", {"topic_id": topic_id})
+        return TopicCard.model_validate(row) if row else None
+
+    def get_bundle(self, topic_id: str) -> TopicBundle | None:
+        row = self.db.fetch_one("topics_get_bundle", {"topic_id": topic_id})
+        return TopicBundle.model_validate(row) if row else None

@@ -106,7 +106,7 @@ def topicize_channel(
             channel_id,
             "skipped",
             documents=info.documents,
-            topics=len(ProcessingStore(db).topics_for_channel(channel_id)),
+            topics=len(TopicStore(db).topics_for_channel(channel_id)),
             error="up to date (use --force)",
         )
 
@@ -120,7 +120,7 @@ def topicize_channel(
         topics, channel_id, as_of=info.newest_processed_at, model=strategy.model, prompt_id=strategy.prompt_id
     )
     with db.transaction():
-        ProcessingStore(db).replace_channel_topics(channel_id, cards, bundles)
+        TopicStore(db).replace_channel_topics(channel_id, cards, bundles)
         store.save_channel_state(
             ChannelState(
                 channel_id=channel_id,

@@ -1,0 +1,44 @@
+"""ExportStore: what the knowledge-base export reads — channel names for links, topic cards and bundles,
+anchor dates, and the documents themselves streamed in batches (named queries in sql/processing/export.sql)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from datetime import datetime
+from typing import Any
+
+from tg_parser.stores.base import Store
+
+Row = dict[str, Any]
+
+
+class ExportStore(Store):
+    def channel_usernames(self) -> dict[int, str]:
+        """The public username of each channel that has one (the first one wins), for t.me links."""
+        usernames: dict[int, str] = {}
+        for row in self.db.fetch_all("export_channel_usernames"):
+            usernames.setdefault(int(row["channel_id"]), row["username"])
+        return usernames
+
+    def topic_cards(self) -> list[Row]:
+        """Every topic card as a row (anchors as JSON values), in topic id order."""
+        return self.db.fetch_all("topics_list_all")
+
+    def topic_bundles(self) -> dict[str, Row]:
+        return {row["topic_id"]: row for row in self.db.fetch_all("export_topic_bundles")}
+
+    def document_dates(self, refs: Sequence[str]) -> list[Row]:
+        """Message dates of the given documents (to place topic anchors in the export's date window)."""
+        return self.db.fetch_all("export_document_dates", {"refs": list(refs)}) if refs else []
+
+    def document_batches(
+        self, channel_id: int | None, since: datetime, until: datetime, batch_size: int = 2000
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """Documents to export, as plain tuples in `export_stream_documents`' column order, a batch at
+        a time (the export's hot loop formats every column itself)."""
+        params = {"channel_id": channel_id, "since": since, "until": until}
+        with closing(
+            self.db.stream_batches("export_stream_documents", params, batch_size=batch_size)
+        ) as batches:
+            yield from batches

@@ -27,6 +27,7 @@ from tg_parser.export import ExportFilters, export, make_title, topic_file_name
 from tg_parser.export.validation import load_schema, schema_for_entry
 from tg_parser.export.writer import _SENTENCE_END, TITLE_MAX
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
+from tg_parser.stores.topics import TopicStore
 
 PUBLIC, PRIVATE = 1001, 2002
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -111,7 +112,7 @@ def _seed(db) -> dict[str, str]:
         items=[SupportingItem(source_ref=f"tg:{PUBLIC}:post:3", score=0.6)],
         updated_at=T0,
     )
-    proc.replace_channel_topics(PUBLIC, [card], [bundle])
+    TopicStore(db).replace_channel_topics(PUBLIC, [card], [bundle])
     return {"topic": card.topic_id}
 
 
@@ -205,7 +206,7 @@ def test_stale_topic_files_are_removed_and_foreign_files_kept(db, tmp_path):
     out = tmp_path / "out"
     export(db, out)
     (out / "topic_notes.json").write_text("{}")  # not written by tg-parser: never touched
-    ProcessingStore(db).replace_channel_topics(PUBLIC, [], [])  # the topic is gone
+    TopicStore(db).replace_channel_topics(PUBLIC, [], [])  # the topic is gone
     result = export(db, out)
     assert result.removed_files == [topic_file_name(ids["topic"])]
     assert not (out / topic_file_name(ids["topic"])).exists()

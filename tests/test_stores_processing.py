@@ -348,7 +348,8 @@ def test_topics_replace_per_channel(db: Database) -> None:
     assert [t.topic_id for t in store.all_topics()] == [other.topic_id]
 
 
-def test_topics_replace_is_atomic(store: ProcessingStore) -> None:
+def test_topics_replace_is_atomic(db: Database) -> None:
+    store = TopicStore(db)
     t1 = card(ref(A, 1), A)
     store.replace_channel_topics(A, [t1], [bundle(t1)])
     duplicate = card(ref(A, 2), A)

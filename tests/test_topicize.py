@@ -18,6 +18,7 @@ from tg_parser.export import export
 from tg_parser.export.validation import load_schema, schema_for_entry
 from tg_parser.llm.client import LlmClient
 from tg_parser.stores import ProcessingStore, RawStore
+from tg_parser.stores.topics import TopicStore
 from tg_parser.topics.extractive import ExtractiveTopicStrategy
 from tg_parser.topics.llm import LlmTopicStrategy
 from tg_parser.topics.model import Candidate, TopicGates, apply_gates
@@ -121,13 +122,13 @@ def test_large_channel_goes_in_batches_and_merges(db, settings, server):
     seen = [ref for r in topic_requests for ref, _ in _LINE.findall(r.user_text)]
     assert sorted(seen) == sorted(refs)  # every document sent once per pass
     assert all(r.schema_format.get("strict") is True for r in server.requests)
-    cards = ProcessingStore(db).topics_for_channel(CHANNEL)
+    cards = TopicStore(db).topics_for_channel(CHANNEL)
     assert sorted(c.title for c in cards) == ["All about COOKING", "All about FOOTBALL", "All about ROCKETS"]
     for card in cards:
         assert card.kind == "cluster" and 2 <= len(card.anchors) <= 3
         assert [a.score for a in card.anchors] == sorted((a.score for a in card.anchors), reverse=True)
         assert card.topic_id == f"topic:{card.anchors[0].source_ref}"
-        bundle = ProcessingStore(db).get_bundle(card.topic_id)
+        bundle = TopicStore(db).get_bundle(card.topic_id)
         assert bundle.items and all(i.score >= 0.5 for i in bundle.items)
         assert not {i.source_ref for i in bundle.items} & {a.source_ref for a in card.anchors}
     counts = ProcessingStore(db).get_run("r1").counts
@@ -140,10 +141,10 @@ def test_same_answers_give_same_ids_and_identical_files(db, settings, server, tm
     seed(db)
     topicize(db, llm_strategy(settings, server), TopicGates(), run_id="a")
     export(db, tmp_path / "a")
-    first = [c.topic_id for c in ProcessingStore(db).all_topics()]
+    first = [c.topic_id for c in TopicStore(db).all_topics()]
     topicize(db, llm_strategy(settings, server), TopicGates(), run_id="b", force=True)
     export(db, tmp_path / "b")
-    assert [c.topic_id for c in ProcessingStore(db).all_topics()] == first
+    assert [c.topic_id for c in TopicStore(db).all_topics()] == first
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in names:
@@ -157,17 +158,17 @@ def test_same_answers_give_same_ids_and_identical_files(db, settings, server, tm
 def test_stale_topics_are_removed_and_unchanged_channels_skipped(db, settings, server):
     seed(db)
     topicize(db, llm_strategy(settings, server), TopicGates(), run_id="a")
-    old = {c.topic_id for c in ProcessingStore(db).topics_for_channel(CHANNEL)}
+    old = {c.topic_id for c in TopicStore(db).topics_for_channel(CHANNEL)}
     skipped = topicize(db, llm_strategy(settings, server), TopicGates(), run_id="b")
     assert [c.status for c in skipped.channels] == ["skipped"]
     server.handlers["topics"] = lambda r: {
         "topics": [t for t in topics_handler(r)["topics"] if "ROCKETS" in t["title"]]
     }
     topicize(db, llm_strategy(settings, server), TopicGates(), run_id="c", force=True)
-    now = {c.topic_id for c in ProcessingStore(db).topics_for_channel(CHANNEL)}
+    now = {c.topic_id for c in TopicStore(db).topics_for_channel(CHANNEL)}
     assert len(now) == 1 and now < old
     for gone in old - now:
-        assert ProcessingStore(db).get_topic(gone) is None and ProcessingStore(db).get_bundle(gone) is None
+        assert TopicStore(db).get_topic(gone) is None and TopicStore(db).get_bundle(gone) is None
 
 
 def test_anchors_outside_the_corpus_are_rejected(db, settings, server):
@@ -200,7 +201,7 @@ def test_anchors_outside_the_corpus_are_rejected(db, settings, server):
 
     server.handlers["topics"] = invented
     report = topicize(db, llm_strategy(settings, server, batch_tokens=6000), TopicGates(), run_id="r")
-    cards = ProcessingStore(db).topics_for_channel(CHANNEL)
+    cards = TopicStore(db).topics_for_channel(CHANNEL)
     assert [c.title for c in cards] == ["Real"]
     assert [a.source_ref for a in cards[0].anchors] == [f"tg:{CHANNEL}:post:1", f"tg:{CHANNEL}:post:2"]
     assert report.counts()["rejected_anchors"] == 3
@@ -252,20 +253,20 @@ def test_one_failing_channel_does_not_stop_the_others(db, settings, server):
     report = topicize(db, llm_strategy(settings, server, batch_tokens=6000), TopicGates(), run_id="r")
     status = {c.channel_id: c.status for c in report.channels}
     assert status == {CHANNEL: "ok", OTHER: "failed"}
-    assert ProcessingStore(db).topics_for_channel(CHANNEL)
+    assert TopicStore(db).topics_for_channel(CHANNEL)
     assert ProcessingStore(db).get_run("r").status == "partial"
 
 
 def test_extractive_strategy_uses_shared_hashtags_and_engagement(db):
     seed(db, count=30, hashtags=True)
     topicize(db, ExtractiveTopicStrategy(min_documents=3), TopicGates(), run_id="x")
-    cards = {c.title: c for c in ProcessingStore(db).topics_for_channel(CHANNEL)}
+    cards = {c.title: c for c in TopicStore(db).topics_for_channel(CHANNEL)}
     assert set(cards) == {"#rockets", "#cooking", "#football"}
     rockets = cards["#rockets"]
     # Posts 30, 27, 24 … carry #rockets (i % 3 == 0); engagement = views + 10 * forwards.
     assert [a.source_ref for a in rockets.anchors] == [f"tg:{CHANNEL}:post:{i}" for i in (30, 27, 24)]
     assert rockets.model == "extractive"
-    assert len(ProcessingStore(db).get_bundle(rockets.topic_id).items) == 7
+    assert len(TopicStore(db).get_bundle(rockets.topic_id).items) == 7
 
 
 def test_topicize_cli_extractive_json(settings, db):

@@ -7,7 +7,8 @@ import random
 import pytest
 from telethon import errors as tg_errors
 
-from tg_parser.ingestion.errors import Backoff, ChannelNotFound, ErrorKind, NotLoggedIn, classify
+from tg_parser.backoff import Backoff
+from tg_parser.ingestion.errors import ChannelNotFound, ErrorKind, NotLoggedIn, classify
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,18 @@ def test_backoff_is_exponential_capped_and_jittered():
         ceiling = min(10.0, 2.0**n)
         assert ceiling / 2 <= delay <= ceiling
     assert len({round(d, 6) for d in delays[4:]}) > 1  # jitter: capped waits still differ
+
+
+def test_llm_retries_use_the_same_backoff_with_a_narrower_jitter():
+    from tg_parser.config import load_settings
+    from tg_parser.llm.client import MAX_BACKOFF, LlmClient, LlmConfig
+
+    settings = load_settings(_env_file=None, openai_base_url="http://127.0.0.1:9/v1")
+    client = LlmClient(LlmConfig.from_settings(settings), backoff_base=0.5)
+    try:
+        assert isinstance(client.backoff, Backoff) and client.backoff.cap == MAX_BACKOFF
+        for attempt in range(10):
+            ceiling = min(MAX_BACKOFF, 0.5 * 2**attempt)
+            assert 0.75 * ceiling <= client._backoff(attempt) <= ceiling
+    finally:
+        client.close()

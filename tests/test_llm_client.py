@@ -5,6 +5,7 @@ No database is involved here, so these tests run once (not per dialect).
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -385,7 +386,7 @@ def test_unreachable_server_is_a_transient_connection_error():
 def test_stop_cuts_a_retry_wait_short(server):
     server.on("hello", srv.error(500, "boom"))
     client = make_client(server, llm_max_retries=3)
-    client.backoff_base = 20.0
+    client.backoff = dataclasses.replace(client.backoff, base=20.0)
     stop = threading.Event()
     threading.Timer(0.3, stop.set).start()
     started = time.monotonic()

@@ -16,22 +16,14 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
-from tg_parser.llm import LlmClient, LlmConfig
 from tg_parser.processing import (
-    PROCESSOR_VERSION,
-    LlmDocumentProcessor,
     ProcessCoordinator,
     ProcessOptions,
     ProcessReport,
 )
 from tg_parser.processing import dry_run as estimate_run
 from tg_parser.processing.coordinator import ProcessCounts
-from tg_parser.processing.extractive import (
-    EXTRACTIVE_PROCESSOR_VERSION,
-    ExtractiveDocumentProcessor,
-    tune_options,
-)
-from tg_parser.processing.selection import choose_processor
+from tg_parser.processing.selection import build_document_processor, choose_processor
 from tg_parser.stores import IngestionStore, ProcessingStore
 
 EXIT_INTERRUPTED = 130
@@ -121,12 +113,9 @@ def command(
         click.echo(choice_line, err=True)
 
     if dry_run:
-        if kind == "extractive":
-            estimate = dry_run_report(db, ExtractiveDocumentProcessor(), options, 0)
-            estimate["model"] = "extractive"
-        else:
-            llm = LlmDocumentProcessor.load(None, settings.prompts_dir, model=settings.llm_model)
-            estimate = dry_run_report(db, llm, options, settings.llm_max_output_tokens)
+        with build_document_processor(settings, kind, estimate_only=True) as built:
+            estimate = estimate_run(db, built.processor, options)
+        estimate["max_output_tokens"] = estimate["messages"] * built.max_output_tokens
         if as_json:
             emit_json(estimate)
         else:
@@ -143,30 +132,16 @@ def command(
             )
         return
 
-    client = None
-    if kind == "extractive":
-        document_processor: Any = ExtractiveDocumentProcessor()
-        run_params = {"processor": "extractive", "pipeline_version": EXTRACTIVE_PROCESSOR_VERSION}
-        tune_options(options)  # CPU-bound: a few threads, big claims and writes
-    else:
-        config = LlmConfig.from_settings(settings)
-        client = LlmClient(config)
-        document_processor = LlmDocumentProcessor.load(client, settings.prompts_dir)
-        run_params = {"processor": "llm", "api": config.api, "pipeline_version": PROCESSOR_VERSION}
-        if not as_json:
-            click.echo(
-                f"Processing with {config.describe()}, prompt {document_processor.prompt_id}.", err=True
-            )
-    try:
+    with build_document_processor(settings, kind) as built:
+        built.tune(options)
+        if not as_json and built.client is not None:
+            click.echo(built.description, err=True)
         coordinator = ProcessCoordinator(
-            db, document_processor, options, run_id=app.run_id, run_params=run_params
+            db, built.processor, options, run_id=app.run_id, run_params=built.run_params
         )
         with _progress(silent or as_json) as on_progress, stop_on_signals(coordinator.stop, STOPPING):
             coordinator.on_progress = on_progress
             report = coordinator.run()
-    finally:
-        if client is not None:
-            client.close()
 
     if as_json:
         emit_json(report.to_dict())
@@ -178,14 +153,6 @@ def command(
         click.get_current_context().exit(EXIT_INTERRUPTED)
     if report.counts.failed:
         click.get_current_context().exit(1)
-
-
-def dry_run_report(
-    db: Any, processor: LlmDocumentProcessor, options: ProcessOptions, max_output: int
-) -> dict:
-    estimate = estimate_run(db, processor, options)
-    estimate["max_output_tokens"] = estimate["messages"] * max_output
-    return estimate
 
 
 @contextmanager

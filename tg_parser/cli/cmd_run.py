@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION, build_strategy
+from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
-from tg_parser.processing.selection import choose_processor
+from tg_parser.processing.selection import build_topic_strategy, choose_processor
 
 
 @click.command("run")
@@ -71,7 +71,7 @@ def command(
             "(tg-parser sources add @channel).",
             err=True,
         )
-    strategy = build_strategy(app, kind)
+    strategy = build_topic_strategy(app.settings, kind)
     with stop_on_signals(pipeline.stop, "\nStopping after the current step (Ctrl-C again to quit now)…\n"):
         while True:
             report = pipeline.cycle(sources, strategy)

@@ -7,33 +7,15 @@ import click
 from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
-from tg_parser.processing.selection import choose_processor
+from tg_parser.processing.selection import build_topic_strategy, choose_processor
 from tg_parser.topics.model import TopicGates
-from tg_parser.topics.runner import TopicStrategy, topicize
+from tg_parser.topics.runner import topicize
 
 PROCESSOR_OPTION = click.option(
     "--processor",
     type=click.Choice(["llm", "extractive"]),
     help="Override PROCESSOR: the LLM, or the offline extractive strategy (hashtags).",
 )
-
-
-def build_strategy(app: AppContext, kind: str) -> TopicStrategy:
-    settings = app.settings
-    if kind == "extractive":
-        from tg_parser.topics.extractive import ExtractiveTopicStrategy
-
-        return ExtractiveTopicStrategy(
-            min_documents=settings.topic_min_hashtag_documents, max_anchors=settings.topic_cluster_max_anchors
-        )
-    from tg_parser.llm.client import LlmClient
-    from tg_parser.topics.llm import LlmTopicStrategy
-
-    return LlmTopicStrategy(
-        LlmClient.from_settings(settings),
-        batch_tokens=settings.topic_batch_tokens,
-        prompts_dir=settings.prompts_dir,
-    )
 
 
 @click.command("topicize")
@@ -55,7 +37,7 @@ def command(app: AppContext, channel: str | None, force: bool, processor: str | 
     if not as_json:
         click.echo(line, err=True)
     channels = [resolve_channel(db, channel)] if channel else None
-    strategy = build_strategy(app, kind)
+    strategy = build_topic_strategy(app.settings, kind)
     report = topicize(
         db,
         strategy,

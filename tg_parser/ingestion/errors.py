@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass
 from enum import Enum
 
@@ -136,19 +135,3 @@ def describe(exc: BaseException) -> str:
     """One line for `last_error` and the attempts journal: the exception type and its first line."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-# --- backoff ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter: attempt n waits between half and all of min(cap, base·2ⁿ)."""
-
-    base: float = 1.0
-    cap: float = 60.0
-    max_attempts: int = 5  # tries of one request before the attempt counts as failed
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.cap, self.base * (2**attempt))
-        return ceiling / 2 + rng.random() * ceiling / 2

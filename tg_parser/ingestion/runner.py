@@ -36,13 +36,13 @@ from typing import Any, Literal, TypeVar
 
 from loguru import logger
 
+from tg_parser.backoff import Backoff
 from tg_parser.db.base import Database
 from tg_parser.domain.channels import ChannelRef
 from tg_parser.domain.models import RawMessage, Source
 from tg_parser.ingestion import convert
 from tg_parser.ingestion.client import PAGE_SIZE, Page, TelegramGateway
 from tg_parser.ingestion.errors import (
-    Backoff,
     ChannelNotFound,
     ErrorKind,
     RateLimited,

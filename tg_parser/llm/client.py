@@ -21,7 +21,6 @@ import email.utils
 import json
 import logging
 import math
-import random
 import re
 import threading
 import time
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 import openai
 from pydantic import BaseModel, ValidationError
 
+from tg_parser.backoff import Backoff
 from tg_parser.config import Settings
 from tg_parser.errors import ConfigError
 from tg_parser.llm.errors import (
@@ -432,7 +432,9 @@ class LlmClient:
 
     def __init__(self, config: LlmConfig, *, backoff_base: float = 0.5) -> None:
         self.config = config
-        self.backoff_base = backoff_base
+        self.backoff = Backoff(
+            base=backoff_base, cap=MAX_BACKOFF, max_attempts=config.max_retries + 1, jitter=0.25
+        )
         self._gate = _RateGate()
         # httpx2 logs every request at INFO; keep the run's log about the run.
         logging.getLogger("httpx2").setLevel(logging.WARNING)
@@ -498,7 +500,7 @@ class LlmClient:
                 attempt += 1
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.backoff_base * 2**attempt, MAX_BACKOFF) * (0.75 + random.random() / 4)
+        return self.backoff.delay(attempt)
 
     def _send(self, params: dict[str, Any]) -> ReplyText:
         try:

@@ -151,33 +151,19 @@ class Pipeline:
 
     def process(self, source: Source) -> StepResult:
         from tg_parser.processing.coordinator import ProcessCoordinator, ProcessOptions
+        from tg_parser.processing.selection import build_document_processor
 
-        client = None
         options = ProcessOptions(source_id=source.source_id, concurrency=self.concurrency)
-        if self.processor_kind == "extractive":
-            from tg_parser.processing.extractive import ExtractiveDocumentProcessor, tune_options
-
-            processor: Any = ExtractiveDocumentProcessor()
-            tune_options(options)  # CPU-bound: a few threads, big claims and writes (as `process` does)
-        else:
-            from tg_parser.llm.client import LlmClient
-            from tg_parser.processing.processor import LlmDocumentProcessor
-
-            client = LlmClient.from_settings(self.settings)
-            processor = LlmDocumentProcessor.load(client, self.settings.prompts_dir)
-        try:
+        with build_document_processor(self.settings, self.processor_kind) as built:
             coordinator = ProcessCoordinator(
                 self.db,
-                processor,
-                options,
+                built.processor,
+                built.tune(options),
                 run_id=f"{self.run_id}-process-{source.source_id}",
-                run_params={"processor": self.processor_kind, "via": "run"},
+                run_params={**built.run_params, "via": "run"},
             )
             coordinator.stop = self.stop
             report = coordinator.run()
-        finally:
-            if client is not None:
-                client.close()
         counts = report.counts
         detail = f"{report.status}: {counts.processed} document(s), {counts.failed} failed"
         if counts.skipped_no_text:

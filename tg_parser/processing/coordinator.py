@@ -290,23 +290,9 @@ class ProcessCoordinator:
 
     def _candidates(self) -> Iterator[Mapping[str, Any]]:
         """Every candidate once, in (channel, date, ref) order: one selection query per page."""
-        after: tuple[int, datetime, str] | None = None
-        options = self.options
-        while True:
-            rows = self.store.select_candidates(
-                limit=options.page_size,
-                source_id=options.source_id,
-                channel_id=options.channel_id,
-                force=options.force,
-                retry_failed=options.retry_failed,
-                after=after,
-            )
+        for rows in candidate_pages(self.store, self.options):
             self.counts.selected += len(rows)
             yield from rows
-            if len(rows) < options.page_size:
-                return
-            last = rows[-1]
-            after = (last["channel_id"], last["date"], last["source_ref"])
 
     def _claim(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         refs = [row["source_ref"] for row in rows]
@@ -528,13 +514,11 @@ class ProcessCoordinator:
         return report
 
 
-def dry_run(db: Database, processor: Processor, options: ProcessOptions) -> dict[str, Any]:
-    """How many messages a run would send and roughly how many input tokens: reads only, calls nothing."""
-    store = ProcessingStore(db)
-    count = tokens = empty = 0
+def candidate_pages(store: ProcessingStore, options: ProcessOptions) -> Iterator[list[dict[str, Any]]]:
+    """The messages a run selects, a page at a time in (channel, date, ref) order (keyset paging): the
+    one walk over the candidates, shared by a run and its dry run."""
     after: tuple[int, datetime, str] | None = None
-    limit = options.limit
-    while limit is None or count < limit:
+    while True:
         rows = store.select_candidates(
             limit=options.page_size,
             source_id=options.source_id,
@@ -543,6 +527,20 @@ def dry_run(db: Database, processor: Processor, options: ProcessOptions) -> dict
             retry_failed=options.retry_failed,
             after=after,
         )
+        if rows:
+            yield rows
+        if len(rows) < options.page_size:
+            return
+        last = rows[-1]
+        after = (last["channel_id"], last["date"], last["source_ref"])
+
+
+def dry_run(db: Database, processor: Processor, options: ProcessOptions) -> dict[str, Any]:
+    """How many messages a run would send and roughly how many input tokens: reads only, calls nothing."""
+    store = ProcessingStore(db)
+    count = tokens = empty = 0
+    limit = options.limit
+    for rows in candidate_pages(store, options):
         for row in rows:
             if limit is not None and count >= limit:
                 break
@@ -551,9 +549,8 @@ def dry_run(db: Database, processor: Processor, options: ProcessOptions) -> dict
                 continue
             count += 1
             tokens += processor.estimate_input_tokens(row)
-        if len(rows) < options.page_size:
+        if limit is not None and count >= limit:
             break
-        after = (rows[-1]["channel_id"], rows[-1]["date"], rows[-1]["source_ref"])
     return {
         "messages": count,
         "skipped_no_text": empty,

@@ -15,6 +15,7 @@ from conftest import PG_HOST, PG_PORT, PG_USER
 from tg_parser.cli.main import cli
 from tg_parser.config import load_settings
 from tg_parser.db.connect import open_database
+from tg_parser.errors import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,38 @@ def one_error_line(result) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     return lines[0]
+
+
+# --- PostgreSQL without a URL -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["init"], ["db", "status"], ["sources", "list"], ["export"]])
+def test_postgres_without_database_url_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
+    result = invoke(args, {"DB_TYPE": "postgres"})
+    assert result.exit_code == EXIT_CONFIG, result.output
+    line = one_error_line(result)
+    assert "DATABASE_URL is not set" in line and "set DATABASE_URL=postgresql://" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_migrate_to_postgres_without_a_target_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke(["db", "migrate-to-postgres", "--dry-run"], {"DB_SQLITE_DIR": str(tmp_path)})
+    assert result.exit_code == EXIT_CONFIG, result.output
+    line = one_error_line(result)
+    assert "DATABASE_URL is not set" in line and "--to" in line
+
+
+def test_one_db_part_is_enough_to_choose_the_parts(pg_dbname: str) -> None:
+    """DB_HOST & co. still work without DATABASE_URL (the defaults fill the parts not given)."""
+    env = {"DB_TYPE": "postgres", "DB_HOST": PG_HOST, "DB_USER": PG_USER, "DB_NAME": pg_dbname}
+    result = invoke(["db", "status"], env)
+    assert result.exit_code == 0, result.output
 
 
 # --- DATABASE_URL query parameters --------------------------------------------------------------------

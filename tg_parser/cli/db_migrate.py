@@ -12,7 +12,7 @@ import click
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option, to_json
 from tg_parser.db.resources import STORES
-from tg_parser.errors import InvalidInput
+from tg_parser.errors import ConfigError, InvalidInput
 
 Tick = Callable[[int], None]
 
@@ -124,7 +124,10 @@ def migrate_to_postgres(
     if dry_run and verify_only:
         raise InvalidInput("--dry-run and --verify-only exclude each other", "choose one")
     settings = app.settings
-    target = parse_database_url(dsn) if dsn else pg_target(settings)
+    try:
+        target = parse_database_url(dsn) if dsn else pg_target(settings)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, "give --to DSN, or " + (exc.hint or "set DATABASE_URL")) from None
     if dsn:
         from tg_parser.logging import register_secrets
 

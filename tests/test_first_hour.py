@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from conftest import PG_HOST, PG_PORT, PG_USER
+from support.cli import db_env
 
 from tg_parser.cli.main import cli
-from tg_parser.config import load_settings
+from tg_parser.config import Settings, load_settings
 from tg_parser.db.connect import open_database
-from tg_parser.errors import EXIT_CONFIG
+from tg_parser.errors import EXIT_CONFIG, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +31,43 @@ def one_error_line(result) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     return lines[0]
+
+
+# --- exit codes: an unknown id or name given by the user is bad input ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sources", "pause", "NOPE"],
+        ["sources", "resume", "NOPE"],
+        ["sources", "remove", "NOPE", "--yes"],
+        ["sql", "show", "NOPE"],
+        ["sql", "explain", "NOPE"],
+        ["ingest", "--source", "NOPE"],
+        ["process", "--source", "NOPE"],
+        ["run", "--source", "NOPE"],
+        ["export", "--topic", "NOPE"],
+        ["topicize", "--channel", "NOPE"],
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_an_unknown_id_or_name_is_bad_input(settings: Settings, tmp_path: Path, args: list[str]) -> None:
+    if args[0] in ("run", "export"):
+        args = [*args, "--out", str(tmp_path / "out")]
+    result = invoke(args, db_env(settings))
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "NOPE" in one_error_line(result)
+
+
+def test_the_exit_code_tables_agree_with_the_code() -> None:
+    """Both documented tables put an unknown source id under 2, and none under 1."""
+    guide = (ROOT / "docs" / "USER_GUIDE.md").read_text(encoding="utf-8")
+    architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    for text in (guide, architecture):
+        rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+        assert "unknown source id" in rows["2"]
+        assert "unknown source" not in rows["1"]
 
 
 # --- PostgreSQL without a URL -------------------------------------------------------------------------

@@ -62,9 +62,9 @@ def command(
     interval = parse_interval(every) if every else None
     db = app.database()
     kind, line = choose_processor(app.settings, processor)
-    click.echo(line, err=True)
     pipeline = Pipeline(db, app.settings, kind, out_dir, run_id=app.run_id or "run", concurrency=concurrency)
-    sources = pipeline.select_sources(source_ids, all_sources)
+    sources = pipeline.select_sources(source_ids, all_sources)  # an unknown --source fails before any output
+    click.echo(line, err=True)
     if not sources:
         click.echo(
             "No active sources. Import an export (tg-parser ingest --from-export FILE) or add a channel "

@@ -12,12 +12,12 @@ from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.domain.channels import parse_channel_ref
 from tg_parser.domain.models import Source
-from tg_parser.errors import InvalidInput, TgParserError
+from tg_parser.errors import InvalidInput
 from tg_parser.stores import IngestionStore
 
 
-class SourceNotFound(TgParserError):
-    pass
+class SourceNotFound(InvalidInput):
+    """An unknown source id on the command line: bad input (exit 2)."""
 
 
 class _ChannelArgCommand(click.Command):

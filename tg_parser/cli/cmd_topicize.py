@@ -52,9 +52,9 @@ def command(app: AppContext, channel: str | None, force: bool, processor: str | 
     """
     db = app.database()
     kind, line = choose_processor(app.settings, processor)
+    channels = [resolve_channel(db, channel)] if channel else None  # an unknown channel fails first
     if not as_json:
         click.echo(line, err=True)
-    channels = [resolve_channel(db, channel)] if channel else None
     strategy = build_strategy(app, kind)
     report = topicize(
         db,

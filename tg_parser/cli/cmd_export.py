@@ -50,6 +50,11 @@ def command(
     Files are written atomically (temporary name, then rename) in a deterministic order, and every
     record follows the JSON Schemas shipped in tg_parser/export/schemas/. Stale topic_<id>.json files
     from earlier exports are removed (except with --topic).
+
+    \b
+    Examples:
+      tg-parser export --out out
+      tg-parser export --channel durov --since 2025-01-01 --out kb
     """
     if since and until and since >= until:
         raise InvalidInput("--since is not before --until", "give a window where since < until")

@@ -62,7 +62,13 @@ def collect_health(app: AppContext) -> dict[str, Any]:
 @json_option
 @pass_app
 def command(app: AppContext, as_json: bool) -> None:
-    """Check that each store is reachable and its migrations are current (exit 1 if not)."""
+    """Check that each store is reachable and its migrations are current (exit 1 if not).
+
+    \b
+    Examples:
+      tg-parser health
+      tg-parser health --json
+    """
     report = collect_health(app)
     if as_json:
         emit_json(report)

@@ -96,6 +96,13 @@ def command(
     Ctrl-C stops cleanly: finished documents are kept, requests in flight are abandoned and picked up
     by the next run. Exit status: 0 all done, 1 some messages failed, 3 configuration error (key,
     model, endpoint), 5 rate-limited for long, 130 interrupted.
+
+    \b
+    Examples:
+      tg-parser process --concurrency 8
+      tg-parser process --dry-run
+      tg-parser process --force --processor llm
+      tg-parser process --list-failures
     """
     if source_id and channel:
         raise InvalidInput("--source and --channel are exclusive", "give one of them")

@@ -56,6 +56,11 @@ def command(
 
     With --every the cycle repeats until Ctrl-C or SIGTERM, which ends the pause at once, or the
     running cycle after its current step (this is the compose worker's entry point).
+
+    \b
+    Examples:
+      tg-parser run
+      tg-parser run --all --every 15m --out /srv/kb
     """
     if source_ids and all_sources:
         raise InvalidInput("--source and --all are exclusive", "give one of them")

@@ -49,6 +49,11 @@ def command(app: AppContext, channel: str | None, force: bool, processor: str | 
     across batches, gated (see TOPIC_* settings) and written per channel in one transaction, replacing
     that channel's earlier topics. Channels with no new documents are skipped unless --force.
     Exit status 1 when any channel failed.
+
+    \b
+    Examples:
+      tg-parser topicize
+      tg-parser topicize --channel durov --force
     """
     db = app.database()
     kind, line = choose_processor(app.settings, processor)

@@ -117,6 +117,12 @@ def migrate_to_postgres(
     compare checksums read back from PostgreSQL, ANALYZE, COMMIT. Any offender, error or mismatch rolls
     everything back. Exit 0 only when every table matches.
     See docs/MIGRATION_GUIDE_SQLITE_TO_POSTGRES.md.
+
+    \b
+    Examples:
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db.internal:5432/tgp --dry-run
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db.internal:5432/tgp --report migration.json
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db.internal:5432/tgp --verify-only
     """
     from tg_parser.db.connect import parse_database_url, pg_target
     from tg_parser.migrate import MigrateOptions, migrate
@@ -201,6 +207,11 @@ def checksum(app: AppContext, stores: tuple[str, ...], as_json: bool, silent: bo
 
     The rendering is the same on both dialects, so the output of two installs can be compared
     line by line (e.g. a SQLite install and the PostgreSQL database it was migrated to).
+
+    \b
+    Examples:
+      tg-parser db checksum
+      tg-parser db checksum --store raw --json
     """
     from tg_parser.migrate import database_checksums
 

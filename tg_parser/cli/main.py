@@ -79,14 +79,36 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Storage is SQLite in ./data by default (DB_TYPE=sqlite) or PostgreSQL (DB_TYPE=postgres).
     Settings come from the environment and .env; see docs/CONFIGURATION.md.
 
-    Start with:  tg-parser init   then   tg-parser health
+    \b
+    Examples (the quick start, on the example channel shipped in examples/):
+      tg-parser init
+      tg-parser ingest --from-export examples/channel_export/result.json
+      tg-parser run
+
+    \b
+    Exit codes (the same for every command; docs/USER_GUIDE.md):
+      0  ok
+      1  the work ran and something failed (a source, a step, a health check)
+      2  bad usage or input: wrong options, an unknown source id or query name,
+         a malformed export file
+      3  configuration: a setting, the database, the Telegram session,
+         a schema behind the code ('tg-parser db upgrade')
+      4  a lock is held by another run; the work was skipped
+      5  Telegram rate-limited a source; it is skipped until then
+
+    Errors print one line (what, why, what to do); --debug shows the traceback.
     """
     ctx.obj = AppContext(debug=debug)
 
 
 @cli.command()
 def version() -> None:
-    """Print the version."""
+    """Print the version.
+
+    \b
+    Example:
+      tg-parser version
+    """
     click.echo(f"tg-parser {__version__}")
 
 

@@ -55,7 +55,8 @@ def command(
     source does not stop the others. Exit status 0 when every step succeeded, 1 otherwise.
 
     With --every the cycle repeats until Ctrl-C or SIGTERM, which ends the pause at once, or the
-    running cycle after its current step (this is the compose worker's entry point).
+    running cycle after its current step (this is the compose worker's entry point). Stopped that
+    way, the exit status is still the last cycle's: 0 if it succeeded, 1 if it failed.
 
     \b
     Examples:
@@ -91,8 +92,9 @@ def command(
             )
             sources = pipeline.select_sources(source_ids, all_sources)
     if pipeline.stop.is_set():
-        click.echo("Stopped.", err=True)
-        return
+        # A stop is asked for, not a failure: the exit status is still the last cycle's, so a supervisor
+        # stopping a worker whose every cycle fails sees it fail.
+        click.echo("Stopped." if report.ok else "Stopped; the last cycle failed.", err=True)
     if not report.ok:
         click.get_current_context().exit(1)
 

@@ -9,6 +9,7 @@ import click
 
 from tg_parser.config import Settings, load_settings
 from tg_parser.db.base import Database
+from tg_parser.extensions import announce_build_warnings
 from tg_parser.logging import register_secrets, setup_logging
 
 
@@ -27,6 +28,7 @@ class AppContext:
             register_secrets(self._settings.secrets())
             level = "DEBUG" if self.debug else self._settings.log_level
             self.run_id = setup_logging(level, self._settings.log_format)
+            announce_build_warnings()  # once, after an install that could not compile the C fast paths
         return self._settings
 
     def database(self, *, check_migrations: bool = True) -> Database:

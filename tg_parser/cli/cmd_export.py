@@ -10,7 +10,7 @@ import click
 
 from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option, silent_option
+from tg_parser.cli.output import emit_json, json_option, show_progress, silent_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
@@ -64,7 +64,7 @@ def command(
         raise InvalidInput(f"unknown topic {topic_id!r}", "list topics in topics.json of a full export")
     filters = ExportFilters(channel_id=channel_id, topic_id=topic_id, since=since, until=until)
     bar = None
-    if not silent and not as_json and sys.stderr.isatty():
+    if show_progress(silent or as_json):
         total = ProcessingStore(db).count_documents(channel_id)
         bar = click.progressbar(length=total, label="Exporting", file=sys.stderr)
         bar.__enter__()

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option, silent_option
+from tg_parser.cli.output import emit_json, json_option, show_progress, silent_option
 from tg_parser.domain.models import Source
 from tg_parser.errors import EXIT_FAILURE, InvalidInput, TgParserError
 from tg_parser.ingestion.errors import NotLoggedIn, RateLimited, SourceLocked
@@ -192,7 +192,7 @@ def _exit_for(outcomes: list[Any]) -> None:
 @contextmanager
 def _progress_bars(silent: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """Byte-based progress bars on a terminal, one per pass; nothing in cron, CI or with --silent."""
-    if silent or not sys.stderr.isatty():
+    if not show_progress(silent):
         yield None
         return
     bars: dict[str, Any] = {}

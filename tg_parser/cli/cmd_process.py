@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ import click
 from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
+from tg_parser.cli.output import emit_json, emit_table, json_option, say, show_progress, silent_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.processing import (
@@ -126,7 +125,7 @@ def command(
 
     kind, choice_line = choose_processor(settings, processor)
     if not as_json:
-        click.echo(choice_line, err=True)
+        say(choice_line)
 
     if dry_run:
         if kind == "extractive":
@@ -162,9 +161,7 @@ def command(
         document_processor = LlmDocumentProcessor.load(client, settings.prompts_dir)
         run_params = {"processor": "llm", "api": config.api, "pipeline_version": PIPELINE_VERSION}
         if not as_json:
-            click.echo(
-                f"Processing with {config.describe()}, prompt {document_processor.prompt_id}.", err=True
-            )
+            say(f"Processing with {config.describe()}, prompt {document_processor.prompt_id}.")
     try:
         pipeline = ProcessPipeline(db, document_processor, options, run_id=app.run_id, run_params=run_params)
         with _progress(silent or as_json) as on_progress, stop_on_signals(pipeline.stop, STOPPING):
@@ -197,7 +194,7 @@ def dry_run_report(
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Any]:
     """A one-line live status on stderr at a terminal; nothing in cron, CI or with --silent/--json."""
-    if quiet or not sys.stderr.isatty():
+    if not show_progress(quiet):
         yield None
         return
     last = [0.0]

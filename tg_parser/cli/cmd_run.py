@@ -8,7 +8,7 @@ import click
 
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION, build_strategy
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option
+from tg_parser.cli.output import emit_json, json_option, say
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
@@ -70,12 +70,12 @@ def command(
     kind, line = choose_processor(app.settings, processor)
     pipeline = Pipeline(db, app.settings, kind, out_dir, run_id=app.run_id or "run", concurrency=concurrency)
     sources = pipeline.select_sources(source_ids, all_sources)  # an unknown --source fails before any output
-    click.echo(line, err=True)
+    say(line)
     if not sources:
-        click.echo(
+        say(
             "No active sources. Import an export (tg-parser ingest --from-export FILE) or add a channel "
             "(tg-parser sources add @channel).",
-            err=True,
+            "WARNING",
         )
     strategy = build_strategy(app, kind)
     with stop_on_signals(pipeline.stop, "\nStopping after the current step (Ctrl-C again to quit now)…\n"):
@@ -84,7 +84,7 @@ def command(
             _print(report, out_dir, as_json)
             if interval is None or pipeline.stop.is_set():
                 break
-            click.echo(f"Next cycle in {every}.", err=True)
+            say(f"Next cycle in {every}.")
             if pipeline.stop.wait(interval):
                 break
             pipeline.run_id = (
@@ -94,7 +94,9 @@ def command(
     if pipeline.stop.is_set():
         # A stop is asked for, not a failure: the exit status is still the last cycle's, so a supervisor
         # stopping a worker whose every cycle fails sees it fail.
-        click.echo("Stopped." if report.ok else "Stopped; the last cycle failed.", err=True)
+        say(
+            "Stopped." if report.ok else "Stopped; the last cycle failed.", "INFO" if report.ok else "WARNING"
+        )
     if not report.ok:
         click.get_current_context().exit(1)
 

@@ -6,7 +6,7 @@ import click
 
 from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, emit_table, json_option
+from tg_parser.cli.output import emit_json, emit_table, json_option, say
 from tg_parser.processing.selection import choose_processor
 from tg_parser.topics.model import TopicGates
 from tg_parser.topics.runner import TopicStrategy, topicize
@@ -59,7 +59,7 @@ def command(app: AppContext, channel: str | None, force: bool, processor: str | 
     kind, line = choose_processor(app.settings, processor)
     channels = [resolve_channel(db, channel)] if channel else None  # an unknown channel fails first
     if not as_json:
-        click.echo(line, err=True)
+        say(line)
     strategy = build_strategy(app, kind)
     report = topicize(
         db,

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option, to_json
+from tg_parser.cli.output import (
+    emit_json,
+    emit_table,
+    json_option,
+    say_error,
+    show_progress,
+    silent_option,
+    to_json,
+)
 from tg_parser.db.resources import STORES
 from tg_parser.errors import ConfigError, InvalidInput
 
@@ -19,7 +27,7 @@ Tick = Callable[[int], None]
 
 def progress_factory(silent: bool) -> Callable[[str, int], AbstractContextManager[Tick]] | None:
     """A progress bar per phase/table on stderr, only at a terminal."""
-    if silent or not sys.stderr.isatty():
+    if not show_progress(silent):
         return None
 
     @contextmanager
@@ -194,7 +202,7 @@ def _print_report(report: object) -> None:
         )
         click.echo(f"OK: every table matches; {done}.")
     else:
-        click.echo(f"Error: {report.error}", err=True)
+        say_error(report.error or report.status)
 
 
 @click.command("checksum")

@@ -9,11 +9,51 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import click
+from loguru import logger
 
+from tg_parser.cli.context import AppContext
+from tg_parser.config import requested_log_format
 from tg_parser.db.codec import format_timestamp
+from tg_parser.logging import json_line, redact
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def log_format() -> str:
+    """ "json" when this command logs JSON lines (LOG_FORMAT=json), else "text"."""
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(AppContext) if ctx is not None else None
+    return app.log_format if app is not None else requested_log_format()
+
+
+def say(message: str, level: str = "INFO") -> None:
+    """A line for the operator on stderr: as written in text mode; with LOG_FORMAT=json, a JSON log line
+    like every other line there (so a log collector parses all of stderr)."""
+    if log_format() != "json":
+        click.echo(message, err=True)
+        return
+    text = " ".join(message.split())
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(AppContext) if ctx is not None else None
+    if app is not None and app.run_id is not None:  # this command's logging is set up: it carries the run id
+        logger.bind(logger_name="tg_parser.cli").log(level, text)
+    else:
+        sys.stderr.write(json_line(level, text, run_id=app.run_id if app else None))
+        sys.stderr.flush()
+
+
+def say_error(message: str) -> None:
+    """The one error line: `Error: what — what to do` in text mode, an ERROR line with LOG_FORMAT=json."""
+    if log_format() == "json":
+        say(message, "ERROR")
+    else:
+        click.echo(f"Error: {redact(message)}", err=True)
+
+
+def show_progress(silent: bool) -> bool:
+    """Progress bars only at a terminal, and not with --silent or JSON logs (stderr is JSON lines then)."""
+    return not silent and sys.stderr.isatty() and log_format() != "json"
 
 
 def json_option(func: F) -> F:
@@ -70,7 +110,7 @@ def progress(
     items: Iterable[T], *, length: int | None = None, label: str = "", silent: bool = False
 ) -> Iterator[T]:
     """A progress bar on stderr when it is a terminal; a plain pass-through in cron, CI or with --silent."""
-    if silent or not sys.stderr.isatty():
+    if not show_progress(silent):
         yield from items
         return
     with click.progressbar(items, length=length, label=label, file=sys.stderr) as bar:

@@ -1,3 +1,3 @@
-from tg_parser.logging.setup import new_run_id, redact, register_secrets, setup_logging
+from tg_parser.logging.setup import json_line, new_run_id, redact, register_secrets, setup_logging
 
-__all__ = ["new_run_id", "redact", "register_secrets", "setup_logging"]
+__all__ = ["json_line", "new_run_id", "redact", "register_secrets", "setup_logging"]

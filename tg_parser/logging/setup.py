@@ -12,7 +12,7 @@ import re
 import sys
 import traceback
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -57,6 +57,8 @@ class _InterceptHandler(logging.Handler):
         except ValueError:
             level = record.levelno
         message = record.getMessage()
+        if record.name == "py.warnings":  # "file:line: Category: text" and the source line: keep the first
+            message = message.strip().split("\n", 1)[0]
         logger.bind(logger_name=record.name).opt(exception=record.exc_info, depth=0).log(level, message)
 
 
@@ -98,6 +100,19 @@ def _json_line(record: Any) -> str:
     return json.dumps(payload, ensure_ascii=False) + "\n"
 
 
+def json_line(level: str, message: str, run_id: str | None = None, logger_name: str = "tg_parser.cli") -> str:
+    """One JSON log line built without loguru, with the fields of every other line: for what is written
+    before logging is set up (an invalid setting, a usage error) or from a signal handler."""
+    payload = {
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "level": level,
+        "run_id": run_id,
+        "logger": logger_name,
+        "message": redact(message),
+    }
+    return json.dumps(payload, ensure_ascii=False) + "\n"
+
+
 def _stderr(message: Any) -> None:
     # Looked up at each write, so a swapped stderr (tests, click's runner) gets the lines.
     sys.stderr.write(message)
@@ -130,6 +145,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text", run_id: str | None = N
     logging.basicConfig(
         handlers=[_InterceptHandler()], level=logging.DEBUG if debug else logging.INFO, force=True
     )
+    logging.captureWarnings(True)  # Python warnings become log lines too (one format, JSON included)
     for name in ("psycopg", "psycopg.pool", "yoyo", "telethon", "openai", "httpx"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

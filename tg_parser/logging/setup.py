@@ -145,7 +145,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text", run_id: str | None = N
     logging.basicConfig(
         handlers=[_InterceptHandler()], level=logging.DEBUG if debug else logging.INFO, force=True
     )
-    logging.captureWarnings(True)  # Python warnings become log lines too (one format, JSON included)
+    # Python warnings become log lines too (one format, JSON included). Off, then on: captureWarnings(True)
+    # does nothing when capture was on already, even if warnings.showwarning was replaced since.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     for name in ("psycopg", "psycopg.pool", "yoyo", "telethon", "openai", "httpx"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

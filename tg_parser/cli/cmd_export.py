@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import click
 
 from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option, show_progress, silent_option
+from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
@@ -63,16 +63,12 @@ def command(
     if topic_id is not None and ProcessingStore(db).get_topic(topic_id) is None:
         raise InvalidInput(f"unknown topic {topic_id!r}", "list topics in topics.json of a full export")
     filters = ExportFilters(channel_id=channel_id, topic_id=topic_id, since=since, until=until)
-    bar = None
-    if show_progress(silent or as_json):
-        total = ProcessingStore(db).count_documents(channel_id)
-        bar = click.progressbar(length=total, label="Exporting", file=sys.stderr)
-        bar.__enter__()
-    try:
+    with ExitStack() as stack:
+        bar = None
+        if show_progress(silent or as_json):
+            total = ProcessingStore(db).count_documents(channel_id)
+            bar = stack.enter_context(progress_bar(total, "Exporting"))
         result = export(db, out_dir, filters, on_entry=(lambda: bar.update(1)) if bar else None)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     if as_json:
         emit_json(result.as_dict())
         return

@@ -15,6 +15,7 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, say, show_progress, silent_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
+from tg_parser.logging import STDERR_LOCK, live_line
 from tg_parser.processing import (
     PIPELINE_VERSION,
     LlmClient,
@@ -198,20 +199,23 @@ def _progress(quiet: bool) -> Iterator[Any]:
         yield None
         return
     last = [0.0]
+    line = [""]
+
+    def redraw() -> None:  # after a log line took the status line's place (see logging.live_line)
+        click.echo(line[0], err=True, nl=False)
 
     def show(counts: ProcessCounts) -> None:
         now = time.monotonic()
         if now - last[0] < 0.5:
             return
         last[0] = now
-        click.echo(
-            f"\r{counts.processed} written, {counts.failed} failed, {counts.claimed} claimed",
-            err=True,
-            nl=False,
-        )
+        line[0] = f"\r{counts.processed} written, {counts.failed} failed, {counts.claimed} claimed\x1b[K"
+        with STDERR_LOCK:
+            redraw()
 
     try:
-        yield show
+        with live_line(redraw):
+            yield show
     finally:
         if last[0]:
             click.echo("", err=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -14,6 +13,7 @@ from tg_parser.cli.output import (
     emit_json,
     emit_table,
     json_option,
+    progress_bar,
     say_error,
     show_progress,
     silent_option,
@@ -36,7 +36,7 @@ def progress_factory(silent: bool) -> Callable[[str, int], AbstractContextManage
             with nullcontext(lambda n: None) as tick:
                 yield tick
             return
-        with click.progressbar(length=total, label=f"{label:<40}", file=sys.stderr) as progress:
+        with progress_bar(total, f"{label:<40}") as progress:
             yield progress.update
 
     return bar

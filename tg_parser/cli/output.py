@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from loguru import logger
 from tg_parser.cli.context import AppContext
 from tg_parser.config import requested_log_format
 from tg_parser.db.codec import format_timestamp
-from tg_parser.logging import json_line, redact
+from tg_parser.logging import STDERR_LOCK, json_line, live_line, redact
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -106,12 +107,38 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: st
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def progress(
-    items: Iterable[T], *, length: int | None = None, label: str = "", silent: bool = False
-) -> Iterator[T]:
+class ProgressBar:
+    """click's progress bar on stderr, updated under the stderr lock so that a log line written by
+    another thread never lands in the middle of a redraw."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def update(self, steps: int) -> None:
+        with STDERR_LOCK:
+            self._bar.update(steps)
+
+    def redraw(self) -> None:
+        self._bar._last_line = None  # click only draws a line that differs from the last one drawn
+        self._bar.render_progress()
+
+
+@contextmanager
+def progress_bar(length: int, label: str) -> Iterator[ProgressBar]:
+    """A progress bar on stderr that log lines do not garble: each text log line written while it is
+    shown takes the bar's line and the bar is drawn again below it (see logging.live_line)."""
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        locked = ProgressBar(bar)
+        with live_line(locked.redraw):
+            yield locked
+
+
+def progress(items: Sequence[T], *, label: str = "", silent: bool = False) -> Iterator[T]:
     """A progress bar on stderr when it is a terminal; a plain pass-through in cron, CI or with --silent."""
     if not show_progress(silent):
         yield from items
         return
-    with click.progressbar(items, length=length, label=label, file=sys.stderr) as bar:
-        yield from bar
+    with progress_bar(len(items), label) as bar:
+        for item in items:
+            yield item
+            bar.update(1)

@@ -10,8 +10,11 @@ import json
 import logging
 import re
 import sys
+import threading
 import traceback
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,9 +116,33 @@ def json_line(level: str, message: str, run_id: str | None = None, logger_name: 
     return json.dumps(payload, ensure_ascii=False) + "\n"
 
 
+# Held while writing to stderr: a log line from any thread and a progress bar's redraw never interleave.
+STDERR_LOCK = threading.RLock()
+_live_lines: list[Callable[[], None]] = []
+
+
+@contextmanager
+def live_line(redraw: Callable[[], None]) -> Iterator[None]:
+    """While a progress bar (or a status line) is drawn on stderr's last line, each text log line first
+    clears that line, is written in its place, and `redraw` draws the bar again below it: the log line
+    is never glued to the bar, and the bar stays whole."""
+    with STDERR_LOCK:
+        _live_lines.append(redraw)
+    try:
+        yield
+    finally:
+        with STDERR_LOCK:
+            _live_lines.remove(redraw)
+
+
 def _stderr(message: Any) -> None:
     # Looked up at each write, so a swapped stderr (tests, click's runner) gets the lines.
-    sys.stderr.write(message)
+    with STDERR_LOCK:
+        if not _live_lines:
+            sys.stderr.write(message)
+            return
+        sys.stderr.write("\r\x1b[K" + message)  # back to the bar's start, erase it, write the log line
+        _live_lines[-1]()
 
 
 def _json_sink(stream: Any = None) -> Any:

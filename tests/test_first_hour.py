@@ -6,6 +6,11 @@ line (exit 3), DATABASE_URL query parameters reach libpq, and the licence and ch
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +138,44 @@ def test_database_url_query_parameters_work(pg_dbname: str, query: str) -> None:
         if key in expected:
             assert given[key] == expected[key]
     assert name == expected.get("application_name", "tg-parser")
+
+
+# --- the README's two set-up commands -----------------------------------------------------------------
+
+
+def readme_set_up_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_set_up_installs_into_an_activated_virtual_environment() -> None:
+    commands = readme_set_up_commands()
+    assert len(commands) == 2, commands  # the quick start, the tests
+    for command in commands:
+        steps = command.split(" && ")
+        assert steps[:2] == ["python3 -m venv .venv", ". .venv/bin/activate"], command
+        assert steps[2].startswith("python -m pip install -e "), command  # the venv's pip, never a bare one
+        assert not any("python3 -m pip" in step or step.startswith("pip ") for step in steps), command
+    assert commands[1].endswith("python -m pytest -q")
+
+
+def test_readme_quick_start_runs_after_the_install(tmp_path: Path) -> None:
+    """What follows the install in the README's first command, run as written by bash in a copy of the
+    repository's examples, with this environment's tg-parser on PATH (as the activated venv would be)."""
+    steps = readme_set_up_commands()[0].split(" && ")[3:]
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL", "LOG_", "OPENAI_"))
+    }
+    proc = subprocess.run(
+        ["bash", "-c", " && ".join(steps)],
+        env={**clean, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Knowledge base: out/kb_entries.ndjson, out/topics.json" in proc.stdout
+    assert (tmp_path / "out" / "kb_entries.ndjson").stat().st_size > 0

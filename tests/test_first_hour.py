@@ -179,3 +179,16 @@ def test_readme_quick_start_runs_after_the_install(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Knowledge base: out/kb_entries.ndjson, out/topics.json" in proc.stdout
     assert (tmp_path / "out" / "kb_entries.ndjson").stat().st_size > 0
+
+
+# --- licence and changelog ----------------------------------------------------------------------------
+
+
+def test_licence_and_changelog() -> None:
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert licence.startswith("MIT License") and "tg-parser contributors" in licence
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'license = { text = "MIT" }' in pyproject
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert changelog.startswith("# Changelog") and "## [Unreleased]" in changelog
+    assert "## [0.1.0]" in changelog and 'version = "0.1.0"' in pyproject

@@ -27,11 +27,10 @@ from click.testing import CliRunner
 from loguru import logger
 from support.cli import db_env
 
-from tg_parser.cli.cmd_process import _progress
+from tg_parser.cli.cmd_process import ProcessCounts, _progress
 from tg_parser.cli.main import cli
 from tg_parser.cli.output import progress_bar
 from tg_parser.logging import setup_logging
-from tg_parser.processing.pipeline import ProcessCounts
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "channel_export" / "result.json"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \| [A-Z]+ *\| \S+ \| \S+ \| .*$")

@@ -22,7 +22,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def log_format() -> str:
-    """ "json" when this command logs JSON lines (LOG_FORMAT=json), else "text"."""
+    """This command's log format: "json" with LOG_FORMAT=json, else "text"."""
     ctx = click.get_current_context(silent=True)
     app = ctx.find_object(AppContext) if ctx is not None else None
     return app.log_format if app is not None else requested_log_format()
@@ -39,8 +39,8 @@ def say(message: str, level: str = "INFO") -> None:
     app = ctx.find_object(AppContext) if ctx is not None else None
     if app is not None and app.run_id is not None:  # this command's logging is set up: it carries the run id
         logger.bind(logger_name="tg_parser.cli").log(level, text)
-    else:
-        sys.stderr.write(json_line(level, text, run_id=app.run_id if app else None))
+    else:  # before the settings are read (a usage error, an invalid setting): no run id yet
+        sys.stderr.write(json_line(level, text))
         sys.stderr.flush()
 
 

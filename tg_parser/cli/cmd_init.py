@@ -19,7 +19,7 @@ def command(app: AppContext, as_json: bool) -> None:
     \b
     Examples:
       tg-parser init
-      DB_TYPE=postgres DATABASE_URL=postgresql://tgp@db.internal:5432/tgp tg-parser init
+      DB_TYPE=postgres DATABASE_URL=postgresql://tgp@db/tgp tg-parser init
     """
     settings = app.settings
     applied = migrations.upgrade(settings)

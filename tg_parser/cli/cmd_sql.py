@@ -119,7 +119,7 @@ def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> 
 
     \b
     Examples:
-      tg-parser sql explain processing_select_candidates -p limit=100 -p force=false
+      tg-parser sql explain processing_select_candidates -p limit=100
       tg-parser sql explain sources_get -p source_id=durov
     """
     db = app.database()

@@ -128,9 +128,9 @@ def migrate_to_postgres(
 
     \b
     Examples:
-      tg-parser db migrate-to-postgres --to postgresql://tgp@db.internal:5432/tgp --dry-run
-      tg-parser db migrate-to-postgres --to postgresql://tgp@db.internal:5432/tgp --report migration.json
-      tg-parser db migrate-to-postgres --to postgresql://tgp@db.internal:5432/tgp --verify-only
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db/tgp --dry-run
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db/tgp --report r.json
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db/tgp --verify-only
     """
     from tg_parser.db.connect import parse_database_url, pg_target
     from tg_parser.migrate import MigrateOptions, migrate

@@ -153,29 +153,6 @@ def test_generated_renderer_equals_python_rendering(tmp_path):
     conn.close()
 
 
-def test_scan_answers_sent_back_to_back_are_all_read(tmp_path):
-    """The parent reads helper answers from an unbuffered pipe: two answers written at once are two
-    messages, and select() still reports the second one (a buffered reader would swallow it)."""
-    import os
-    import selectors
-
-    from tg_parser.transfer.worker import receive, send
-
-    read_fd, write_fd = os.pipe()
-    with os.fdopen(read_fd, "rb", buffering=0) as reader, os.fdopen(write_fd, "wb") as writer:
-        send(writer, {"n": 1})
-        send(writer, {"n": 2, "big": "x" * 30_000})  # both fit in the pipe buffer
-        selector = selectors.DefaultSelector()
-        selector.register(reader, selectors.EVENT_READ)
-        assert selector.select(timeout=1)
-        assert receive(reader) == {"n": 1}
-        assert selector.select(timeout=1), "the second answer must still be visible to select()"
-        assert receive(reader)["n"] == 2
-        writer.close()
-        assert receive(reader) is None
-        selector.close()
-
-
 def test_only_the_db_package_touches_the_drivers():
     """tg_parser.transfer reaches SQLite and PostgreSQL through tg_parser.db.bulk_sqlite/bulk_postgres."""
     import ast

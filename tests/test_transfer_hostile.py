@@ -276,7 +276,7 @@ def test_the_first_offender_stops_the_load(refs, sqlite_dir, pg_only_settings, m
 
     def poll_waiting(self):  # the scan answers before the next block goes out
         done = 0
-        while any(self.pending.values()):
+        while self.in_flight:
             done += self._collect(None)
         return done
 

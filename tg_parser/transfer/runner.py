@@ -43,7 +43,7 @@ from tg_parser.db.resources import STORES
 from tg_parser.errors import TgParserError
 from tg_parser.transfer.canonical import format_checksum
 from tg_parser.transfer.checksum import RangedSum, Sum
-from tg_parser.transfer.errors import MigrationError, PreflightRefused
+from tg_parser.transfer.errors import HelperFailed, MigrationError, PreflightRefused
 from tg_parser.transfer.loader import load_table
 from tg_parser.transfer.parallel import Scan, check_source, default_workers
 from tg_parser.transfer.report import TableReport, TransferReport
@@ -318,6 +318,8 @@ def _load_and_verify(
                 _load(source, target, tables, entries, options, progress, look_at_scan)
             except _Offenders:
                 pass
+            except HelperFailed:
+                raise  # the scan itself broke: scanning again would not name anything
             except Exception as exc:  # maybe caused by an offender the scan has not reached yet
                 failure = exc
         if failure is not None or scan.offences:

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from tg_parser.db.bulk_postgres import BulkPostgres, CopyWriter, PgLockUnavailable, PgStatementFailed
+from tg_parser.db.bulk_postgres import (
+    BulkPostgres,
+    CopyWriter,
+    PgLockUnavailable,
+    PgStatementFailed,
+    RowCopy,
+)
 from tg_parser.db.postgres import PgTarget
 from tg_parser.transfer import introspect
 from tg_parser.transfer.canonical import combine_pg_sums
@@ -132,6 +138,10 @@ class PostgresTarget:
     def snapshot(self) -> None:
         """Read everything that follows from one consistent snapshot (db checksum)."""
         self.db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    def copy_rows(self, table: Table, fields: list[str]) -> AbstractContextManager[RowCopy]:
+        """Binary COPY into the table's columns, row by row (`fields`: see `bulk_postgres.COPY_FIELDS`)."""
+        return self.db.copy_rows(introspect.pg_copy_sql(table, binary=True), fields)
 
     def copy(self, table: Table, *, binary: bool) -> AbstractContextManager[CopyWriter]:
         """COPY into the table's columns; the caller writes the data in the format asked for."""

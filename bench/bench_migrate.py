@@ -8,11 +8,13 @@ our own `db upgrade`:
 * a bare `sqlite3 -csv | psql -c "\\copy ..."` pipe of the same tables (no checks at all);
 * pgloader, when installed (`apt-get install pgloader`), loading into the same pre-created schema.
 
-Prints a table of wall times, ratios, peak RSS and the load average around each run (the machine may be
-shared), and the RSS of the migrator at two sizes to show that memory stays flat. `--variants` also
-times the alternatives the defaults were chosen against (text COPY, secondary indexes rebuilt after the
-load, pglz instead of LZ4). Usage:
-python3 bench/bench_migrate.py [--rows 200000] [--big-rows 1000000] [--variants] [--keep]
+Prints a table of wall times, ratios, CPU seconds, peak RSS/PSS and the load average around each run
+(the machine may be shared), and the memory of the migrator at two sizes to show that it stays flat.
+On a shared machine, use `--repeat 3` or more: the contenders then run in turn, round after round, and
+each one's median run is reported. `--tree before=DIR` adds the migrator of another source tree as a
+contender (e.g. the commit before a change), so two versions run in turn. Usage:
+python3 bench/bench_migrate.py [--rows 200000] [--big-rows 1000000] [--repeat N] [--migrator-only]
+                               [--tree LABEL=DIR ...] [--keep]
 """
 
 from __future__ import annotations
@@ -503,8 +505,9 @@ def run_measured(command: list[str], **kwargs: object) -> dict[str, object]:
 
 
 def run_migrator(
-    source: Path, dbname: str, report: Path, extra: list[str] | None = None
+    source: Path, dbname: str, report: Path, extra: list[str] | None = None, tree: Path | None = None
 ) -> dict[str, object]:
+    """`tg-parser db migrate-to-postgres` in a subprocess; from the source tree `tree` when given."""
     command = [
         sys.executable,
         "-m",
@@ -520,57 +523,15 @@ def run_migrator(
         str(report),
         *(extra or []),
     ]
-    result = run_measured(command, stdout=subprocess.DEVNULL, env={**os.environ, "DB_TYPE": "sqlite"})
+    env = {**os.environ, "DB_TYPE": "sqlite"}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
+    result = run_measured(command, stdout=subprocess.DEVNULL, env=env)
     data = json.loads(report.read_text())
     result["status"] = data["status"]
     result["phases"] = data["phases_seconds"]
     result["rows"] = data["totals"]["rows_source"]
     result["bytes"] = data["totals"]["bytes"]
-    return result
-
-
-VARIANT_SCRIPT = """
-import sys, json
-from pathlib import Path
-from tg_parser.db.connect import parse_database_url
-from tg_parser.transfer import TransferOptions, run_transfer
-if __name__ == "__main__":
-    source, dsn, fmt, rebuild, lz4, out = sys.argv[1:7]
-    report = run_transfer(TransferOptions(source_dir=Path(source), target=parse_database_url(dsn), copy_format=fmt,
-                                    rebuild_indexes=rebuild == "1", lz4=lz4 == "1"))
-    Path(out).write_text(json.dumps(report.as_dict()))
-"""
-
-# (label, COPY format, drop+rebuild secondary indexes, LZ4) — the defaults are binary, kept, LZ4.
-VARIANTS = [
-    ("text COPY", "text", False, True),
-    ("binary COPY, indexes dropped+rebuilt", "binary", True, True),
-    ("binary COPY, pglz (no LZ4)", "binary", False, False),
-]
-
-
-def run_variant(
-    source: Path, dbname: str, fmt: str, rebuild: bool, lz4: bool, workdir: Path
-) -> dict[str, object]:
-    script = workdir / "variant.py"
-    script.write_text(VARIANT_SCRIPT)
-    out = workdir / f"variant-{fmt}-{int(rebuild)}-{int(lz4)}.json"
-    result = run_measured(
-        [
-            sys.executable,
-            str(script),
-            str(source),
-            _dsn(dbname),
-            fmt,
-            str(int(rebuild)),
-            str(int(lz4)),
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    data = json.loads(out.read_text())
-    result["status"] = data["status"]
-    result["phases"] = data["phases_seconds"]
     return result
 
 
@@ -644,16 +605,49 @@ def _mb(value: object) -> str:
     return f"{int(value) / 2**20:.0f} MB"  # type: ignore[call-overload]
 
 
+def _median(runs: list[dict[str, object]]) -> dict[str, object]:
+    """The run of median wall time (the lower middle one of an even count), with every run's seconds."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])  # type: ignore[arg-type, return-value]
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = [r["seconds"] for r in runs]
+    return chosen
+
+
+def _show(result: dict[str, object]) -> str:
+    text = f"  {result['seconds']:.1f}s"
+    if "status" in result:
+        text += f" {result['status']} phases {result['phases']}"
+    if result.get("failures"):
+        text += f" failures: {result['failures']}"
+    return text + f" (load {result['load']})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=200_000, help="raw messages in the install")
     parser.add_argument(
         "--big-rows", type=int, default=1_000_000, help="second size for RSS growth (0: skip)"
     )
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "tgp_bench_migrate")
-    parser.add_argument("--variants", action="store_true", help="also time text COPY, index rebuild and pglz")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds: each runs every contender once, in turn; the figures are each one's median run",
+    )
+    parser.add_argument(
+        "--migrator-only", action="store_true", help="time only the migrator (no pipe, no pgloader)"
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also time the migrator of another source tree (run with PYTHONPATH=DIR, its C extensions"
+        " built or copied in place), e.g. a `git worktree` of the commit before a change; repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
     args = parser.parse_args()
     work = args.data / "work"
@@ -662,7 +656,11 @@ def main() -> None:
     created: list[str] = []
 
     def db(name: str) -> str:
-        created.append(fresh_database(f"{prefix}_{name}"))
+        name = f"{prefix}_{name}"
+        if name in created:
+            drop_database(name)
+            created.remove(name)
+        created.append(fresh_database(name))
         return created[-1]
 
     try:
@@ -670,50 +668,47 @@ def main() -> None:
         source = install(args.data / f"src_{args.rows}", args.rows)
         size = sum(f.stat().st_size for f in source.glob("*.sqlite"))
         print(f"  {size / 2**20:.0f} MB of SQLite files", flush=True)
-
         warm(source)
-        print("migrator (scan + COPY + checksums of both sides + ANALYZE) …", flush=True)
-        name = db("ours")
-        ours = timed(name, lambda: run_migrator(source, name, work / "ours.json"))
-        assert ours is not None
-        print(
-            f"  {ours['seconds']:.1f}s {ours['status']} phases {ours['phases']} (load {ours['load']})",
-            flush=True,
-        )
-        print("bare sqlite3 -csv | psql \\copy pipe …", flush=True)
-        name = db("pipe")
-        pipe = timed(name, lambda: bare_pipe(source, name))
-        assert pipe is not None
-        print(
-            f"  {pipe['seconds']:.1f}s failures: {pipe['failures'] or 'none'} (load {pipe['load']})",
-            flush=True,
-        )
-        print("pgloader …", flush=True)
-        name = db("pgloader")
-        loader = timed(name, lambda: run_pgloader(source, name, work))
-        print(
-            f"  {loader['seconds']:.1f}s failures: {loader['failures'] or 'none'} (load {loader['load']})"
-            if loader
-            else "  not installed"
-        )
 
-        variants: dict[str, dict[str, object]] = {}
-        if args.variants:
-            for label, fmt, rebuild, lz4 in VARIANTS:
-                print(f"variant: {label} …", flush=True)
-                name = db(f"{fmt}{int(rebuild)}{int(lz4)}")
-                result = timed(
-                    name,
-                    lambda name=name, fmt=fmt, rebuild=rebuild, lz4=lz4: run_variant(  # type: ignore[misc]
-                        source, name, fmt, rebuild, lz4, work
+        contenders: list[tuple[str, str, Callable[[str], dict[str, object] | None]]] = [
+            (
+                "migrator (scan + COPY + checksums of both sides + ANALYZE)",
+                "ours",
+                lambda name: run_migrator(source, name, work / "ours.json"),
+            )
+        ]
+        for spec in args.tree:
+            label, _, directory = spec.partition("=")
+            tree = Path(directory).resolve()
+            contenders.append(
+                (
+                    f"migrator from {tree} ({label})",
+                    label,
+                    lambda name, label=label, tree=tree: run_migrator(  # type: ignore[misc]
+                        source, name, work / f"{label}.json", tree=tree
                     ),
                 )
+            )
+        if not args.migrator_only:
+            contenders.append(
+                ("bare sqlite3 -csv | psql \\copy pipe", "pipe", lambda name: bare_pipe(source, name))
+            )
+            if shutil.which("pgloader"):
+                contenders.append(("pgloader", "pgloader", lambda name: run_pgloader(source, name, work)))
+            else:
+                print("pgloader: not installed", flush=True)
+        runs: dict[str, list[dict[str, object]]] = {key: [] for _, key, _ in contenders}
+        for round_ in range(args.repeat):
+            for label, key, run in contenders:
+                print(f"{label}{f', round {round_ + 1}' if args.repeat > 1 else ''} …", flush=True)
+                name = db(key)
+                result = timed(name, lambda name=name, run=run: run(name))  # type: ignore[misc]
                 assert result is not None
-                variants[label] = result
-                print(
-                    f"  {result['seconds']:.1f}s {result['status']} phases {result['phases']} (load {result['load']})",
-                    flush=True,
-                )
+                runs[key].append(result)
+                print(_show(result), flush=True)
+        ours = _median(runs["ours"])
+        pipe = _median(runs["pipe"]) if runs.get("pipe") else None
+        loader = _median(runs["pgloader"]) if runs.get("pgloader") else None
 
         big = None
         if args.big_rows:
@@ -723,14 +718,13 @@ def main() -> None:
             name = db("big")
             big = timed(name, lambda: run_migrator(big_source, name, work / "big.json"))
             assert big is not None
-            print(
-                f"  {big['seconds']:.1f}s {big['status']} phases {big['phases']} (load {big['load']})",
-                flush=True,
-            )
+            print(_show(big), flush=True)
 
         print()
         print(
-            f"Figures ({args.rows} raw messages, {ours['rows']} rows in all tables, {size / 2**20:.0f} MB SQLite):"
+            f"Figures ({args.rows} raw messages, {ours['rows']} rows in all tables, {size / 2**20:.0f} MB SQLite"
+            + (f"; median of {args.repeat} runs each" if args.repeat > 1 else "")
+            + "):"
         )
 
         def row(label: str, result: dict[str, object], ratio: str, rss: bool) -> tuple[str, ...]:
@@ -745,14 +739,17 @@ def main() -> None:
                 str(result["load"]),
             )
 
-        rows = [
-            row("migrator (verified)", ours, "1.00", True),
-            row("bare sqlite3|psql pipe", pipe, f"{ours['seconds'] / pipe['seconds']:.2f}", False),  # type: ignore[operator]
-        ]
+        rows = [row("migrator (verified)", ours, "1.00", True)]
+        if pipe:
+            rows.append(
+                row("bare sqlite3|psql pipe", pipe, f"{ours['seconds'] / pipe['seconds']:.2f}", False)
+            )  # type: ignore[operator]
         if loader:
             rows.append(row("pgloader", loader, f"{ours['seconds'] / loader['seconds']:.2f}", False))  # type: ignore[operator]
-        for label, result in variants.items():
-            rows.append(row(f"variant: {label}", result, "-", True))
+        for spec in args.tree:
+            label = spec.partition("=")[0]
+            other = _median(runs[label])
+            rows.append(row(f"migrator of {label}", other, f"{ours['seconds'] / other['seconds']:.2f}", True))  # type: ignore[operator]
         if big:
             rows.append(row(f"migrator, {args.big_rows} messages", big, "-", True))
         header = (
@@ -779,20 +776,26 @@ def main() -> None:
                     for i, (v, w) in enumerate(zip(values, widths, strict=True))
                 )
             )
+        if args.repeat > 1:
+            print()
+            for key, results in runs.items():
+                seconds = ", ".join(f"{r['seconds']:.1f}" for r in results)
+                print(f"{key} runs (s): {seconds}")
         print()
-        print(f"migrator vs bare pipe: {ours['seconds'] / pipe['seconds']:.2f}x (target <= 1.5)")
+        if pipe:
+            print(f"migrator vs bare pipe: {ours['seconds'] / pipe['seconds']:.2f}x (target <= 1.5)")  # type: ignore[operator]
         if loader:
-            print(f"migrator vs pgloader: {ours['seconds'] / loader['seconds']:.2f}x (target <= 0.6)")
+            print(f"migrator vs pgloader: {ours['seconds'] / loader['seconds']:.2f}x (target <= 0.6)")  # type: ignore[operator]
         print(
             f"peak RSS: {_mb(ours['peak_rss_largest'])} largest process, {_mb(ours['peak_rss_sum'])} whole tree"
             f" (PSS {_mb(ours['peak_pss_sum'])}; target < 150 MB)"
         )
         if big:
             growth = big["peak_rss_largest"] / ours["peak_rss_largest"] - 1  # type: ignore[operator]
-            tree = big["peak_rss_sum"] / ours["peak_rss_sum"] - 1  # type: ignore[operator]
+            tree = big["peak_pss_sum"] / ours["peak_pss_sum"] - 1  # type: ignore[operator]
             print(
-                f"RSS growth {args.rows} → {args.big_rows} rows: {growth:+.1%} largest process, {tree:+.1%} tree "
-                f"({_mb(big['peak_rss_largest'])} / {_mb(big['peak_rss_sum'])}; target < +20%); "
+                f"RSS growth {args.rows} → {args.big_rows} rows: {growth:+.1%} largest process, {tree:+.1%} tree PSS "
+                f"({_mb(big['peak_rss_largest'])} / {_mb(big['peak_pss_sum'])}; target < +20%); "
                 f"{args.big_rows} rows took {big['seconds']:.0f}s"
             )
     finally:

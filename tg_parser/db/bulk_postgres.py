@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg.adapt import Dumper
@@ -30,10 +30,6 @@ class PgStatementFailed(Exception):
 
 class PgLockUnavailable(PgStatementFailed):
     """`LOCK … NOWAIT` found the tables in use by another session."""
-
-
-class CopyWriter(Protocol):
-    def write(self, data: bytes) -> None: ...
 
 
 # The fields of `copy_rows`, by the value each takes, and the PostgreSQL type whose binary dumper
@@ -173,15 +169,5 @@ class BulkPostgres:
                 with cursor.copy(statement, writer=writer) as copy:  # type: ignore[arg-type]
                     copy.set_types([COPY_FIELDS[field] for field in fields])
                     yield RowCopy(copy, writer)
-        except psycopg.Error as exc:
-            raise _failed(exc) from None
-
-    @contextmanager
-    def copy(self, statement: str) -> Iterator[CopyWriter]:
-        """`COPY … FROM STDIN`: yields an object whose `write(bytes)` sends data as given (for binary
-        COPY the caller writes the signature, the tuples and the trailer itself)."""
-        try:
-            with self.conn.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[arg-type]
-                yield copy
         except psycopg.Error as exc:
             raise _failed(exc) from None

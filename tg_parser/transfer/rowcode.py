@@ -1,15 +1,13 @@
-"""Per-table row functions: the canonical rendering of a row and its text COPY encoding; the binary COPY
-field of each column (`copy_fields`), which psycopg's binary dumpers write.
+"""Per-table row code: the canonical rendering of a row (`renderer`), the binary COPY field of each
+column (`copy_fields`, which psycopg's binary dumpers write) and the NUL stripping of `--on-nul strip`.
 
-The row functions run once per row over millions of rows, so they are generated per table as one Python expression
-(`b"".join((field0, field1, …))`) instead of looping over column objects: a loop with a call per value
-cost about twice as much. The generated source only ever refers to positions in the row tuple and to
+The renderer runs once per row over millions of rows, so it is generated per table as one Python
+expression (`b"".join((field0, field1, …))`) instead of looping over column objects: a loop with a call
+per value cost about twice as much. The generated source only ever refers to positions in the row tuple and to
 the helpers in `_NAMESPACE`; no name or value from the databases is part of it.
 
 Values arrive as SQLite returns them with `text_factory=bytes`: bytes for text, int, float, None.
-The renderer expects rows the scan found clean (storage classes fit, see `introspect._sqlite_problem`);
-the encoders expect the same, and raise (TypeError, …) on anything else, which stops the load (the
-scan then names the offender).
+The renderer expects rows the scan found clean (storage classes fit, see `introspect._sqlite_problem`).
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ _NAMESPACE: dict[str, Any] = {
     "NULL_FIELD": b"N",
     "JSON_FIELD": json_field,
     "REAL_FIELD": real_field,
-    # text COPY pieces
-    "NULL_TEXT": b"\\N",
 }
 
 
@@ -87,33 +83,6 @@ def copy_fields(table: Table) -> list[str]:
             kinds = {TS: "timestamptz", BOOL: "bool", REAL: "float8", TEXT: "text", JSON: "jsonb"}
             fields.append(kinds[column.kind])
     return fields
-
-
-def batched(encode_row: Callable[[Row], bytes]) -> Callable[[list[Row]], bytes]:
-    """A row encoder made into a batch encoder (the batch's rows, joined)."""
-    return lambda rows: b"".join(map(encode_row, rows))
-
-
-_ESCAPE = ".replace(b'\\\\', b'\\\\\\\\').replace(b'\\t', b'\\\\t').replace(b'\\n', b'\\\\n').replace(b'\\r', b'\\\\r')"
-
-
-def text_encoder(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
-    """row → one line of text COPY (backslash, tab, newline and CR escaped; NULL as \\N)."""
-    values = []
-    for index, column in enumerate(table.columns):
-        v = f"r[{offset + index}]"
-        if column.kind in (INT, BOOL):
-            expression = f"b'%d' % {v}"
-        elif column.kind == TS:
-            expression = v
-        elif column.kind == REAL:
-            expression = f"repr(float({v})).encode()"  # the shortest text that reads back exactly
-        elif column.kind in (TEXT, JSON):
-            expression = v + _ESCAPE
-        else:
-            raise ValueError(f"unsupported column kind {column.kind}")
-        values.append(_nullable(v, expression, "NULL_TEXT"))
-    return _compile("encode", "b'\\t'.join((" + ", ".join(values) + ",)) + b'\\n'")
 
 
 def strip_nuls(table: Table, row: Row, offset: int = 0) -> Row:

@@ -68,10 +68,7 @@ class TransferOptions:
     truncate: bool = False
     verify_only: bool = False
     on_nul: str = "fail"  # fail | strip
-    batch_size: int = 500
-    copy_format: str = "binary"  # binary | text: binary measured cheaper for the server (see the guide)
-    rebuild_indexes: bool = False  # drop secondary indexes before COPY, recreate after (measured: no gain)
-    lz4: bool = True  # compress large values with LZ4 during the load when the server has it (measured)
+    batch_size: int = 500  # rows read from SQLite per fetch (and written between looks at the scan)
     busy_timeout_ms: int = 10_000
     connect_timeout: int = 10
     offender_limit: int = 1000
@@ -111,7 +108,6 @@ def run_transfer(options: TransferOptions) -> TransferReport:
         source=f"SQLite in {options.source_dir}",
         target=options.target.describe(),
         stores=list(options.stores),
-        copy_format=options.copy_format,
     )
     source: SqliteSource | None = None
     target: PostgresTarget | None = None
@@ -375,9 +371,8 @@ def _load(
     target.lock(tables)
     if options.truncate:
         target.truncate(tables)
-    if options.lz4 and target.has_lz4():
+    if target.has_lz4():  # measured: large values compressed with LZ4 rather than pglz (see the guide)
         target.compress_with_lz4()
-    dropped = target.drop_indexes(tables) if options.rebuild_indexes else []
     for table in tables:
         entry = entries[table.qualified]
         with progress(f"copy {table.qualified}", entry.rows_source) as tick:
@@ -387,7 +382,6 @@ def _load(
                 table,
                 strip_nul=options.strip_nul,
                 batch_size=options.batch_size,
-                binary=options.copy_format == "binary",
                 on_rows=tick,
                 between_blocks=between_blocks,
             )
@@ -400,7 +394,6 @@ def _load(
         entry.seconds = result.seconds
         if options.after_table is not None:
             options.after_table(table, target)
-    target.create_indexes(dropped)
     target.restart_identities(tables)
 
 

@@ -36,17 +36,19 @@ def installed(sqlite_dir):
     populate(sqlite_settings(sqlite_dir))
 
 
-@pytest.fixture
-def small_deadline(monkeypatch):
-    monkeypatch.setattr(parallel, "GRACE", 2.0)
+def short_deadline(monkeypatch, grace: float = 3.0) -> None:
+    """A helper hangs once no range has finished for `grace` seconds (a death is seen at once)."""
+    monkeypatch.setattr(parallel, "GRACE", grace)
     monkeypatch.setattr(parallel, "SECONDS_PER_ROW", 0.0)
 
 
 @pytest.mark.parametrize(("task", "error"), [(_dies, "died"), (_hangs, "stopped answering")])
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_a_helper_that_dies_or_hangs_fails_the_run(
-    installed, sqlite_dir, pg_only_settings, monkeypatch, small_deadline, task, error, dry_run
+    installed, sqlite_dir, pg_only_settings, monkeypatch, task, error, dry_run
 ):
+    if task is _hangs:
+        short_deadline(monkeypatch)
     monkeypatch.setattr(worker, "scan", task)
     started = time.monotonic()
     report = run_transfer(options(sqlite_dir, pg_only_settings, workers=3, dry_run=dry_run))
@@ -59,11 +61,12 @@ def test_a_helper_that_dies_or_hangs_fails_the_run(
     assert not multiprocessing.active_children(), "a helper was left running"
 
 
-def test_db_checksum_with_a_hung_helper_fails(installed, sqlite_dir, monkeypatch, small_deadline):
+def test_db_checksum_with_a_hung_helper_fails(installed, sqlite_dir, monkeypatch):
     """The same deadline holds where the parent scans beside the helpers (`db checksum`)."""
     from tg_parser.transfer import database_checksums
     from tg_parser.transfer.errors import HelperFailed
 
+    short_deadline(monkeypatch)
     monkeypatch.setattr(worker, "scan", _hangs)
     monkeypatch.setattr(parallel, "DEPTH", 64)  # the hanging range goes to the helper, not the parent
     with pytest.raises(HelperFailed, match="stopped answering"):

@@ -185,7 +185,7 @@ class Scan:
             except BrokenProcessPool:
                 raise HelperFailed(
                     "a scan helper process died",
-                    "see the messages above; if it was killed for lack of memory, run with --workers 1",
+                    "it was killed or crashed (out of memory?); run again, or with --workers 1 to scan in this process",
                 ) from None
             self._take(outcome)
         if done:
@@ -194,7 +194,7 @@ class Scan:
         elif time.monotonic() - self.progress_at >= self.deadline:
             raise HelperFailed(
                 f"a scan helper process stopped answering (no key range finished in {self.deadline:.0f} s)",
-                "see the messages above; run again, or with --workers 1 to scan in this process",
+                "run again, or with --workers 1 to scan in this process",
             )
         return self.rows_done - before
 

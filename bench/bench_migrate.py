@@ -524,9 +524,9 @@ def run_migrator(
         *(extra or []),
     ]
     env = {**os.environ, "DB_TYPE": "sqlite"}
-    if tree is not None:
+    if tree is not None:  # and run there: `python -m` puts the working directory before PYTHONPATH
         env["PYTHONPATH"] = str(tree)
-    result = run_measured(command, stdout=subprocess.DEVNULL, env=env)
+    result = run_measured(command, stdout=subprocess.DEVNULL, env=env, cwd=tree)
     data = json.loads(report.read_text())
     result["status"] = data["status"]
     result["phases"] = data["phases_seconds"]

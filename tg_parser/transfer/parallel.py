@@ -185,7 +185,7 @@ class Scan:
             except BrokenProcessPool:
                 raise HelperFailed(
                     "a scan helper process died",
-                    "it was killed or crashed (out of memory?); run again, or with --workers 1 to scan in this process",
+                    "it was killed or crashed (out of memory?); run again, with fewer --workers if memory is short",
                 ) from None
             self._take(outcome)
         if done:
@@ -194,7 +194,7 @@ class Scan:
         elif time.monotonic() - self.progress_at >= self.deadline:
             raise HelperFailed(
                 f"a scan helper process stopped answering (no key range finished in {self.deadline:.0f} s)",
-                "run again, or with --workers 1 to scan in this process",
+                "run again; if it happens again, report it as a bug",
             )
         return self.rows_done - before
 

@@ -75,7 +75,7 @@ class TransferOptions:
     workers: int = field(default_factory=default_workers)  # processes scanning the source (see _helpers)
     difference_limit: int = 50
     progress: Progress | None = None
-    # Called after each table is loaded, before the next one (used to measure and to test failures).
+    # Called after each table is loaded, before the next one (the tests inject failures there).
     after_table: Callable[[Table, PostgresTarget], None] | None = field(default=None, repr=False)
 
     @property

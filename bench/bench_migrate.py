@@ -336,8 +336,8 @@ def install(directory: Path, rows: int) -> Path:
 
 
 class TreeRss:
-    """A process and its descendants, sampled from /proc every 0.1 s: peak RSS (largest process and the
-    sum), peak PSS (the sum with shared pages split between their processes, so a forkserver and the
+    """A process and its descendants, sampled from /proc every 0.1 s: peak RSS (the largest process by its
+    VmHWM, and the sum), peak PSS (the sum with shared pages split between their processes, so a forkserver and the
     helpers forked from it are not counted twice), and the CPU seconds of the processes getrusage does
     not see: multiprocessing's forkserver, which the migrator never waits for, and everything below its
     children (the scan helpers). A process's last 0.1 s before it exits may be missed."""
@@ -401,7 +401,9 @@ class TreeRss:
                 rss = self._field(f"/proc/{pid}/status", "VmRSS:")
                 total += rss
                 pss += self._field(f"/proc/{pid}/smaps_rollup", "Pss:")
-                self.peak_largest = max(self.peak_largest, rss)
+                # VmHWM: the process's own peak since it started, so a spike between samples counts
+                hwm = self._field(f"/proc/{pid}/status", "VmHWM:")
+                self.peak_largest = max(self.peak_largest, rss, hwm)
                 if depth > 1 or (depth == 1 and self._is_forkserver(pid)):
                     cpu = self._own_cpu(pid)
                     if cpu is not None:
@@ -489,14 +491,16 @@ def run_measured(command: list[str], **kwargs: object) -> dict[str, object]:
     started = time.perf_counter()
     process = subprocess.Popen(command, **kwargs)  # type: ignore[call-overload]
     sampler = TreeRss(process.pid)
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status = os.waitpid(process.pid, 0)
     sampler.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
     return {
         "seconds": time.perf_counter() - started,
         "rc": process.returncode,
-        # largest process of the tree: waited-for ones from getrusage (Linux: KiB), the others sampled
-        "peak_rss_largest": max(usage.ru_maxrss * 1024, sampler.peak_largest),
+        # Largest process of the tree, from each one's VmHWM. Not getrusage's ru_maxrss: it also counts
+        # this process's own peak (the child shares its memory until the exec), e.g. after generating
+        # an install, which made a migrator of 63 MB look like one of 92 MB.
+        "peak_rss_largest": sampler.peak_largest,
         "peak_rss_sum": sampler.peak_sum,
         "peak_pss_sum": sampler.peak_pss,
         # CPU of descendants nobody here waits for (the forkserver's helpers); see TreeRss

@@ -10,7 +10,7 @@ and stops the load (the scan then names it); an integer beyond an integer or sma
 around instead, which the scan refuses just the same.
 
 Measured against (figures in the migration guide): text COPY (the server parses more), and a compiled
-encoder of our own (`_copybin.c`, a batch per call), which made the whole run only ~2-6 % faster.
+encoder of our own (`_copybin.c`, a batch per call), which made the whole run only 1-6.5 % faster.
 
 The loader computes no checksum: the source's come from the scan of the raw SQLite values, and the
 target's are read back from PostgreSQL afterwards, so a fault in this encoding shows up as a mismatch.

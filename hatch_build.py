@@ -1,11 +1,9 @@
-"""Build hook: compile the migrator's optional C fast paths.
+"""Build hook: compile the migrator's optional C fast path.
 
-* `tg_parser/transfer/_jsonb.c` prints canonical JSON about ten times faster than the Python reference
-  in `canonical.py`;
-* `tg_parser/transfer/_copybin.c` encodes a batch of rows for binary COPY (the twin of
-  `rowcode.binary_encoder`).
+`tg_parser/transfer/_jsonb.c` prints canonical JSON about ten times faster than the Python reference in
+`canonical.py`.
 
-The package falls back to the Python code when an extension is missing, so a failed compile is a
+The package falls back to the Python code when the extension is missing, so a failed compile is a
 warning, not an error: a machine without a C compiler still installs a working (slower) tool. The compiler
 is `CC` when set, else the one this Python was built with (`sysconfig`), as setuptools does.
 
@@ -28,7 +26,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCES = [Path("tg_parser") / "transfer" / "_jsonb.c", Path("tg_parser") / "transfer" / "_copybin.c"]
+SOURCES = [Path("tg_parser") / "transfer" / "_jsonb.c"]
 # Read by tg_parser/extensions.py (BUILD_WARNINGS), which shows it once at the first run.
 WARNINGS_FILE = Path("tg_parser") / "_build_warnings.txt"
 

@@ -8,11 +8,13 @@ our own `db upgrade`:
 * a bare `sqlite3 -csv | psql -c "\\copy ..."` pipe of the same tables (no checks at all);
 * pgloader, when installed (`apt-get install pgloader`), loading into the same pre-created schema.
 
-Prints a table of wall times, ratios, peak RSS and the load average around each run (the machine may be
-shared), and the RSS of the migrator at two sizes to show that memory stays flat. `--variants` also
-times the alternatives the defaults were chosen against (text COPY, secondary indexes rebuilt after the
-load, pglz instead of LZ4). Usage:
-python3 bench/bench_migrate.py [--rows 200000] [--big-rows 1000000] [--variants] [--keep]
+Prints a table of wall times, ratios, CPU seconds, peak RSS/PSS and the load average around each run
+(the machine may be shared), and the memory of the migrator at two sizes to show that it stays flat.
+On a shared machine, use `--repeat 3` or more: the contenders then run in turn, round after round, and
+each one's median run is reported. `--tree before=DIR` adds the migrator of another source tree as a
+contender (e.g. the commit before a change), so two versions run in turn. Usage:
+python3 bench/bench_migrate.py [--rows 200000] [--big-rows 1000000] [--repeat N] [--migrator-only]
+                               [--tree LABEL=DIR ...] [--keep]
 """
 
 from __future__ import annotations
@@ -334,11 +336,19 @@ def install(directory: Path, rows: int) -> Path:
 
 
 class TreeRss:
-    """Peak RSS of a process and its descendants: largest single process and the sum, sampled."""
+    """A process and its descendants, sampled from /proc every 0.1 s: peak RSS (the largest process by its
+    VmHWM, and the sum), peak PSS (the sum with shared pages split between their processes, so a forkserver and the
+    helpers forked from it are not counted twice), and the CPU seconds of the processes getrusage does
+    not see: multiprocessing's forkserver, which the migrator never waits for, and everything below its
+    children (the scan helpers). A process's last 0.1 s before it exits may be missed."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_sum = 0
+        self.peak_pss = 0
+        self.peak_largest = 0
+        self.cpu: dict[int, float] = {}  # descendant pid → CPU seconds last seen
+        self._tick = os.sysconf("SC_CLK_TCK")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -355,24 +365,52 @@ class TreeRss:
         return found
 
     @staticmethod
-    def _rss(pid: int) -> int:
+    def _field(path: str, name: str) -> int:
+        """A `Name:   N kB` line of a /proc file, in bytes (0 when the process is gone)."""
         try:
-            with open(f"/proc/{pid}/status") as f:
+            with open(path) as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(name):
                         return int(line.split()[1]) * 1024
         except OSError:
             pass
         return 0
 
+    @staticmethod
+    def _is_forkserver(pid: int) -> bool:
+        """The one child of the migrator it never waits for (its other children it would)."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"multiprocessing.forkserver" in f.read()
+        except OSError:
+            return False
+
+    def _own_cpu(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            todo, total = [self.pid], 0
+            todo, total, pss = [(self.pid, 0)], 0, 0
             while todo:
-                pid = todo.pop()
-                total += self._rss(pid)
-                todo += self._children(pid)
+                pid, depth = todo.pop()
+                rss = self._field(f"/proc/{pid}/status", "VmRSS:")
+                total += rss
+                pss += self._field(f"/proc/{pid}/smaps_rollup", "Pss:")
+                # VmHWM: the process's own peak since it started, so a spike between samples counts
+                hwm = self._field(f"/proc/{pid}/status", "VmHWM:")
+                self.peak_largest = max(self.peak_largest, rss, hwm)
+                if depth > 1 or (depth == 1 and self._is_forkserver(pid)):
+                    cpu = self._own_cpu(pid)
+                    if cpu is not None:
+                        self.cpu[pid] = max(self.cpu.get(pid, 0.0), cpu)
+                todo += [(child, depth + 1) for child in self._children(pid)]
             self.peak_sum = max(self.peak_sum, total)
+            self.peak_pss = max(self.peak_pss, pss)
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -425,8 +463,8 @@ class ServerCpu:
 
 
 def timed(dbname: str, run: Callable[[], dict[str, object] | None]) -> dict[str, object] | None:
-    """Run one contender, adding its load average, client CPU (this process's waited-for children)
-    and server CPU to its figures."""
+    """Run one contender, adding its load average, client CPU (this process's waited-for children, plus
+    the helpers `run_measured` sampled) and server CPU to its figures."""
     loads = _load()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     server = ServerCpu(dbname)
@@ -436,7 +474,8 @@ def timed(dbname: str, run: Callable[[], dict[str, object] | None]) -> dict[str,
     if result is not None:
         result["load"] = f"{loads}→{_load()}"
         result["server_cpu"] = server_cpu
-        result["client_cpu"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        waited = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        result["client_cpu"] = waited + float(result.get("unwaited_cpu", 0.0))  # type: ignore[arg-type]
     return result
 
 
@@ -452,20 +491,27 @@ def run_measured(command: list[str], **kwargs: object) -> dict[str, object]:
     started = time.perf_counter()
     process = subprocess.Popen(command, **kwargs)  # type: ignore[call-overload]
     sampler = TreeRss(process.pid)
-    _, status, usage = os.wait4(process.pid, 0)
+    _, status = os.waitpid(process.pid, 0)
     sampler.stop()
     process.returncode = os.waitstatus_to_exitcode(status)
     return {
         "seconds": time.perf_counter() - started,
         "rc": process.returncode,
-        "peak_rss_largest": usage.ru_maxrss * 1024,  # largest process of the tree (Linux: KiB)
+        # Largest process of the tree, from each one's VmHWM. Not getrusage's ru_maxrss: it also counts
+        # this process's own peak (the child shares its memory until the exec), e.g. after generating
+        # an install, which made a migrator of 63 MB look like one of 92 MB.
+        "peak_rss_largest": sampler.peak_largest,
         "peak_rss_sum": sampler.peak_sum,
+        "peak_pss_sum": sampler.peak_pss,
+        # CPU of descendants nobody here waits for (the forkserver's helpers); see TreeRss
+        "unwaited_cpu": sum(sampler.cpu.values()),
     }
 
 
 def run_migrator(
-    source: Path, dbname: str, report: Path, extra: list[str] | None = None
+    source: Path, dbname: str, report: Path, extra: list[str] | None = None, tree: Path | None = None
 ) -> dict[str, object]:
+    """`tg-parser db migrate-to-postgres` in a subprocess; from the source tree `tree` when given."""
     command = [
         sys.executable,
         "-m",
@@ -481,57 +527,15 @@ def run_migrator(
         str(report),
         *(extra or []),
     ]
-    result = run_measured(command, stdout=subprocess.DEVNULL, env={**os.environ, "DB_TYPE": "sqlite"})
+    env = {**os.environ, "DB_TYPE": "sqlite"}
+    if tree is not None:  # and run there: `python -m` puts the working directory before PYTHONPATH
+        env["PYTHONPATH"] = str(tree)
+    result = run_measured(command, stdout=subprocess.DEVNULL, env=env, cwd=tree)
     data = json.loads(report.read_text())
     result["status"] = data["status"]
     result["phases"] = data["phases_seconds"]
     result["rows"] = data["totals"]["rows_source"]
     result["bytes"] = data["totals"]["bytes"]
-    return result
-
-
-VARIANT_SCRIPT = """
-import sys, json
-from pathlib import Path
-from tg_parser.db.connect import parse_database_url
-from tg_parser.transfer import TransferOptions, run_transfer
-if __name__ == "__main__":
-    source, dsn, fmt, rebuild, lz4, out = sys.argv[1:7]
-    report = run_transfer(TransferOptions(source_dir=Path(source), target=parse_database_url(dsn), copy_format=fmt,
-                                    rebuild_indexes=rebuild == "1", lz4=lz4 == "1"))
-    Path(out).write_text(json.dumps(report.as_dict()))
-"""
-
-# (label, COPY format, drop+rebuild secondary indexes, LZ4) — the defaults are binary, kept, LZ4.
-VARIANTS = [
-    ("text COPY", "text", False, True),
-    ("binary COPY, indexes dropped+rebuilt", "binary", True, True),
-    ("binary COPY, pglz (no LZ4)", "binary", False, False),
-]
-
-
-def run_variant(
-    source: Path, dbname: str, fmt: str, rebuild: bool, lz4: bool, workdir: Path
-) -> dict[str, object]:
-    script = workdir / "variant.py"
-    script.write_text(VARIANT_SCRIPT)
-    out = workdir / f"variant-{fmt}-{int(rebuild)}-{int(lz4)}.json"
-    result = run_measured(
-        [
-            sys.executable,
-            str(script),
-            str(source),
-            _dsn(dbname),
-            fmt,
-            str(int(rebuild)),
-            str(int(lz4)),
-            str(out),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    data = json.loads(out.read_text())
-    result["status"] = data["status"]
-    result["phases"] = data["phases_seconds"]
     return result
 
 
@@ -605,16 +609,49 @@ def _mb(value: object) -> str:
     return f"{int(value) / 2**20:.0f} MB"  # type: ignore[call-overload]
 
 
+def _median(runs: list[dict[str, object]]) -> dict[str, object]:
+    """The run of median wall time (the lower middle one of an even count), with every run's seconds."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])  # type: ignore[arg-type, return-value]
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = [r["seconds"] for r in runs]
+    return chosen
+
+
+def _show(result: dict[str, object]) -> str:
+    text = f"  {result['seconds']:.1f}s"
+    if "status" in result:
+        text += f" {result['status']} phases {result['phases']}"
+    if result.get("failures"):
+        text += f" failures: {result['failures']}"
+    return text + f" (load {result['load']})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=int, default=200_000, help="raw messages in the install")
     parser.add_argument(
         "--big-rows", type=int, default=1_000_000, help="second size for RSS growth (0: skip)"
     )
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "tgp_bench_migrate")
-    parser.add_argument("--variants", action="store_true", help="also time text COPY, index rebuild and pglz")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds: each runs every contender once, in turn; the figures are each one's median run",
+    )
+    parser.add_argument(
+        "--migrator-only", action="store_true", help="time only the migrator (no pipe, no pgloader)"
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also time the migrator of another source tree (run with PYTHONPATH=DIR, its C extensions"
+        " built or copied in place), e.g. a `git worktree` of the commit before a change; repeatable",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the benchmark databases")
     args = parser.parse_args()
     work = args.data / "work"
@@ -623,7 +660,11 @@ def main() -> None:
     created: list[str] = []
 
     def db(name: str) -> str:
-        created.append(fresh_database(f"{prefix}_{name}"))
+        name = f"{prefix}_{name}"
+        if name in created:
+            drop_database(name)
+            created.remove(name)
+        created.append(fresh_database(name))
         return created[-1]
 
     try:
@@ -631,50 +672,47 @@ def main() -> None:
         source = install(args.data / f"src_{args.rows}", args.rows)
         size = sum(f.stat().st_size for f in source.glob("*.sqlite"))
         print(f"  {size / 2**20:.0f} MB of SQLite files", flush=True)
-
         warm(source)
-        print("migrator (scan + COPY + checksums of both sides + ANALYZE) …", flush=True)
-        name = db("ours")
-        ours = timed(name, lambda: run_migrator(source, name, work / "ours.json"))
-        assert ours is not None
-        print(
-            f"  {ours['seconds']:.1f}s {ours['status']} phases {ours['phases']} (load {ours['load']})",
-            flush=True,
-        )
-        print("bare sqlite3 -csv | psql \\copy pipe …", flush=True)
-        name = db("pipe")
-        pipe = timed(name, lambda: bare_pipe(source, name))
-        assert pipe is not None
-        print(
-            f"  {pipe['seconds']:.1f}s failures: {pipe['failures'] or 'none'} (load {pipe['load']})",
-            flush=True,
-        )
-        print("pgloader …", flush=True)
-        name = db("pgloader")
-        loader = timed(name, lambda: run_pgloader(source, name, work))
-        print(
-            f"  {loader['seconds']:.1f}s failures: {loader['failures'] or 'none'} (load {loader['load']})"
-            if loader
-            else "  not installed"
-        )
 
-        variants: dict[str, dict[str, object]] = {}
-        if args.variants:
-            for label, fmt, rebuild, lz4 in VARIANTS:
-                print(f"variant: {label} …", flush=True)
-                name = db(f"{fmt}{int(rebuild)}{int(lz4)}")
-                result = timed(
-                    name,
-                    lambda name=name, fmt=fmt, rebuild=rebuild, lz4=lz4: run_variant(  # type: ignore[misc]
-                        source, name, fmt, rebuild, lz4, work
+        contenders: list[tuple[str, str, Callable[[str], dict[str, object] | None]]] = [
+            (
+                "migrator (scan + COPY + checksums of both sides + ANALYZE)",
+                "ours",
+                lambda name: run_migrator(source, name, work / "ours.json"),
+            )
+        ]
+        for spec in args.tree:
+            label, _, directory = spec.partition("=")
+            tree = Path(directory).resolve()
+            contenders.append(
+                (
+                    f"migrator from {tree} ({label})",
+                    label,
+                    lambda name, label=label, tree=tree: run_migrator(  # type: ignore[misc]
+                        source, name, work / f"{label}.json", tree=tree
                     ),
                 )
+            )
+        if not args.migrator_only:
+            contenders.append(
+                ("bare sqlite3 -csv | psql \\copy pipe", "pipe", lambda name: bare_pipe(source, name))
+            )
+            if shutil.which("pgloader"):
+                contenders.append(("pgloader", "pgloader", lambda name: run_pgloader(source, name, work)))
+            else:
+                print("pgloader: not installed", flush=True)
+        runs: dict[str, list[dict[str, object]]] = {key: [] for _, key, _ in contenders}
+        for round_ in range(args.repeat):
+            for label, key, run in contenders:
+                print(f"{label}{f', round {round_ + 1}' if args.repeat > 1 else ''} …", flush=True)
+                name = db(key)
+                result = timed(name, lambda name=name, run=run: run(name))  # type: ignore[misc]
                 assert result is not None
-                variants[label] = result
-                print(
-                    f"  {result['seconds']:.1f}s {result['status']} phases {result['phases']} (load {result['load']})",
-                    flush=True,
-                )
+                runs[key].append(result)
+                print(_show(result), flush=True)
+        ours = _median(runs["ours"])
+        pipe = _median(runs["pipe"]) if runs.get("pipe") else None
+        loader = _median(runs["pgloader"]) if runs.get("pgloader") else None
 
         big = None
         if args.big_rows:
@@ -684,14 +722,13 @@ def main() -> None:
             name = db("big")
             big = timed(name, lambda: run_migrator(big_source, name, work / "big.json"))
             assert big is not None
-            print(
-                f"  {big['seconds']:.1f}s {big['status']} phases {big['phases']} (load {big['load']})",
-                flush=True,
-            )
+            print(_show(big), flush=True)
 
         print()
         print(
-            f"Figures ({args.rows} raw messages, {ours['rows']} rows in all tables, {size / 2**20:.0f} MB SQLite):"
+            f"Figures ({args.rows} raw messages, {ours['rows']} rows in all tables, {size / 2**20:.0f} MB SQLite"
+            + (f"; median of {args.repeat} runs each" if args.repeat > 1 else "")
+            + "):"
         )
 
         def row(label: str, result: dict[str, object], ratio: str, rss: bool) -> tuple[str, ...]:
@@ -702,17 +739,21 @@ def main() -> None:
                 f"{result['client_cpu']:.1f} + {result['server_cpu']:.1f}",
                 _mb(result["peak_rss_largest"]) if rss else "-",
                 _mb(result["peak_rss_sum"]) if rss else "-",
+                _mb(result["peak_pss_sum"]) if rss else "-",
                 str(result["load"]),
             )
 
-        rows = [
-            row("migrator (verified)", ours, "1.00", True),
-            row("bare sqlite3|psql pipe", pipe, f"{ours['seconds'] / pipe['seconds']:.2f}", False),  # type: ignore[operator]
-        ]
+        rows = [row("migrator (verified)", ours, "1.00", True)]
+        if pipe:
+            rows.append(
+                row("bare sqlite3|psql pipe", pipe, f"{ours['seconds'] / pipe['seconds']:.2f}", False)
+            )  # type: ignore[operator]
         if loader:
             rows.append(row("pgloader", loader, f"{ours['seconds'] / loader['seconds']:.2f}", False))  # type: ignore[operator]
-        for label, result in variants.items():
-            rows.append(row(f"variant: {label}", result, "-", True))
+        for spec in args.tree:
+            label = spec.partition("=")[0]
+            other = _median(runs[label])
+            rows.append(row(f"migrator of {label}", other, f"{ours['seconds'] / other['seconds']:.2f}", True))  # type: ignore[operator]
         if big:
             rows.append(row(f"migrator, {args.big_rows} messages", big, "-", True))
         header = (
@@ -722,9 +763,10 @@ def main() -> None:
             "CPU s client + server",
             "RSS largest",
             "RSS tree",
+            "PSS tree",
             "load average",
         )
-        widths = (44, 8, 13, 22, 12, 10, 14)
+        widths = (44, 8, 13, 22, 12, 10, 10, 14)
         print(
             " ".join(
                 f"{h:<{w}}" if i == 0 else f"{h:>{w}}"
@@ -738,20 +780,26 @@ def main() -> None:
                     for i, (v, w) in enumerate(zip(values, widths, strict=True))
                 )
             )
+        if args.repeat > 1:
+            print()
+            for key, results in runs.items():
+                seconds = ", ".join(f"{r['seconds']:.1f}" for r in results)
+                print(f"{key} runs (s): {seconds}")
         print()
-        print(f"migrator vs bare pipe: {ours['seconds'] / pipe['seconds']:.2f}x (target <= 1.5)")
+        if pipe:
+            print(f"migrator vs bare pipe: {ours['seconds'] / pipe['seconds']:.2f}x (target <= 1.5)")  # type: ignore[operator]
         if loader:
-            print(f"migrator vs pgloader: {ours['seconds'] / loader['seconds']:.2f}x (target <= 0.6)")
+            print(f"migrator vs pgloader: {ours['seconds'] / loader['seconds']:.2f}x (target <= 0.6)")  # type: ignore[operator]
         print(
             f"peak RSS: {_mb(ours['peak_rss_largest'])} largest process, {_mb(ours['peak_rss_sum'])} whole tree"
-            " (target < 150 MB)"
+            f" (PSS {_mb(ours['peak_pss_sum'])}; target < 150 MB)"
         )
         if big:
             growth = big["peak_rss_largest"] / ours["peak_rss_largest"] - 1  # type: ignore[operator]
-            tree = big["peak_rss_sum"] / ours["peak_rss_sum"] - 1  # type: ignore[operator]
+            tree = big["peak_pss_sum"] / ours["peak_pss_sum"] - 1  # type: ignore[operator]
             print(
-                f"RSS growth {args.rows} → {args.big_rows} rows: {growth:+.1%} largest process, {tree:+.1%} tree "
-                f"({_mb(big['peak_rss_largest'])} / {_mb(big['peak_rss_sum'])}; target < +20%); "
+                f"RSS growth {args.rows} → {args.big_rows} rows: {growth:+.1%} largest process, {tree:+.1%} tree PSS "
+                f"({_mb(big['peak_rss_largest'])} / {_mb(big['peak_pss_sum'])}; target < +20%); "
                 f"{args.big_rows} rows took {big['seconds']:.0f}s"
             )
     finally:

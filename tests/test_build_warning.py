@@ -25,7 +25,7 @@ from loguru import logger
 import tg_parser.extensions
 from tg_parser.cli.main import cli
 from tg_parser.extensions import announce_build_warnings
-from tg_parser.transfer import canonical, rowcode
+from tg_parser.transfer import canonical
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTE_LINE = "tg-parser: the C fast path tg_parser/transfer/_jsonb.c was not compiled (cc: not found); slower"
@@ -71,7 +71,7 @@ def _load_hook(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
 def _source_tree(tmp_path: Path) -> Path:
     root = tmp_path / "src"
     (root / "tg_parser" / "transfer").mkdir(parents=True)
-    for name in ("_jsonb.c", "_copybin.c"):
+    for name in ("_jsonb.c",):
         shutil.copy(ROOT / "tg_parser" / "transfer" / name, root / "tg_parser" / "transfer" / name)
     return root
 
@@ -89,8 +89,8 @@ def test_a_failed_compile_leaves_a_note_in_the_package(
 
     note = root / "tg_parser" / "_build_warnings.txt"
     lines = note.read_text(encoding="utf-8").splitlines()
-    assert lines == app.warnings and len(lines) == 2
-    assert "_jsonb.c was not compiled" in lines[0] and "_copybin.c was not compiled" in lines[1]
+    assert lines == app.warnings and len(lines) == 1
+    assert "_jsonb.c was not compiled" in lines[0]
     assert all("pure-Python" in line and "C compiler" in line for line in lines)
     if version == "editable":  # the package is the source tree: the note is already where it is read
         assert build_data["force_include"] == {}
@@ -157,7 +157,6 @@ def test_the_migrator_says_once_that_it_runs_pure_python(
     sqlite_dir: Path, pg_dbname: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(canonical, "_jsonb", None)
-    monkeypatch.setattr(rowcode, "_copybin", None)
     dsn = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_dbname}"
     env = {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}
     result = CliRunner().invoke(
@@ -166,11 +165,11 @@ def test_the_migrator_says_once_that_it_runs_pure_python(
     assert result.exit_code == 0, result.output
     said = [line for line in result.stderr.splitlines() if "pure-Python" in line]
     assert len(said) == 1, result.stderr
-    assert "WARNING" in said[0] and "_jsonb.c, _copybin.c" in said[0] and "C compiler" in said[0]
+    assert "WARNING" in said[0] and "_jsonb.c" in said[0] and "C compiler" in said[0]
 
 
 def test_the_migrator_is_quiet_with_its_c_fast_paths(sqlite_dir: Path, pg_dbname: str) -> None:
-    if canonical._jsonb is None or rowcode._copybin is None:
+    if canonical._jsonb is None:
         pytest.skip("the C fast paths are not built here")
     dsn = f"postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{pg_dbname}"
     env = {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}

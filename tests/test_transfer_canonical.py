@@ -148,32 +148,9 @@ def test_generated_renderer_equals_python_rendering(tmp_path):
     conn.text_factory = bytes
     render = renderer(table)
     for raw in conn.execute("SELECT * FROM t ORDER BY k").fetchall():
-        rendering, _ = python_row(table, raw, strip_nul=False)
+        rendering = python_row(table, raw, strip_nul=False)
         assert render(raw) == rendering
     conn.close()
-
-
-def test_scan_answers_sent_back_to_back_are_all_read(tmp_path):
-    """The parent reads helper answers from an unbuffered pipe: two answers written at once are two
-    messages, and select() still reports the second one (a buffered reader would swallow it)."""
-    import os
-    import selectors
-
-    from tg_parser.transfer.worker import receive, send
-
-    read_fd, write_fd = os.pipe()
-    with os.fdopen(read_fd, "rb", buffering=0) as reader, os.fdopen(write_fd, "wb") as writer:
-        send(writer, {"n": 1})
-        send(writer, {"n": 2, "big": "x" * 30_000})  # both fit in the pipe buffer
-        selector = selectors.DefaultSelector()
-        selector.register(reader, selectors.EVENT_READ)
-        assert selector.select(timeout=1)
-        assert receive(reader) == {"n": 1}
-        assert selector.select(timeout=1), "the second answer must still be visible to select()"
-        assert receive(reader)["n"] == 2
-        writer.close()
-        assert receive(reader) is None
-        selector.close()
 
 
 @pytest.mark.parametrize(

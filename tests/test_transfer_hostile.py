@@ -15,7 +15,7 @@ from tg_parser.cli.main import cli
 from tg_parser.db.connect import open_database, pg_target
 from tg_parser.db.sqlite import STORE_FILES
 from tg_parser.stores import RawStore
-from tg_parser.transfer import loader, run_transfer
+from tg_parser.transfer import run_transfer
 
 
 def write(directory: Path, store: str, statement: str, *params: object) -> None:
@@ -157,28 +157,18 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("copy_format", "batch_size"),
-    [
-        ("binary", 500),
-        ("text", 500),
-        # Blocks of a few rows: the load looks at the scan's results after each, so it may stop at the
-        # first offender the scan reports (or fail on the value itself): the report is the same.
-        ("binary", 3),
-    ],
-)
+# Batches of a few rows: the load looks at the scan's results after each, so it may stop at the first
+# offender the scan reports (or fail on the value itself): the report is the same.
+@pytest.mark.parametrize("batch_size", [500, 3])
 def test_every_hostile_value_is_reported_and_nothing_is_written(
-    refs, sqlite_dir, pg_only_settings, monkeypatch, copy_format, batch_size
+    refs, sqlite_dir, pg_only_settings, batch_size
 ):
     for store, statement, index, *_ in HOSTILE:
         if index is None:
             write(sqlite_dir, store, statement)
         else:
             write(sqlite_dir, store, statement, refs[index])
-    monkeypatch.setattr(loader, "BLOCK_BYTES", 1 if batch_size < 10 else loader.BLOCK_BYTES)
-    report = run_transfer(
-        options(sqlite_dir, pg_only_settings, copy_format=copy_format, batch_size=batch_size, workers=2)
-    )
+    report = run_transfer(options(sqlite_dir, pg_only_settings, batch_size=batch_size, workers=2))
     assert report.status == "offenders" and report.exit_code == 1, report.error
     assert not any(table_counts_pg(pg_only_settings).values())
     assert not report.committed and "nothing was written" in (report.error or "")
@@ -217,8 +207,7 @@ def test_offenders_on_the_command_line(refs, sqlite_dir, pg_only_settings, tmp_p
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
-@pytest.mark.parametrize("copy_format", ["binary", "text"])
-def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_settings, copy_format):
+def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_settings):
     write(
         sqlite_dir,
         "raw",
@@ -240,9 +229,7 @@ def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_sett
     refused = run_transfer(options(sqlite_dir, pg_only_settings))
     assert refused.status == "offenders" and len(refused.offenders) == 3
 
-    report = run_transfer(
-        options(sqlite_dir, pg_only_settings, on_nul="strip", workers=2, copy_format=copy_format)
-    )
+    report = run_transfer(options(sqlite_dir, pg_only_settings, on_nul="strip", workers=2))
     assert report.status == "ok", report.error
     assert all(e.match for e in report.tables)
     assert report.repairs == {"raw.raw_messages": {"text": 1, "source_id": 1, "raw_payload": 1}}
@@ -276,7 +263,7 @@ def test_the_first_offender_stops_the_load(refs, sqlite_dir, pg_only_settings, m
 
     def poll_waiting(self):  # the scan answers before the next block goes out
         done = 0
-        while any(self.pending.values()):
+        while self.in_flight:
             done += self._collect(None)
         return done
 
@@ -289,7 +276,6 @@ def test_the_first_offender_stops_the_load(refs, sqlite_dir, pg_only_settings, m
 
     monkeypatch.setattr(parallel.Scan, "poll", poll_waiting)
     monkeypatch.setattr(runner, "_Offenders", Stop)
-    monkeypatch.setattr(loader, "BLOCK_BYTES", 1)
     report = run_transfer(options(sqlite_dir, pg_only_settings, batch_size=5, workers=2))
     assert stops, "the load did not stop at the scan's first offender"
     assert report.status == "offenders" and report.exit_code == 1 and not report.committed

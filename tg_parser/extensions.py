@@ -1,6 +1,6 @@
 """The migrator's optional C fast paths: the one-time notice after an install that could not build them.
 
-`hatch_build.py` compiles `_jsonb.c` and `_copybin.c` at install time. When it cannot (no C compiler, no
+`hatch_build.py` compiles `_jsonb.c` at install time. When it cannot (no C compiler, no
 Python headers) the install still succeeds, and pip hides the build's warning unless run with `-v`.
 So the hook also writes the warning to `_build_warnings.txt` in the package, and the first command
 run after the install logs it (one WARNING line per extension) and deletes the file: said once, where

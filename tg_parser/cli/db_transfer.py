@@ -91,7 +91,8 @@ def _stores_option(func: Callable[..., object]) -> Callable[..., object]:
     default=500,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Rows read from SQLite per fetch.",
+    help="Rows read from SQLite per fetch, and written to the COPY between looks at the scan's results;"
+    " memory holds one batch, so lower it when single rows are very large (megabytes of JSON).",
 )
 @click.option(
     "--workers",

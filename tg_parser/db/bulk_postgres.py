@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
+from psycopg.adapt import Dumper
+from psycopg.copy import LibpqWriter
+from psycopg.types.string import BytesBinaryDumper
 
 from tg_parser.db.postgres import PgTarget, describe_connect_error
 
@@ -29,8 +32,53 @@ class PgLockUnavailable(PgStatementFailed):
     """`LOCK … NOWAIT` found the tables in use by another session."""
 
 
-class CopyWriter(Protocol):
-    def write(self, data: bytes) -> None: ...
+# The fields of `copy_rows`, by the value each takes, and the PostgreSQL type whose binary dumper
+# writes it (the oids only choose dumpers: binary COPY data carries none, the target column's type
+# reads the bytes).
+COPY_FIELDS = {
+    "int8": "int8",  # int within the type's range (beyond it: OverflowError)
+    "int4": "int4",  # int; beyond the type's range it wraps around (the migrator's scan refuses those)
+    "int2": "int2",
+    "bool": "bool",  # the truth of the value
+    "float8": "float8",  # float or int
+    "text": "bytea",  # bytes: the stored UTF-8, sent as they are (the server checks the encoding)
+    "timestamptz": "int8",  # int: microseconds since 2000-01-01 UTC, timestamptz's binary format
+    "jsonb": "jsonb",  # bytes: JSON text, sent after jsonb's format version (see _JsonbText)
+}
+
+
+class _JsonbText(Dumper):
+    """jsonb's binary format from JSON text as bytes: version 1, then the text (which the server
+    parses as for text COPY)."""
+
+    format = psycopg.pq.Format.BINARY
+    oid = psycopg.postgres.types["jsonb"].oid
+
+    def dump(self, obj: bytes) -> bytes:
+        return b"\x01" + obj  # bytes only: anything else raises TypeError
+
+
+class _CountingWriter(LibpqWriter):
+    """libpq's COPY writer, counting the bytes it is handed."""
+
+    sent = 0
+
+    def write(self, data: Any) -> None:
+        self.sent += len(data)
+        super().write(data)
+
+
+class RowCopy:
+    """What `copy_rows` yields: `write_row(values)` sends one row; `sent` is the COPY data handed to
+    libpq so far (all of it once the block has ended)."""
+
+    def __init__(self, copy: psycopg.Copy, writer: _CountingWriter) -> None:
+        self.write_row = copy.write_row
+        self._writer = writer
+
+    @property
+    def sent(self) -> int:
+        return self._writer.sent
 
 
 def quote(name: str) -> str:
@@ -106,11 +154,20 @@ class BulkPostgres:
             raise _failed(exc) from None
 
     @contextmanager
-    def copy(self, statement: str) -> Iterator[CopyWriter]:
-        """`COPY … FROM STDIN`: yields an object whose `write(bytes)` sends data as given (for binary
-        COPY the caller writes the signature, the tuples and the trailer itself)."""
+    def copy_rows(self, statement: str, fields: Sequence[str]) -> Iterator[RowCopy]:
+        """`COPY … FROM STDIN (FORMAT BINARY)`, row by row: psycopg encodes each row (`write_row`) with
+        the binary dumpers of `fields` (names of COPY_FIELDS, one per column) and adds the stream's
+        header and trailer. A value its dumper cannot take raises (TypeError, OverflowError, …), which
+        ends the COPY; the transaction is then failed."""
         try:
-            with self.conn.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[arg-type]
-                yield copy
+            with self.conn.cursor() as cursor:
+                # By oid only (for set_types): bytea's binary dumper in C, which copies bytes as they are
+                # (psycopg's default for bytea is the DB-API one, in Python); jsonb from its text.
+                cursor.adapters.register_dumper(None, BytesBinaryDumper)
+                cursor.adapters.register_dumper(None, _JsonbText)
+                writer = _CountingWriter(cursor)
+                with cursor.copy(statement, writer=writer) as copy:  # type: ignore[arg-type]
+                    copy.set_types([COPY_FIELDS[field] for field in fields])
+                    yield RowCopy(copy, writer)
         except psycopg.Error as exc:
             raise _failed(exc) from None

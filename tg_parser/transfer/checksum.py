@@ -61,41 +61,30 @@ class RangedSum:
         return [KeyRange(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
 
 
-def _escape_copy(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def python_value(column: Column, raw: Any, *, strip_nul: bool) -> tuple[str | None, str]:
-    """(canonical text or None for NULL, COPY text) of one raw SQLite value of a checked row."""
+def python_value(column: Column, raw: Any, *, strip_nul: bool) -> str | None:
+    """The canonical text (None for NULL) of one raw SQLite value of a checked row."""
     if raw is None:
-        return None, "\\N"
+        return None
     if column.kind in (INT, BOOL):
-        text = str(int(raw))
-        return text, text
+        return str(int(raw))
     if column.kind == REAL:
-        return real_text(float(raw)), repr(float(raw))
+        return real_text(float(raw))
     decoded = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
     if column.kind == TS:
-        return decoded, decoded
+        return decoded
     if column.kind == JSON:
-        canonical = canonical_json(decoded, strip_nuls=strip_nul)
-        return canonical, _escape_copy(canonical)
+        return canonical_json(decoded, strip_nuls=strip_nul)
     if column.kind == TEXT:
-        if strip_nul:
-            decoded = decoded.replace("\x00", "")
-        return decoded, _escape_copy(decoded)
+        return decoded.replace("\x00", "") if strip_nul else decoded
     raise ValueError(column.kind)
 
 
-def python_row(table: Table, raw: Iterable[Any], *, strip_nul: bool) -> tuple[bytes, bytes]:
-    """(canonical rendering, COPY text line) of one row from its raw values."""
-    rendering: list[bytes] = []
-    line: list[str] = []
-    for column, value in zip(table.columns, raw, strict=True):
-        canonical, copy_text = python_value(column, value, strip_nul=strip_nul)
-        rendering.append(render_field(column.kind, canonical))
-        line.append(copy_text)
-    return b"".join(rendering), ("\t".join(line) + "\n").encode()
+def python_row(table: Table, raw: Iterable[Any], *, strip_nul: bool) -> bytes:
+    """The canonical rendering of one row from its raw values."""
+    return b"".join(
+        render_field(column.kind, python_value(column, value, strip_nul=strip_nul))
+        for column, value in zip(table.columns, raw, strict=True)
+    )
 
 
 def _hashed_rows(
@@ -106,7 +95,7 @@ def _hashed_rows(
     for row in source.hash_rows(table, bounds):
         key = row[:width]
         if row[width]:  # holds NUL characters: only reached with --on-nul strip (else refused earlier)
-            rendering, _ = python_row(table, row[width + 1 :], strip_nul=strip_nul)
+            rendering = python_row(table, row[width + 1 :], strip_nul=strip_nul)
             yield key, row_hash(rendering)
         else:
             yield key, row_hash(render(row))

@@ -21,3 +21,7 @@ class SourceBusy(TgParserError):
     """Another process is writing the SQLite stores."""
 
     exit_code = EXIT_LOCKED
+
+
+class HelperFailed(MigrationError):
+    """A scan helper process died or stopped answering; the scan cannot complete."""

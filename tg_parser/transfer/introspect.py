@@ -187,9 +187,9 @@ def _nul_check(table: Table) -> str:
     return "(" + (" OR ".join(checks) or "0") + ")"
 
 
-def _feed_value(column: Column, binary: bool) -> str:
+def _feed_value(column: Column) -> str:
     c = q(column.name)
-    if binary and column.kind == TS:
+    if column.kind == TS:
         # Binary timestamptz is microseconds since 2000-01-01 UTC; SQLite computes it from the fixed
         # text (a value of another shape becomes NULL here, and is an offender the scan reports).
         return (
@@ -199,10 +199,10 @@ def _feed_value(column: Column, binary: bool) -> str:
     return c
 
 
-def sqlite_feed_sql(table: Table, *, binary: bool, nul_flag: bool) -> str:
-    """The load pass, in key order: [has-NUL flag,] every value as the COPY encoder takes it."""
+def sqlite_feed_sql(table: Table, *, nul_flag: bool) -> str:
+    """The load pass, in key order: [has-NUL flag,] every value as binary COPY takes it."""
     select = [_nul_check(table)] if nul_flag else []
-    select += [_feed_value(c, binary) for c in table.columns]
+    select += [_feed_value(c) for c in table.columns]
     return f"SELECT {', '.join(select)} FROM {sqlite_table(table)} ORDER BY {_order(table)}"
 
 
@@ -276,15 +276,6 @@ PG_PARENTS = (
     f" WHERE con.conrelid = {_REGCLASS} AND con.contype = 'f' ORDER BY 1"
 )
 
-# Indexes that back no constraint (not the primary key, not UNIQUE constraints): (name, DDL).
-PG_SECONDARY_INDEXES = (
-    "SELECT ic.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
-    " JOIN pg_class ic ON ic.oid = i.indexrelid"
-    f" WHERE i.indrelid = {_REGCLASS} AND NOT i.indisprimary"
-    " AND NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid)"
-    " ORDER BY ic.relname"
-)
-
 PG_HAS_MIGRATIONS = "SELECT to_regclass(quote_ident(%s) || '._yoyo_migration') IS NOT NULL"
 
 # Whether this server was built with LZ4 (then `default_toast_compression` accepts it).
@@ -314,13 +305,8 @@ def pg_lock_sql(tables: Sequence[Table]) -> str:
     return "LOCK TABLE " + ", ".join(pg_ident(t) for t in tables) + " IN SHARE ROW EXCLUSIVE MODE NOWAIT"
 
 
-def pg_copy_sql(table: Table, *, binary: bool) -> str:
-    tail = " (FORMAT BINARY)" if binary else ""
-    return f"COPY {pg_ident(table)} ({', '.join(_columns(table))}) FROM STDIN{tail}"
-
-
-def pg_drop_index_sql(store: str, name: str) -> str:
-    return f"DROP INDEX {q(store)}.{q(name)}"
+def pg_copy_sql(table: Table) -> str:
+    return f"COPY {pg_ident(table)} ({', '.join(_columns(table))}) FROM STDIN (FORMAT BINARY)"
 
 
 def pg_max_sql(table: Table, column: str) -> str:

@@ -2,8 +2,11 @@
 helper processes.
 
 Rendering JSON the way jsonb prints it is the costly part of a checksum (pure CPU, per document), so
-the scan runs in `workers` helper processes (`worker.py`), each with its own read-only SQLite
-connection. They all read the same data: the parent holds the write lock for the whole run (see
+the scan runs in helper processes: a `concurrent.futures.ProcessPoolExecutor` whose processes come from
+multiprocessing's forkserver (a fresh interpreter, so no helper inherits the parent's PostgreSQL
+socket, as `fork` would make it; forked again per helper with the scan's modules already imported, so
+a helper starts in milliseconds). Each helper opens its own read-only SQLite connection
+(`worker.start`). They all read the same data: the parent holds the write lock for the whole run (see
 `source.py`), so nobody can commit in between. Each table is cut into RANGES key ranges (every n-th key,
 read from the primary-key index); the per-range sums are kept, and later let a mismatch be narrowed
 without hashing the source again.
@@ -12,30 +15,39 @@ without hashing the source again.
 looks at their results between COPY blocks (`poll()`), so the first offender stops the load early.
 When the parent has nothing else to do (`finish(parent_works=True)`, e.g. `db checksum`), it scans
 ranges itself too.
+
+A helper that dies fails the scan at once (the pool is broken); one that hangs fails it when no key
+range has finished for longer than the largest range may take (`deadline`). Either way the run stops
+with one error and the helpers are killed, never waited for. As with any multiprocessing pool, a
+script that calls the migrator guards its own code with `if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
 
-import json
+import multiprocessing
 import os
-import selectors
-import subprocess
-import sys
+import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO, Any
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
+from tg_parser.transfer import worker
 from tg_parser.transfer.checksum import RangedSum
-from tg_parser.transfer.errors import MigrationError
+from tg_parser.transfer.errors import HelperFailed, MigrationError
 from tg_parser.transfer.scan import ScanResult, Unit, UnitResult, check_unit, orphans
 from tg_parser.transfer.schema import Table
 from tg_parser.transfer.source import SqliteSource
-from tg_parser.transfer.worker import receive, send
 
 RANGES = 64
-# Requests queued per helper, so a helper never waits for the parent to read its last answer (the
-# parent only looks between COPY blocks).
+# Key ranges handed to each helper at a time, so a helper never waits for the parent (which only looks
+# between COPY blocks) to get its next range.
 DEPTH = 2
+# A helper that finishes no key range within GRACE + SECONDS_PER_ROW × (rows of the largest range) is
+# taken as hung. A range normally takes ~10 µs a row; the grace covers the helpers' start.
+GRACE = 60.0
+SECONDS_PER_ROW = 0.001
 
 
 def default_workers() -> int:
@@ -61,6 +73,36 @@ def plan(
     return units, sums, counts
 
 
+def _largest_range(counts: dict[str, int]) -> int:
+    """An upper bound of the rows in one key range (a range holds one step of rows, the last < 2)."""
+    return max((2 * (rows // RANGES) if rows >= 2 * RANGES else rows for rows in counts.values()), default=0)
+
+
+def _pool(helpers: int, source: SqliteSource) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    # The forkserver imports the scan's modules once, before it forks helpers ('__main__' is the
+    # default preload; it must stay, or each helper would import the main script itself). Only read
+    # when the forkserver starts, i.e. on the first pool of this process.
+    context.set_forkserver_preload(["__main__", worker.__name__])
+    return ProcessPoolExecutor(
+        max_workers=helpers,
+        mp_context=context,
+        initializer=worker.start,
+        initargs=(source.directory, tuple(source.stores), dict(source.files)),
+    )
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """Stop the helpers now, running ranges and all, and release the pool without waiting for them."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way before 3.14
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)  # returns at once: the pool sees its helpers gone
+    for process in processes:
+        process.join(timeout=10)
+
+
 class Scan:
     """The scan of `tables` by `helpers` processes (0: only by the parent, in `finish`)."""
 
@@ -84,26 +126,13 @@ class Scan:
         self.expected = {(u.table.qualified, u.index) for u in units}
         self.todo = deque(sorted(units, key=lambda u: u.bounds is None))  # ranges of big tables first
         self.rows_done = 0
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.pending: dict[int, int] = {}  # helper index → requests not yet answered
-        self.selector = selectors.DefaultSelector()
+        self.in_flight: set[Future[UnitResult]] = set()
+        self.deadline = GRACE + SECONDS_PER_ROW * _largest_range(counts)
+        self.progress_at = time.monotonic()  # when a helper last finished a range (or got work)
         helpers = 0 if source.snapshot_only else min(helpers, len(units))
-        if helpers:
-            command = [
-                sys.executable,
-                "-m",
-                "tg_parser.transfer.worker",
-                str(source.directory),
-                ",".join(source.stores),
-                json.dumps(source.files),
-            ]
-            for index in range(helpers):
-                proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-                self.procs.append(proc)
-                self.pending[index] = 0
-                self.selector.register(proc.stdout, selectors.EVENT_READ, index)  # type: ignore[arg-type]
-                for _ in range(DEPTH):
-                    self._dispatch(index)
+        self.helpers = helpers
+        self.pool: ProcessPoolExecutor | None = _pool(helpers, source) if helpers else None
+        self._top_up()
 
     @property
     def rows(self) -> int:
@@ -113,11 +142,16 @@ class Scan:
     def offences(self) -> int:
         return self.result.offenders_total
 
-    def _dispatch(self, index: int) -> None:
-        if self.todo:
-            stdin: IO[bytes] = self.procs[index].stdin  # type: ignore[assignment]
-            send(stdin, (self.todo.popleft(), self.strip_nul, self.limit, self.check_utf8))
-            self.pending[index] += 1
+    def _top_up(self) -> None:
+        """Hand out ranges until every helper has DEPTH of them."""
+        if self.pool is None:
+            return
+        if not self.in_flight:
+            self.progress_at = time.monotonic()  # the helpers were idle, waiting for work
+        while self.todo and len(self.in_flight) < DEPTH * self.helpers:
+            unit = self.todo.popleft()
+            future = self.pool.submit(worker.scan, unit, self.strip_nul, self.limit, self.check_utf8)
+            self.in_flight.add(future)
 
     def _take(self, outcome: UnitResult) -> None:
         self.expected.discard((outcome.table, outcome.index))
@@ -137,29 +171,41 @@ class Scan:
         self.rows_done += outcome.rows
 
     def _collect(self, timeout: float | None) -> int:
-        """Take the answers that are ready (waiting up to `timeout`); returns rows newly scanned."""
+        """Take the helpers' finished ranges (waiting up to `timeout`, None: until one finishes or the
+        deadline passes) and hand out new ones; returns rows newly scanned."""
+        if not self.in_flight:
+            return 0
+        if timeout is None:
+            timeout = max(0.0, self.progress_at + self.deadline - time.monotonic())
+        done, self.in_flight = wait(self.in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
         before = self.rows_done
-        for key, _ in self.selector.select(timeout=timeout):
-            index = key.data
-            outcome = receive(self.procs[index].stdout)  # type: ignore[arg-type]
-            if outcome is None:
-                raise MigrationError(
-                    "a scan helper process died", "see the messages above; run with --workers 1"
-                )
-            self.pending[index] -= 1
-            self._dispatch(index)
+        for future in done:
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                raise HelperFailed(
+                    "a scan helper process died",
+                    "it was killed or crashed (out of memory?); run again, with fewer --workers if memory is short",
+                ) from None
             self._take(outcome)
+        if done:
+            self.progress_at = time.monotonic()
+            self._top_up()
+        elif time.monotonic() - self.progress_at >= self.deadline:
+            raise HelperFailed(
+                f"a scan helper process stopped answering (no key range finished in {self.deadline:.0f} s)",
+                "run again; if it happens again, report it as a bug",
+            )
         return self.rows_done - before
 
     def poll(self) -> int:
         """Non-blocking: take finished ranges, hand out new ones; returns rows newly scanned."""
-        return self._collect(0) if self.procs else 0
+        return self._collect(0)
 
     def finish(self, *, parent_works: bool, tick: Callable[[int], Any] | None = None) -> None:
         """Block until every range is scanned; `parent_works` lets this process scan ranges too."""
-        busy = any(self.pending.values())
-        while self.todo or busy:
-            if self.todo and (parent_works or not self.procs):
+        while self.todo or self.in_flight:
+            if self.todo and (parent_works or self.pool is None):
                 outcome = check_unit(
                     self.source,
                     self.todo.popleft(),
@@ -168,12 +214,11 @@ class Scan:
                     check_utf8=self.check_utf8,
                 )
                 self._take(outcome)
-                done = outcome.rows + (self._collect(0) if self.procs else 0)
+                done = outcome.rows + self._collect(0)
             else:
                 done = self._collect(None)
             if tick is not None and done:
                 tick(done)
-            busy = any(self.pending.values())
         if self.expected:  # a guard, not an expected path: every range must have been summed
             raise MigrationError(
                 f"key ranges were never checked: {sorted(self.expected)[:3]}", "report this as a bug"
@@ -183,21 +228,15 @@ class Scan:
         self.result.offenders_total += len(orphaned)
 
     def close(self) -> None:
-        self.selector.close()
-        for proc in self.procs:
-            if proc.stdin:
-                proc.stdin.close()
-        for proc in self.procs:
-            if any(self.pending.values()):
-                proc.kill()  # stopped early (an error): do not wait for ranges nobody will read
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-        self.procs = []
+        """Release the helpers: idle ones exit, busy ones (the scan stopped early) are killed."""
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return
+        if self.in_flight or self.todo:
+            _kill(pool)
+        else:
+            pool.shutdown(wait=True)
+        self.in_flight = set()
 
 
 def check_source(

@@ -64,7 +64,6 @@ class TransferReport:
     status: str = "running"  # ok | mismatch | offenders | refused | failed
     committed: bool = False
     consistency: str = ""
-    copy_format: str = "text"
     tables: list[TableReport] = field(default_factory=list)
     offenders: list[Offender] = field(default_factory=list)
     offenders_total: int = 0
@@ -107,7 +106,6 @@ class TransferReport:
             "target": self.target,
             "stores": self.stores,
             "consistency": self.consistency,
-            "copy_format": self.copy_format,
             "tables": [t.as_dict() for t in self.tables],
             "totals": self.totals(),
             "offenders": [o.as_dict() for o in self.offenders],

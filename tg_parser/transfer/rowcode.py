@@ -1,29 +1,22 @@
-"""Per-table row functions: the canonical rendering of a row and its COPY encoding (text or binary).
+"""Per-table row code: the canonical rendering of a row (`renderer`), the binary COPY field of each
+column (`copy_fields`, which psycopg's binary dumpers write) and the NUL stripping of `--on-nul strip`.
 
-Both run once per row over millions of rows, so they are generated per table as one Python expression
-(`b"".join((field0, field1, …))`) instead of looping over column objects: a loop with a call per value
-cost about twice as much. The generated source only ever refers to positions in the row tuple and to
+The renderer runs once per row over millions of rows, so it is generated per table as one Python
+expression (`b"".join((field0, field1, …))`) instead of looping over column objects: a loop with a call
+per value cost about twice as much. The generated source only ever refers to positions in the row tuple and to
 the helpers in `_NAMESPACE`; no name or value from the databases is part of it.
 
 Values arrive as SQLite returns them with `text_factory=bytes`: bytes for text, int, float, None.
-The renderer expects rows the scan found clean (storage classes fit, see `introspect._sqlite_problem`);
-the encoders expect the same, and raise (TypeError, struct.error) on anything else, which stops the load
-(the scan then names the offender).
+The renderer expects rows the scan found clean (storage classes fit, see `introspect._sqlite_problem`).
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from typing import Any
 
 from tg_parser.transfer.canonical import canonical_json, json_field, real_field
-from tg_parser.transfer.schema import BOOL, INT, JSON, REAL, TEXT, TS, Column, Table
-
-try:
-    from tg_parser.transfer import _copybin
-except ImportError:  # pragma: no cover - the package was built without a C compiler
-    _copybin = None
+from tg_parser.transfer.schema import BOOL, INT, JSON, REAL, TEXT, TS, Table
 
 Row = tuple[Any, ...]
 
@@ -31,24 +24,7 @@ _NAMESPACE: dict[str, Any] = {
     "NULL_FIELD": b"N",
     "JSON_FIELD": json_field,
     "REAL_FIELD": real_field,
-    # binary COPY pieces
-    "NULL_BIN": b"\xff\xff\xff\xff",
-    "I2": struct.Struct(">h").pack,
-    "I4": struct.Struct(">i").pack,
-    "I8": struct.Struct(">q").pack,
-    "F8": struct.Struct(">d").pack,
-    "LEN2": b"\x00\x00\x00\x02",
-    "LEN4": b"\x00\x00\x00\x04",
-    "LEN8": b"\x00\x00\x00\x08",
-    "TRUE_BIN": b"\x00\x00\x00\x01\x01",
-    "FALSE_BIN": b"\x00\x00\x00\x01\x00",
-    # text COPY pieces
-    "NULL_TEXT": b"\\N",
 }
-
-# Binary COPY stream framing (PostgreSQL docs, "COPY: Binary Format").
-BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-BINARY_TRAILER = b"\xff\xff"
 
 
 def _compile(name: str, body: str) -> Callable[[Row], bytes]:
@@ -95,72 +71,18 @@ def renderer(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
     return _compile("render", "b''.join((" + ", ".join(fields) + ",))")
 
 
-def binary_encoder(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
-    """row → one tuple of binary COPY. Timestamps must arrive as microseconds since 2000-01-01 UTC
-    (see `introspect.sqlite_feed_sql`); JSON as jsonb's binary format, version 1 then the text."""
-    pieces = [repr(struct.pack(">h", len(table.columns)))]
-    for index, column in enumerate(table.columns):
-        v = f"r[{offset + index}]"
+def copy_fields(table: Table) -> list[str]:
+    """The binary COPY field of each column (`tg_parser.db.bulk_postgres.COPY_FIELDS`), for the values
+    the feed returns: timestamps as microseconds since 2000-01-01 UTC (`introspect.sqlite_feed_sql`),
+    text and JSON as the stored bytes."""
+    fields = []
+    for column in table.columns:
         if column.kind == INT:
-            width = {"integer": 4, "smallint": 2}.get(column.pg_type, 8)
-            expression = f"LEN{width} + I{width}({v})"
-        elif column.kind == TS:
-            expression = f"LEN8 + I8({v})"
-        elif column.kind == BOOL:
-            expression = f"(TRUE_BIN if {v} else FALSE_BIN)"
-        elif column.kind == REAL:
-            expression = f"LEN8 + F8({v})"
-        elif column.kind == TEXT:
-            expression = f"I4(len({v})) + {v}"
-        elif column.kind == JSON:
-            expression = f"I4(len({v}) + 1) + b'\\x01' + {v}"
+            fields.append({"integer": "int4", "smallint": "int2"}.get(column.pg_type, "int8"))
         else:
-            raise ValueError(f"unsupported column kind {column.kind}")
-        pieces.append(_nullable(v, expression, "NULL_BIN"))
-    return _compile("encode", "b''.join((" + ", ".join(pieces) + ",))")
-
-
-def _binary_kind(column: Column) -> bytes:
-    if column.kind == INT:
-        return {"integer": b"i", "smallint": b"h"}.get(column.pg_type, b"q")
-    return {TS: b"t", BOOL: b"b", REAL: b"d", TEXT: b"s", JSON: b"j"}[column.kind]
-
-
-def batched(encode_row: Callable[[Row], bytes]) -> Callable[[list[Row]], bytes]:
-    """A row encoder made into a batch encoder (the batch's rows, joined)."""
-    return lambda rows: b"".join(map(encode_row, rows))
-
-
-def binary_batch_encoder(table: Table, offset: int = 0) -> Callable[[list[Row]], bytes]:
-    """rows → their binary COPY tuples, joined: `_copybin.encode` (C, one call per batch) when it is
-    built, else `binary_encoder` row by row. Both give the same bytes and refuse the same rows."""
-    if _copybin is None:
-        return batched(binary_encoder(table, offset))
-    kinds = b"".join(_binary_kind(column) for column in table.columns)
-    compiled = _copybin.encode
-    return lambda rows: compiled(rows, kinds, offset)  # type: ignore[no-any-return]
-
-
-_ESCAPE = ".replace(b'\\\\', b'\\\\\\\\').replace(b'\\t', b'\\\\t').replace(b'\\n', b'\\\\n').replace(b'\\r', b'\\\\r')"
-
-
-def text_encoder(table: Table, offset: int = 0) -> Callable[[Row], bytes]:
-    """row → one line of text COPY (backslash, tab, newline and CR escaped; NULL as \\N)."""
-    values = []
-    for index, column in enumerate(table.columns):
-        v = f"r[{offset + index}]"
-        if column.kind in (INT, BOOL):
-            expression = f"b'%d' % {v}"
-        elif column.kind == TS:
-            expression = v
-        elif column.kind == REAL:
-            expression = f"repr(float({v})).encode()"  # the shortest text that reads back exactly
-        elif column.kind in (TEXT, JSON):
-            expression = v + _ESCAPE
-        else:
-            raise ValueError(f"unsupported column kind {column.kind}")
-        values.append(_nullable(v, expression, "NULL_TEXT"))
-    return _compile("encode", "b'\\t'.join((" + ", ".join(values) + ",)) + b'\\n'")
+            kinds = {TS: "timestamptz", BOOL: "bool", REAL: "float8", TEXT: "text", JSON: "jsonb"}
+            fields.append(kinds[column.kind])
+    return fields
 
 
 def strip_nuls(table: Table, row: Row, offset: int = 0) -> Row:

@@ -43,7 +43,7 @@ from tg_parser.db.resources import STORES
 from tg_parser.errors import TgParserError
 from tg_parser.transfer.canonical import format_checksum
 from tg_parser.transfer.checksum import RangedSum, Sum
-from tg_parser.transfer.errors import MigrationError, PreflightRefused
+from tg_parser.transfer.errors import HelperFailed, MigrationError, PreflightRefused
 from tg_parser.transfer.loader import load_table
 from tg_parser.transfer.parallel import Scan, check_source, default_workers
 from tg_parser.transfer.report import TableReport, TransferReport
@@ -68,17 +68,14 @@ class TransferOptions:
     truncate: bool = False
     verify_only: bool = False
     on_nul: str = "fail"  # fail | strip
-    batch_size: int = 500
-    copy_format: str = "binary"  # binary | text: binary measured cheaper for the server (see the guide)
-    rebuild_indexes: bool = False  # drop secondary indexes before COPY, recreate after (measured: no gain)
-    lz4: bool = True  # compress large values with LZ4 during the load when the server has it (measured)
+    batch_size: int = 500  # rows read from SQLite per fetch (and written between looks at the scan)
     busy_timeout_ms: int = 10_000
     connect_timeout: int = 10
     offender_limit: int = 1000
     workers: int = field(default_factory=default_workers)  # processes scanning the source (see _helpers)
     difference_limit: int = 50
     progress: Progress | None = None
-    # Called after each table is loaded, before the next one (used to measure and to test failures).
+    # Called after each table is loaded, before the next one (the tests inject failures there).
     after_table: Callable[[Table, PostgresTarget], None] | None = field(default=None, repr=False)
 
     @property
@@ -104,19 +101,13 @@ def _phase(report: TransferReport, name: str) -> Iterator[None]:
 
 
 def _warn_if_pure_python() -> None:
-    """One log line when a C fast path is missing: the run is correct, only slower, and says why."""
-    from tg_parser.transfer import canonical, rowcode
+    """One log line when the C fast path is missing: the run is correct, only slower, and says why."""
+    from tg_parser.transfer import canonical
 
-    missing = [
-        f"{name}.c"
-        for name, module in (("_jsonb", canonical._jsonb), ("_copybin", rowcode._copybin))
-        if module is None
-    ]
-    if missing:
+    if canonical._jsonb is None:
         logger.warning(
-            "the migrator runs its pure-Python path: the C fast path ({}) is not built (same results, "
-            "slower) — install a C compiler and the Python headers, then reinstall tg-parser (pip install -e .)",
-            ", ".join(missing),
+            "the migrator runs its pure-Python path: the C fast path (_jsonb.c) is not built (same results, "
+            "slower) — install a C compiler and the Python headers, then reinstall tg-parser (pip install -e .)"
         )
 
 
@@ -129,7 +120,6 @@ def run_transfer(options: TransferOptions) -> TransferReport:
         source=f"SQLite in {options.source_dir}",
         target=options.target.describe(),
         stores=list(options.stores),
-        copy_format=options.copy_format,
     )
     source: SqliteSource | None = None
     target: PostgresTarget | None = None
@@ -336,6 +326,8 @@ def _load_and_verify(
                 _load(source, target, tables, entries, options, progress, look_at_scan)
             except _Offenders:
                 pass
+            except HelperFailed:
+                raise  # the scan itself broke: scanning again would not name anything
             except Exception as exc:  # maybe caused by an offender the scan has not reached yet
                 failure = exc
         if failure is not None or scan.offences:
@@ -391,9 +383,8 @@ def _load(
     target.lock(tables)
     if options.truncate:
         target.truncate(tables)
-    if options.lz4 and target.has_lz4():
+    if target.has_lz4():  # measured: large values compressed with LZ4 rather than pglz (see the guide)
         target.compress_with_lz4()
-    dropped = target.drop_indexes(tables) if options.rebuild_indexes else []
     for table in tables:
         entry = entries[table.qualified]
         with progress(f"copy {table.qualified}", entry.rows_source) as tick:
@@ -403,7 +394,6 @@ def _load(
                 table,
                 strip_nul=options.strip_nul,
                 batch_size=options.batch_size,
-                binary=options.copy_format == "binary",
                 on_rows=tick,
                 between_blocks=between_blocks,
             )
@@ -416,7 +406,6 @@ def _load(
         entry.seconds = result.seconds
         if options.after_table is not None:
             options.after_table(table, target)
-    target.create_indexes(dropped)
     target.restart_identities(tables)
 
 

@@ -223,7 +223,7 @@ def _diagnose(
             if len(result.offenders) < limit:
                 result.offenders.append(Offender(table.qualified, key_dict, column.name, problem))
     if not problems:
-        rendering, _ = python_row(table, source.raw_row(table, key), strip_nul=strip_nul)
+        rendering = python_row(table, source.raw_row(table, key), strip_nul=strip_nul)
         result.value += row_hash(rendering)
 
 

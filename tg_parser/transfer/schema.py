@@ -85,7 +85,6 @@ class Table:
     key: list[str]  # primary key columns, in key order
     identity: list[str] = field(default_factory=list)  # PostgreSQL columns fed by a sequence
     parents: list[str] = field(default_factory=list)  # tables of the same store this one references
-    pg_indexes: list[tuple[str, str]] = field(default_factory=list)  # (name, CREATE INDEX …) droppable
 
     @property
     def qualified(self) -> str:

@@ -123,9 +123,9 @@ class SqliteSource:
         return self.db.batches(statement, params, batch)
 
     def feed_batches(
-        self, table: Table, *, binary: bool, nul_flag: bool, batch: int = 500
+        self, table: Table, *, nul_flag: bool, batch: int = 500
     ) -> Iterator[list[tuple[Any, ...]]]:
-        return self.db.batches(introspect.sqlite_feed_sql(table, binary=binary, nul_flag=nul_flag), (), batch)
+        return self.db.batches(introspect.sqlite_feed_sql(table, nul_flag=nul_flag), (), batch)
 
     def hash_rows(
         self, table: Table, bounds: KeyRange | None, batch: int = 2000

@@ -82,7 +82,6 @@ def target_tables(target: PostgresTarget, stores: tuple[str, ...]) -> list[Table
                     key,
                     identity=[n for n, _, _, seq in cols if seq],
                     parents=target.parents(store, name),
-                    pg_indexes=target.secondary_indexes(store, name),
                 )
             )
     return load_order(tables)
@@ -134,7 +133,6 @@ def matched_tables(source: SqliteSource, target: PostgresTarget, stores: tuple[s
                     src_key,
                     identity=[n for n, (_, _, seq) in dst_cols.items() if seq],
                     parents=target.parents(store, name),
-                    pg_indexes=target.secondary_indexes(store, name),
                 )
             )
     if problems:

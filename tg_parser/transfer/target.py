@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from tg_parser.db.bulk_postgres import BulkPostgres, CopyWriter, PgLockUnavailable, PgStatementFailed
+from tg_parser.db.bulk_postgres import BulkPostgres, PgLockUnavailable, PgStatementFailed, RowCopy
 from tg_parser.db.postgres import PgTarget
 from tg_parser.transfer import introspect
 from tg_parser.transfer.canonical import combine_pg_sums
@@ -65,9 +65,6 @@ class PostgresTarget:
     def parents(self, store: str, table: str) -> list[str]:
         return [r[0] for r in self.db.all(introspect.PG_PARENTS, (store, table))]
 
-    def secondary_indexes(self, store: str, table: str) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self.db.all(introspect.PG_SECONDARY_INDEXES, (store, table))]
-
     def has_rows(self, table: Table) -> bool:
         row = self.db.one(introspect.pg_has_rows_sql(table))
         return bool(row and row[0])
@@ -100,19 +97,6 @@ class PostgresTarget:
         """Compress large values with LZ4 rather than pglz for the rest of this transaction."""
         self.db.execute("SET LOCAL default_toast_compression = lz4")
 
-    def drop_indexes(self, tables: list[Table]) -> list[str]:
-        """Drop secondary indexes (not those of constraints); returns their DDL to recreate them."""
-        dropped = []
-        for table in tables:
-            for name, ddl in table.pg_indexes:
-                self.db.execute(introspect.pg_drop_index_sql(table.store, name))
-                dropped.append(ddl)
-        return dropped
-
-    def create_indexes(self, ddls: list[str]) -> None:
-        for ddl in ddls:  # pg_get_indexdef()'s own output, read from the catalog a moment earlier
-            self.db.execute(ddl)
-
     def restart_identities(self, tables: list[Table]) -> None:
         """Make each identity column's sequence continue after the largest loaded value (1 for an
         empty table)."""
@@ -133,9 +117,9 @@ class PostgresTarget:
         """Read everything that follows from one consistent snapshot (db checksum)."""
         self.db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
-    def copy(self, table: Table, *, binary: bool) -> AbstractContextManager[CopyWriter]:
-        """COPY into the table's columns; the caller writes the data in the format asked for."""
-        return self.db.copy(introspect.pg_copy_sql(table, binary=binary))
+    def copy_rows(self, table: Table, fields: list[str]) -> AbstractContextManager[RowCopy]:
+        """Binary COPY into the table's columns, row by row (`fields`: see `bulk_postgres.COPY_FIELDS`)."""
+        return self.db.copy_rows(introspect.pg_copy_sql(table), fields)
 
     # --- checksums -------------------------------------------------------------------------------
 

@@ -138,7 +138,7 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
             run_id="r1",
         )
         processing.claim(refs[-9:-6], "worker-1", timedelta(minutes=5))
-        processing.replace_channel_topics(
+        TopicStore(db).replace_channel_topics(
             1001,
             [
                 TopicCard(
@@ -224,8 +224,8 @@ def read_everything(settings: Settings, refs: list[str]) -> dict[str, Any]:
             "documents": [processing.get_document(ref) for ref in refs[:160]],
             "failures": processing.failures(),
             "leases": processing.leases(),
-            "topics": processing.all_topics(),
-            "bundle": processing.get_bundle(f"topic:{refs[0]}"),
+            "topics": TopicStore(db).all_topics(),
+            "bundle": TopicStore(db).get_bundle(f"topic:{refs[0]}"),
             "reports": processing.recent_runs(),
             "channel_state": TopicStore(db).channel_state(1001),
         }

@@ -113,7 +113,7 @@ def create_app(
 
     app.include_router(routes.probes)
     app.include_router(routes.v1)
-    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    origins = [o.strip() for o in (settings.api_cors_origins or "").split(",") if o.strip()]
     if origins:
         from starlette.middleware.cors import CORSMiddleware
 

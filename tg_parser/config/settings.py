@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     api_rate_window: int = Field(60, ge=1, le=3600, description="seconds")
     api_max_body_bytes: int = Field(65_536, ge=1024)
     api_max_page_size: int = Field(500, ge=1, le=10_000)
-    api_cors_origins: str = ""  # comma-separated origins; empty: CORS off
+    api_cors_origins: str | None = None  # comma-separated origins; unset: CORS off
     api_key_cache_seconds: float = Field(2.0, ge=0, description="how long a verified key is trusted")
     run_lease_seconds: float = Field(60.0, ge=2, description="a queued run's lease, renewed while it runs")
     worker_poll_seconds: float = Field(5.0, gt=0, description="how often an idle worker looks for runs")

@@ -285,5 +285,13 @@ class PostgresDatabase(Database):
 
     def stats(self) -> dict[str, Any]:
         stats = self.pool.get_stats()
-        keep = ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num")
+        keep = (
+            "pool_min",
+            "pool_max",
+            "pool_size",
+            "pool_available",
+            "requests_waiting",
+            "requests_num",
+            "requests_wait_ms",
+        )
         return {key: stats.get(key, 0) for key in keep}

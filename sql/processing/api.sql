@@ -33,12 +33,12 @@ SELECT key_id, name, scope, created_at, revoked_at FROM processing.api_keys ORDE
 UPDATE processing.api_keys SET revoked_at = :now WHERE name = :name AND revoked_at IS NULL;
 
 -- name: api_rate_hit
--- Count one request of a key in a route group's current window and return the count so far: one
--- statement, so every API process (and host) shares the same counter. Served by: api_rate_windows
--- primary key.
+-- Reserve :n requests of a key in a route group's current window and return the window's count
+-- including them: one statement, so every API process (and host) shares the same counter.
+-- Served by: api_rate_windows primary key.
 INSERT INTO processing.api_rate_windows AS w (key_id, route_group, window_start, hits)
-VALUES (:key_id, :route_group, :window_start, 1)
-ON CONFLICT (key_id, route_group, window_start) DO UPDATE SET hits = w.hits + 1
+VALUES (:key_id, :route_group, :window_start, :n)
+ON CONFLICT (key_id, route_group, window_start) DO UPDATE SET hits = w.hits + :n
 RETURNING hits;
 
 -- name: api_rate_prune

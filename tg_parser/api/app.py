@@ -32,9 +32,12 @@ from tg_parser.config import Settings, load_settings
 from tg_parser.db.base import Database
 from tg_parser.db.connect import open_database
 from tg_parser.errors import TgParserError
+from tg_parser.health import collect_health
 from tg_parser.logging import redact, setup_logging
 from tg_parser.stores.api import ApiStore
 
+# Seconds a healthy report is reused by /ready (an unhealthy one is recomputed every time).
+HEALTH_TTL = 5.0
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 _SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -50,6 +53,7 @@ class ApiState:
         self._lock = threading.Lock()
         self.http = HttpMetrics()
         self.worker: Any = None
+        self._health: tuple[float, dict[str, Any]] | None = None
 
     def database(self) -> Database:
         if self._db is None:
@@ -60,6 +64,22 @@ class ApiState:
 
     def database_if_open(self) -> Database | None:
         return self._db
+
+    def health(self, db: Database) -> dict[str, Any]:
+        """The health report, recomputed at most every HEALTH_TTL seconds (a readiness probe answers many
+        times a second; migrations do not change that often). Pool figures are always current."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._health
+        if cached is None or now - cached[0] > HEALTH_TTL or not cached[1]["ok"]:
+            report = collect_health(self.settings, lambda: db)
+            cached = (now, report)
+            with self._lock:
+                self._health = cached
+        report = dict(cached[1])
+        if db.dialect == "postgres":
+            report["pool"] = db.stats()
+        return report
 
     @property
     def gate(self) -> Gatekeeper:

@@ -19,6 +19,8 @@ from tg_parser.config import Settings
 from tg_parser.stores.api import ApiStore
 
 LOOPBACK = ("127.", "::1", "localhost")
+# The most requests one process reserves from a window at once (one database round trip per block).
+BLOCK_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Gatekeeper:
         self._cache: dict[str, tuple[float, Caller | None, str | None]] = {}
         self._lock = threading.Lock()
         self._last_prune = 0.0
+        # (key id, group) -> [window start, reserved requests not yet used, the window's last known total]
+        self._buckets: dict[tuple[str, str], list[int]] = {}
 
     # --- identity ---------------------------------------------------------------------------------
 
@@ -95,15 +99,38 @@ class Gatekeeper:
     # --- rate limits ------------------------------------------------------------------------------
 
     def count(self, caller: Caller, group: str) -> None:
+        """Admit one request of the caller's `group`, or answer 429 with Retry-After.
+
+        The counter is in the database, shared by every process. A process reserves requests in
+        blocks and admits from its block without a round trip; a block is at most a twentieth of what
+        the window has left (so 1 near the limit, where every request asks the database). What a
+        process reserved beyond the limit is never admitted, so a key never gets more than the limit
+        per window, whatever the number of processes.
+        """
         if caller.key_id is None:
             return
         limit = self.settings.api_rate_limit_write if group == "write" else self.settings.api_rate_limit_read
         window = self.settings.api_rate_window
         now = self.clock()
         start = int(now // window * window)
-        hits = self.store.hit(caller.key_id, group, start)
+        slot = (caller.key_id, group)
+        with self._lock:
+            bucket = self._buckets.get(slot)
+            if bucket is None or bucket[0] != start:
+                bucket = self._buckets[slot] = [start, 0, 0]  # window, admitted-but-unused, last total seen
+            if bucket[1] > 0:
+                bucket[1] -= 1
+                return
+            block = max(1, min(BLOCK_MAX, (limit - bucket[2]) // 20))
+        total = self.store.hit(caller.key_id, group, start, block)
+        granted = max(0, min(block, limit - (total - block)))
+        with self._lock:
+            bucket = self._buckets.setdefault(slot, [start, 0, 0])
+            if bucket[0] == start:
+                bucket[1] += max(0, granted - 1)
+                bucket[2] = total
         self._maybe_prune(now, window)
-        if hits > limit:
+        if granted == 0:
             retry_after = max(1, int(start + window - now + 0.999))
             raise ApiError(
                 429,

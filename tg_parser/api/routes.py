@@ -19,7 +19,6 @@ from tg_parser.api import pagination
 from tg_parser.api.app import ApiState, json_response
 from tg_parser.api.errors import bad_request, not_found
 from tg_parser.errors import TgParserError
-from tg_parser.health import collect_health
 
 probes = APIRouter(tags=["probes"])
 v1 = APIRouter(prefix="/api/v1")
@@ -135,7 +134,7 @@ def ready(request: Request) -> Response:
         db.ping(timeout=2.0)
     except TgParserError as exc:
         return json_response({"ready": False, "error": exc.one_line()}, status=503)
-    report = collect_health(state.settings, lambda: db)
+    report = state.health(db)
     report["ready"] = report["ok"]
     return json_response(report, status=200 if report["ok"] else 503)
 

@@ -41,12 +41,13 @@ class ApiStore(Store):
 
     # --- rate limits ------------------------------------------------------------------------------
 
-    def hit(self, key_id: str, route_group: str, window_start: int) -> int:
-        """Count one request in the window and return the window's count so far (shared by all processes)."""
+    def hit(self, key_id: str, route_group: str, window_start: int, n: int = 1) -> int:
+        """Reserve `n` requests in the window; returns the window's count including them (all processes)."""
         row = self.db.fetch_one(
-            "api_rate_hit", {"key_id": key_id, "route_group": route_group, "window_start": window_start}
+            "api_rate_hit",
+            {"key_id": key_id, "route_group": route_group, "window_start": window_start, "n": n},
         )
-        return int(row["hits"]) if row else 1
+        return int(row["hits"]) if row else n
 
     def prune_rate_windows(self, before: int) -> int:
         return self.db.execute("api_rate_prune", {"before": before})

@@ -209,6 +209,21 @@ def _install_error_handlers(app: FastAPI) -> None:
 # --- the request context --------------------------------------------------------------------------
 
 
+class KeyName:
+    """The name of the key a request presented, once verified: a log line's `key` (never the key itself).
+
+    The request context puts one on every log line of the request before the key is known; the gate
+    fills it in, and lines logged after that (in any thread serving the request) carry the name.
+    """
+
+    name = "-"
+
+    def __str__(self) -> str:
+        return self.name
+
+    __repr__ = __str__
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -259,8 +274,10 @@ class RequestContext:
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
+        holder = KeyName()
+        scope.setdefault("state", {})["key_name"] = holder
         try:
-            with logger.contextualize(request_id=request_id):
+            with logger.contextualize(request_id=request_id, key=holder):
                 await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not response_started[0]:
@@ -289,7 +306,7 @@ class RequestContext:
             if isinstance(scope.get("state"), dict)
             else None
         )
-        logger.bind(request_id=request_id, key=caller).debug(
+        logger.bind(request_id=request_id, key=caller).info(
             "{} {} -> {} in {:.1f} ms", scope["method"], template, status, seconds * 1000
         )
 

@@ -82,6 +82,9 @@ class Gatekeeper:
         caller = self.caller(request)
         if not keys.allows(caller.scope, scope):
             raise forbidden()
+        holder = getattr(request.state, "key_name", None)
+        if holder is not None:
+            holder.name = caller.name
         self.count(caller, group)
         request.state.caller = caller
         return caller

@@ -421,9 +421,9 @@ def test_pause_resume_remove(run: Invoke) -> None:
 
 
 @pytest.mark.parametrize("action", [["pause"], ["resume"], ["remove", "--yes"]])
-def test_unknown_source_id_is_one_line_and_exit_1(run: Invoke, action: list[str]) -> None:
+def test_unknown_source_id_is_one_line_and_exit_2(run: Invoke, action: list[str]) -> None:
     result = run("sources", *action, "no-such-source")
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_USAGE
     assert one_error_line(result) == "Error: no source 'no-such-source' — see 'tg-parser sources list'"
     assert result.stdout == ""
 
@@ -511,7 +511,7 @@ def test_sql_show(run: Invoke, settings: Settings) -> None:
 
 def test_sql_show_unknown_name_lists_close_names(run: Invoke) -> None:
     result = run("sql", "show", "sources_gett")
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_USAGE
     line = one_error_line(result)
     assert "unknown query 'sources_gett'" in line and "did you mean:" in line and "sources_get" in line
     assert line.endswith("list the names with 'tg-parser sql list'")
@@ -542,7 +542,9 @@ def test_sql_explain_bad_input(run: Invoke) -> None:
         "Error: query 'sources_get' has no parameter sourceid — its parameters are: source_id"
     )
     unknown_query = run("sql", "explain", "no_such_query")
-    assert unknown_query.exit_code == 1 and "unknown query 'no_such_query'" in one_error_line(unknown_query)
+    assert unknown_query.exit_code == EXIT_USAGE and "unknown query 'no_such_query'" in one_error_line(
+        unknown_query
+    )
     not_key_value = run("sql", "explain", "sources_get", "-p", "source_id")
     assert not_key_value.exit_code == EXIT_USAGE and "is not KEY=VALUE" in not_key_value.stderr
 

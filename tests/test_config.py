@@ -48,7 +48,15 @@ def test_defaults_with_no_environment_give_a_working_sqlite_setup() -> None:
     assert settings.secrets() == []
     assert (settings.log_format, settings.log_level) == ("text", "INFO")
     assert settings.tg_parser_sql_dir is None
-    target = pg_target(settings)  # what DB_TYPE=postgres alone would connect to
+    assert (settings.db_host, settings.db_port, settings.db_name, settings.db_user) == (
+        "localhost",
+        5432,
+        "tg_parser",
+        "tg_parser",
+    )
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        pg_target(settings)  # DB_TYPE=postgres alone: no URL, no parts, nothing to guess
+    target = pg_target(load_settings(db_host="localhost"))  # one part given: the others' defaults apply
     assert (target.host, target.port, target.dbname, target.user, target.password) == (
         "localhost",
         5432,

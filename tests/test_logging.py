@@ -337,15 +337,19 @@ def test_wrong_password_one_clear_line_and_no_password_anywhere(
         assert where in report and "password authentication failed" in report
         if "--json" in args:
             assert json.loads(report)["ok"] is False
+    elif log_format == "json":  # the error is a JSON line like the others
+        records = [json.loads(line) for line in result.stderr.splitlines()]
+        errors = [r["message"] for r in records if r["level"] == "ERROR"]
+        assert len(errors) == 1
+        assert where in errors[0] and 'password authentication failed for user "bob"' in errors[0]
     else:
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
         assert len(errors) == 1
         assert where in errors[0] and 'password authentication failed for user "bob"' in errors[0]
         assert errors[0].endswith("DB_HOST/DB_PORT/DB_USER/DB_PASSWORD are right")
-    if log_format == "json":  # whatever else was logged on the way is well-formed and carries a run id
+    if log_format == "json":  # everything logged on the way is well-formed and carries a run id
         for line in result.stderr.splitlines():
-            if line.startswith("{"):
-                assert json.loads(line)["run_id"]
+            assert json.loads(line)["run_id"]
 
 
 def test_wrong_password_in_a_real_process_even_with_debug(fake_pg: FakePostgres, tmp_path: Path) -> None:

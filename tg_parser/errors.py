@@ -5,7 +5,7 @@ from __future__ import annotations
 # Exit codes shared by every command (documented in docs/USER_GUIDE.md).
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the work ran and something failed (partial failure, health check failed, ...)
-EXIT_USAGE = 2  # click's own code for bad arguments
+EXIT_USAGE = 2  # bad arguments or input: click's usage errors, an unknown source id or query name, ...
 EXIT_CONFIG = 3  # configuration or environment is wrong: fix settings and re-run
 EXIT_LOCKED = 4  # another run holds the lock for this work; try again later
 EXIT_RATE_LIMITED = 5  # Telegram asked us to wait; the source is skipped until then
@@ -44,7 +44,9 @@ class SchemaOutdated(TgParserError):
 
 
 class QueryNotFound(TgParserError):
-    """A named SQL query does not exist."""
+    """A named SQL query does not exist (a name given by the user: bad input)."""
+
+    exit_code = EXIT_USAGE
 
 
 class SqlCatalogError(TgParserError):

@@ -20,7 +20,14 @@ store_option = click.option(
 
 @click.group("db")
 def command() -> None:
-    """Database schema: upgrade, status, rollback, unlock."""
+    """Database schema: upgrade, status, rollback, unlock; migrate SQLite to PostgreSQL, checksums.
+
+    \b
+    Examples:
+      tg-parser db status
+      tg-parser db upgrade
+      tg-parser db migrate-to-postgres --dry-run
+    """
 
 
 @command.command("upgrade")
@@ -28,7 +35,13 @@ def command() -> None:
 @json_option
 @pass_app
 def upgrade(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
-    """Apply pending migrations."""
+    """Apply pending migrations.
+
+    \b
+    Examples:
+      tg-parser db upgrade
+      tg-parser db upgrade --store raw --json
+    """
     applied = migrations.upgrade(app.settings, stores or STORES)
     if as_json:
         emit_json(applied)
@@ -42,7 +55,13 @@ def upgrade(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @pass_app
 def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
-    """Show applied and pending migrations per store (exit 1 when any are pending)."""
+    """Show applied and pending migrations per store (exit 1 when any are pending).
+
+    \b
+    Examples:
+      tg-parser db status
+      tg-parser db status --json
+    """
     result = migrations.status(app.settings, stores or STORES)
     if as_json:
         emit_json([s.as_dict() for s in result])
@@ -69,7 +88,12 @@ def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
 def rollback(app: AppContext, store: str, steps: int, yes: bool) -> None:
-    """Roll back the latest migration(s) of one store. This drops data."""
+    """Roll back the latest migration(s) of one store. This drops data.
+
+    \b
+    Example:
+      tg-parser db rollback --store processing --steps 1
+    """
     if not yes:
         click.confirm(
             f"Roll back {steps} migration(s) of store {store!r}? Tables they created are dropped", abort=True
@@ -82,7 +106,12 @@ def rollback(app: AppContext, store: str, steps: int, yes: bool) -> None:
 @click.option("--store", required=True, type=click.Choice(STORES), help="The store whose lock to remove.")
 @pass_app
 def unlock(app: AppContext, store: str) -> None:
-    """Remove a stale migration lock left by a process that died mid-upgrade."""
+    """Remove a stale migration lock left by a process that died mid-upgrade.
+
+    \b
+    Example (after 'tg-parser db status' showed a stale lock):
+      tg-parser db unlock --store ingestion
+    """
     lock = migrations.unlock(app.settings, store)
     click.echo(f"{store}: removed lock of pid {lock['pid']}" if lock else f"{store}: no lock was held")
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option, silent_option
+from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
@@ -51,6 +51,11 @@ def command(
     Files are written atomically (temporary name, then rename) in a deterministic order, and every
     record follows the JSON Schemas shipped in tg_parser/export/schemas/. Stale topic_<id>.json files
     from earlier exports are removed (except with --topic).
+
+    \b
+    Examples:
+      tg-parser export --out out
+      tg-parser export --channel durov --since 2025-01-01 --out kb
     """
     if since and until and since >= until:
         raise InvalidInput("--since is not before --until", "give a window where since < until")
@@ -59,16 +64,12 @@ def command(
     if topic_id is not None and TopicStore(db).get_topic(topic_id) is None:
         raise InvalidInput(f"unknown topic {topic_id!r}", "list topics in topics.json of a full export")
     filters = ExportFilters(channel_id=channel_id, topic_id=topic_id, since=since, until=until)
-    bar = None
-    if not silent and not as_json and sys.stderr.isatty():
-        total = ProcessingStore(db).count_documents(channel_id)
-        bar = click.progressbar(length=total, label="Exporting", file=sys.stderr)
-        bar.__enter__()
-    try:
+    with ExitStack() as stack:
+        bar = None
+        if show_progress(silent or as_json):
+            total = ProcessingStore(db).count_documents(channel_id)
+            bar = stack.enter_context(progress_bar(total, "Exporting"))
         result = export(db, out_dir, filters, on_entry=(lambda: bar.update(1)) if bar else None)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     if as_json:
         emit_json(result.as_dict())
         return

@@ -13,7 +13,13 @@ from tg_parser.health import collect_health
 @json_option
 @pass_app
 def command(app: AppContext, as_json: bool) -> None:
-    """Check that each store is reachable and its migrations are current (exit 1 if not)."""
+    """Check that each store is reachable and its migrations are current (exit 1 if not).
+
+    \b
+    Examples:
+      tg-parser health
+      tg-parser health --json
+    """
     report = collect_health(app.settings, lambda: app.database(check_migrations=False))
     if as_json:
         emit_json(report)

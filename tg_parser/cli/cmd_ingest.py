@@ -7,16 +7,15 @@ Exit codes (cron reads them; docs/USER_GUIDE.md has the table): 0 everything ok,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option, silent_option
+from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
 from tg_parser.domain.models import Source
 from tg_parser.errors import EXIT_FAILURE, InvalidInput, TgParserError
 from tg_parser.ingestion.errors import NotLoggedIn, RateLimited, SourceLocked
@@ -192,30 +191,26 @@ def _exit_for(outcomes: list[Any]) -> None:
 @contextmanager
 def _progress_bars(silent: bool) -> Iterator[Callable[[str, int, int], None] | None]:
     """Byte-based progress bars on a terminal, one per pass; nothing in cron, CI or with --silent."""
-    if silent or not sys.stderr.isatty():
+    if not show_progress(silent):
         yield None
         return
     bars: dict[str, Any] = {}
     shown: dict[str, int] = {}
     labels = {"checking": "Checking ", "importing": "Importing"}
+    current = ExitStack()  # the bar being drawn; the one before it is finished when the next phase starts
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in bars:
-            for other in bars.values():
-                other.render_finish()
-            bar = click.progressbar(length=max(total, 1), label=labels.get(phase, phase), file=sys.stderr)
-            bars[phase] = bar.__enter__()
+            current.close()
+            bars[phase] = current.enter_context(progress_bar(max(total, 1), labels.get(phase, phase)))
             shown[phase] = 0
         step = min(done, total) - shown[phase]
         if step > 0:
             bars[phase].update(step)
             shown[phase] += step
 
-    try:
+    with current:
         yield update
-    finally:
-        for bar in bars.values():
-            bar.__exit__(None, None, None)
 
 
 def _import_export(

@@ -14,7 +14,13 @@ from tg_parser.db.connect import dialect_of
 @json_option
 @pass_app
 def command(app: AppContext, as_json: bool) -> None:
-    """Create the stores and apply all migrations (safe to run again)."""
+    """Create the stores and apply all migrations (safe to run again).
+
+    \b
+    Examples:
+      tg-parser init
+      DB_TYPE=postgres DATABASE_URL=postgresql://tgp@db/tgp tg-parser init
+    """
     settings = app.settings
     applied = migrations.upgrade(settings)
     where = f"SQLite in {settings.db_sqlite_dir}" if dialect_of(settings) == "sqlite" else "PostgreSQL"

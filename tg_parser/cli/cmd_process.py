@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,10 +11,11 @@ import click
 
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option
+from tg_parser.cli.output import emit_json, emit_table, json_option, say, show_progress, silent_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
+from tg_parser.logging import STDERR_LOCK, live_line
 from tg_parser.processing import (
     ProcessCoordinator,
     ProcessOptions,
@@ -87,6 +87,13 @@ def command(
     Ctrl-C stops cleanly: finished documents are kept, requests in flight are abandoned and picked up
     by the next run. Exit status: 0 all done, 1 some messages failed, 3 configuration error (key,
     model, endpoint), 5 rate-limited for long, 130 interrupted.
+
+    \b
+    Examples:
+      tg-parser process --concurrency 8
+      tg-parser process --dry-run
+      tg-parser process --force --processor llm
+      tg-parser process --list-failures
     """
     if source_id and channel:
         raise InvalidInput("--source and --channel are exclusive", "give one of them")
@@ -110,7 +117,7 @@ def command(
 
     kind, choice_line = choose_processor(settings, processor)
     if not as_json:
-        click.echo(choice_line, err=True)
+        say(choice_line)
 
     if dry_run:
         with build_document_processor(settings, kind, estimate_only=True) as built:
@@ -135,7 +142,7 @@ def command(
     with build_document_processor(settings, kind) as built:
         built.tune(options)
         if not as_json and built.client is not None:
-            click.echo(built.description, err=True)
+            say(built.description)
         coordinator = ProcessCoordinator(
             db, built.processor, options, run_id=app.run_id, run_params=built.run_params
         )
@@ -158,24 +165,27 @@ def command(
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Any]:
     """A one-line live status on stderr at a terminal; nothing in cron, CI or with --silent/--json."""
-    if quiet or not sys.stderr.isatty():
+    if not show_progress(quiet):
         yield None
         return
     last = [0.0]
+    line = [""]
+
+    def redraw() -> None:  # after a log line took the status line's place (see logging.live_line)
+        click.echo(line[0], err=True, nl=False)
 
     def show(counts: ProcessCounts) -> None:
         now = time.monotonic()
         if now - last[0] < 0.5:
             return
         last[0] = now
-        click.echo(
-            f"\r{counts.processed} written, {counts.failed} failed, {counts.claimed} claimed",
-            err=True,
-            nl=False,
-        )
+        line[0] = f"\r{counts.processed} written, {counts.failed} failed, {counts.claimed} claimed\x1b[K"
+        with STDERR_LOCK:
+            redraw()
 
     try:
-        yield show
+        with live_line(redraw):
+            yield show
     finally:
         if last[0]:
             click.echo("", err=True)

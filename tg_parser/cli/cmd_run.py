@@ -8,7 +8,7 @@ import click
 
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, json_option
+from tg_parser.cli.output import emit_json, json_option, say
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
@@ -55,21 +55,27 @@ def command(
     source does not stop the others. Exit status 0 when every step succeeded, 1 otherwise.
 
     With --every the cycle repeats until Ctrl-C or SIGTERM, which ends the pause at once, or the
-    running cycle after its current step (this is the compose worker's entry point).
+    running cycle after its current step (this is the compose worker's entry point). Stopped that
+    way, the exit status is still the last cycle's: 0 if it succeeded, 1 if it failed.
+
+    \b
+    Examples:
+      tg-parser run
+      tg-parser run --all --every 15m --out /srv/kb
     """
     if source_ids and all_sources:
         raise InvalidInput("--source and --all are exclusive", "give one of them")
     interval = parse_interval(every) if every else None
     db = app.database()
     kind, line = choose_processor(app.settings, processor)
-    click.echo(line, err=True)
     pipeline = Pipeline(db, app.settings, kind, out_dir, run_id=app.run_id or "run", concurrency=concurrency)
-    sources = pipeline.select_sources(source_ids, all_sources)
+    sources = pipeline.select_sources(source_ids, all_sources)  # an unknown --source fails before any output
+    say(line)
     if not sources:
-        click.echo(
+        say(
             "No active sources. Import an export (tg-parser ingest --from-export FILE) or add a channel "
             "(tg-parser sources add @channel).",
-            err=True,
+            "WARNING",
         )
     strategy = build_topic_strategy(app.settings, kind)
     with stop_on_signals(pipeline.stop, "\nStopping after the current step (Ctrl-C again to quit now)…\n"):
@@ -78,7 +84,7 @@ def command(
             _print(report, out_dir, as_json)
             if interval is None or pipeline.stop.is_set():
                 break
-            click.echo(f"Next cycle in {every}.", err=True)
+            say(f"Next cycle in {every}.")
             if pipeline.stop.wait(interval):
                 break
             pipeline.run_id = (
@@ -86,8 +92,11 @@ def command(
             )
             sources = pipeline.select_sources(source_ids, all_sources)
     if pipeline.stop.is_set():
-        click.echo("Stopped.", err=True)
-        return
+        # A stop is asked for, not a failure: the exit status is still the last cycle's, so a supervisor
+        # stopping a worker whose every cycle fails sees it fail.
+        say(
+            "Stopped." if report.ok else "Stopped; the last cycle failed.", "INFO" if report.ok else "WARNING"
+        )
     if not report.ok:
         click.get_current_context().exit(1)
 

@@ -12,12 +12,12 @@ from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.domain.channels import parse_channel_ref
 from tg_parser.domain.models import Source
-from tg_parser.errors import InvalidInput, TgParserError
+from tg_parser.errors import InvalidInput
 from tg_parser.stores import IngestionStore
 
 
-class SourceNotFound(TgParserError):
-    pass
+class SourceNotFound(InvalidInput):
+    """An unknown source id on the command line: bad input (exit 2)."""
 
 
 class _ChannelArgCommand(click.Command):
@@ -41,7 +41,14 @@ class _ChannelArgCommand(click.Command):
 
 @click.group("sources")
 def command() -> None:
-    """Add, list, pause, resume and remove channel sources."""
+    """Add, list, pause, resume and remove channel sources.
+
+    \b
+    Examples:
+      tg-parser sources add @durov --comments --since 2025-01-01
+      tg-parser sources list
+      tg-parser sources pause durov
+    """
 
 
 @command.command("add", cls=_ChannelArgCommand)
@@ -71,6 +78,12 @@ def add(
 
     Adding a source that exists already changes nothing but its options (--comments, --since,
     --until): its cursor, counters and status are kept.
+
+    \b
+    Examples:
+      tg-parser sources add @durov --comments --since 2025-01-01
+      tg-parser sources add https://t.me/some_channel --id news
+      tg-parser sources add 1234567890 --id mychannel --until 2025-06-30
     """
     try:
         ref = parse_channel_ref(channel)
@@ -139,7 +152,13 @@ def add(
 @json_option
 @pass_app
 def list_sources(app: AppContext, status: str | None, as_json: bool) -> None:
-    """List sources with their cursor and health."""
+    """List sources with their cursor and health.
+
+    \b
+    Examples:
+      tg-parser sources list
+      tg-parser sources list --status error --json
+    """
     sources = IngestionStore(app.database()).list_sources(status)  # type: ignore[arg-type]
     if as_json:
         emit_json([s.model_dump(mode="json") for s in sources])
@@ -174,7 +193,12 @@ def _set_status(app: AppContext, source_id: str, status: str) -> None:
 @click.argument("source_id")
 @pass_app
 def pause(app: AppContext, source_id: str) -> None:
-    """Stop collecting SOURCE_ID until resumed."""
+    """Stop collecting SOURCE_ID until resumed.
+
+    \b
+    Example:
+      tg-parser sources pause durov
+    """
     _set_status(app, source_id, "paused")
 
 
@@ -182,7 +206,12 @@ def pause(app: AppContext, source_id: str) -> None:
 @click.argument("source_id")
 @pass_app
 def resume(app: AppContext, source_id: str) -> None:
-    """Collect SOURCE_ID again (also clears the error status)."""
+    """Collect SOURCE_ID again (also clears the error status).
+
+    \b
+    Example:
+      tg-parser sources resume durov
+    """
     _set_status(app, source_id, "active")
 
 
@@ -191,7 +220,12 @@ def resume(app: AppContext, source_id: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
 def remove(app: AppContext, source_id: str, yes: bool) -> None:
-    """Remove SOURCE_ID and its cursors. Stored messages and documents are kept."""
+    """Remove SOURCE_ID and its cursors. Stored messages and documents are kept.
+
+    \b
+    Example:
+      tg-parser sources remove durov --yes
+    """
     if not yes:
         click.confirm(f"Remove source {source_id!r} and its cursors?", abort=True)
     if not IngestionStore(app.database()).remove_source(source_id):

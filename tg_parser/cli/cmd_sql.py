@@ -15,7 +15,14 @@ from tg_parser.errors import InvalidInput
 
 @click.group("sql")
 def command() -> None:
-    """The hand-written SQL: list, show and explain named queries."""
+    """The hand-written SQL: list, show and explain named queries.
+
+    \b
+    Examples:
+      tg-parser sql list --store raw
+      tg-parser sql show sources_get
+      tg-parser sql explain sources_get -p source_id=durov
+    """
 
 
 @command.command("list")
@@ -23,7 +30,13 @@ def command() -> None:
 @json_option
 @pass_app
 def list_queries(app: AppContext, store: str | None, as_json: bool) -> None:
-    """List every named query for the configured dialect, with where it comes from."""
+    """List every named query for the configured dialect, with where it comes from.
+
+    \b
+    Examples:
+      tg-parser sql list
+      tg-parser sql list --store processing --json
+    """
     catalog = load_catalog(app.settings)
     queries = [q for q in catalog if store is None or q.store == store]
     rows = [
@@ -48,7 +61,12 @@ def list_queries(app: AppContext, store: str | None, as_json: bool) -> None:
 @click.argument("name")
 @pass_app
 def show(app: AppContext, name: str) -> None:
-    """Print a query with its documentation and origin file."""
+    """Print a query with its documentation and origin file.
+
+    \b
+    Example:
+      tg-parser sql show sources_get
+    """
     query = load_catalog(app.settings).get(name)
     click.echo(f"-- name: {query.name}")
     for line in query.doc.splitlines():
@@ -99,7 +117,10 @@ def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> 
     Values are typed: integers, true/false, null, JSON arrays/objects and ISO dates are recognised;
     anything else is text. Parameters not given are NULL.
 
-    Example: tg-parser sql explain processing_select_candidates -p limit=100 -p force=false
+    \b
+    Examples:
+      tg-parser sql explain processing_select_candidates -p limit=100
+      tg-parser sql explain sources_get -p source_id=durov
     """
     db = app.database()
     query = db.query(name)

@@ -11,7 +11,13 @@ from tg_parser.logging import register_secrets
 
 @click.group("telegram")
 def command() -> None:
-    """Log in to Telegram and check the stored session."""
+    """Log in to Telegram and check the stored session.
+
+    \b
+    Examples:
+      tg-parser telegram login
+      tg-parser telegram status
+    """
 
 
 @command.command("login")
@@ -23,6 +29,11 @@ def login(app: AppContext, phone: str | None) -> None:
     With TELEGRAM_SESSION_FILE set, the session is written to that file. Otherwise a string session is
     printed once: put it in .env as TELEGRAM_SESSION (keep it secret — it grants access to the account).
     Every other command runs unattended with that session.
+
+    \b
+    Examples:
+      tg-parser telegram login
+      tg-parser telegram login --phone +41791234567
     """
     from tg_parser.ingestion.login import login as do_login
 
@@ -55,7 +66,13 @@ def login(app: AppContext, phone: str | None) -> None:
 @json_option
 @pass_app
 def status(app: AppContext, as_json: bool) -> None:
-    """Check without prompting that the configured session is logged in (exit 3 if not)."""
+    """Check without prompting that the configured session is logged in (exit 3 if not).
+
+    \b
+    Examples:
+      tg-parser telegram status
+      tg-parser telegram status --json
+    """
     from tg_parser.ingestion.client import TelegramGateway
 
     with TelegramGateway.from_settings(app.settings) as gateway:

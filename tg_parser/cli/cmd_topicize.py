@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, emit_table, json_option
+from tg_parser.cli.output import emit_json, emit_table, json_option, say
 from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.processing.selection import build_topic_strategy, choose_processor
 from tg_parser.topics.model import TopicGates
@@ -31,12 +31,17 @@ def command(app: AppContext, channel: str | None, force: bool, processor: str | 
     across batches, gated (see TOPIC_* settings) and written per channel in one transaction, replacing
     that channel's earlier topics. Channels with no new documents are skipped unless --force.
     Exit status 1 when any channel failed.
+
+    \b
+    Examples:
+      tg-parser topicize
+      tg-parser topicize --channel durov --force
     """
     db = app.database()
     kind, line = choose_processor(app.settings, processor)
+    channels = [resolve_channel(db, channel)] if channel else None  # an unknown channel fails first
     if not as_json:
-        click.echo(line, err=True)
-    channels = [resolve_channel(db, channel)] if channel else None
+        say(line)
     strategy = build_topic_strategy(app.settings, kind)
     report = topicize(
         db,

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from tg_parser.config import Settings, load_settings
+from tg_parser.config import Settings, load_settings, requested_log_format
 from tg_parser.db.base import Database
+from tg_parser.extensions import announce_build_warnings
 from tg_parser.logging import register_secrets, setup_logging
 
 
@@ -27,7 +28,13 @@ class AppContext:
             register_secrets(self._settings.secrets())
             level = "DEBUG" if self.debug else self._settings.log_level
             self.run_id = setup_logging(level, self._settings.log_format)
+            announce_build_warnings()  # once, after an install that could not compile the C fast paths
         return self._settings
+
+    @property
+    def log_format(self) -> str:
+        """LOG_FORMAT of this command: from its settings once loaded, else as the environment asks."""
+        return self._settings.log_format if self._settings is not None else requested_log_format()
 
     def database(self, *, check_migrations: bool = True) -> Database:
         """The configured database, opened on first use and closed when the command ends."""

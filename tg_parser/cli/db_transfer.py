@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -10,16 +9,25 @@ from pathlib import Path
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.cli.output import emit_json, emit_table, json_option, silent_option, to_json
+from tg_parser.cli.output import (
+    emit_json,
+    emit_table,
+    json_option,
+    progress_bar,
+    say_error,
+    show_progress,
+    silent_option,
+    to_json,
+)
 from tg_parser.db.resources import STORES
-from tg_parser.errors import InvalidInput
+from tg_parser.errors import ConfigError, InvalidInput
 
 Tick = Callable[[int], None]
 
 
 def progress_factory(silent: bool) -> Callable[[str, int], AbstractContextManager[Tick]] | None:
     """A progress bar per phase/table on stderr, only at a terminal."""
-    if silent or not sys.stderr.isatty():
+    if not show_progress(silent):
         return None
 
     @contextmanager
@@ -28,7 +36,7 @@ def progress_factory(silent: bool) -> Callable[[str, int], AbstractContextManage
             with nullcontext(lambda n: None) as tick:
                 yield tick
             return
-        with click.progressbar(length=total, label=f"{label:<40}", file=sys.stderr) as progress:
+        with progress_bar(total, f"{label:<40}") as progress:
             yield progress.update
 
     return bar
@@ -117,6 +125,12 @@ def migrate_to_postgres(
     compare checksums read back from PostgreSQL, ANALYZE, COMMIT. Any offender, error or mismatch rolls
     everything back. Exit 0 only when every table matches.
     See docs/MIGRATION_GUIDE_SQLITE_TO_POSTGRES.md.
+
+    \b
+    Examples:
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db/tgp --dry-run
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db/tgp --report r.json
+      tg-parser db migrate-to-postgres --to postgresql://tgp@db/tgp --verify-only
     """
     from tg_parser.db.connect import parse_database_url, pg_target
     from tg_parser.transfer import TransferOptions, run_transfer
@@ -124,7 +138,10 @@ def migrate_to_postgres(
     if dry_run and verify_only:
         raise InvalidInput("--dry-run and --verify-only exclude each other", "choose one")
     settings = app.settings
-    target = parse_database_url(dsn) if dsn else pg_target(settings)
+    try:
+        target = parse_database_url(dsn) if dsn else pg_target(settings)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, "give --to DSN, or " + (exc.hint or "set DATABASE_URL")) from None
     if dsn:
         from tg_parser.logging import register_secrets
 
@@ -185,7 +202,7 @@ def _print_report(report: object) -> None:
         )
         click.echo(f"OK: every table matches; {done}.")
     else:
-        click.echo(f"Error: {report.error}", err=True)
+        say_error(report.error or report.status)
 
 
 @click.command("checksum")
@@ -198,6 +215,11 @@ def checksum(app: AppContext, stores: tuple[str, ...], as_json: bool, silent: bo
 
     The rendering is the same on both dialects, so the output of two installs can be compared
     line by line (e.g. a SQLite install and the PostgreSQL database it was migrated to).
+
+    \b
+    Examples:
+      tg-parser db checksum
+      tg-parser db checksum --store raw --json
     """
     from tg_parser.transfer import database_checksums
 

@@ -16,8 +16,8 @@ import click
 
 from tg_parser import __version__
 from tg_parser.cli.context import AppContext
+from tg_parser.cli.output import log_format, say, say_error
 from tg_parser.errors import EXIT_FAILURE, TgParserError
-from tg_parser.logging import redact
 
 
 class TgParserGroup(click.Group):
@@ -35,19 +35,31 @@ class TgParserGroup(click.Group):
         self.add_command(command, cmd_name)
         return command
 
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except (click.ClickException, click.Abort) as exc:
+            _click_failure(exc)  # an unknown option of the root command itself
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TgParserError as exc:
             _fail(ctx, exc.one_line(), exc.exit_code, exc)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort) as exc:
+            _click_failure(exc)
             raise
         except BrokenPipeError:
             # Output piped into `head` or similar that stopped reading: not an error of ours.
             sys.stderr.close()
             sys.exit(0)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            say("Interrupted.", "WARNING")
             sys.exit(130)
         except Exception as exc:
             _fail(
@@ -62,8 +74,27 @@ def _fail(ctx: click.Context, message: str, code: int, exc: BaseException) -> No
     app = ctx.find_object(AppContext)
     if app is not None and app.debug:
         raise exc
-    click.echo(f"Error: {redact(message)}", err=True)
+    say_error(message)
     ctx.exit(code)
+
+
+def _click_failure(exc: click.ClickException | click.Abort) -> None:
+    """With LOG_FORMAT=json, click's own usage errors (and "Aborted!") are JSON lines too; in text mode
+    click prints them as usual (usage, hint, error)."""
+    if log_format() != "json":
+        return
+    if isinstance(exc, click.Abort):
+        say("aborted", "ERROR")
+        raise click.exceptions.Exit(1)
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        message = "missing command"
+    else:
+        message = exc.format_message().rstrip(".")
+    if ctx is not None:
+        message += f" — see '{ctx.command_path} --help'"
+    say(message, "ERROR")
+    raise click.exceptions.Exit(exc.exit_code)
 
 
 @click.group(
@@ -79,14 +110,36 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Storage is SQLite in ./data by default (DB_TYPE=sqlite) or PostgreSQL (DB_TYPE=postgres).
     Settings come from the environment and .env; see docs/CONFIGURATION.md.
 
-    Start with:  tg-parser init   then   tg-parser health
+    \b
+    Examples (the quick start, on the example channel shipped in examples/):
+      tg-parser init
+      tg-parser ingest --from-export examples/channel_export/result.json
+      tg-parser run
+
+    \b
+    Exit codes (the same for every command; docs/USER_GUIDE.md):
+      0  ok
+      1  the work ran and something failed (a source, a step, a health check)
+      2  bad usage or input: wrong options, an unknown source id or query name,
+         a malformed export file
+      3  configuration: a setting, the database, the Telegram session,
+         a schema behind the code ('tg-parser db upgrade')
+      4  a lock is held by another run; the work was skipped
+      5  Telegram rate-limited a source; it is skipped until then
+
+    Errors print one line (what, why, what to do); --debug shows the traceback.
     """
     ctx.obj = AppContext(debug=debug)
 
 
 @cli.command()
 def version() -> None:
-    """Print the version."""
+    """Print the version.
+
+    \b
+    Example:
+      tg-parser version
+    """
     click.echo(f"tg-parser {__version__}")
 
 

@@ -1,3 +1,3 @@
-from tg_parser.config.settings import Settings, load_settings
+from tg_parser.config.settings import Settings, load_settings, requested_log_format
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "requested_log_format"]

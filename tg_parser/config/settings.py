@@ -163,3 +163,23 @@ def load_settings(**overrides: object) -> Settings:
             "invalid setting " + "; ".join(problems),
             "fix it in the environment or in .env (see docs/CONFIGURATION.md)",
         ) from None
+
+
+def requested_log_format() -> str:
+    """LOG_FORMAT as the environment or .env gives it, read without validating anything else: how to
+    format a line written before the settings are loaded (a usage error, or the error about an invalid
+    setting itself). "json" or "text"."""
+    import os
+
+    values: dict[str, str | None] = dict(os.environ)
+    if not any(name.upper() == "LOG_FORMAT" and (value or "").strip() for name, value in values.items()):
+        try:
+            from dotenv import dotenv_values
+
+            values = dict(dotenv_values(".env"))
+        except Exception:  # an unreadable .env: the settings will say so in text
+            return "text"
+    for name, value in values.items():
+        if name.upper() == "LOG_FORMAT" and (value or "").strip():
+            return "json" if (value or "").strip().lower() == "json" else "text"
+    return "text"

@@ -15,12 +15,23 @@ if TYPE_CHECKING:
     from tg_parser.db.postgres import PgTarget
 
 
+_PG_PARTS = {"db_host", "db_port", "db_name", "db_user", "db_password"}
+
+
 def pg_target(settings: Settings) -> PgTarget:
     """Connection parameters from DATABASE_URL or the DB_* parts, passed as keywords (never a built URL)."""
     from tg_parser.db.postgres import PgTarget
 
     if settings.database_url is not None:
         return parse_database_url(settings.database_url.get_secret_value())
+    if not settings.model_fields_set & _PG_PARTS:
+        # The parts' defaults (tg_parser@localhost) are a guess, not a configuration: connecting to them
+        # would only report a login failure for a role nobody asked for.
+        raise ConfigError(
+            "PostgreSQL is not configured: DATABASE_URL is not set (nor DB_HOST, DB_NAME, DB_USER, DB_PASSWORD)",
+            "set DATABASE_URL=postgresql://USER@HOST:5432/DBNAME (USER:PASSWORD@ if the role has a password) "
+            "in the environment or .env",
+        )
     options: dict[str, str] = {}
     if settings.db_sslmode:
         options["sslmode"] = settings.db_sslmode

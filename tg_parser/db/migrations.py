@@ -73,9 +73,9 @@ def _ensure_pg_schemas(settings: Settings) -> None:
 
     target = pg_target(settings)
     try:
-        conn = psycopg.connect(
-            **target.connect_kwargs(), autocommit=True, connect_timeout=settings.db_connect_timeout
-        )
+        # DATABASE_URL's own ?connect_timeout= wins over DB_CONNECT_TIMEOUT (as in the pool).
+        kwargs = {"connect_timeout": settings.db_connect_timeout, **target.connect_kwargs()}
+        conn = psycopg.connect(**kwargs, autocommit=True)
     except psycopg.Error as exc:
         raise describe_connect_error(target, exc) from None
     with conn:
@@ -96,10 +96,12 @@ def _ensure_pg_schemas(settings: Settings) -> None:
 def _backend(settings: Settings, store: str) -> Iterator[DatabaseBackend]:
     if dialect_of(settings) == "postgres":
         target = pg_target(settings)
+        name = target.options.get("application_name", settings.db_application_name)
         args = {
+            "connect_timeout": str(settings.db_connect_timeout),
             **target.options,
             "schema": store,
-            "application_name": settings.db_application_name + "-migrate",
+            "application_name": name + "-migrate",
         }
         uri = DatabaseURI(
             "postgresql+psycopg", target.user, target.password, target.host, target.port, target.dbname, args

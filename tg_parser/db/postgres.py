@@ -169,7 +169,7 @@ class PostgresDatabase(Database):
         startup = f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}"
         kwargs = target.connect_kwargs()
         kwargs.setdefault("connect_timeout", connect_timeout)
-        kwargs["application_name"] = application_name
+        kwargs.setdefault("application_name", application_name)  # DATABASE_URL's ?application_name= wins
         kwargs["options"] = (kwargs.get("options", "") + " " + startup).strip()
         kwargs["prepare_threshold"] = prepare_threshold
         self._kwargs = kwargs

@@ -10,9 +10,12 @@ import json
 import logging
 import re
 import sys
+import threading
 import traceback
 import uuid
-from datetime import UTC
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -57,6 +60,8 @@ class _InterceptHandler(logging.Handler):
         except ValueError:
             level = record.levelno
         message = record.getMessage()
+        if record.name == "py.warnings":  # "file:line: Category: text" and the source line: keep the first
+            message = message.strip().split("\n", 1)[0]
         logger.bind(logger_name=record.name).opt(exception=record.exc_info, depth=0).log(level, message)
 
 
@@ -98,9 +103,46 @@ def _json_line(record: Any) -> str:
     return json.dumps(payload, ensure_ascii=False) + "\n"
 
 
+def json_line(level: str, message: str, run_id: str | None = None, logger_name: str = "tg_parser.cli") -> str:
+    """One JSON log line built without loguru, with the fields of every other line: for what is written
+    before logging is set up (an invalid setting, a usage error) or from a signal handler."""
+    payload = {
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "level": level,
+        "run_id": run_id,
+        "logger": logger_name,
+        "message": redact(message),
+    }
+    return json.dumps(payload, ensure_ascii=False) + "\n"
+
+
+# Held while writing to stderr: a log line from any thread and a progress bar's redraw never interleave.
+STDERR_LOCK = threading.RLock()
+_live_lines: list[Callable[[], None]] = []
+
+
+@contextmanager
+def live_line(redraw: Callable[[], None]) -> Iterator[None]:
+    """While a progress bar (or a status line) is drawn on stderr's last line, each text log line first
+    clears that line, is written in its place, and `redraw` draws the bar again below it: the log line
+    is never glued to the bar, and the bar stays whole."""
+    with STDERR_LOCK:
+        _live_lines.append(redraw)
+    try:
+        yield
+    finally:
+        with STDERR_LOCK:
+            _live_lines.remove(redraw)
+
+
 def _stderr(message: Any) -> None:
     # Looked up at each write, so a swapped stderr (tests, click's runner) gets the lines.
-    sys.stderr.write(message)
+    with STDERR_LOCK:
+        if not _live_lines:
+            sys.stderr.write(message)
+            return
+        sys.stderr.write("\r\x1b[K" + message)  # back to the bar's start, erase it, write the log line
+        _live_lines[-1]()
 
 
 def _json_sink(stream: Any = None) -> Any:
@@ -130,6 +172,10 @@ def setup_logging(level: str = "INFO", fmt: str = "text", run_id: str | None = N
     logging.basicConfig(
         handlers=[_InterceptHandler()], level=logging.DEBUG if debug else logging.INFO, force=True
     )
+    # Python warnings become log lines too (one format, JSON included). Off, then on: captureWarnings(True)
+    # does nothing when capture was on already, even if warnings.showwarning was replaced since.
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     for name in ("psycopg", "psycopg.pool", "yoyo", "telethon", "openai", "httpx"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

@@ -103,9 +103,27 @@ def _phase(report: TransferReport, name: str) -> Iterator[None]:
         report.phases[name] = report.phases.get(name, 0.0) + time.perf_counter() - started
 
 
+def _warn_if_pure_python() -> None:
+    """One log line when a C fast path is missing: the run is correct, only slower, and says why."""
+    from tg_parser.transfer import canonical, rowcode
+
+    missing = [
+        f"{name}.c"
+        for name, module in (("_jsonb", canonical._jsonb), ("_copybin", rowcode._copybin))
+        if module is None
+    ]
+    if missing:
+        logger.warning(
+            "the migrator runs its pure-Python path: the C fast path ({}) is not built (same results, "
+            "slower) — install a C compiler and the Python headers, then reinstall tg-parser (pip install -e .)",
+            ", ".join(missing),
+        )
+
+
 def run_transfer(options: TransferOptions) -> TransferReport:
     """Run the migration (or dry run, or verification) and return its report; never raises for
     expected failures — the report carries the status, the error line and the exit code."""
+    _warn_if_pure_python()
     report = TransferReport(
         mode=options.mode,
         source=f"SQLite in {options.source_dir}",

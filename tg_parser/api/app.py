@@ -33,6 +33,7 @@ from tg_parser.db.base import Database
 from tg_parser.db.connect import open_database
 from tg_parser.errors import TgParserError
 from tg_parser.health import collect_health
+from tg_parser.ingestion.sources import SourceNotFound
 from tg_parser.logging import redact, setup_logging
 from tg_parser.stores.api import ApiStore
 
@@ -184,7 +185,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TgParserError)
     async def _tool_error(request: Request, exc: TgParserError) -> Response:
         status = {2: 422, 3: 503, 4: 409, 5: 503}.get(exc.exit_code, 500)
-        if type(exc).__name__ == "SourceNotFound":
+        if isinstance(exc, SourceNotFound):
             status = 404
         code = {404: "not_found", 409: "locked", 422: "invalid", 503: "unavailable"}.get(status, "failed")
         return error_response(status, code, redact(exc.one_line()), REQUEST_ID.get())

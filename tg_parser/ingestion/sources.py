@@ -9,7 +9,7 @@ from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.domain.channels import parse_channel_ref
 from tg_parser.domain.models import Source, SourceStatus
-from tg_parser.errors import EXIT_USAGE, InvalidInput, TgParserError
+from tg_parser.errors import InvalidInput
 from tg_parser.stores import IngestionStore, RawStore
 
 _CHANNEL_HINT = (
@@ -17,10 +17,8 @@ _CHANNEL_HINT = (
 )
 
 
-class SourceNotFound(TgParserError):
-    """An id the user gave names no source: bad input."""
-
-    exit_code = EXIT_USAGE
+class SourceNotFound(InvalidInput):
+    """An id the user gave names no source: bad input (exit 2; 404 over the API)."""
 
 
 @dataclass(frozen=True)

@@ -378,10 +378,16 @@ def export_kb(
 ) -> Response:
     from tg_parser.export import ExportFilters
     from tg_parser.export.writer import write_kb_entries
+    from tg_parser.stores.topics import TopicStore
 
     state = _state(request)
     state.gate.require(request, "read", "read")
     window = _window(request, channel, None, since, until, topic)
+    # The checks of `tg-parser export`: an empty window or an unknown topic is a mistake, not an empty KB.
+    if window.since and window.until and window.since >= window.until:
+        raise bad_request("is not before until; give a window where since < until", "since")
+    if window.topic_id is not None and TopicStore(state.database()).get_topic(window.topic_id) is None:
+        raise bad_request(f"unknown topic {window.topic_id!r}", "topic")
     filters = ExportFilters(
         channel_id=window.channel_id, topic_id=window.topic_id, since=window.since, until=window.until
     )

@@ -25,6 +25,7 @@ probes = APIRouter(tags=["probes"])
 v1 = APIRouter(prefix="/api/v1")
 
 MAX_TEXT = 500
+MAX_CHANNEL_ID = 2**63 - 1  # a BIGINT
 
 
 def _state(request: Request) -> ApiState:
@@ -47,6 +48,23 @@ def _text(value: str | None, field: str) -> str | None:
     except UnicodeEncodeError:
         raise bad_request("is not valid Unicode text", field) from None
     return value
+
+
+def _channel(value: str | None, field: str) -> str | None:
+    """A channel parameter: text the database can hold, naming no numeric id beyond a BIGINT (the
+    database refuses such an id with an overflow, which would be a 500)."""
+    from tg_parser.domain.channels import parse_channel_ref
+
+    text = _text(value, field)
+    if text is None:
+        return None
+    try:
+        ref = parse_channel_ref(text)
+    except ValueError:
+        return text  # the shared source rules say what is wrong with it, as `tg-parser` does
+    if ref.channel_id is not None and ref.channel_id > MAX_CHANNEL_ID:
+        raise bad_request(f"{text.strip()!r} is not a valid channel id (too large)", field)
+    return text
 
 
 def _date(value: str | None, field: str) -> datetime | None:
@@ -78,7 +96,7 @@ def _window(
     from tg_parser.stores.browse import Window
 
     db = _state(request).database()
-    channel = _text(channel, "channel")
+    channel = _channel(channel, "channel")
     start, end = _date(since, "since"), _date(until, "until")
     if start and end and start > end:
         raise bad_request("since is after until", "since")
@@ -197,7 +215,8 @@ def add_source(request: Request, body: Annotated[SourceIn, Body()]) -> Response:
 
     state = _state(request)
     state.gate.require(request, "write", "write")
-    for name in ("channel", "source_id", "title"):
+    _channel(body.channel, "channel")
+    for name in ("source_id", "title"):
         _text(getattr(body, name), name)
     added = add(
         state.settings,

@@ -7,6 +7,7 @@ database, so every API process shares it.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass
@@ -17,8 +18,6 @@ from tg_parser.api import keys
 from tg_parser.api.errors import ApiError, forbidden, unauthorized
 from tg_parser.config import Settings
 from tg_parser.stores.api import ApiStore
-
-LOOPBACK = ("127.", "::1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -84,13 +83,8 @@ class Gatekeeper:
 
     def probe_allowed(self, request: Request) -> None:
         """/health, /ready and /metrics: open to loopback clients (by default), else a key is needed."""
-        mode = self.settings.api_probes_open
-        if mode == "all":
-            return
-        host = request.client.host if request.client else ""
-        if mode == "loopback" and host.startswith(LOOPBACK):
-            return
-        self.require(request, "read", "read")
+        if not probe_open(self.settings, request):
+            self.require(request, "read", "read")
 
     # --- rate limits ------------------------------------------------------------------------------
 
@@ -118,6 +112,26 @@ class Gatekeeper:
             return
         self._last_prune = now
         self.store.prune_rate_windows(int(now - 2 * window))
+
+
+def probe_open(settings: Settings, request: Request) -> bool:
+    """Whether a probe may answer this caller without a key (API_PROBES_OPEN); needs no database, so
+    /health answers while the database is down."""
+    mode = settings.api_probes_open
+    if mode == "all":
+        return True
+    return mode == "loopback" and _is_loopback(request.client.host if request.client else "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def _presented_key(request: Request) -> str | None:

@@ -167,9 +167,13 @@ def metrics(request: Request) -> Response:
 
 
 def _probe(request: Request) -> ApiState:
+    from tg_parser.api.auth import probe_open
+
     state = _state(request)
-    if state.settings.api_require_keys:
-        state.gate.probe_allowed(request)
+    # The gate reads keys from the database: only consult it when this caller needs a key, so /health
+    # answers (and /ready says why not) while the database is down.
+    if state.settings.api_require_keys and not probe_open(state.settings, request):
+        state.gate.require(request, "read", "read")
     return state
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
+from tg_parser.backoff import Backoff
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.errors import TgParserError
@@ -64,6 +65,7 @@ class QueueWorker:
     out_dir: Path = Path("out")
     worker_id: str = field(default_factory=new_worker_id)
     stop: threading.Event = field(default_factory=threading.Event)
+    webhook_backoff: Backoff | None = None  # between delivery attempts; None: webhooks.WEBHOOK_BACKOFF
 
     @property
     def store(self) -> RunQueueStore:
@@ -198,6 +200,7 @@ class QueueWorker:
             event="run.finished",
             timeout=self.settings.webhook_timeout,
             max_attempts=self.settings.webhook_max_attempts,
+            backoff=self.webhook_backoff,
             stop=self.stop,
         )
         for _ in range(delivery.attempts - 1):

@@ -9,6 +9,7 @@ import json
 from urllib.parse import quote
 
 import pytest
+from pydantic import SecretStr
 from support.api_server import ThreadedApi, checksums, new_key, seed_example
 
 from tg_parser.db.connect import open_database
@@ -62,7 +63,11 @@ def hostile(settings):
     finally:
         db.close()
     generous = settings.model_copy(
-        update={"api_rate_limit_read": 100_000, "api_rate_limit_write": 100_000, "webhook_secret": "s3cret"}
+        update={
+            "api_rate_limit_read": 100_000,
+            "api_rate_limit_write": 100_000,
+            "webhook_secret": SecretStr("s3cret"),
+        }
     )
     with ThreadedApi(generous) as server:
         yield server, server.client(admin)

@@ -176,8 +176,19 @@ class QueueWorker:
         url = row["webhook_url"]
         secret = self.settings.webhook_secret
         if not url or secret is None:
-            self.store.record_webhook(row["run_id"], "failed", "WEBHOOK_SECRET is not set")
+            self.store.record_webhook(row["run_id"], "failed", "WEBHOOK_SECRET is not set", attempts=0)
             return
+        # Claim the delivery first: another worker's housekeeping may find the same webhook due while
+        # this one is still posting (or waiting between retries), and must leave it alone.
+        backoff = self.webhook_backoff or webhooks.WEBHOOK_BACKOFF
+        settings = self.settings
+        lease = self.lease + timedelta(
+            seconds=settings.webhook_max_attempts * (settings.webhook_timeout + backoff.cap)
+        )
+        claimed = self.store.claim_webhook(row["run_id"], lease)
+        if claimed is None:
+            return
+        row = claimed
         body = orjson.dumps(
             {
                 "event": "run.finished",
@@ -200,13 +211,11 @@ class QueueWorker:
             event="run.finished",
             timeout=self.settings.webhook_timeout,
             max_attempts=self.settings.webhook_max_attempts,
-            backoff=self.webhook_backoff,
+            backoff=backoff,
             stop=self.stop,
         )
-        for _ in range(delivery.attempts - 1):
-            self.store.record_webhook(row["run_id"], "pending", delivery.error)
         final = "delivered" if delivery.delivered else ("pending" if self.stop.is_set() else "failed")
-        self.store.record_webhook(row["run_id"], final, delivery.error)
+        self.store.record_webhook(row["run_id"], final, delivery.error, attempts=delivery.attempts)
         log = logger.info if delivery.delivered else logger.warning
         log("run {}: webhook {} after {} attempt(s)", row["run_id"], final, delivery.attempts)
 

@@ -211,6 +211,44 @@ def test_a_pending_webhook_is_delivered_by_the_next_worker(settings, tmp_path):
     assert row["webhook_status"] == "delivered" and row["webhook_attempts"] == 1
 
 
+def test_a_webhook_being_delivered_is_not_delivered_again_by_another_worker(settings, tmp_path):
+    hooked = settings.model_copy(update={"webhook_secret": SecretStr(SECRET), "webhook_max_attempts": 3})
+    first_arrived, answer_first = threading.Event(), threading.Event()
+
+    def hold_the_first(index: int) -> None:
+        if index == 0:
+            first_arrived.set()
+            answer_first.wait(10)
+
+    databases = [open_database(hooked) for _ in range(2)]
+    try:
+        with WebhookReceiver(script=[500], before_answer=hold_the_first) as receiver:
+            db = databases[0]
+            _enqueue(db, "run-d", ["export"], webhook_url=receiver.url)
+            executing = QueueWorker(db, hooked, out_dir=tmp_path / "a", webhook_backoff=FAST)
+            # Worker A executes the run and starts delivering its webhook; the receiver holds the
+            # first attempt (then answers 500, so A retries).
+            delivering = threading.Thread(target=executing.drain, name="worker-a")
+            delivering.start()
+            assert first_arrived.wait(20), "the webhook never arrived"
+            # Meanwhile worker B tidies up: the webhook is A's to deliver, not B's.
+            other = QueueWorker(databases[1], hooked, out_dir=tmp_path / "b", webhook_backoff=FAST)
+            other.housekeeping()
+            answer_first.set()
+            delivering.join(timeout=20)
+            assert not delivering.is_alive()
+            other.housekeeping()  # after A is done there is nothing left to deliver either
+            row = RunQueueStore(db).get("run-d")
+    finally:
+        answer_first.set()
+        for database in databases:
+            database.close()
+    assert len(receiver.received) == 2, [r.headers.get("x-tg-parser-event") for r in receiver.received]
+    assert row["webhook_status"] == "delivered"
+    assert row["webhook_attempts"] == 2
+    assert row["webhook_error"] is None
+
+
 # --- a worker killed mid-run ------------------------------------------------------------------------
 
 

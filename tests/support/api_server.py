@@ -362,6 +362,7 @@ class WebhookReceiver:
 
     script: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    before_answer: Callable[[int], None] | None = None  # called with the request's index, may block
 
     def __post_init__(self) -> None:
         receiver = self
@@ -377,7 +378,10 @@ class WebhookReceiver:
                     receiver.received.append(
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                     )
+                    index = len(receiver.received) - 1
                     status = receiver.script.pop(0) if receiver.script else 200
+                if receiver.before_answer is not None:
+                    receiver.before_answer(index)
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

@@ -197,7 +197,9 @@ class ThreadedApi:
 class ServeProcess:
     """`python -m tg_parser serve` (or any tg-parser command) as a child process with a test environment."""
 
-    def __init__(self, env: Mapping[str, str], *args: str, port: int | None = None, log: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *args: str, port: int | None = None, log: Path, cwd: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.log = log
         full = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "API_", "LOG_"))}
@@ -210,7 +212,7 @@ class ServeProcess:
         self.process = subprocess.Popen(
             self.command,
             env=full,
-            cwd=str(ROOT),
+            cwd=str(cwd or ROOT),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -221,7 +223,8 @@ class ServeProcess:
         return Client("127.0.0.1", self.port, key)
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log.read_text(encoding="utf-8", errors="replace")
 
     def wait_healthy(self, timeout: float = 30.0) -> None:

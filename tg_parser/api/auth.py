@@ -28,6 +28,7 @@ class Caller:
 
 
 ANONYMOUS_ADMIN = Caller(None, "anonymous", "admin")  # API_REQUIRE_KEYS=false (loopback only)
+MAX_CACHED_KEYS = 10_000  # verified (or unknown) key ids remembered for API_KEY_CACHE_SECONDS
 
 
 class Gatekeeper:
@@ -64,6 +65,8 @@ class Gatekeeper:
                 secret_hash = row["secret_hash"]
             cached = (now, caller, secret_hash)
             with self._lock:
+                if len(self._cache) >= MAX_CACHED_KEYS:
+                    self._evict(now)
                 self._cache[key_id] = cached
         _, caller, secret_hash = cached
         # Compare even when the key is unknown, so timing does not tell an unknown key from a wrong secret.
@@ -71,6 +74,15 @@ class Gatekeeper:
         if caller is None or not matches:
             raise unauthorized()
         return caller
+
+    def _evict(self, now: float) -> None:
+        # Unknown key ids are cached too (so a flood of them costs one read each per cache period): drop
+        # what has lapsed, and everything if that is not enough, so the cache cannot grow without bound.
+        ttl = self.settings.api_key_cache_seconds
+        for key_id in [k for k, (at, _, _) in self._cache.items() if now - at > ttl]:
+            del self._cache[key_id]
+        if len(self._cache) >= MAX_CACHED_KEYS:
+            self._cache.clear()
 
     def require(self, request: Request, scope: str, group: str) -> Caller:
         """The caller, if its scope allows `scope` and its `group` rate limit is not exhausted."""

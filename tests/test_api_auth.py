@@ -221,3 +221,31 @@ def test_rate_limits_per_key_and_group(keyed):
         # The next window starts afresh.
         clock.now += 50
         assert reader.get("/api/v1/sources").status == 200
+
+
+def test_the_key_cache_stays_bounded_under_a_flood_of_unknown_keys(keyed, monkeypatch):
+    """Unknown key ids are cached like known ones; a flood of them must not grow the cache forever."""
+    from types import SimpleNamespace
+
+    from tg_parser.api import auth
+
+    settings, keys = keyed
+    monkeypatch.setattr(auth, "MAX_CACHED_KEYS", 50)
+    db = open_database(settings)
+    try:
+        clock = Clock(1_000.0)
+        gate = Gatekeeper(settings, ApiStore(db), clock=clock)
+
+        def presenting(token: str):
+            return SimpleNamespace(headers={"authorization": f"Bearer {token}"}, state=SimpleNamespace())
+
+        secret = keys["read"].split("_", 2)[2]
+        for i in range(400):
+            with pytest.raises(auth.ApiError):
+                gate.caller(presenting(f"tgp_{i:012x}_{secret}"))
+            assert len(gate._cache) <= 50
+        assert gate.caller(presenting(keys["read"])).name == "read"
+        clock.now += settings.api_key_cache_seconds + 1
+        assert gate.caller(presenting(keys["read"])).name == "read"
+    finally:
+        db.close()

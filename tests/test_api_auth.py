@@ -249,3 +249,26 @@ def test_the_key_cache_stays_bounded_under_a_flood_of_unknown_keys(keyed, monkey
         assert gate.caller(presenting(keys["read"])).name == "read"
     finally:
         db.close()
+
+
+def test_two_admins_creating_one_key_name_at_once_get_201_and_422(keyed, monkeypatch):
+    """The name check and the insert are two statements: the loser of a race meets the unique index."""
+    settings, keys = keyed
+    with ThreadedApi(settings) as server:
+        admin = server.client(keys["admin"])
+        assert admin.post("/api/v1/keys", {"name": "raced"}).status == 201
+        # The other admin's name check ran before the first insert committed.
+        monkeypatch.setattr(ApiStore, "get_key_by_name", _first_call_sees_nothing(ApiStore.get_key_by_name))
+        lost = admin.post("/api/v1/keys", {"name": "raced"})
+    assert lost.status == 422, lost
+    assert "exists already" in lost.json()["error"]["message"]
+
+
+def _first_call_sees_nothing(original):
+    calls = []
+
+    def patched(self, name):
+        calls.append(name)
+        return None if len(calls) == 1 else original(self, name)
+
+    return patched

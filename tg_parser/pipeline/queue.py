@@ -96,6 +96,10 @@ class QueueWorker:
                 self.drain()
             except TgParserError as exc:  # the database went away: say so and try again later
                 logger.warning("worker: {}", exc.one_line())
+            except Exception as exc:
+                # Also what the driver raises when the pool finds no connection or the server went away
+                # mid-statement: the worker must outlive an outage, not die with it.
+                logger.warning("worker: {}: {}", type(exc).__name__, redact(str(exc))[:300])
             self.stop.wait(self.settings.worker_poll_seconds)
 
     def housekeeping(self) -> None:

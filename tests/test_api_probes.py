@@ -151,3 +151,49 @@ def test_an_unexpected_error_is_a_500_with_a_request_id_and_nothing_else(setting
     access = [line for line in fine_lines if line["message"].startswith("GET /api/v1/sources -> 200")]
     assert len(access) == 1 and access[0]["extra"]["key"] == "reader"
     assert not any("req-err-1" in m for m in (line["message"] for line in fine_lines))
+
+
+def test_the_api_run_worker_survives_a_database_outage(proxied, tmp_path, monkeypatch):
+    """`serve --execute-runs`: the worker thread in the API process outlives PostgreSQL going away."""
+    proxy, settings = proxied
+    monkeypatch.chdir(tmp_path)
+    settings = settings.model_copy(update={"worker_poll_seconds": 0.05, "db_pool_timeout": 1.0})
+    db = open_database(settings)
+    try:
+        token = new_key(db, "writer", "write")
+    finally:
+        db.close()
+    with ThreadedApi(settings, execute_runs=True) as api:
+        client = api.client(token)
+        worker = api.state.worker
+        wait_for(lambda: worker.db is not None, 10, what="the run worker to start")
+        looks, failures = [], []
+        drain = worker.drain
+
+        def watched_drain() -> int:
+            looks.append(time.monotonic())
+            try:
+                return drain()
+            except Exception as exc:
+                failures.append((len(looks), exc))
+                raise
+
+        worker.drain = watched_drain
+        proxy.stop()
+        # The worker meets the outage (a look at the queue fails after the pool's timeout) and looks again.
+        wait_for(
+            lambda: failures and len(looks) > failures[0][0], 15, what="the worker to go on after a failure"
+        )
+        assert worker.thread.is_alive()
+        proxy.start()
+        wait_for(lambda: client.get("/ready").status == 200, 20, interval=0.2, what="/ready 200")
+        assert worker.thread.is_alive(), "the run worker died with the database"
+        created = client.post("/api/v1/runs", {"steps": ["export"]})
+        assert created.status == 202
+        location = created.headers["location"]
+        run = wait_for(
+            lambda: (r := client.get(location).json()["run"])["status"] in ("succeeded", "failed") and r,
+            20,
+            what="the run to finish",
+        )
+    assert run["status"] == "succeeded", run

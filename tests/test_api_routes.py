@@ -453,3 +453,32 @@ def test_openapi_lists_every_route(api):
         "/api/v1/keys",
         "/api/v1/keys/{name}",
     } <= paths
+
+
+def test_cors_when_origins_are_configured(install):
+    settings, keys = install
+    configured = settings.model_copy(update={"api_cors_origins": "https://dash.example, https://ops.example"})
+    with ThreadedApi(configured) as server:
+        client = server.client(keys["read"])
+        preflight = client.request(
+            "OPTIONS",
+            "/api/v1/sources",
+            key=None,
+            headers={
+                "Origin": "https://dash.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "Authorization",
+            },
+        )
+        assert preflight.status == 200, preflight
+        assert preflight.headers["access-control-allow-origin"] == "https://dash.example"
+        answer = client.get("/api/v1/sources", headers={"Origin": "https://ops.example"})
+        assert answer.status == 200
+        assert answer.headers["access-control-allow-origin"] == "https://ops.example"
+        other = client.get("/api/v1/sources", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    with ThreadedApi(settings) as server:  # off by default
+        answer = server.client(keys["read"]).get(
+            "/api/v1/sources", headers={"Origin": "https://dash.example"}
+        )
+        assert "access-control-allow-origin" not in answer.headers

@@ -92,6 +92,7 @@ def _clean(answer, allowed: set[int]) -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_hostile_parameters_get_clean_answers_and_change_nothing(settings, tmp_path):
     seed_example(settings, tmp_path / "out")
     before = checksums(settings)

@@ -41,6 +41,7 @@ def call(port: int, method: str, path: str, token: str | None = None, body: obje
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
 
 
+@pytest.mark.slow
 def test_serve_answers_every_endpoint_and_stops_on_sigterm(settings, tmp_path):
     seed_example(settings, tmp_path / "seed-out")
     db = open_database(settings)

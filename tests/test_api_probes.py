@@ -38,6 +38,7 @@ def proxied(pg_only_settings) -> Iterator[tuple[TcpProxy, object]]:
         proxy.stop()
 
 
+@pytest.mark.slow
 def test_ready_follows_postgres_down_and_up(proxied):
     proxy, settings = proxied
     with ThreadedApi(settings) as api:

@@ -298,3 +298,40 @@ def test_a_killed_worker_leaves_its_run_running_until_the_lease_lapses(settings,
     assert time.time() - killed_at < 10
     assert "stopped renewing its lease" in failed["error"]
     assert failed["lease_expires_at"] is None
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_the_queue(pg_only_settings, tmp_path):
+    """Two `tg-parser worker` processes on PostgreSQL (FOR UPDATE SKIP LOCKED): each run once."""
+    settings = pg_only_settings
+    seed_example(settings, tmp_path / "seed-out")
+    env = cli_env(settings, WORKER_POLL_SECONDS="0.05")
+    workers = [
+        ServeProcess(env, "worker", "--out", str(tmp_path / f"out-{n}"), log=tmp_path / f"worker-{n}.log")
+        for n in range(2)
+    ]
+    db = open_database(settings)
+    try:
+        for worker in workers:
+            wait_for(lambda w=worker: "waiting for runs" in w.output(), 30, what="a worker to start")
+        runs = [f"run-{i}" for i in range(8)]
+        for run_id in runs:
+            _enqueue(db, run_id, ["process", "export"], source_id=EXAMPLE_SOURCE)
+        store = RunQueueStore(db)
+        wait_for(
+            lambda: all(store.get(r)["status"] in ("succeeded", "failed") for r in runs),
+            60,
+            interval=0.1,
+            what="every run to finish",
+        )
+        rows = [store.get(r) for r in runs]
+        processing_runs = [
+            r.run_id for r in ProcessingStore(db).recent_runs(limit=100) if r.run_id.startswith("run-")
+        ]
+    finally:
+        db.close()
+        codes = [worker.terminate(timeout=30) for worker in workers]
+    assert all(row["status"] == "succeeded" for row in rows), rows
+    assert sorted(processing_runs) == sorted(f"{r}-process-{EXAMPLE_SOURCE}" for r in runs)
+    assert len({row["worker_id"] for row in rows}) in (1, 2)
+    assert codes == [0, 0], [w.output() for w in workers]

@@ -48,16 +48,31 @@ WHERE status = 'running' AND lease_expires_at < :now
 RETURNING run_id;
 
 -- name: run_requests_webhook_due
--- Finished runs whose webhook is still to be delivered. Served by: run_requests_status_idx.
+-- Finished runs whose webhook is still to be delivered and that no worker is delivering right now.
+-- Served by: run_requests_status_idx.
 SELECT * FROM processing.run_requests
 WHERE status IN ('succeeded', 'failed') AND webhook_status = 'pending'
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now)
 ORDER BY created_at, run_id
 LIMIT :limit;
 
--- name: run_requests_webhook_result
--- Record a webhook delivery attempt. Served by: run_requests primary key.
+-- name: run_requests_webhook_claim
+-- Take a finished run's pending webhook for delivery: one statement, so of two workers that find it
+-- due only one delivers it. A finished run's lease column is free, so it holds the delivery's lease: a
+-- worker that dies mid-delivery leaves it to others once :expires_at passes. Returns the row, or
+-- nothing when another worker has it. Served by: run_requests primary key.
 UPDATE processing.run_requests
-SET webhook_status = :webhook_status, webhook_attempts = webhook_attempts + 1, webhook_error = :webhook_error
+SET lease_expires_at = :expires_at
+WHERE run_id = :run_id AND status IN ('succeeded', 'failed') AND webhook_status = 'pending'
+  AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+RETURNING *;
+
+-- name: run_requests_webhook_result
+-- Record the outcome of a webhook delivery and its attempts, and release the delivery's lease.
+-- Served by: run_requests primary key.
+UPDATE processing.run_requests
+SET webhook_status = :webhook_status, webhook_attempts = webhook_attempts + :attempts,
+    webhook_error = :webhook_error, lease_expires_at = NULL
 WHERE run_id = :run_id;
 
 -- name: run_requests_count_by_status

@@ -225,10 +225,6 @@ class KeyName:
     __repr__ = __str__
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class RequestContext:
     """Pure ASGI middleware: a request id on every request (and every log line it causes), the body
     size limit (413), metrics by route template, one access log line, and a 500 with the request id
@@ -258,16 +254,31 @@ class RequestContext:
             return
 
         received = [0]
+        too_large = [False]
 
         async def limited_receive() -> Any:
+            if too_large[0]:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received[0] += len(message.get("body", b""))
                 if received[0] > self.limit:
-                    raise _BodyTooLarge
+                    # A body without Content-Length (chunked) that grew too large. Raising here would reach
+                    # FastAPI's body reader, which turns any error into a 400: answer 413 now instead, and
+                    # tell the app the client is gone (whatever it answers then is dropped).
+                    too_large[0] = True
+                    if not response_started[0]:
+                        response_started[0] = True
+                        status_holder[0] = 413
+                        await self._reply(
+                            send, 413, "too_large", f"request body over {self.limit} bytes", request_id
+                        )
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Any) -> None:
+            if too_large[0]:
+                return
             if message["type"] == "http.response.start":
                 response_started[0] = True
                 status_holder[0] = message["status"]
@@ -280,11 +291,9 @@ class RequestContext:
         try:
             with logger.contextualize(request_id=request_id, key=holder):
                 await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not response_started[0]:
-                await self._reply(send, 413, "too_large", f"request body over {self.limit} bytes", request_id)
-            status_holder[0] = 413
         except Exception as exc:
+            if too_large[0]:
+                return  # the 413 is sent; `finally` records it
             logger.bind(request_id=request_id).opt(exception=exc).error(
                 "request failed: {}", type(exc).__name__
             )

@@ -7,6 +7,7 @@ database, so every API process shares it.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from tg_parser.api.errors import ApiError, forbidden, unauthorized
 from tg_parser.config import Settings
 from tg_parser.stores.api import ApiStore
 
-LOOPBACK = ("127.", "::1", "localhost")
 # The most requests one process reserves from a window at once (one database round trip per block).
 BLOCK_MAX = 32
 
@@ -31,6 +31,7 @@ class Caller:
 
 
 ANONYMOUS_ADMIN = Caller(None, "anonymous", "admin")  # API_REQUIRE_KEYS=false (loopback only)
+MAX_CACHED_KEYS = 10_000  # verified (or unknown) key ids remembered for API_KEY_CACHE_SECONDS
 
 
 class Gatekeeper:
@@ -69,6 +70,8 @@ class Gatekeeper:
                 secret_hash = row["secret_hash"]
             cached = (now, caller, secret_hash)
             with self._lock:
+                if len(self._cache) >= MAX_CACHED_KEYS:
+                    self._evict(now)
                 self._cache[key_id] = cached
         _, caller, secret_hash = cached
         # Compare even when the key is unknown, so timing does not tell an unknown key from a wrong secret.
@@ -76,6 +79,15 @@ class Gatekeeper:
         if caller is None or not matches:
             raise unauthorized()
         return caller
+
+    def _evict(self, now: float) -> None:
+        # Unknown key ids are cached too (so a flood of them costs one read each per cache period): drop
+        # what has lapsed, and everything if that is not enough, so the cache cannot grow without bound.
+        ttl = self.settings.api_key_cache_seconds
+        for key_id in [k for k, (at, _, _) in self._cache.items() if now - at > ttl]:
+            del self._cache[key_id]
+        if len(self._cache) >= MAX_CACHED_KEYS:
+            self._cache.clear()
 
     def require(self, request: Request, scope: str, group: str) -> Caller:
         """The caller, if its scope allows `scope` and its `group` rate limit is not exhausted."""
@@ -91,13 +103,8 @@ class Gatekeeper:
 
     def probe_allowed(self, request: Request) -> None:
         """/health, /ready and /metrics: open to loopback clients (by default), else a key is needed."""
-        mode = self.settings.api_probes_open
-        if mode == "all":
-            return
-        host = request.client.host if request.client else ""
-        if mode == "loopback" and host.startswith(LOOPBACK):
-            return
-        self.require(request, "read", "read")
+        if not probe_open(self.settings, request):
+            self.require(request, "read", "read")
 
     # --- rate limits ------------------------------------------------------------------------------
 
@@ -148,6 +155,26 @@ class Gatekeeper:
             return
         self._last_prune = now
         self.store.prune_rate_windows(int(now - 2 * window))
+
+
+def probe_open(settings: Settings, request: Request) -> bool:
+    """Whether a probe may answer this caller without a key (API_PROBES_OPEN); needs no database, so
+    /health answers while the database is down."""
+    mode = settings.api_probes_open
+    if mode == "all":
+        return True
+    return mode == "loopback" and _is_loopback(request.client.host if request.client else "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 def _presented_key(request: Request) -> str | None:

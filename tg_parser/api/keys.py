@@ -59,12 +59,19 @@ def create_key(db: Database, name: str, scope: str) -> tuple[str, dict[str, obje
     if scope not in SCOPES:
         raise InvalidInput(f"{scope!r} is not a scope", "use read, write or admin")
     store = ApiStore(db)
+    exists = InvalidInput(
+        f"a key named {name!r} exists already", "choose another name, or revoke the old key first"
+    )
     if store.get_key_by_name(name) is not None:
-        raise InvalidInput(
-            f"a key named {name!r} exists already", "choose another name, or revoke the old key first"
-        )
+        raise exists
     new = generate()
-    store.add_key(new.key_id, name, scope, new.secret_hash)
+    try:
+        store.add_key(new.key_id, name, scope, new.secret_hash)
+    except Exception:
+        # Another process created the name between the check and the insert: the unique index refused it.
+        if store.get_key_by_name(name) is not None:
+            raise exists from None
+        raise
     row = store.get_key_by_name(name) or {}
     return new.token, {k: v for k, v in row.items() if k != "secret_hash"}
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from loguru import logger
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -24,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tg_parser.db.base import Database
+from tg_parser.errors import DatabaseUnavailable, TgParserError
 from tg_parser.stores.metrics import MetricsStore
 from tg_parser.stores.run_queue import RunQueueStore
 
@@ -59,10 +61,26 @@ class _DatabaseCollector(Collector):
         self.db = db
 
     def collect(self) -> Iterator[Any]:
+        up = GaugeMetricFamily(
+            "tg_parser_database_up", "1 when the database answered this scrape (a ping of at most 2 s)."
+        )
         db = self.db()
-        if db is None:
+        try:
+            if db is None:
+                raise DatabaseUnavailable("the database is not open")
+            # A short ping first: with the database down a scrape answers at once with the HTTP metrics
+            # and database_up 0, instead of waiting DB_POOL_TIMEOUT for a connection and failing whole.
+            db.ping(timeout=2.0)
+            gauges = MetricsStore(db).gauges()
+            runs_by_status = RunQueueStore(db).count_by_status()
+        except Exception as exc:  # a scrape must answer even so: HTTP metrics, and database_up 0
+            if not isinstance(exc, TgParserError):
+                logger.warning("metrics: database gauges failed: {}", type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
             return
-        gauges = MetricsStore(db).gauges()
+        up.add_metric([], 1)
+        yield up
         for name, key, text in (
             ("tg_parser_messages", "messages", "Raw messages stored."),
             ("tg_parser_documents", "documents", "Processed documents stored."),
@@ -77,7 +95,7 @@ class _DatabaseCollector(Collector):
             failures.add_metric([row["error_class"], str(row["permanent"]).lower()], row["n"])
         yield failures
         runs = GaugeMetricFamily("tg_parser_runs", "Queued runs by status.", labels=["status"])
-        for status, count in RunQueueStore(db).count_by_status().items():
+        for status, count in runs_by_status.items():
             runs.add_metric([status], count)
         yield runs
         if db.dialect == "postgres":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import queue
+import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,6 +24,7 @@ probes = APIRouter(tags=["probes"])
 v1 = APIRouter(prefix="/api/v1")
 
 MAX_TEXT = 500
+MAX_CHANNEL_ID = 2**63 - 1  # a BIGINT
 
 
 def _state(request: Request) -> ApiState:
@@ -46,6 +47,23 @@ def _text(value: str | None, field: str) -> str | None:
     except UnicodeEncodeError:
         raise bad_request("is not valid Unicode text", field) from None
     return value
+
+
+def _channel(value: str | None, field: str) -> str | None:
+    """A channel parameter: text the database can hold, naming no numeric id beyond a BIGINT (the
+    database refuses such an id with an overflow, which would be a 500)."""
+    from tg_parser.domain.channels import parse_channel_ref
+
+    text = _text(value, field)
+    if text is None:
+        return None
+    try:
+        ref = parse_channel_ref(text)
+    except ValueError:
+        return text  # the shared source rules say what is wrong with it, as `tg-parser` does
+    if ref.channel_id is not None and ref.channel_id > MAX_CHANNEL_ID:
+        raise bad_request(f"{text.strip()!r} is not a valid channel id (too large)", field)
+    return text
 
 
 def _date(value: str | None, field: str) -> datetime | None:
@@ -77,7 +95,7 @@ def _window(
     from tg_parser.stores.browse import Window
 
     db = _state(request).database()
-    channel = _text(channel, "channel")
+    channel = _channel(channel, "channel")
     start, end = _date(since, "since"), _date(until, "until")
     if start and end and start > end:
         raise bad_request("since is after until", "since")
@@ -148,9 +166,13 @@ def metrics(request: Request) -> Response:
 
 
 def _probe(request: Request) -> ApiState:
+    from tg_parser.api.auth import probe_open
+
     state = _state(request)
-    if state.settings.api_require_keys:
-        state.gate.probe_allowed(request)
+    # The gate reads keys from the database: only consult it when this caller needs a key, so /health
+    # answers (and /ready says why not) while the database is down.
+    if state.settings.api_require_keys and not probe_open(state.settings, request):
+        state.gate.require(request, "read", "read")
     return state
 
 
@@ -196,7 +218,8 @@ def add_source(request: Request, body: Annotated[SourceIn, Body()]) -> Response:
 
     state = _state(request)
     state.gate.require(request, "write", "write")
-    for name in ("channel", "source_id", "title"):
+    _channel(body.channel, "channel")
+    for name in ("source_id", "title"):
         _text(getattr(body, name), name)
     added = add(
         state.settings,
@@ -328,38 +351,71 @@ def get_topic(request: Request, topic_id: str) -> Response:
 # --- export ---------------------------------------------------------------------------------------
 
 
-class _QueueSink:
-    """A file-like object the export writer writes to; the HTTP response reads what it wrote."""
+class _Spool:
+    """The export, written by the export writer into an unnamed temporary file as fast as the database
+    gives it, and read back by the response as the file grows.
+
+    The writer never waits for the client: on SQLite the export's read holds the one shared connection
+    for as long as it runs, so waiting on a slow (or vanished) client would stall every other request;
+    on PostgreSQL it would hold a pooled connection. A response that ends early closes the file, which
+    stops the writer at its next write.
+    """
+
+    CHUNK = 1 << 16
 
     def __init__(self) -> None:
-        self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-        self.cancelled = threading.Event()
+        self.file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115  # closed by chunks()
         self._buffer = bytearray()
+        self._written = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+
+    # --- the export writer's side (a file-like object) ---
 
     def write(self, data: bytes) -> int:
         self._buffer += data
-        if len(self._buffer) >= 1 << 16:
+        if len(self._buffer) >= self.CHUNK:
             self.flush()
         return len(data)
 
     def flush(self) -> None:
-        if self._buffer:
-            self._put(bytes(self._buffer))
-            self._buffer.clear()
+        if not self._buffer:
+            return
+        view = memoryview(bytes(self._buffer))
+        self._buffer.clear()
+        while view:
+            view = view[self.file.write(view) or 0 :]
+        with self._changed:
+            self._written = self.file.tell()
+            self._changed.notify_all()
 
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while True:
-            if self.cancelled.is_set():
-                raise _Cancelled
-            try:
-                self.chunks.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+    def finish(self, error: BaseException | None = None) -> None:
+        with self._changed:
+            self._done, self._error = True, error
+            self._changed.notify_all()
 
+    # --- the response's side ---
 
-class _Cancelled(Exception):
-    pass
+    def chunks(self) -> Iterator[bytes]:
+        offset = 0
+        try:
+            while True:
+                with self._changed:
+                    while offset >= self._written and not self._done:
+                        self._changed.wait(1.0)
+                    written, done, error = self._written, self._done, self._error
+                if offset < written:
+                    data = os.pread(self.file.fileno(), min(written - offset, self.CHUNK), offset)
+                    offset += len(data)
+                    yield data
+                elif error is not None:
+                    # Headers are sent: the only way to say "incomplete" is to end the stream early.
+                    raise error
+                elif done:
+                    return
+        finally:
+            self.file.close()
 
 
 @v1.get(
@@ -377,44 +433,33 @@ def export_kb(
 ) -> Response:
     from tg_parser.export import ExportFilters
     from tg_parser.export.writer import write_kb_entries
+    from tg_parser.stores.topics import TopicStore
 
     state = _state(request)
     state.gate.require(request, "read", "read")
     window = _window(request, channel, None, since, until, topic)
+    # The checks of `tg-parser export`: an empty window or an unknown topic is a mistake, not an empty KB.
+    if window.since and window.until and window.since >= window.until:
+        raise bad_request("is not before until; give a window where since < until", "since")
+    if window.topic_id is not None and TopicStore(state.database()).get_topic(window.topic_id) is None:
+        raise bad_request(f"unknown topic {window.topic_id!r}", "topic")
     filters = ExportFilters(
         channel_id=window.channel_id, topic_id=window.topic_id, since=window.since, until=window.until
     )
     db = state.database()
-    sink = _QueueSink()
+    spool = _Spool()
 
     def produce() -> None:
         try:
-            write_kb_entries(db, sink, filters)  # type: ignore[arg-type]
-            sink.flush()
-            sink._put(None)
-        except _Cancelled:
-            return
-        except BaseException as exc:  # handed to the response, which ends the stream
-            with contextlib.suppress(_Cancelled):
-                sink._put(exc)
+            write_kb_entries(db, spool, filters)  # type: ignore[arg-type]
+            spool.flush()
+        except BaseException as exc:  # handed to the response, which ends the stream early
+            spool.finish(exc)
+        else:
+            spool.finish()
 
-    producer = threading.Thread(target=produce, name="export-stream", daemon=True)
-
-    def body() -> Iterator[bytes]:
-        producer.start()
-        try:
-            while True:
-                item = sink.chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    # Headers are sent: the only way to say "incomplete" is to end the stream early.
-                    raise item
-                yield item
-        finally:
-            sink.cancelled.set()
-
-    return StreamingResponse(body(), media_type="application/x-ndjson")
+    threading.Thread(target=produce, name="export-stream", daemon=True).start()
+    return StreamingResponse(spool.chunks(), media_type="application/x-ndjson")
 
 
 # --- runs -----------------------------------------------------------------------------------------

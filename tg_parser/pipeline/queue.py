@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
+from tg_parser.backoff import Backoff
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.errors import TgParserError
@@ -64,6 +65,7 @@ class QueueWorker:
     out_dir: Path = Path("out")
     worker_id: str = field(default_factory=new_worker_id)
     stop: threading.Event = field(default_factory=threading.Event)
+    webhook_backoff: Backoff | None = None  # between delivery attempts; None: webhooks.WEBHOOK_BACKOFF
 
     @property
     def store(self) -> RunQueueStore:
@@ -94,6 +96,10 @@ class QueueWorker:
                 self.drain()
             except TgParserError as exc:  # the database went away: say so and try again later
                 logger.warning("worker: {}", exc.one_line())
+            except Exception as exc:
+                # Also what the driver raises when the pool finds no connection or the server went away
+                # mid-statement: the worker must outlive an outage, not die with it.
+                logger.warning("worker: {}: {}", type(exc).__name__, redact(str(exc))[:300])
             self.stop.wait(self.settings.worker_poll_seconds)
 
     def housekeeping(self) -> None:
@@ -174,8 +180,19 @@ class QueueWorker:
         url = row["webhook_url"]
         secret = self.settings.webhook_secret
         if not url or secret is None:
-            self.store.record_webhook(row["run_id"], "failed", "WEBHOOK_SECRET is not set")
+            self.store.record_webhook(row["run_id"], "failed", "WEBHOOK_SECRET is not set", attempts=0)
             return
+        # Claim the delivery first: another worker's housekeeping may find the same webhook due while
+        # this one is still posting (or waiting between retries), and must leave it alone.
+        backoff = self.webhook_backoff or webhooks.WEBHOOK_BACKOFF
+        settings = self.settings
+        lease = self.lease + timedelta(
+            seconds=settings.webhook_max_attempts * (settings.webhook_timeout + backoff.cap)
+        )
+        claimed = self.store.claim_webhook(row["run_id"], lease)
+        if claimed is None:
+            return
+        row = claimed
         body = orjson.dumps(
             {
                 "event": "run.finished",
@@ -198,12 +215,11 @@ class QueueWorker:
             event="run.finished",
             timeout=self.settings.webhook_timeout,
             max_attempts=self.settings.webhook_max_attempts,
+            backoff=backoff,
             stop=self.stop,
         )
-        for _ in range(delivery.attempts - 1):
-            self.store.record_webhook(row["run_id"], "pending", delivery.error)
         final = "delivered" if delivery.delivered else ("pending" if self.stop.is_set() else "failed")
-        self.store.record_webhook(row["run_id"], final, delivery.error)
+        self.store.record_webhook(row["run_id"], final, delivery.error, attempts=delivery.attempts)
         log = logger.info if delivery.delivered else logger.warning
         log("run {}: webhook {} after {} attempt(s)", row["run_id"], final, delivery.attempts)
 

@@ -110,12 +110,21 @@ class RunQueueStore(Store):
         return [row["run_id"] for row in self.db.fetch_all("run_requests_fail_lapsed", {"now": self.now()})]
 
     def webhooks_due(self, limit: int = 20) -> list[Row]:
-        return self.db.fetch_all("run_requests_webhook_due", {"limit": limit})
+        """Finished runs whose webhook is pending and not being delivered by a worker."""
+        return self.db.fetch_all("run_requests_webhook_due", {"limit": limit, "now": self.now()})
 
-    def record_webhook(self, run_id: str, status: str, error: str | None) -> None:
+    def claim_webhook(self, run_id: str, lease: timedelta) -> Row | None:
+        """Take a pending webhook for delivery (the run's row), or None when another worker has it."""
+        now = self.now()
+        return self.db.fetch_one(
+            "run_requests_webhook_claim", {"run_id": run_id, "now": now, "expires_at": now + lease}
+        )
+
+    def record_webhook(self, run_id: str, status: str, error: str | None, attempts: int = 1) -> None:
+        """Record a delivery's outcome after `attempts` POSTs, and release its claim."""
         self.db.execute(
             "run_requests_webhook_result",
-            {"run_id": run_id, "webhook_status": status, "webhook_error": error},
+            {"run_id": run_id, "webhook_status": status, "webhook_error": error, "attempts": attempts},
         )
 
     def count_by_status(self) -> dict[str, int]:

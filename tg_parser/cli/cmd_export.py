@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 
-from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
+from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.stores import ProcessingStore
 from tg_parser.stores.topics import TopicStore
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, say, show_progress, silent_option
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
+from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.logging import STDERR_LOCK, live_line
 from tg_parser.processing import (
     ProcessCoordinator,

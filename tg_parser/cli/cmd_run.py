@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -10,7 +11,8 @@ from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option, say
 from tg_parser.cli.signals import stop_on_signals
-from tg_parser.errors import InvalidInput
+from tg_parser.errors import InvalidInput, TgParserError
+from tg_parser.pipeline.queue import QueueWorker
 from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
 from tg_parser.processing.selection import build_topic_strategy, choose_processor
 
@@ -56,7 +58,8 @@ def command(
 
     With --every the cycle repeats until Ctrl-C or SIGTERM, which ends the pause at once, or the
     running cycle after its current step (this is the compose worker's entry point). Stopped that
-    way, the exit status is still the last cycle's: 0 if it succeeded, 1 if it failed.
+    way, the exit status is still the last cycle's: 0 if it succeeded, 1 if it failed. Between
+    cycles it also executes runs queued through the HTTP API (as 'tg-parser worker' does).
 
     \b
     Examples:
@@ -78,6 +81,7 @@ def command(
             "WARNING",
         )
     strategy = build_topic_strategy(app.settings, kind)
+    queue = QueueWorker(db, app.settings, out_dir=out_dir, stop=pipeline.stop)
     with stop_on_signals(pipeline.stop, "\nStopping after the current step (Ctrl-C again to quit now)…\n"):
         while True:
             report = pipeline.cycle(sources, strategy)
@@ -85,7 +89,7 @@ def command(
             if interval is None or pipeline.stop.is_set():
                 break
             say(f"Next cycle in {every}.")
-            if pipeline.stop.wait(interval):
+            if _pause_executing_queued_runs(queue, interval):
                 break
             pipeline.run_id = (
                 f"{app.run_id}-{report.finished_at:%Y%m%dT%H%M%S}" if report.finished_at else pipeline.run_id
@@ -99,6 +103,22 @@ def command(
         )
     if not report.ok:
         click.get_current_context().exit(1)
+
+
+def _pause_executing_queued_runs(queue: QueueWorker, interval: float) -> bool:
+    """Wait `interval` seconds between cycles, executing runs queued through the API meanwhile
+    (looking every WORKER_POLL_SECONDS). True when a stop was asked for."""
+    deadline = time.monotonic() + interval
+    while not queue.stop.is_set():
+        try:
+            queue.drain()
+        except TgParserError as exc:  # the queue is a side job here: the next cycle still runs
+            say(f"run queue: {exc.one_line()}", "WARNING")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        queue.stop.wait(min(queue.settings.worker_poll_seconds, remaining))
+    return True
 
 
 def _print(report: CycleReport, out_dir: Path, as_json: bool) -> None:

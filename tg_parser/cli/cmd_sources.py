@@ -11,13 +11,9 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.domain.channels import parse_channel_ref
-from tg_parser.domain.models import Source
-from tg_parser.errors import InvalidInput
+from tg_parser.domain.models import SourceStatus
+from tg_parser.ingestion.sources import add_source, remove_source, set_source_status
 from tg_parser.stores import IngestionStore
-
-
-class SourceNotFound(InvalidInput):
-    """An unknown source id on the command line: bad input (exit 2)."""
 
 
 class _ChannelArgCommand(click.Command):
@@ -85,63 +81,25 @@ def add(
       tg-parser sources add https://t.me/some_channel --id news
       tg-parser sources add 1234567890 --id mychannel --until 2025-06-30
     """
-    try:
-        ref = parse_channel_ref(channel)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), "example: tg-parser sources add @durov") from None
-    if since and until and since > until:
-        raise InvalidInput("--since is after --until", "swap the two dates")
-    explicit_id = source_id is not None
-    source_id = source_id if source_id is not None else ref.default_source_id()
-    if not source_id.strip():
-        raise InvalidInput("--id is empty", "give a non-empty source id")
-    store = IngestionStore(app.database())
-    # With Telegram credentials and a session, ask Telegram for the numeric id, username, title and access
-    # hash (so a string-session restart can still reach the channel); without them, store what was typed
-    # and let the first ingestion resolve it.
-    from tg_parser.ingestion.resolve import resolve_channel
-
-    hashes = [s.access_hash for s in store.sources_for_channel(ref.channel_id)] if ref.channel_id else []
-    info = resolve_channel(app.settings, ref, next((h for h in hashes if h is not None), None))
-    if info is not None and not explicit_id:
-        # The channel may be a source already under another id (added by @username, now by id).
-        known = [s for s in store.sources_for_channel(info.channel_id) if s.kind == "telegram"]
-        source_id = known[0].source_id if known else source_id
-    source = Source(
+    added = add_source(
+        app.settings,
+        app.database(),
+        channel,
         source_id=source_id,
-        channel_id=info.channel_id if info else ref.channel_id,
-        username=info.username if info else ref.username,
-        title=title or (info.title if info else None),
-        access_hash=info.access_hash if info else None,
-        include_comments=comments,
-        since_date=since,
-        until_date=until,
+        title=title,
+        comments=comments,
+        since=since,
+        until=until,
     )
-    created = store.add_source(source)
-    if not created:
-        existing = store.get_source(source_id)
-        if info is not None and existing is not None and existing.channel_id not in (None, info.channel_id):
-            raise InvalidInput(
-                f"source {source_id!r} is channel {existing.channel_id}, but {channel} is channel {info.channel_id}",
-                "give another --id to add it as a separate source",
-            )
-        store.update_options(source_id, include_comments=comments, since_date=since, until_date=until)
-        if info is not None:
-            store.update_identity(
-                source_id,
-                channel_id=info.channel_id,
-                username=info.username,
-                title=title or info.title,
-                access_hash=info.access_hash,
-            )
-    stored = store.get_source(source_id)
+    created, stored = added.created, added.source
     if as_json:
         emit_json({"created": created, "source": stored})
         return
+    typed = parse_channel_ref(channel).username
     click.echo(
-        f"{'Added' if created else 'Updated'} source {source_id!r}"
-        + (f" ({ref.username})" if ref.username else "")
-        + (f": channel {info.channel_id}, {info.title!r}" if info else "")
+        f"{'Added' if created else 'Updated'} source {stored.source_id!r}"
+        + (f" ({typed})" if typed else "")
+        + (f": channel {stored.channel_id}, {stored.title!r}" if added.resolved else "")
     )
 
 
@@ -183,9 +141,8 @@ def list_sources(app: AppContext, status: str | None, as_json: bool) -> None:
     )
 
 
-def _set_status(app: AppContext, source_id: str, status: str) -> None:
-    if not IngestionStore(app.database()).set_status(source_id, status):  # type: ignore[arg-type]
-        raise SourceNotFound(f"no source {source_id!r}", "see 'tg-parser sources list'")
+def _set_status(app: AppContext, source_id: str, status: SourceStatus) -> None:
+    set_source_status(app.database(), source_id, status)
     click.echo(f"{source_id}: {status}")
 
 
@@ -228,6 +185,5 @@ def remove(app: AppContext, source_id: str, yes: bool) -> None:
     """
     if not yes:
         click.confirm(f"Remove source {source_id!r} and its cursors?", abort=True)
-    if not IngestionStore(app.database()).remove_source(source_id):
-        raise SourceNotFound(f"no source {source_id!r}", "see 'tg-parser sources list'")
+    remove_source(app.database(), source_id)
     click.echo(f"Removed {source_id}")

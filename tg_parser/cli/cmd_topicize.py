@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tg_parser.cli.channels import resolve_channel
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, say
+from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.processing.selection import build_topic_strategy, choose_processor
 from tg_parser.topics.model import TopicGates
 from tg_parser.topics.runner import topicize

@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     topic_supporting_max_items: int = Field(50, ge=0)
     topic_min_hashtag_documents: int = Field(3, ge=2, description="extractive: documents sharing a hashtag")
 
+    # --- HTTP API and run queue -----------------------------------------------------------------
+    api_require_keys: bool = True  # false serves without keys, and then only on a loopback address
+    api_probes_open: Literal["loopback", "all", "keys"] = "loopback"  # who may call /health /ready /metrics
+    api_rate_limit_read: int = Field(600, ge=1, description="requests per window per key, read routes")
+    api_rate_limit_write: int = Field(60, ge=1, description="requests per window per key, write routes")
+    api_rate_window: int = Field(60, ge=1, le=3600, description="seconds")
+    api_max_body_bytes: int = Field(65_536, ge=1024)
+    api_max_page_size: int = Field(500, ge=1, le=10_000)
+    api_cors_origins: str | None = None  # comma-separated origins; unset: CORS off
+    api_key_cache_seconds: float = Field(2.0, ge=0, description="how long a verified key is trusted")
+    run_lease_seconds: float = Field(60.0, ge=2, description="a queued run's lease, renewed while it runs")
+    worker_poll_seconds: float = Field(5.0, gt=0, description="how often an idle worker looks for runs")
+    webhook_secret: SecretStr | None = None
+    webhook_max_attempts: int = Field(5, ge=1, le=20)
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds per webhook delivery attempt")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -115,6 +131,7 @@ class Settings(BaseSettings):
             "telegram_api_hash",
             "telegram_session",
             "openai_api_key",
+            "webhook_secret",
         ):
             secret = getattr(self, field)
             if secret is not None and secret.get_secret_value():

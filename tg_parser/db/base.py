@@ -87,6 +87,11 @@ class Database(ABC):
         """Hold the named lock for the block across processes, or raise `db.locks.LockBusy` at once."""
 
     @abstractmethod
+    def ping(self, timeout: float) -> None:
+        """Run a trivial query within `timeout` seconds (waiting for a connection included), or raise
+        `DatabaseUnavailable`: the readiness check, which must answer quickly when the server is gone."""
+
+    @abstractmethod
     def applied_migrations(self, store: str) -> list[str] | None:
         """Migration ids applied to a store, in the order applied; None if it was never migrated."""
 

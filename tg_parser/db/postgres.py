@@ -252,6 +252,13 @@ class PostgresDatabase(Database):
         where = f" from {holder['client_addr']}" if holder.get("client_addr") else ""
         return f"PostgreSQL backend pid {holder['pid']}{where}, {holder.get('application_name') or 'unknown app'}"
 
+    def ping(self, timeout: float) -> None:
+        try:
+            with self.pool.connection(timeout=timeout) as connection:
+                connection.execute("SELECT 1").fetchone()
+        except (PoolTimeout, psycopg.Error) as exc:
+            raise describe_connect_error(self.target, exc) from None
+
     def applied_migrations(self, store: str) -> list[str] | None:
         statement = sql.SQL("SELECT migration_id FROM {}._yoyo_migration ORDER BY applied_at_utc").format(
             sql.Identifier(store)
@@ -278,5 +285,13 @@ class PostgresDatabase(Database):
 
     def stats(self) -> dict[str, Any]:
         stats = self.pool.get_stats()
-        keep = ("pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num")
+        keep = (
+            "pool_min",
+            "pool_max",
+            "pool_size",
+            "pool_available",
+            "requests_waiting",
+            "requests_num",
+            "requests_wait_ms",
+        )
         return {key: stats.get(key, 0) for key in keep}

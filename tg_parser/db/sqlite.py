@@ -189,6 +189,21 @@ class SqliteDatabase(Database):
     def hold_lock(self, name: str) -> AbstractContextManager[None]:
         return file_lock(lock_file(self.directory, name), name)
 
+    def ping(self, timeout: float) -> None:
+        # One connection shared under a lock: waiting for it is waiting for the current statement.
+        if not self._lock.acquire(timeout=timeout):
+            raise DatabaseUnavailable(
+                f"the SQLite stores in {self.directory} stayed busy for {timeout:g} s", "retry later"
+            )
+        try:
+            self._connection.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseUnavailable(
+                f"the SQLite stores in {self.directory} do not answer: {exc}", "check the files"
+            ) from None
+        finally:
+            self._lock.release()
+
     def applied_migrations(self, store: str) -> list[str] | None:
         if store not in STORES:
             raise ValueError(f"unknown store {store!r}")

@@ -130,38 +130,16 @@ def export(
     # tg-parser did not write are never touched.
     previous_files = _listed_topic_files(out_dir / "topics.json")
 
-    store = ExportStore(db)
-    usernames = store.channel_usernames()
-    cards = [c for c in store.topic_cards() if _topic_selected(c, filters)]
-    bundles = store.topic_bundles()
-    # A topic is exported when one of its anchors is: decided up front, so every topic id a message
-    # entry names has its own topic entry and file in the same export.
-    anchor_refs = sorted({a["source_ref"] for c in cards for a in c["anchors"]})
-    in_window = {row["source_ref"] for row in store.document_dates(anchor_refs) if _in_window(row, filters)}
-    cards = [c for c in cards if any(a["source_ref"] in in_window for a in c["anchors"])]
-    membership: dict[str, list[str]] = {}
-    cited: set[str] = set()
-    for card in cards:
-        refs = [a["source_ref"] for a in card["anchors"]]
-        refs += [i["source_ref"] for i in bundles.get(card["topic_id"], {}).get("items", [])]
-        for ref in dict.fromkeys(refs):
-            membership.setdefault(ref, []).append(card["topic_id"])
-            cited.add(ref)
-    allowed = cited if filters.topic_id else None
-
+    plan = _plan(ExportStore(db), filters)
     docs_for_topics: dict[str, dict[str, Any]] = {}
     files = _AtomicFiles(out_dir)
     try:
         with files.open("kb_entries.ndjson", binary=True) as ndjson:
-            result.message_entries = _write_message_entries(
-                store, ndjson, filters, usernames, membership, allowed, cited, docs_for_topics, on_entry
+            result.message_entries, exported_cards = _write_kb(
+                plan, ndjson, filters, docs_for_topics, on_entry
             )
-            exported_cards = [
-                c for c in cards if any(a["source_ref"] in docs_for_topics for a in c["anchors"])
-            ]
-            for card in exported_cards:
-                ndjson.write(_line(_topic_entry(card, bundles.get(card["topic_id"]), docs_for_topics)))
-                result.topic_entries += 1
+            result.topic_entries = len(exported_cards)
+        bundles = plan.bundles
         with files.open("topics.json") as handle:
             listing = [_topic_listing(card, bundles.get(card["topic_id"])) for card in exported_cards]
             handle.write(json.dumps({"topics": listing}, ensure_ascii=False, indent=2) + "\n")
@@ -187,6 +165,74 @@ def export(
                 (out_dir / name).unlink()
                 result.removed_files.append(name)
     return result
+
+
+@dataclass
+class _Plan:
+    """What the export decides before it streams: link bases, the topics it writes and who cites what."""
+
+    store: ExportStore
+    usernames: dict[int, str]
+    cards: list[dict[str, Any]]
+    bundles: dict[str, dict[str, Any]]
+    membership: dict[str, list[str]]
+    allowed: set[str] | None
+    cited: set[str]
+
+
+def _plan(store: ExportStore, filters: ExportFilters) -> _Plan:
+    usernames = store.channel_usernames()
+    cards = [c for c in store.topic_cards() if _topic_selected(c, filters)]
+    bundles = store.topic_bundles()
+    # A topic is exported when one of its anchors is: decided up front, so every topic id a message
+    # entry names has its own topic entry and file in the same export.
+    anchor_refs = sorted({a["source_ref"] for c in cards for a in c["anchors"]})
+    in_window = {row["source_ref"] for row in store.document_dates(anchor_refs) if _in_window(row, filters)}
+    cards = [c for c in cards if any(a["source_ref"] in in_window for a in c["anchors"])]
+    membership: dict[str, list[str]] = {}
+    cited: set[str] = set()
+    for card in cards:
+        refs = [a["source_ref"] for a in card["anchors"]]
+        refs += [i["source_ref"] for i in bundles.get(card["topic_id"], {}).get("items", [])]
+        for ref in dict.fromkeys(refs):
+            membership.setdefault(ref, []).append(card["topic_id"])
+            cited.add(ref)
+    allowed = cited if filters.topic_id else None
+    return _Plan(store, usernames, cards, bundles, membership, allowed, cited)
+
+
+def _write_kb(
+    plan: _Plan,
+    out: BinaryIO,
+    filters: ExportFilters,
+    docs_for_topics: dict[str, dict[str, Any]],
+    on_entry: Callable[[], None] | None = None,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Write the knowledge-base entries (messages, then the topics they cite); returns the message
+    count and the topic cards written."""
+    count = _write_message_entries(
+        plan.store,
+        out,
+        filters,
+        plan.usernames,
+        plan.membership,
+        plan.allowed,
+        plan.cited,
+        docs_for_topics,
+        on_entry,
+    )
+    exported_cards = [c for c in plan.cards if any(a["source_ref"] in docs_for_topics for a in c["anchors"])]
+    for card in exported_cards:
+        out.write(_line(_topic_entry(card, plan.bundles.get(card["topic_id"]), docs_for_topics)))
+    return count, exported_cards
+
+
+def write_kb_entries(db: Database, out: BinaryIO, filters: ExportFilters | None = None) -> tuple[int, int]:
+    """Write exactly the `kb_entries.ndjson` records `export` writes (same filters, same order) to `out`,
+    streaming; returns (message entries, topic entries). The HTTP API streams its export with it."""
+    filters = filters or ExportFilters()
+    count, cards = _write_kb(_plan(ExportStore(db), filters), out, filters, {})
+    return count, len(cards)
 
 
 def _listed_topic_files(path: Path) -> list[str]:

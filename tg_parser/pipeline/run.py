@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,9 @@ from tg_parser.processing.selection import ProcessorKind
 from tg_parser.stores import IngestionStore
 from tg_parser.topics.model import TopicGates
 from tg_parser.topics.runner import TopicStrategy, topicize
+
+# The steps of a cycle, in the order they run: the first three per source, export once at the end.
+STEPS = ("ingest", "process", "topicize", "export")
 
 _INTERVAL = re.compile(r"(\d+)\s*([smhd])", re.I)
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -198,14 +202,25 @@ class Pipeline:
 
     # --- a cycle ----------------------------------------------------------------------------------
 
-    def cycle(self, sources: list[Source], strategy: TopicStrategy) -> CycleReport:
+    def cycle(
+        self,
+        sources: list[Source],
+        strategy: TopicStrategy | None,
+        steps: tuple[str, ...] = STEPS,
+        on_step: Callable[[CycleReport], None] | None = None,
+    ) -> CycleReport:
+        """Run `steps` (all four by default, always in pipeline order) for each source, then export.
+
+        `on_step` is called with the report after every step (a queued run records its progress there).
+        """
         report = CycleReport(run_id=self.run_id, processor=self.processor_kind, started_at=datetime.now(UTC))
-        for source in sources:
+        per_source = [step for step in STEPS[:-1] if step in steps]
+        for source in sources if per_source else []:
             if self.stop.is_set():
                 break
             result = SourceResult(source.source_id, source.channel_id)
             report.sources.append(result)
-            for step in ("ingest", "process", "topicize"):
+            for step in per_source:
                 if self.stop.is_set():
                     break
                 try:
@@ -218,6 +233,7 @@ class Pipeline:
                     elif step == "process":
                         outcome = self.process(source)
                     else:
+                        assert strategy is not None, "topicize needs a strategy"
                         outcome = self.topicize(source, strategy)
                 except Exception as exc:  # one source's failure must not stop the others
                     outcome = StepResult(step, False, f"{type(exc).__name__}: {_one_line(exc)}")
@@ -230,15 +246,19 @@ class Pipeline:
                     "ok" if outcome.ok else "FAILED",
                     outcome.detail,
                 )
+                if on_step is not None:
+                    on_step(report)
                 if not outcome.ok and step == "ingest":
                     # Process what is already stored anyway: an ingest failure (Telegram down, not
                     # logged in) should not keep earlier messages from reaching the knowledge base.
                     continue
-        if not self.stop.is_set():
+        if "export" in steps and not self.stop.is_set():
             try:
                 report.export = self.export()
             except Exception as exc:
                 report.export = StepResult("export", False, f"{type(exc).__name__}: {_one_line(exc)}")
+            if on_step is not None:
+                on_step(report)
         report.finished_at = datetime.now(UTC)
         return report
 

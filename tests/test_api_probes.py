@@ -1,0 +1,199 @@
+"""Probes while PostgreSQL comes and goes (through a TCP proxy the test cuts and restores), internal
+errors that answer 500 with a request id and nothing else, and the request id on every log line."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import PG_HOST, PG_PORT
+from loguru import logger
+from support.api_server import TcpProxy, ThreadedApi, new_key, wait_for
+
+from tg_parser.db.connect import open_database
+from tg_parser.logging import setup_logging
+from tg_parser.stores.browse import BrowseStore
+
+
+def _timed(call):
+    started = time.monotonic()
+    answer = call()
+    return answer, time.monotonic() - started
+
+
+@pytest.fixture
+def proxied(pg_only_settings) -> Iterator[tuple[TcpProxy, object]]:
+    proxy = TcpProxy((PG_HOST, PG_PORT)).start()
+    settings = pg_only_settings.model_copy(
+        update={"db_port": proxy.port, "db_pool_timeout": 4.0, "db_connect_timeout": 2}
+    )
+    try:
+        yield proxy, settings
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.slow
+def test_ready_follows_postgres_down_and_up(proxied):
+    proxy, settings = proxied
+    with ThreadedApi(settings) as api:
+        client = api.client()
+        assert client.get("/ready").status == 200
+        proxy.stop()
+        ready, took = _timed(lambda: client.get("/ready"))
+        assert ready.status == 503, ready
+        assert took < 4.0, took  # the 2 s ping, not the pool's timeout
+        assert ready.json()["ready"] is False
+        health, took = _timed(lambda: client.get("/health"))
+        assert health.status == 200 and took < 1.0
+        metrics, took = _timed(lambda: client.get("/metrics"))
+        assert metrics.status == 200 and took < 4.0, (metrics, took)
+        text = metrics.body.decode()
+        assert "tg_parser_database_up 0.0" in text
+        assert 'tg_parser_http_requests_total{method="GET",route="/ready",status="503"}' in text
+        proxy.start()
+        wait_for(lambda: client.get("/ready").status == 200, 20, interval=0.2, what="/ready 200")
+        assert "tg_parser_database_up 1.0" in client.get("/metrics").body.decode()
+
+
+def test_api_starts_while_postgres_is_down(proxied):
+    proxy, settings = proxied
+    db = open_database(settings)
+    try:
+        token = new_key(db, "reader")
+    finally:
+        db.close()
+    proxy.stop()
+    with ThreadedApi(settings) as api:
+        client = api.client(token)
+        health, took = _timed(lambda: client.get("/health"))
+        assert health.status == 200 and took < 1.0, health
+        ready = client.get("/ready")
+        assert ready.status == 503 and ready.json()["ready"] is False, ready
+        assert "tg_parser_database_up 0.0" in client.get("/metrics").body.decode()
+        sources = client.get("/api/v1/sources")
+        assert sources.status == 503, sources
+        assert sources.json()["error"]["code"] == "unavailable"
+        proxy.start()
+        wait_for(lambda: client.get("/ready").status == 200, 20, interval=0.2, what="/ready 200")
+        assert client.get("/api/v1/sources").status == 200
+
+
+# --- internal errors and the request id -----------------------------------------------------------
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """JSON log lines of this process into a buffer; the logging set-up other tests expect is restored."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    buffer = io.StringIO()
+    setup_logging("DEBUG", "json", sink=buffer)
+    try:
+        yield buffer
+    finally:
+        logger.remove()
+        logger.configure(extra={}, patcher=None)
+        logger.add(sys.stderr)
+        root.handlers[:], root.level = saved
+
+
+def _lines(buffer: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def test_an_unexpected_error_is_a_500_with_a_request_id_and_nothing_else(settings, monkeypatch, json_log):
+    db = open_database(settings)
+    try:
+        token = new_key(db, "reader")
+    finally:
+        db.close()
+    dsn = "postgresql://tgp:hunter2-secret@db.internal:5432/tgp"
+
+    def explode(self, *args, **kwargs):
+        logger.info("about to fail inside the route")
+        raise RuntimeError(f"boom: could not use {dsn} with key {token}")
+
+    monkeypatch.setattr(BrowseStore, "messages_page", explode)
+    with ThreadedApi(settings) as api:
+        client = api.client(token)
+        answer = client.get("/api/v1/messages", headers={"X-Request-ID": "req-err-1"})
+        fine = client.get("/api/v1/sources", headers={"X-Request-ID": "req-fine-2"})
+        generated = client.get("/api/v1/messages")
+    assert answer.status == 500, answer
+    body = answer.json()
+    assert body == {
+        "error": {"code": "internal", "message": "internal error; request id req-err-1"},
+        "request_id": "req-err-1",
+    }
+    assert answer.headers["x-request-id"] == "req-err-1"
+    for leak in (b"Traceback", b"hunter2", b"postgresql://", token.encode(), b"RuntimeError", b"boom"):
+        assert leak not in answer.body
+    assert fine.status == 200 and fine.headers["x-request-id"] == "req-fine-2"
+    assert generated.status == 500
+    assert len(generated.json()["request_id"]) == 32
+
+    lines = _lines(json_log)
+    mine = [line for line in lines if (line.get("extra") or {}).get("request_id") == "req-err-1"]
+    messages = [line["message"] for line in mine]
+    assert "about to fail inside the route" in messages  # a line logged by the route's own code
+    assert "request failed: RuntimeError" in messages
+    assert any(m.startswith("GET /api/v1/messages -> 500") for m in messages)
+    failed = next(line for line in mine if line["message"] == "request failed: RuntimeError")
+    assert "RuntimeError" in failed["exception"]
+    assert "hunter2" not in json_log.getvalue()  # the DSN password is redacted from the log too
+    fine_lines = [line for line in lines if (line.get("extra") or {}).get("request_id") == "req-fine-2"]
+    access = [line for line in fine_lines if line["message"].startswith("GET /api/v1/sources -> 200")]
+    assert len(access) == 1 and access[0]["extra"]["key"] == "reader"
+    assert not any("req-err-1" in m for m in (line["message"] for line in fine_lines))
+
+
+def test_the_api_run_worker_survives_a_database_outage(proxied, tmp_path, monkeypatch):
+    """`serve --execute-runs`: the worker thread in the API process outlives PostgreSQL going away."""
+    proxy, settings = proxied
+    monkeypatch.chdir(tmp_path)
+    settings = settings.model_copy(update={"worker_poll_seconds": 0.05, "db_pool_timeout": 1.0})
+    db = open_database(settings)
+    try:
+        token = new_key(db, "writer", "write")
+    finally:
+        db.close()
+    with ThreadedApi(settings, execute_runs=True) as api:
+        client = api.client(token)
+        worker = api.state.worker
+        wait_for(lambda: worker.db is not None, 10, what="the run worker to start")
+        looks, failures = [], []
+        drain = worker.drain
+
+        def watched_drain() -> int:
+            looks.append(time.monotonic())
+            try:
+                return drain()
+            except Exception as exc:
+                failures.append((len(looks), exc))
+                raise
+
+        worker.drain = watched_drain
+        proxy.stop()
+        # The worker meets the outage (a look at the queue fails after the pool's timeout) and looks again.
+        wait_for(
+            lambda: failures and len(looks) > failures[0][0], 15, what="the worker to go on after a failure"
+        )
+        assert worker.thread.is_alive()
+        proxy.start()
+        wait_for(lambda: client.get("/ready").status == 200, 20, interval=0.2, what="/ready 200")
+        assert worker.thread.is_alive(), "the run worker died with the database"
+        created = client.post("/api/v1/runs", {"steps": ["export"]})
+        assert created.status == 202
+        location = created.headers["location"]
+        run = wait_for(
+            lambda: (r := client.get(location).json()["run"])["status"] in ("succeeded", "failed") and r,
+            20,
+            what="the run to finish",
+        )
+    assert run["status"] == "succeeded", run

@@ -1,0 +1,80 @@
+"""tg-parser serve: the HTTP API (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+
+import click
+
+from tg_parser.cli.context import AppContext, pass_app
+from tg_parser.errors import ConfigError
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on."
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="API worker processes."
+)
+@click.option(
+    "--execute-runs/--no-execute-runs",
+    default=None,
+    help="Also execute queued runs in this process (default: on with SQLite, off with PostgreSQL, "
+    "where 'tg-parser worker' does it).",
+)
+@pass_app
+def command(app: AppContext, host: str, port: int, workers: int, execute_runs: bool | None) -> None:
+    """Serve the HTTP API: OpenAPI docs at /docs, probes at /health, /ready and /metrics.
+
+    \b
+    API keys are required (create one with 'tg-parser api-keys create NAME'); with
+    API_REQUIRE_KEYS=false the API serves without keys and refuses a non-loopback --host.
+    See docs/API.md for routes, scopes, rate limits, pagination, runs and webhooks.
+
+    \b
+    Examples:
+      tg-parser serve
+      tg-parser serve --host 0.0.0.0 --port 8080 --workers 2
+    """
+    settings = app.settings
+    if not settings.api_require_keys and not _loopback(host):
+        raise ConfigError(
+            f"API_REQUIRE_KEYS is false, so the API will not listen on {host}",
+            "listen on 127.0.0.1 (a reverse proxy can face the network), or require keys",
+        )
+    app.database()  # fail now, with one line, if the database is unreachable or behind
+    app.close()
+    import uvicorn
+
+    if execute_runs is not None:
+        os.environ["TG_PARSER_EXECUTE_RUNS"] = "1" if execute_runs else "0"
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Worker processes share their HTTP counters through files in one directory.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tg-parser-metrics-")
+    click.echo(
+        f"Serving the tg-parser API on http://{host}:{port} ({workers} worker(s)); docs at /docs", err=True
+    )
+    uvicorn.run(
+        "tg_parser.api.app:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )

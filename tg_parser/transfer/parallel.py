@@ -131,7 +131,7 @@ class Scan:
         self.progress_at = time.monotonic()  # when a helper last finished a range (or got work)
         helpers = 0 if source.snapshot_only else min(helpers, len(units))
         self.helpers = helpers
-        self.pool: ProcessPoolExecutor | None = _pool(helpers, source) if helpers else None
+        self.executor: ProcessPoolExecutor | None = _pool(helpers, source) if helpers else None
         self._top_up()
 
     @property
@@ -144,13 +144,13 @@ class Scan:
 
     def _top_up(self) -> None:
         """Hand out ranges until every helper has DEPTH of them."""
-        if self.pool is None:
+        if self.executor is None:
             return
         if not self.in_flight:
             self.progress_at = time.monotonic()  # the helpers were idle, waiting for work
         while self.todo and len(self.in_flight) < DEPTH * self.helpers:
             unit = self.todo.popleft()
-            future = self.pool.submit(worker.scan, unit, self.strip_nul, self.limit, self.check_utf8)
+            future = self.executor.submit(worker.scan, unit, self.strip_nul, self.limit, self.check_utf8)
             self.in_flight.add(future)
 
     def _take(self, outcome: UnitResult) -> None:
@@ -205,7 +205,7 @@ class Scan:
     def finish(self, *, parent_works: bool, tick: Callable[[int], Any] | None = None) -> None:
         """Block until every range is scanned; `parent_works` lets this process scan ranges too."""
         while self.todo or self.in_flight:
-            if self.todo and (parent_works or self.pool is None):
+            if self.todo and (parent_works or self.executor is None):
                 outcome = check_unit(
                     self.source,
                     self.todo.popleft(),
@@ -229,7 +229,7 @@ class Scan:
 
     def close(self) -> None:
         """Release the helpers: idle ones exit, busy ones (the scan stopped early) are killed."""
-        pool, self.pool = self.pool, None
+        pool, self.executor = self.executor, None
         if pool is None:
             return
         if self.in_flight or self.todo:

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # tg-parser image: the `tg-parser` command with its SQL, migrations, prompts and JSON schemas inside the
 # installed package. Build stage: compile the wheel (with the migrator's two C extensions) and install it
 # into a virtual environment. Runtime stage: that environment on a slim Python, run as a non-root user.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
+import socket
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -95,7 +97,7 @@ class _AtomicFiles:
 
     def open(self, name: str, *, binary: bool = False) -> Any:
         final = self.out_dir / name
-        temp = self.out_dir / f".{name}.tmp-{os.getpid()}"
+        temp = self.out_dir / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.pending.append((temp, final))
         if binary:
             return temp.open("wb", buffering=1 << 20)

@@ -24,7 +24,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import adapt_pg_params
-from tg_parser.db.params import to_pyformat
 from tg_parser.errors import DatabaseUnavailable
 
 _cursor_ids = itertools.count(1)
@@ -86,7 +85,7 @@ class PgSession(Session):
 
     @staticmethod
     def _sql(query: Query) -> str:
-        return to_pyformat(query.sql)[0]
+        return query.pyformat  # rewritten once per query (Query.pyformat), not per statement
 
     def execute(self, query: Query, params: Params = None) -> int:
         with self.connection.cursor() as cursor:

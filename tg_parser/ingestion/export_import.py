@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from tg_parser.db.base import Database
-from tg_parser.db.codec import JsonText
+from tg_parser.db.codec import JsonText, dump_json_bytes
 from tg_parser.domain.models import Source
-from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text, serialize
+from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text
 from tg_parser.errors import InvalidInput, TgParserError
 from tg_parser.ingestion.export_reader import ChatHeader, ExportFormatError, ExportReader
 from tg_parser.ingestion.locks import source_lock
@@ -271,8 +271,8 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
     message_id = fields["message_id"]
     try:
         text = fields["text"].encode("utf-8")
-        payload = serialize(fields["raw_payload"])
-        media = None if fields["media"] is None else serialize(fields["media"])
+        payload = dump_json_bytes(fields["raw_payload"])
+        media = None if fields["media"] is None else dump_json_bytes(fields["media"])
     except UnicodeEncodeError:
         raise ExportMessageError(
             f"message {message_id} holds text that is not valid Unicode (a lone surrogate escape)"
@@ -280,7 +280,7 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
     if len(payload) <= PAYLOAD_CAP_BYTES:
         truncated, size = False, len(payload)
     else:
-        capped = cap_payload_text(fields["raw_payload"])
+        capped = cap_payload_text(fields["raw_payload"], dump_json_bytes)
         payload, truncated, size = capped.text.encode("utf-8"), True, capped.original_size
     if not nul_allowed and (b"\x00" in text or _json_has_nul(payload) or (media and _json_has_nul(media))):
         raise ExportMessageError(f"message {message_id} holds a NUL character, which PostgreSQL cannot store")

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from tg_parser.db.codec import JsonText, format_timestamp
+from tg_parser.db.codec import JsonText, dump_json, dump_json_bytes, format_timestamp
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
-from tg_parser.domain.payload import cap_payload_text, serialize
+from tg_parser.domain.payload import cap_payload_text
 from tg_parser.stores.base import Store
 
 
@@ -129,17 +129,18 @@ class RawStore(Store):
         if self.db.dialect == "postgres":
             # One statement for the batch: PostgreSQL spends far more on a statement per row (and the
             # client on adapting each) than on parsing one JSON array.
-            batch = self.batch_json(rows)
-            if batch is not None:
-                self.db.execute("raw_insert_messages", {"rows": batch})
-                return
+            self.db.execute("raw_insert_messages", {"rows": self.batch_json(rows)})
+            return
         # SQLite binds the prepared statement per row in-process, cheaper than its JSON functions.
         self.db.execute_many("raw_insert_message", rows, batch_size=len(rows))
 
     @staticmethod
-    def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText | None:
-        """`rows` as the `rows` parameter of raw_insert_messages (a JSON array of column arrays), or
-        None when a value does not fit that form (orjson refuses integers beyond 64 bits)."""
+    def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:
+        """`rows` as the `rows` parameter of raw_insert_messages (a JSON array of column arrays).
+
+        JSON columns hold serialised text (see `row_of`), embedded as it is, so a big integer in media
+        or a payload never reaches the encoder here; a value orjson refuses at the top of a row (an
+        integer beyond 64 bits) fits no column either, and raises (db.codec.dump_json)."""
         values = []
         for row in rows:
             values.append(
@@ -166,10 +167,7 @@ class RawStore(Store):
                     format_timestamp(row["inserted_at"]),
                 ]
             )
-        try:
-            return JsonText(orjson.dumps(values).decode("utf-8"))
-        except (TypeError, orjson.JSONEncodeError):
-            return None
+        return JsonText(dump_json(values))
 
     @staticmethod
     def row_of(message: RawMessage) -> dict[str, Any]:
@@ -177,8 +175,8 @@ class RawStore(Store):
         its media serialised, as the export import's `export_row` gives it)."""
         params = message.to_row()
         if params["media"] is not None:
-            params["media"] = JsonText(serialize(params["media"]).decode("utf-8"))
-        capped = cap_payload_text(message.raw_payload)
+            params["media"] = JsonText(dump_json(params["media"]))
+        capped = cap_payload_text(message.raw_payload, dump_json_bytes)
         params["raw_payload"] = JsonText(capped.text)  # serialised once: measured and stored
         params["payload_truncated"] = capped.truncated or message.payload_truncated
         params["payload_size"] = message.payload_size or capped.original_size

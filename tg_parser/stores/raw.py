@@ -11,6 +11,7 @@ import orjson
 from pydantic import BaseModel
 
 from tg_parser.db.codec import JsonText, dump_json, dump_json_bytes, format_timestamp
+from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
 from tg_parser.domain.payload import cap_payload_text
 from tg_parser.stores.base import Store
@@ -36,6 +37,59 @@ class BatchResult:
         return self
 
 
+def raw_row(
+    *,
+    channel_id: int,
+    message_type: str,
+    message_id: int,
+    source_id: str | None,
+    date: datetime,
+    edit_date: datetime | None,
+    text: str,
+    media_type: str | None,
+    media: JsonText | None,
+    raw_payload: JsonText,
+    payload_truncated: bool,
+    payload_size: int | None,
+    inserted_at: datetime,
+    thread_id: int | None = None,
+    parent_message_id: int | None = None,
+    grouped_id: int | None = None,
+    views: int | None = None,
+    forwards: int | None = None,
+    replies: int | None = None,
+) -> dict[str, Any]:
+    """The one builder of a raw message row, keyed by column name: the parameters of raw_insert_message
+    and a row of raw_insert_messages, for both ingestion paths (`RawStore.row_of` for a record, the
+    export import's `export_row` for the fields it has parsed and checked itself).
+
+    `media` and `raw_payload` are their JSON already serialised (db.codec.dump_json; the payload capped
+    and measured), stored as they are. The fields only Telegram's API gives default to None.
+    """
+    return {
+        "source_ref": make_source_ref(channel_id, message_type, message_id),  # type: ignore[arg-type]
+        "source_id": source_id,
+        "channel_id": channel_id,
+        "message_id": message_id,
+        "message_type": message_type,
+        "date": date,
+        "edit_date": edit_date,
+        "text": text,
+        "thread_id": thread_id,
+        "parent_message_id": parent_message_id,
+        "grouped_id": grouped_id,
+        "views": views,
+        "forwards": forwards,
+        "replies": replies,
+        "media_type": media_type,
+        "media": media,
+        "raw_payload": raw_payload,
+        "payload_truncated": payload_truncated,
+        "payload_size": payload_size,
+        "inserted_at": inserted_at,
+    }
+
+
 def _json_value(value: Any) -> Any:
     """A JSON column's value inside the batch array: serialised text is embedded as it is."""
     # orjson.Fragment takes an exact str only, hence str() of the JsonText subclass (a copy).
@@ -54,7 +108,7 @@ class RawStore(Store):
         return self.store_rows([self.row_of(message) for message in messages])
 
     def store_rows(self, rows: Sequence[dict[str, Any]]) -> BatchResult:
-        """Store a batch of `raw_insert_message` rows (see `row_of`) in one transaction.
+        """Store a batch of rows (`raw_row`) in one transaction.
 
         New source_refs are inserted; a known one whose text or edit date differs from its latest
         observation gets a row in raw_message_versions (the snapshot itself is never overwritten);
@@ -171,16 +225,29 @@ class RawStore(Store):
 
     @staticmethod
     def row_of(message: RawMessage) -> dict[str, Any]:
-        """The `raw_insert_message` parameters of a record, its payload capped and serialised once (and
-        its media serialised, as the export import's `export_row` gives it)."""
-        params = message.to_row()
-        if params["media"] is not None:
-            params["media"] = JsonText(dump_json(params["media"]))
+        """The row (`raw_row`) of a record, its payload capped and serialised once, its media serialised."""
         capped = cap_payload_text(message.raw_payload, dump_json_bytes)
-        params["raw_payload"] = JsonText(capped.text)  # serialised once: measured and stored
-        params["payload_truncated"] = capped.truncated or message.payload_truncated
-        params["payload_size"] = message.payload_size or capped.original_size
-        return params
+        return raw_row(
+            channel_id=message.channel_id,
+            message_type=message.message_type,
+            message_id=message.message_id,
+            source_id=message.source_id,
+            date=message.date,
+            edit_date=message.edit_date,
+            text=message.text,
+            thread_id=message.thread_id,
+            parent_message_id=message.parent_message_id,
+            grouped_id=message.grouped_id,
+            views=message.views,
+            forwards=message.forwards,
+            replies=message.replies,
+            media_type=message.media_type,
+            media=None if message.media is None else JsonText(dump_json(message.media)),
+            raw_payload=JsonText(capped.text),  # serialised once: measured and stored
+            payload_truncated=capped.truncated or message.payload_truncated,
+            payload_size=message.payload_size or capped.original_size,
+            inserted_at=message.inserted_at,
+        )
 
     def get(self, source_ref: str) -> RawMessage | None:
         row = self.db.fetch_one("raw_get_message", {"source_ref": source_ref})

@@ -182,7 +182,7 @@ class RawStore(Store):
     def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
         if self.db.dialect == "postgres":
             # One statement for the batch: PostgreSQL spends far more on a statement per row (and the
-            # client on adapting each) than on parsing one JSON array.
+            # client on adapting each) than on parsing one JSON array of objects.
             self.db.execute("raw_insert_messages", {"rows": self.batch_json(rows)})
             return
         # SQLite binds the prepared statement per row in-process, cheaper than its JSON functions.
@@ -190,38 +190,27 @@ class RawStore(Store):
 
     @staticmethod
     def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:
-        """`rows` as the `rows` parameter of raw_insert_messages (a JSON array of column arrays).
+        """`rows` (`raw_row`s) as the `rows` parameter of raw_insert_messages: a JSON array of objects
+        keyed by column name, timestamps as canonical UTC text.
 
-        JSON columns hold serialised text (see `row_of`), embedded as it is, so a big integer in media
-        or a payload never reaches the encoder here; a value orjson refuses at the top of a row (an
-        integer beyond 64 bits) fits no column either, and raises (db.codec.dump_json)."""
-        values = []
+        NULL values are left out (the statement reads a missing key as NULL), so the batch is no bigger
+        than positional arrays were. JSON columns hold serialised text (see `row_of`), embedded as it
+        is, so a big integer in media or a payload never reaches the encoder here; a value orjson
+        refuses at the top of a row (an integer beyond 64 bits) fits no column either, and raises
+        (db.codec.dump_json).
+        """
+        objects = []
         for row in rows:
-            values.append(
-                [
-                    row["source_ref"],
-                    row["source_id"],
-                    row["channel_id"],
-                    row["message_id"],
-                    row["message_type"],
-                    format_timestamp(row["date"]),
-                    None if row["edit_date"] is None else format_timestamp(row["edit_date"]),
-                    row["text"],
-                    row["thread_id"],
-                    row["parent_message_id"],
-                    row["grouped_id"],
-                    row["views"],
-                    row["forwards"],
-                    row["replies"],
-                    row["media_type"],
-                    _json_value(row["media"]),
-                    _json_value(row["raw_payload"]),
-                    bool(row["payload_truncated"]),
-                    row["payload_size"],
-                    format_timestamp(row["inserted_at"]),
-                ]
-            )
-        return JsonText(dump_json(values))
+            obj = {key: value for key, value in row.items() if value is not None}
+            obj["date"] = format_timestamp(row["date"])
+            obj["inserted_at"] = format_timestamp(row["inserted_at"])
+            obj["raw_payload"] = _json_value(row["raw_payload"])
+            if "edit_date" in obj:
+                obj["edit_date"] = format_timestamp(obj["edit_date"])
+            if "media" in obj:
+                obj["media"] = _json_value(obj["media"])
+            objects.append(obj)
+        return JsonText(dump_json(objects))
 
     @staticmethod
     def row_of(message: RawMessage) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The bulk statements take their rows by column name, on both dialects.
+"""The bulk statements take their rows by column name, on both dialects, and the document upsert's SET
+list lives in one query.
 
 raw_insert_messages and processing_upsert_documents read a JSON array of objects keyed by column name
 (`jsonb_to_recordset` on PostgreSQL, `json_each` + `->> 'name'` on SQLite). These tests hold the names
@@ -119,6 +120,17 @@ def test_every_place_names_the_same_columns_in_the_same_order(query: str, builde
     assert _sqlite_names(lite) == keys
 
 
+def test_the_single_row_insert_binds_the_builders_keys_by_name() -> None:
+    # SQLite stores raw rows with raw_insert_message, bound per row by parameter name.
+    keys = list(a_raw_row(-1001))
+    for dialect in ("sqlite", "postgres"):
+        sql = SqlCatalog.load(dialect).get("raw_insert_message").sql
+        match = re.search(r"INSERT INTO \S+ \((.*?)\)\s*VALUES \((.*?)\)", sql, re.S)
+        assert match, sql
+        assert [c.strip() for c in match.group(1).split(",")] == keys
+        assert [p.strip() for p in match.group(2).split(",")] == [f":{k}" for k in keys]
+
+
 def test_the_builders_name_every_column_of_their_tables(db: Database) -> None:
     raw = RawStore(db)
     row = a_raw_row(-1001)
@@ -194,3 +206,47 @@ def test_document_batch_rows_are_taken_by_name(db: Database) -> None:
     assert objects[0]["message_date"] == format_timestamp(T0)
     db.execute("processing_upsert_documents", {"rows": JsonText(json.dumps([_shuffled(objects[0], 2)]))})
     assert store.get_document(document.source_ref) == document
+
+
+# --- the document upsert: one query, one SET list per dialect -----------------------------------------
+
+
+def _set_list(sql: str) -> list[tuple[str, str]]:
+    match = re.search(r"ON CONFLICT \(source_ref\) DO UPDATE SET(.*)$", sql, re.S)
+    assert match, sql
+    return [tuple(part.strip().split(" = ")) for part in match.group(1).split(",")]  # type: ignore[misc]
+
+
+def test_the_document_upsert_set_list_is_in_one_query_and_names_every_column() -> None:
+    keys = list(document_row(a_document("tg:-1001:post:1")))
+    expected = [(column, f"excluded.{column}") for column in keys if column != "source_ref"]
+    for dialect in ("sqlite", "postgres"):
+        catalog = SqlCatalog.load(dialect)
+        writers = [q.name for q in catalog if re.search(r"INTO processing\.processed_documents\b", q.sql)]
+        assert writers == ["processing_upsert_documents"], (dialect, writers)
+        assert _set_list(catalog.get("processing_upsert_documents").sql) == expected, dialect
+
+
+def test_a_document_written_alone_equals_one_written_in_a_batch(db: Database) -> None:
+    store = ProcessingStore(db)
+    variants = [
+        a_document("tg:-1001:post:1"),
+        a_document("tg:-1001:post:2").model_copy(
+            update={"summary": None, "language": None, "input_tokens": None, "topics": [], "entities": []}
+        ),
+    ]
+    twins = [
+        ProcessedDocument.model_validate(
+            {**d.model_dump(), "source_ref": d.source_ref.replace("-1001", "-1002"), "id": ""}
+        )
+        for d in variants
+    ]
+    for document in variants:
+        store.upsert_documents([document])
+    store.upsert_documents(twins)
+    for alone, batched in zip(variants, twins, strict=True):
+        a = db.fetch_one("processing_get_document", {"source_ref": alone.source_ref})
+        b = db.fetch_one("processing_get_document", {"source_ref": batched.source_ref})
+        assert a is not None and b is not None
+        skip = {"source_ref", "id"}
+        assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}

@@ -22,8 +22,8 @@ FIRST_CANDIDATE_KEY: tuple[int, datetime, str] = (-(2**63), FAR_PAST, "")
 
 
 def document_row(document: ProcessedDocument) -> dict[str, Any]:
-    """The row of a processed document, keyed by column name: the parameters of
-    processing_upsert_document and an object of processing_upsert_documents' `rows`."""
+    """The row of a processed document, keyed by column name (an object of processing_upsert_documents'
+    `rows`, see `ProcessingStore.batch_json`)."""
     return {
         "source_ref": document.source_ref,
         "id": document.id,
@@ -129,33 +129,36 @@ class ProcessingStore(Store):
     # --- documents ----------------------------------------------------------------------------------
 
     def upsert_documents(self, documents: Sequence[ProcessedDocument]) -> int:
-        """Write documents (one current per source_ref) and clear their failure rows, in one transaction."""
+        """Write documents (one current per source_ref) and clear their failure rows, in one transaction.
+
+        One statement (processing_upsert_documents) whatever the number of documents, on both dialects:
+        the document upsert and its SET list live in that one query.
+        """
         if not documents:
             return 0
         with self.db.transaction():
-            # PostgreSQL: one statement for the batch; a statement per row costs the server and the
-            # client (adapting each row) several times more. SQLite binds the prepared statement per
-            # row in-process, cheaper than its JSON functions.
-            if self.db.dialect == "postgres":
-                self.db.execute("processing_upsert_documents", {"rows": self.documents_json(documents)})
-            else:
-                self.db.execute_many("processing_upsert_document", [document_row(d) for d in documents])
+            self.db.execute("processing_upsert_documents", {"rows": self.documents_json(documents)})
             self.db.execute("processing_delete_failures", {"refs": [d.source_ref for d in documents]})
         return len(documents)
 
     @staticmethod
     def documents_json(documents: Sequence[ProcessedDocument]) -> JsonText:
-        """`documents` as the `rows` parameter of processing_upsert_documents: a JSON array of objects
-        keyed by column name (`document_row`), timestamps as canonical UTC text, NULL values left out
-        (the statement reads a missing key as NULL).
+        """`documents` as the `rows` parameter of processing_upsert_documents (`batch_json` of their
+        `document_row`s).
 
         A ref given twice is written once, with its last document (what one upsert each would leave);
         rows go in ref order, so concurrent batches lock rows in one order.
         """
         latest = {document.source_ref: document for document in documents}
+        return ProcessingStore.batch_json([document_row(document) for _, document in sorted(latest.items())])
+
+    @staticmethod
+    def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:
+        """Document rows (`document_row`, one per source_ref) as the `rows` parameter of
+        processing_upsert_documents: a JSON array of objects keyed by column name, timestamps as
+        canonical UTC text, NULL values left out (the statement reads a missing key as NULL)."""
         objects = []
-        for _, document in sorted(latest.items()):
-            row = document_row(document)
+        for row in rows:
             obj = {key: value for key, value in row.items() if value is not None}
             obj["message_date"] = format_timestamp(row["message_date"])
             obj["processed_at"] = format_timestamp(row["processed_at"])

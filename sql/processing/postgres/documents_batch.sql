@@ -1,7 +1,8 @@
 -- name: processing_upsert_documents
--- Write a batch of documents in one statement (the bulk form of processing_upsert_document, used on
--- PostgreSQL, where a statement per row costs the server and the client far more than parsing one JSON
--- array). `rows` is a JSON array of objects keyed by column name (ProcessingStore.documents_json):
+-- Write documents, the one current document of each message (a re-run replaces it): the only statement
+-- that writes processed_documents, for one document or a batch (one statement per batch: a statement per
+-- row costs the server and the client far more than parsing one JSON array), so its SET list is the
+-- only one. `rows` is a JSON array of objects keyed by column name (ProcessingStore.batch_json):
 -- timestamps as canonical UTC text, topics/entities/metadata as JSON values. Values are taken by name,
 -- never by position; a key left out is NULL, as a JSON null is. A batch holds each source_ref once (ON
 -- CONFLICT cannot update a row twice in one statement). Served by: processed_documents primary key.

@@ -1,10 +1,10 @@
 -- name: processing_upsert_documents
--- Write a batch of documents in one statement; see the PostgreSQL variant for the shape of `rows`
--- (objects keyed by column name; a key left out is NULL). On SQLite the store binds
--- processing_upsert_document per row instead (binding in-process is cheaper than SQLite's JSON
--- functions), so this form is the portable counterpart rather than the hot path. Timestamps arrive as
--- canonical text and are stored as they are; JSON values are stored as their compact text.
--- Served by: processed_documents primary key.
+-- Write documents, the one current document of each message (a re-run replaces it), one or a batch in
+-- one statement; see the PostgreSQL variant for the shape of `rows` (objects keyed by column name; a
+-- key left out is NULL). The only statement that writes processed_documents, so its SET list is the
+-- only one (the same as the PostgreSQL variant's: a test holds them to the table's columns).
+-- Timestamps arrive as canonical text and are stored as they are; JSON values are stored as their
+-- compact text. Served by: processed_documents primary key.
 INSERT INTO processing.processed_documents (
     source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
     model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata

@@ -200,10 +200,14 @@ class RawStore(Store):
         (db.codec.dump_json).
         """
         objects = []
+        inserted_at, inserted_text = None, ""  # a batch usually shares one inserted_at: format it once
         for row in rows:
             obj = {key: value for key, value in row.items() if value is not None}
             obj["date"] = format_timestamp(row["date"])
-            obj["inserted_at"] = format_timestamp(row["inserted_at"])
+            if row["inserted_at"] is not inserted_at:
+                inserted_at = row["inserted_at"]
+                inserted_text = format_timestamp(inserted_at)
+            obj["inserted_at"] = inserted_text
             obj["raw_payload"] = _json_value(row["raw_payload"])
             if "edit_date" in obj:
                 obj["edit_date"] = format_timestamp(obj["edit_date"])

@@ -27,7 +27,7 @@ from common import drop_pg, fresh_install, run_measured, tg_parser_cmd
 
 from tg_parser.db.connect import open_database
 from tg_parser.domain.models import Source
-from tg_parser.stores import IngestionStore
+from tg_parser.stores import IngestionStore, ProcessingStore
 
 CHANNELS = 4
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -96,11 +96,11 @@ def populate(settings, count: int) -> None:
             )
             if len(batch_raw) == 5000:
                 db.execute_many("raw_insert_message", batch_raw, batch_size=5000)
-                db.execute_many("processing_upsert_document", batch_doc, batch_size=5000)
+                db.execute("processing_upsert_documents", {"rows": ProcessingStore.batch_json(batch_doc)})
                 batch_raw, batch_doc = [], []
         if batch_raw:
             db.execute_many("raw_insert_message", batch_raw, batch_size=5000)
-            db.execute_many("processing_upsert_document", batch_doc, batch_size=5000)
+            db.execute("processing_upsert_documents", {"rows": ProcessingStore.batch_json(batch_doc)})
     finally:
         db.close()
 

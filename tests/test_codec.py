@@ -141,29 +141,25 @@ def test_json_round_trips(db: Database) -> None:
 
 
 def test_json_top_level_list_round_trips(db: Database) -> None:
-    doc = {
-        "source_ref": "tg:1:post:1",
-        "id": "doc:tg:1:post:1",
+    card = {
+        "topic_id": "topic:tg:1:post:1",
         "channel_id": 1,
-        "message_date": datetime(2025, 1, 2, tzinfo=UTC),
-        "processed_at": datetime(2025, 1, 3, tzinfo=UTC),
-        "text_clean": "t",
-        "summary": None,
-        "topics": ["a'b", "100%", ":x"],
-        "entities": [],
-        "language": None,
-        "model": "m",
-        "prompt_id": "p",
-        "pipeline_version": "1",
-        "input_tokens": None,
-        "output_tokens": None,
+        "title": "t",
+        "summary": "",
+        "kind": "cluster",
+        "anchors": [],
+        "tags": ["a'b", "100%", ":x"],
+        "model": None,
+        "prompt_id": None,
+        "created_at": datetime(2025, 1, 2, tzinfo=UTC),
+        "updated_at": datetime(2025, 1, 3, tzinfo=UTC),
         "metadata": {"k": [{"deep": {"er": None}}]},
     }
-    db.execute("processing_upsert_document", doc)
-    row = db.fetch_one("processing_get_document", {"source_ref": "tg:1:post:1"})
+    db.execute("topics_insert_card", card)
+    row = db.fetch_one("topics_get_card", {"topic_id": "topic:tg:1:post:1"})
     assert row is not None
-    assert row["topics"] == ["a'b", "100%", ":x"]
-    assert row["entities"] == []
+    assert row["tags"] == ["a'b", "100%", ":x"]
+    assert row["anchors"] == []
     assert row["metadata"] == {"k": [{"deep": {"er": None}}]}
 
 

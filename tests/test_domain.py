@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
+from tg_parser.db.codec import dump_json_bytes
 from tg_parser.domain.channels import ChannelRef, parse_channel_ref
 from tg_parser.domain.ids import (
     SourceRef,
@@ -323,20 +324,20 @@ def test_parse_channel_ref_rejects(text: str, fragment: str) -> None:
 
 def test_small_payload_is_kept_whole() -> None:
     payload = {"id": 1, "message": "привет", "nested": {"a": [1, 2, 3]}}
-    kept, truncated, size = cap_payload(payload)
+    kept, truncated, size = cap_payload(payload, dump_json_bytes)
     assert kept == payload and truncated is False
     assert size == len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
 
 
 def test_payload_at_the_cap_is_kept_and_above_it_is_cut_keeping_key_fields() -> None:
-    filler = "x" * (PAYLOAD_CAP_BYTES - payload_size({"id": 1, "message": ""}))
+    filler = "x" * (PAYLOAD_CAP_BYTES - payload_size({"id": 1, "message": ""}, dump_json_bytes))
     exact = {"id": 1, "message": filler}
-    assert payload_size(exact) == PAYLOAD_CAP_BYTES
-    assert cap_payload(exact)[1] is False
+    assert payload_size(exact, dump_json_bytes) == PAYLOAD_CAP_BYTES
+    assert cap_payload(exact, dump_json_bytes)[1] is False
 
     big = {"id": 7, "date": "2025-01-02T03:04:05Z", "views": 10, "message": filler + "y", "entities": []}
-    kept, truncated, size = cap_payload(big)
-    assert truncated is True and size == payload_size(big) > PAYLOAD_CAP_BYTES
+    kept, truncated, size = cap_payload(big, dump_json_bytes)
+    assert truncated is True and size == payload_size(big, dump_json_bytes) > PAYLOAD_CAP_BYTES
     assert kept == {
         "id": 7,
         "date": "2025-01-02T03:04:05Z",
@@ -344,12 +345,12 @@ def test_payload_at_the_cap_is_kept_and_above_it_is_cut_keeping_key_fields() -> 
         "_truncated": True,
         "_original_bytes": size,
     }
-    assert payload_size(kept) <= PAYLOAD_CAP_BYTES
+    assert payload_size(kept, dump_json_bytes) <= PAYLOAD_CAP_BYTES
 
 
 def test_payload_whose_key_fields_alone_exceed_the_cap_keeps_small_scalars() -> None:
     huge_media = {"blob": "z" * (PAYLOAD_CAP_BYTES + 10)}
-    kept, truncated, _ = cap_payload({"id": 3, "media": huge_media, "media_type": "photo"})
+    kept, truncated, _ = cap_payload({"id": 3, "media": huge_media, "media_type": "photo"}, dump_json_bytes)
     assert truncated is True
     assert kept["id"] == 3 and kept["media_type"] == "photo" and "media" not in kept
-    assert payload_size(kept) <= PAYLOAD_CAP_BYTES
+    assert payload_size(kept, dump_json_bytes) <= PAYLOAD_CAP_BYTES

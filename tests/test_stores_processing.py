@@ -386,9 +386,10 @@ def test_run_reports(store: ProcessingStore) -> None:
     assert store.recent_runs("export") == []
 
 
-def test_batch_upsert_stores_what_one_statement_per_row_stores(store: ProcessingStore) -> None:
-    # PostgreSQL writes a batch of documents with one statement (processing_upsert_documents, a JSON
-    # array); the stored rows must be exactly those of one processing_upsert_document per row.
+def test_single_and_batch_writes_store_identical_rows(store: ProcessingStore) -> None:
+    # One statement writes documents, processing_upsert_documents, whether it is given one document or a
+    # batch (its SET list is the only one). A document written alone and the same document written in a
+    # batch give identical rows, on the insert branch and on the update branch.
     docs = [
         doc(
             ref(A, 1),
@@ -408,28 +409,21 @@ def test_batch_upsert_stores_what_one_statement_per_row_stores(store: Processing
     def stored() -> list[dict]:
         return [db.fetch_one("processing_get_document", {"source_ref": d.source_ref}) for d in docs]
 
-    rows = []
-    for document in docs:
-        row = document.model_dump(mode="python")
-        row["entities"] = [e.model_dump() for e in document.entities]
-        rows.append(row)
-    db.execute_many("processing_upsert_document", rows)
-    per_row = stored()
-    replaced = [d.model_copy(update={"text_clean": "other"}) for d in docs]
-    db.execute_many(
-        "processing_upsert_document",
-        [{**r, "text_clean": "other"} for r in rows],
-    )
-    assert all(r["text_clean"] == "other" for r in stored())
-    batch = ProcessingStore.documents_json(docs)
-    assert batch is not None
-    db.execute("processing_upsert_documents", {"rows": batch})  # over existing rows: the update branch
-    assert stored() == per_row
-    assert store.upsert_documents(replaced) == 3
-    assert [r["text_clean"] for r in stored()] == ["other"] * 3
-    assert store.upsert_documents(docs) == 3
-    assert stored() == per_row
+    for document in docs:  # one at a time: the insert branch
+        assert store.upsert_documents([document]) == 1
+    singly = stored()
     assert [store.get_document(d.source_ref) for d in docs] == docs
+    replaced = [d.model_copy(update={"text_clean": "other", "summary": None}) for d in docs]
+    assert store.upsert_documents(replaced) == 3  # a batch over existing rows: the update branch
+    assert all(r["text_clean"] == "other" and r["summary"] is None for r in stored())
+    assert store.upsert_documents(docs) == 3
+    assert stored() == singly
+    for document in replaced:  # one at a time over existing rows
+        store.upsert_documents([document])
+    assert [store.get_document(d.source_ref) for d in docs] == replaced
+    for document in docs:
+        store.upsert_documents([document])
+    assert stored() == singly
 
 
 def test_batch_upsert_keeps_the_last_document_of_a_repeated_ref(store: ProcessingStore) -> None:

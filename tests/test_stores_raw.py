@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tg_parser.db.base import Database
+from tg_parser.db.codec import dump_json_bytes
 from tg_parser.domain.models import RawMessage
 from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, payload_size
 from tg_parser.stores import BatchResult, RawStore
@@ -63,7 +64,7 @@ def test_new_messages_are_stored_as_given(raw: RawStore) -> None:
         stored = raw.get(original.source_ref)
         assert stored is not None
         # the store records the payload's size; everything else is exactly what was given
-        assert stored.payload_size == payload_size(original.raw_payload)
+        assert stored.payload_size == payload_size(original.raw_payload, dump_json_bytes)
         assert stored.model_copy(update={"payload_size": None}) == original
     assert raw.get("tg:-1001:post:999") is None
     assert raw.store_batch([]) == result()
@@ -176,14 +177,14 @@ def _big_payload(message_id: int, size: int) -> dict:
 
 def test_oversized_payload_is_capped_with_flag_and_size(raw: RawStore) -> None:
     payload = _big_payload(1, 300 * 1024)
-    original_size = payload_size(payload)
+    original_size = payload_size(payload, dump_json_bytes)
     assert original_size > PAYLOAD_CAP_BYTES
     raw.store_batch([msg(1, raw_payload=payload)])
     stored = raw.get(msg(1).source_ref)
     assert stored is not None
     assert stored.payload_truncated is True
     assert stored.payload_size == original_size
-    assert payload_size(stored.raw_payload) <= PAYLOAD_CAP_BYTES
+    assert payload_size(stored.raw_payload, dump_json_bytes) <= PAYLOAD_CAP_BYTES
     assert "entities" not in stored.raw_payload and "message" not in stored.raw_payload
     for key in ("id", "date", "views", "reply_to"):  # key fields are kept
         assert stored.raw_payload[key] == payload[key]
@@ -192,12 +193,12 @@ def test_oversized_payload_is_capped_with_flag_and_size(raw: RawStore) -> None:
 
 def test_payload_under_the_cap_is_kept_whole(raw: RawStore) -> None:
     payload = _big_payload(1, 200 * 1024)
-    assert payload_size(payload) < PAYLOAD_CAP_BYTES
+    assert payload_size(payload, dump_json_bytes) < PAYLOAD_CAP_BYTES
     raw.store_batch([msg(1, raw_payload=payload)])
     stored = raw.get(msg(1).source_ref)
     assert stored is not None
     assert stored.raw_payload == payload and stored.payload_truncated is False
-    assert stored.payload_size == payload_size(payload)
+    assert stored.payload_size == payload_size(payload, dump_json_bytes)
 
 
 def test_version_payload_is_capped_too(raw: RawStore) -> None:
@@ -205,7 +206,7 @@ def test_version_payload_is_capped_too(raw: RawStore) -> None:
     raw.store_batch([msg(1, "v2", raw_payload=_big_payload(1, 300 * 1024))])
     (version,) = raw.versions(msg(1).source_ref)
     assert version.raw_payload["_truncated"] is True
-    assert payload_size(version.raw_payload) <= PAYLOAD_CAP_BYTES
+    assert payload_size(version.raw_payload, dump_json_bytes) <= PAYLOAD_CAP_BYTES
 
 
 # --- reads ------------------------------------------------------------------------------------------

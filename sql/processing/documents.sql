@@ -21,32 +21,6 @@ WHERE (d.source_ref IS NULL OR :force)
 ORDER BY r.channel_id, r.date, r.source_ref
 LIMIT :limit;
 
--- name: processing_upsert_document
--- Write the one current document of a message (a re-run replaces it). Served by: processed_documents primary key.
-INSERT INTO processing.processed_documents (
-    source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
-    model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata
-) VALUES (
-    :source_ref, :id, :channel_id, :message_date, :processed_at, :text_clean, :summary, :topics, :entities,
-    :language, :model, :prompt_id, :pipeline_version, :input_tokens, :output_tokens, :metadata
-)
-ON CONFLICT (source_ref) DO UPDATE SET
-    id = excluded.id,
-    channel_id = excluded.channel_id,
-    message_date = excluded.message_date,
-    processed_at = excluded.processed_at,
-    text_clean = excluded.text_clean,
-    summary = excluded.summary,
-    topics = excluded.topics,
-    entities = excluded.entities,
-    language = excluded.language,
-    model = excluded.model,
-    prompt_id = excluded.prompt_id,
-    pipeline_version = excluded.pipeline_version,
-    input_tokens = excluded.input_tokens,
-    output_tokens = excluded.output_tokens,
-    metadata = excluded.metadata;
-
 -- name: processing_get_document
 -- One document by its message key. Served by: processed_documents primary key.
 SELECT * FROM processing.processed_documents WHERE source_ref = :source_ref;

@@ -15,8 +15,10 @@ import difflib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from tg_parser.db.params import to_pyformat
 from tg_parser.db.resources import DIALECTS, STORES, sql_root
 from tg_parser.errors import QueryNotFound, SqlCatalogError
 
@@ -37,6 +39,16 @@ class Query:
     @property
     def location(self) -> str:
         return f"{self.path}:{self.line}"
+
+    @cached_property
+    def pyformat(self) -> str:
+        """The statement as psycopg takes it (`:name` → `%(name)s`, literal `%` doubled; db/params.py).
+
+        Rewritten once per query, on first use, and kept: the PostgreSQL executor runs this text, so a
+        statement costs no scan of its SQL however often it runs. An override is a Query of its own, so
+        it is rewritten from its own text.
+        """
+        return to_pyformat(self.sql)[0]
 
 
 def parse_sql_file(path: Path, store: str, origin: str) -> list[Query]:

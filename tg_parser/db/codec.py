@@ -62,13 +62,34 @@ class JsonText(str):
     text on SQLite and jsonb on PostgreSQL, so a bulk path serialises each value once."""
 
 
-def dump_json(value: Any) -> str:
-    """Compact UTF-8 JSON, as json.dumps(ensure_ascii=False, separators=(",", ":")) writes it."""
+def dump_json_bytes(value: Any) -> bytes:
+    """The one JSON serialiser for stored values: compact UTF-8 JSON (no spaces, non-ASCII characters as
+    they are), what `json.dumps(value, ensure_ascii=False, separators=(",", ":"))` writes, as bytes
+    (orjson spells a few floats differently, e.g. 1e-7 for 1e-07: the same number).
+
+    Every JSON value the stores write goes through it (JSON parameters on both dialects, the bulk
+    statements' `rows`, raw payloads and media, whose size the payload cap measures with it), so what
+    is measured, checked and stored is one text.
+
+    orjson does the work. Its one fallback is the standard library encoder, with the same settings, for
+    what orjson refuses: integers beyond 64 bits (a media size, a payload field) and dict keys that are
+    not strings. Nothing else is accepted: a value that is not JSON (a set, an object, embedded JSON
+    next to a value orjson refused) raises TypeError naming orjson's reason, rather than being stored as
+    its str(); text with a lone surrogate raises UnicodeEncodeError (neither dialect can store one).
+    """
     try:
-        return orjson.dumps(value).decode("utf-8")
-    except (TypeError, orjson.JSONEncodeError):
-        # Integers beyond 64 bits, non-string keys: the stdlib encoder takes them.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as refused:
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        except TypeError as exc:
+            raise TypeError(f"{exc} (orjson: {refused})") from refused
+        return text.encode("utf-8")
+
+
+def dump_json(value: Any) -> str:
+    """`dump_json_bytes` as text (what a TEXT column or a JsonText parameter takes)."""
+    return dump_json_bytes(value).decode("utf-8")
 
 
 _PASS_THROUGH = frozenset({str, int, float, type(None), bytes, JsonText})
@@ -137,7 +158,7 @@ def adapt_pg_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         if isinstance(value, JsonText):
             adapted[key] = Jsonb(value, dumps=_identity)
         elif isinstance(value, dict | list):
-            adapted[key] = Jsonb(value, dumps=dump_json)
+            adapted[key] = Jsonb(value, dumps=dump_json_bytes)  # psycopg sends the bytes as they are
         elif isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
             raise NaiveDatetimeError(
                 f"parameter {key!r} is a naive datetime; timestamps must be timezone-aware"

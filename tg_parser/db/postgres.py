@@ -25,7 +25,6 @@ from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import adapt_pg_params
 from tg_parser.db.locks import LockBusy, lock_key
-from tg_parser.db.params import to_pyformat
 from tg_parser.errors import ConfigError, DatabaseUnavailable
 
 _cursor_ids = itertools.count(1)
@@ -87,7 +86,7 @@ class PgSession(Session):
 
     @staticmethod
     def _sql(query: Query) -> str:
-        return to_pyformat(query.sql)[0]
+        return query.pyformat  # rewritten once per query (Query.pyformat), not per statement
 
     def execute(self, query: Query, params: Params = None) -> int:
         with self.connection.cursor() as cursor:

@@ -43,13 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from tg_parser.db.base import Database
-from tg_parser.db.codec import JsonText
+from tg_parser.db.codec import JsonText, dump_json_bytes
 from tg_parser.domain.models import Source
-from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text, serialize
+from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text
 from tg_parser.errors import InvalidInput, TgParserError
 from tg_parser.ingestion.export_reader import ChatHeader, ExportFormatError, ExportReader
 from tg_parser.ingestion.locks import source_lock
 from tg_parser.stores import IngestionStore, RawStore
+from tg_parser.stores.raw import raw_row
 
 _FROM_ID = re.compile(r"^(user|channel|chat|group)(-?\d+)$")
 _MEDIA_KINDS = {
@@ -271,8 +272,8 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
     message_id = fields["message_id"]
     try:
         text = fields["text"].encode("utf-8")
-        payload = serialize(fields["raw_payload"])
-        media = None if fields["media"] is None else serialize(fields["media"])
+        payload = dump_json_bytes(fields["raw_payload"])
+        media = None if fields["media"] is None else dump_json_bytes(fields["media"])
     except UnicodeEncodeError:
         raise ExportMessageError(
             f"message {message_id} holds text that is not valid Unicode (a lone surrogate escape)"
@@ -280,7 +281,7 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
     if len(payload) <= PAYLOAD_CAP_BYTES:
         truncated, size = False, len(payload)
     else:
-        capped = cap_payload_text(fields["raw_payload"])
+        capped = cap_payload_text(fields["raw_payload"], dump_json_bytes)
         payload, truncated, size = capped.text.encode("utf-8"), True, capped.original_size
     if not nul_allowed and (b"\x00" in text or _json_has_nul(payload) or (media and _json_has_nul(media))):
         raise ExportMessageError(f"message {message_id} holds a NUL character, which PostgreSQL cannot store")
@@ -307,35 +308,29 @@ def _json_has_nul(data: bytes) -> bool:
 def export_row(
     spooled: SpooledRow, *, channel_id: int, source_id: str, inserted_at: datetime
 ) -> dict[str, Any]:
-    """The raw-store row (RawStore.store_rows) of one checked export message.
+    """The raw-store row (`raw_row`, for RawStore.store_rows) of one checked export message.
 
     The same values `RawStore.row_of(RawMessage.build(...))` gives, without a pydantic model per
     message: what a model would check is already checked by `export_fields` (a positive 64-bit id,
     aware dates, flattened text, a dict or None for media).
     """
     message_id, date, edit_date, text, parent, media_type, media, payload, truncated, size = spooled
-    return {
-        "source_ref": f"tg:{channel_id}:post:{message_id}",
-        "source_id": source_id,
-        "channel_id": channel_id,
-        "message_id": message_id,
-        "message_type": "post",
-        "date": _EPOCH + timedelta(0, 0, date),  # (days, seconds, microseconds): positional is faster
-        "edit_date": None if edit_date is None else _EPOCH + timedelta(0, 0, edit_date),
-        "text": text.decode("utf-8"),
-        "thread_id": None,
-        "parent_message_id": parent,
-        "grouped_id": None,
-        "views": None,
-        "forwards": None,
-        "replies": None,
-        "media_type": media_type,
-        "media": None if media is None else JsonText(media.decode("utf-8")),
-        "raw_payload": JsonText(payload.decode("utf-8")),
-        "payload_truncated": truncated,
-        "payload_size": size,
-        "inserted_at": inserted_at,
-    }
+    return raw_row(
+        channel_id=channel_id,
+        message_type="post",
+        message_id=message_id,
+        source_id=source_id,
+        date=_EPOCH + timedelta(0, 0, date),  # (days, seconds, microseconds): positional is faster
+        edit_date=None if edit_date is None else _EPOCH + timedelta(0, 0, edit_date),
+        text=text.decode("utf-8"),
+        parent_message_id=parent,
+        media_type=media_type,
+        media=None if media is None else JsonText(media.decode("utf-8")),
+        raw_payload=JsonText(payload.decode("utf-8")),
+        payload_truncated=truncated,
+        payload_size=size,
+        inserted_at=inserted_at,
+    )
 
 
 # --- the import ------------------------------------------------------------------------------------

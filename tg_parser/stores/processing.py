@@ -19,6 +19,29 @@ from tg_parser.stores.base import FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
 FIRST_CANDIDATE_KEY: tuple[int, datetime, str] = (-(2**63), FAR_PAST, "")
 
 
+def document_row(document: ProcessedDocument) -> dict[str, Any]:
+    """The row of a processed document, keyed by column name (an object of processing_upsert_documents'
+    `rows`, see `ProcessingStore.batch_json`)."""
+    return {
+        "source_ref": document.source_ref,
+        "id": document.id,
+        "channel_id": document.channel_id,
+        "message_date": document.message_date,
+        "processed_at": document.processed_at,
+        "text_clean": document.text_clean,
+        "summary": document.summary,
+        "topics": document.topics,
+        "entities": [entity.model_dump() for entity in document.entities],
+        "language": document.language,
+        "model": document.model,
+        "prompt_id": document.prompt_id,
+        "pipeline_version": document.pipeline_version,
+        "input_tokens": document.input_tokens,
+        "output_tokens": document.output_tokens,
+        "metadata": document.metadata,
+    }
+
+
 class ProcessingStore(Store):
     # --- selection and leases -----------------------------------------------------------------------
 
@@ -104,56 +127,41 @@ class ProcessingStore(Store):
     # --- documents ----------------------------------------------------------------------------------
 
     def upsert_documents(self, documents: Sequence[ProcessedDocument]) -> int:
-        """Write documents (one current per source_ref) and clear their failure rows, in one transaction."""
+        """Write documents (one current per source_ref) and clear their failure rows, in one transaction.
+
+        One statement (processing_upsert_documents) whatever the number of documents, on both dialects:
+        the document upsert and its SET list live in that one query.
+        """
         if not documents:
             return 0
         with self.db.transaction():
-            # PostgreSQL: one statement for the batch; a statement per row costs the server and the
-            # client (adapting each row) several times more. SQLite binds the prepared statement per
-            # row in-process, cheaper than its JSON functions.
-            if self.db.dialect == "postgres":
-                self.db.execute("processing_upsert_documents", {"rows": self.documents_json(documents)})
-            else:
-                rows = []
-                for document in documents:
-                    row = document.model_dump(mode="python")
-                    row["entities"] = [e.model_dump() for e in document.entities]
-                    rows.append(row)
-                self.db.execute_many("processing_upsert_document", rows)
+            self.db.execute("processing_upsert_documents", {"rows": self.documents_json(documents)})
             self.db.execute("processing_delete_failures", {"refs": [d.source_ref for d in documents]})
         return len(documents)
 
     @staticmethod
     def documents_json(documents: Sequence[ProcessedDocument]) -> JsonText:
-        """`documents` as the `rows` parameter of processing_upsert_documents (a JSON array of column
-        arrays).
+        """`documents` as the `rows` parameter of processing_upsert_documents (`batch_json` of their
+        `document_row`s).
 
         A ref given twice is written once, with its last document (what one upsert each would leave);
         rows go in ref order, so concurrent batches lock rows in one order.
         """
         latest = {document.source_ref: document for document in documents}
-        values = [
-            [
-                d.source_ref,
-                d.id,
-                d.channel_id,
-                format_timestamp(d.message_date),
-                format_timestamp(d.processed_at),
-                d.text_clean,
-                d.summary,
-                d.topics,
-                [e.model_dump() for e in d.entities],
-                d.language,
-                d.model,
-                d.prompt_id,
-                d.pipeline_version,
-                d.input_tokens,
-                d.output_tokens,
-                d.metadata,
-            ]
-            for _, d in sorted(latest.items())
-        ]
-        return JsonText(dump_json(values))
+        return ProcessingStore.batch_json([document_row(document) for _, document in sorted(latest.items())])
+
+    @staticmethod
+    def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:
+        """Document rows (`document_row`, one per source_ref) as the `rows` parameter of
+        processing_upsert_documents: a JSON array of objects keyed by column name, timestamps as
+        canonical UTC text, NULL values left out (the statement reads a missing key as NULL)."""
+        objects = []
+        for row in rows:
+            obj = {key: value for key, value in row.items() if value is not None}
+            obj["message_date"] = format_timestamp(row["message_date"])
+            obj["processed_at"] = format_timestamp(row["processed_at"])
+            objects.append(obj)
+        return JsonText(dump_json(objects))
 
     def get_document(self, source_ref: str) -> ProcessedDocument | None:
         row = self.db.fetch_one("processing_get_document", {"source_ref": source_ref})

@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from tg_parser.db.codec import JsonText, format_timestamp
+from tg_parser.db.codec import JsonText, dump_json, dump_json_bytes, format_timestamp
+from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
-from tg_parser.domain.payload import cap_payload_text, serialize
+from tg_parser.domain.payload import cap_payload_text
 from tg_parser.stores.base import Store
 
 
@@ -36,6 +37,59 @@ class BatchResult:
         return self
 
 
+def raw_row(
+    *,
+    channel_id: int,
+    message_type: str,
+    message_id: int,
+    source_id: str | None,
+    date: datetime,
+    edit_date: datetime | None,
+    text: str,
+    media_type: str | None,
+    media: JsonText | None,
+    raw_payload: JsonText,
+    payload_truncated: bool,
+    payload_size: int | None,
+    inserted_at: datetime,
+    thread_id: int | None = None,
+    parent_message_id: int | None = None,
+    grouped_id: int | None = None,
+    views: int | None = None,
+    forwards: int | None = None,
+    replies: int | None = None,
+) -> dict[str, Any]:
+    """The one builder of a raw message row, keyed by column name: the parameters of raw_insert_message
+    and a row of raw_insert_messages, for both ingestion paths (`RawStore.row_of` for a record, the
+    export import's `export_row` for the fields it has parsed and checked itself).
+
+    `media` and `raw_payload` are their JSON already serialised (db.codec.dump_json; the payload capped
+    and measured), stored as they are. The fields only Telegram's API gives default to None.
+    """
+    return {
+        "source_ref": make_source_ref(channel_id, message_type, message_id),  # type: ignore[arg-type]
+        "source_id": source_id,
+        "channel_id": channel_id,
+        "message_id": message_id,
+        "message_type": message_type,
+        "date": date,
+        "edit_date": edit_date,
+        "text": text,
+        "thread_id": thread_id,
+        "parent_message_id": parent_message_id,
+        "grouped_id": grouped_id,
+        "views": views,
+        "forwards": forwards,
+        "replies": replies,
+        "media_type": media_type,
+        "media": media,
+        "raw_payload": raw_payload,
+        "payload_truncated": payload_truncated,
+        "payload_size": payload_size,
+        "inserted_at": inserted_at,
+    }
+
+
 def _json_value(value: Any) -> Any:
     """A JSON column's value inside the batch array: serialised text is embedded as it is."""
     # orjson.Fragment takes an exact str only, hence str() of the JsonText subclass (a copy).
@@ -54,7 +108,7 @@ class RawStore(Store):
         return self.store_rows([self.row_of(message) for message in messages])
 
     def store_rows(self, rows: Sequence[dict[str, Any]]) -> BatchResult:
-        """Store a batch of `raw_insert_message` rows (see `row_of`) in one transaction.
+        """Store a batch of rows (`raw_row`) in one transaction.
 
         New source_refs are inserted; a known one whose text or edit date differs from its latest
         observation gets a row in raw_message_versions (the snapshot itself is never overwritten);
@@ -128,61 +182,65 @@ class RawStore(Store):
     def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
         if self.db.dialect == "postgres":
             # One statement for the batch: PostgreSQL spends far more on a statement per row (and the
-            # client on adapting each) than on parsing one JSON array.
-            batch = self.batch_json(rows)
-            if batch is not None:
-                self.db.execute("raw_insert_messages", {"rows": batch})
-                return
+            # client on adapting each) than on parsing one JSON array of objects.
+            self.db.execute("raw_insert_messages", {"rows": self.batch_json(rows)})
+            return
         # SQLite binds the prepared statement per row in-process, cheaper than its JSON functions.
         self.db.execute_many("raw_insert_message", rows, batch_size=len(rows))
 
     @staticmethod
-    def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText | None:
-        """`rows` as the `rows` parameter of raw_insert_messages (a JSON array of column arrays), or
-        None when a value does not fit that form (orjson refuses integers beyond 64 bits)."""
-        values = []
+    def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:
+        """`rows` (`raw_row`s) as the `rows` parameter of raw_insert_messages: a JSON array of objects
+        keyed by column name, timestamps as canonical UTC text.
+
+        NULL values are left out (the statement reads a missing key as NULL), so the batch is no bigger
+        than positional arrays were. JSON columns hold serialised text (see `row_of`), embedded as it
+        is, so a big integer in media or a payload never reaches the encoder here; a value orjson
+        refuses at the top of a row (an integer beyond 64 bits) fits no column either, and raises
+        (db.codec.dump_json).
+        """
+        objects = []
+        inserted_at, inserted_text = None, ""  # a batch usually shares one inserted_at: format it once
         for row in rows:
-            values.append(
-                [
-                    row["source_ref"],
-                    row["source_id"],
-                    row["channel_id"],
-                    row["message_id"],
-                    row["message_type"],
-                    format_timestamp(row["date"]),
-                    None if row["edit_date"] is None else format_timestamp(row["edit_date"]),
-                    row["text"],
-                    row["thread_id"],
-                    row["parent_message_id"],
-                    row["grouped_id"],
-                    row["views"],
-                    row["forwards"],
-                    row["replies"],
-                    row["media_type"],
-                    _json_value(row["media"]),
-                    _json_value(row["raw_payload"]),
-                    bool(row["payload_truncated"]),
-                    row["payload_size"],
-                    format_timestamp(row["inserted_at"]),
-                ]
-            )
-        try:
-            return JsonText(orjson.dumps(values).decode("utf-8"))
-        except (TypeError, orjson.JSONEncodeError):
-            return None
+            obj = {key: value for key, value in row.items() if value is not None}
+            obj["date"] = format_timestamp(row["date"])
+            if row["inserted_at"] is not inserted_at:
+                inserted_at = row["inserted_at"]
+                inserted_text = format_timestamp(inserted_at)
+            obj["inserted_at"] = inserted_text
+            obj["raw_payload"] = _json_value(row["raw_payload"])
+            if "edit_date" in obj:
+                obj["edit_date"] = format_timestamp(obj["edit_date"])
+            if "media" in obj:
+                obj["media"] = _json_value(obj["media"])
+            objects.append(obj)
+        return JsonText(dump_json(objects))
 
     @staticmethod
     def row_of(message: RawMessage) -> dict[str, Any]:
-        """The `raw_insert_message` parameters of a record, its payload capped and serialised once (and
-        its media serialised, as the export import's `export_row` gives it)."""
-        params = message.to_row()
-        if params["media"] is not None:
-            params["media"] = JsonText(serialize(params["media"]).decode("utf-8"))
-        capped = cap_payload_text(message.raw_payload)
-        params["raw_payload"] = JsonText(capped.text)  # serialised once: measured and stored
-        params["payload_truncated"] = capped.truncated or message.payload_truncated
-        params["payload_size"] = message.payload_size or capped.original_size
-        return params
+        """The row (`raw_row`) of a record, its payload capped and serialised once, its media serialised."""
+        capped = cap_payload_text(message.raw_payload, dump_json_bytes)
+        return raw_row(
+            channel_id=message.channel_id,
+            message_type=message.message_type,
+            message_id=message.message_id,
+            source_id=message.source_id,
+            date=message.date,
+            edit_date=message.edit_date,
+            text=message.text,
+            thread_id=message.thread_id,
+            parent_message_id=message.parent_message_id,
+            grouped_id=message.grouped_id,
+            views=message.views,
+            forwards=message.forwards,
+            replies=message.replies,
+            media_type=message.media_type,
+            media=None if message.media is None else JsonText(dump_json(message.media)),
+            raw_payload=JsonText(capped.text),  # serialised once: measured and stored
+            payload_truncated=capped.truncated or message.payload_truncated,
+            payload_size=message.payload_size or capped.original_size,
+            inserted_at=message.inserted_at,
+        )
 
     def get(self, source_ref: str) -> RawMessage | None:
         row = self.db.fetch_one("raw_get_message", {"source_ref": source_ref})

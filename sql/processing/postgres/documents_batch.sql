@@ -1,30 +1,23 @@
 -- name: processing_upsert_documents
--- Write a batch of documents in one statement (the bulk form of processing_upsert_document, used on
--- PostgreSQL, where a statement per row costs the server and the client far more than parsing one JSON
--- array). `rows` is a JSON array of rows, each an array in the column order below: timestamps as
--- canonical UTC text, topics/entities/metadata as JSON values. A batch holds each source_ref once (ON
+-- Write documents, the one current document of each message (a re-run replaces it): the only statement
+-- that writes processed_documents, for one document or a batch (one statement per batch: a statement per
+-- row costs the server and the client far more than parsing one JSON array), so its SET list is the
+-- only one. `rows` is a JSON array of objects keyed by column name (ProcessingStore.batch_json):
+-- timestamps as canonical UTC text, topics/entities/metadata as JSON values. Values are taken by name,
+-- never by position; a key left out is NULL, as a JSON null is. A batch holds each source_ref once (ON
 -- CONFLICT cannot update a row twice in one statement). Served by: processed_documents primary key.
 INSERT INTO processing.processed_documents (
     source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
     model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata
 )
-SELECT r ->> 0,
-       r ->> 1,
-       CAST(r ->> 2 AS bigint),
-       CAST(r ->> 3 AS timestamptz),
-       CAST(r ->> 4 AS timestamptz),
-       r ->> 5,
-       r ->> 6,
-       r -> 7,
-       r -> 8,
-       r ->> 9,
-       r ->> 10,
-       r ->> 11,
-       r ->> 12,
-       CAST(r ->> 13 AS integer),
-       CAST(r ->> 14 AS integer),
-       r -> 15
-FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r
+SELECT r.source_ref, r.id, r.channel_id, r.message_date, r.processed_at, r.text_clean, r.summary, r.topics,
+       r.entities, r.language, r.model, r.prompt_id, r.pipeline_version, r.input_tokens, r.output_tokens,
+       r.metadata
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r (
+    source_ref text, id text, channel_id bigint, message_date timestamptz, processed_at timestamptz,
+    text_clean text, summary text, topics jsonb, entities jsonb, language text, model text, prompt_id text,
+    pipeline_version text, input_tokens integer, output_tokens integer, metadata jsonb
+)
 ON CONFLICT (source_ref) DO UPDATE SET
     id = excluded.id,
     channel_id = excluded.channel_id,

@@ -1,29 +1,30 @@
 -- name: processing_upsert_documents
--- Write a batch of documents in one statement; see the PostgreSQL variant for the shape of `rows`.
--- On SQLite the store binds processing_upsert_document per row instead (binding in-process is cheaper
--- than SQLite's JSON functions), so this form is the portable counterpart rather than the hot path.
+-- Write documents, the one current document of each message (a re-run replaces it), one or a batch in
+-- one statement; see the PostgreSQL variant for the shape of `rows` (objects keyed by column name; a
+-- key left out is NULL). The only statement that writes processed_documents, so its SET list is the
+-- only one (the same as the PostgreSQL variant's: a test holds them to the table's columns).
 -- Timestamps arrive as canonical text and are stored as they are; JSON values are stored as their
 -- compact text. Served by: processed_documents primary key.
 INSERT INTO processing.processed_documents (
     source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
     model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata
 )
-SELECT r.value ->> 0,
-       r.value ->> 1,
-       r.value ->> 2,
-       r.value ->> 3,
-       r.value ->> 4,
-       r.value ->> 5,
-       r.value ->> 6,
-       r.value -> 7,
-       r.value -> 8,
-       r.value ->> 9,
-       r.value ->> 10,
-       r.value ->> 11,
-       r.value ->> 12,
-       r.value ->> 13,
-       r.value ->> 14,
-       r.value -> 15
+SELECT r.value ->> 'source_ref',
+       r.value ->> 'id',
+       r.value ->> 'channel_id',
+       r.value ->> 'message_date',
+       r.value ->> 'processed_at',
+       r.value ->> 'text_clean',
+       r.value ->> 'summary',
+       r.value -> 'topics',
+       r.value -> 'entities',
+       r.value ->> 'language',
+       r.value ->> 'model',
+       r.value ->> 'prompt_id',
+       r.value ->> 'pipeline_version',
+       r.value ->> 'input_tokens',
+       r.value ->> 'output_tokens',
+       r.value -> 'metadata'
 FROM json_each(:rows) AS r
 WHERE true
 ON CONFLICT (source_ref) DO UPDATE SET

@@ -8,7 +8,7 @@ ARG PYTHON_VERSION=3.12
 # --- build ---------------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 
-# A C compiler for tg_parser/transfer/_jsonb.c and _copybin.c (the Python headers come with the image).
+# A C compiler for tg_parser/transfer/_jsonb.c (the Python headers come with the image).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -27,7 +27,7 @@ RUN python -m pip wheel . -w /dist --no-deps
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/python -m pip install /dist/*.whl
 # The image must carry the compiled fast paths: fail the build rather than ship the slow fallback.
-RUN /opt/venv/bin/python -c "import tg_parser.transfer._jsonb, tg_parser.transfer._copybin"
+RUN /opt/venv/bin/python -c "import tg_parser.transfer._jsonb"
 
 # --- runtime -------------------------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

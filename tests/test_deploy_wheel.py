@@ -272,7 +272,7 @@ def test_wheel_carries_code_sql_migrations_prompts_schemas_and_extensions(wheel:
         assert any(n.startswith(folder) for n in names), folder
     assert not any(n.startswith(("tests/", "docs/", "examples/")) or "__pycache__" in n for n in names)
     if _have_compiler():
-        for extension in ("_jsonb", "_copybin"):
+        for extension in ("_jsonb",):
             assert any(re.fullmatch(rf"tg_parser/transfer/{extension}\..+\.so", n) for n in names), extension
 
 
@@ -292,7 +292,7 @@ for name in {prompts!r}:
 for name in {schemas!r}:
     assert load_schema(name), name
 extensions = []
-for name in ("_jsonb", "_copybin"):
+for name in ("_jsonb",):
     try:
         __import__("tg_parser.transfer." + name)
         extensions.append(name)
@@ -317,7 +317,7 @@ print(json.dumps({{"package": tg_parser.__file__, "sql": str(sql_root()), "migra
     assert found["sql"].endswith("tg_parser/_data/sql")
     assert found["sql_files"] == len([p for p in _tracked("sql") if p.endswith(".sql")])
     if _have_compiler():
-        assert found["extensions"] == ["_jsonb", "_copybin"]
+        assert found["extensions"] == ["_jsonb"]
 
 
 def test_installed_app_initialises_and_serves_on_sqlite(venv: Path, tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ from tg_parser.domain.models import (
     TopicCard,
 )
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
+from tg_parser.stores.api import ApiStore
+from tg_parser.stores.run_queue import RunQueueStore
 from tg_parser.stores.topics import ChannelState, TopicStore
 from tg_parser.transfer import TransferOptions, database_checksums, run_transfer
 from tg_parser.transfer import runner as runner_module
@@ -165,6 +167,18 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
         processing.start_run(report)
         processing.finish_run(
             report.model_copy(update={"status": "ok", "counts": {"ok": 5}, "finished_at": T0})
+        )
+        # The HTTP API's tables: a key (only its hash), a rate-limit window, a queued run with a webhook.
+        api = ApiStore(db)
+        api.add_key("0123456789ab", "ключ-1", "write", "f" * 64)
+        api.hit("0123456789ab", "read", 1_700_000_000, 7)
+        RunQueueStore(db).enqueue(
+            "api-run-1",
+            ["process", "export"],
+            source_id="chan1",
+            options={"processor": "extractive", "concurrency": 2},
+            requested_by="ключ-1",
+            webhook_url="https://example.org/hook?a=1&b='x'",
         )
     finally:
         db.close()

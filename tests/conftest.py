@@ -19,12 +19,14 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.executors import NoopExecutor
 from support.pg_database import ReusedDatabase
+from support.waiting import ShiftedClock
 
 from tg_parser.config import Settings, load_settings
 from tg_parser.db import migrations
 from tg_parser.db.base import Database
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
+from tg_parser.stores.base import Store
 
 PG_HOST = os.environ.get("TG_PARSER_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TG_PARSER_TEST_PG_PORT", "5432"))
@@ -157,3 +159,11 @@ def db(settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def pg_only_settings(pg_dbname: str) -> Settings:
     return pg_settings(pg_dbname)
+
+
+@pytest.fixture
+def store_clock(monkeypatch: pytest.MonkeyPatch) -> ShiftedClock:
+    """The stores' clock for this test, in this process: advance it instead of sleeping."""
+    clock = ShiftedClock()
+    monkeypatch.setattr(Store, "now", staticmethod(clock.now))
+    return clock

@@ -77,7 +77,7 @@ def test_three_workers_never_send_a_message_twice(db, settings, server):
     assert ProcessingStore(db).leases() == []
 
 
-def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settings, server):
+def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settings, server, store_clock):
     seed_messages(db, 6)
     server.latency = 60.0  # the doomed worker's requests never come back
     doomed = start_worker(settings, server, "--concurrency", "3", "--lease-seconds", "2")
@@ -92,7 +92,7 @@ def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settin
     assert early.counts.claimed == 0  # the leases are still valid: nothing is sent twice
     assert len(server.requests) == 3
 
-    time.sleep(2.2)  # the leases lapse
+    store_clock.advance(2.2)  # the leases lapse (for this process, which runs the next worker)
     late = run_in_process(db, settings, server)
     assert late.counts.processed == 6
     assert store.count_documents() == 6 and store.leases() == []

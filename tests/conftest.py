@@ -104,6 +104,21 @@ def pg_reused(postgresql_noproc: NoopExecutor) -> Iterator[ReusedDatabase]:
         database.drop()
 
 
+# Fixtures that need the PostgreSQL server, and fixtures whose "postgres" parameter does; a test that calls
+# require_postgres() itself carries @pytest.mark.postgres.
+PG_FIXTURES = {"pg_dbname", "pg_only_settings", "pg_reused", "postgresql_noproc"}
+PG_PARAMETRISED = {"settings", "fresh_env", "probe_db"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the PostgreSQL server `postgres` (so `-m "not postgres"` leaves them out)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_postgres = any(params.get(name) == "postgres" for name in PG_PARAMETRISED)
+        if on_postgres or PG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
 def require_postgres() -> None:
     if _PG_PROBLEM is None:
         return

@@ -157,6 +157,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("copy_format", "batch_size"),
     [
@@ -217,6 +218,7 @@ def test_offenders_on_the_command_line(refs, sqlite_dir, pg_only_settings, tmp_p
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("copy_format", ["binary", "text"])
 def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_settings, copy_format):
     write(
@@ -265,6 +267,7 @@ def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_sett
         assert stored.fetchone()[0] == '{"k": "xy", "n": 1.0}'
 
 
+@pytest.mark.slow
 def test_the_first_offender_stops_the_load(refs, sqlite_dir, pg_only_settings, monkeypatch):
     """The scan runs beside the COPY; once it reports an offender the load stops at the next block,
     the transaction is rolled back and the scan still lists every offender."""

@@ -241,6 +241,7 @@ def _file_digests(directory: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("copy_format", ["binary", "text"])
 def test_migrate_copies_every_table_and_the_application_reads_the_same(
     populated, sqlite_dir, pg_only_settings, copy_format
@@ -281,6 +282,7 @@ def test_migrate_copies_every_table_and_the_application_reads_the_same(
     assert new_id == 3
 
 
+@pytest.mark.slow
 def test_a_row_changed_after_the_load_is_named(populated, sqlite_dir, pg_only_settings, monkeypatch):
     assert migrate(options(sqlite_dir, pg_only_settings)).status == "ok"
     refs = populated["refs"]
@@ -338,6 +340,7 @@ def _dsn(settings: Settings, password: str | None = None) -> str:
     return f"postgresql://{settings.db_user}{secret}@{settings.db_host}:{settings.db_port}/{settings.db_name}"
 
 
+@pytest.mark.slow
 def test_dry_run_verifies_then_leaves_the_target_empty(populated, sqlite_dir, pg_only_settings):
     report = migrate(options(sqlite_dir, pg_only_settings, dry_run=True))
     assert report.status == "ok" and not report.committed and report.exit_code == 0
@@ -346,6 +349,7 @@ def test_dry_run_verifies_then_leaves_the_target_empty(populated, sqlite_dir, pg
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
+@pytest.mark.slow
 def test_failure_mid_copy_leaves_the_target_empty(populated, sqlite_dir, pg_only_settings):
     def kill_backend(table, target):
         if table.qualified == "raw.raw_messages":  # after that table's COPY, before the next one
@@ -423,6 +427,7 @@ def test_schema_version_mismatch_is_refused(populated, sqlite_dir, pg_only_setti
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
+@pytest.mark.slow
 def test_cli_report_and_exit_codes(populated, sqlite_dir, pg_only_settings, tmp_path):
     runner = CliRunner()
     env = {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}
@@ -484,6 +489,7 @@ def test_cli_report_and_exit_codes(populated, sqlite_dir, pg_only_settings, tmp_
     assert "127.0.0.1:1" in result.output
 
 
+@pytest.mark.slow
 def test_script_dry_run_verify(populated, sqlite_dir, pg_only_settings):
     import subprocess
     import sys

@@ -130,6 +130,7 @@ def test_one_failing_source_does_not_stop_the_others(settings, tmp_path):
     assert validate_export(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_every_stops_cleanly_on_sigterm(sqlite_dir, tmp_path):
     env = {**os.environ, "DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}
     subprocess.run(

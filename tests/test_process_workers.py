@@ -6,14 +6,17 @@ each message received: exactly-once processing is checked there, where a duplica
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from support import llm_server as srv
 from support.llm_server import LlmServer
 from support.process_data import cli_env, llm_settings, message_text, seed_messages
 
@@ -61,6 +64,17 @@ def test_three_workers_never_send_a_message_twice(db, settings, server):
     total = 120
     seed_messages(db, total)
     server.latency = 0.05
+    # The first answers wait until all three workers have four requests in flight: a worker that starts
+    # late (on a busy machine) still finds the others mid-run instead of finished.
+    arrived, all_busy = itertools.count(1), threading.Event()
+
+    def once_all_are_busy(request):
+        if next(arrived) >= 12:
+            all_busy.set()
+        all_busy.wait(60)
+        return srv.structured(request, srv.processed_document_content(request))
+
+    server.on(lambda request: True, once_all_are_busy, times=12)
     workers = [start_worker(settings, server, "--concurrency", "4", "--json") for _ in range(3)]
     reports = []
     for worker in workers:

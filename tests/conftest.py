@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +44,12 @@ for _name in list(os.environ):
     ):
         del os.environ[_name]
 os.environ.pop("TG_PARSER_SQL_DIR", None)
+
+# The suite starts pytest workers and ~40 Python processes (the CLI, the migrator's workers): let them
+# keep bytecode caches (__pycache__, git-ignored) even where PYTHONDONTWRITEBYTECODE is set, so test
+# modules are not rewritten and tg_parser is not compiled again by every process of every run.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 def _pg_reachable() -> str | None:

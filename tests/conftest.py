@@ -1,31 +1,39 @@
 """Shared fixtures: one parametrised database fixture runs every store test on SQLite and PostgreSQL.
 
 PostgreSQL comes from pytest-postgresql's `postgresql_noproc` against the server on 127.0.0.1:5432: a
-template database is migrated once per session and cloned for each test. When no server is reachable
-the PostgreSQL half skips with the reason, unless TG_PARSER_REQUIRE_POSTGRES=1 (CI), where it fails.
+template database is migrated once per test process and cloned once; after each test that clone is put
+back into a fresh clone's state, or dropped and cloned again (support/pg_database.py says how). When no
+server is reachable the PostgreSQL half skips with the reason, unless TG_PARSER_REQUIRE_POSTGRES=1 (CI),
+where it fails. TG_PARSER_TEST_PG_FRESH=1 clones the template for every test instead.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from pytest_postgresql import factories
+from pytest_postgresql.executors import NoopExecutor
+from support.pg_database import ReusedDatabase
+from support.waiting import ShiftedClock
 
 from tg_parser.config import Settings, load_settings
 from tg_parser.db import migrations
 from tg_parser.db.base import Database
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
+from tg_parser.stores.base import Store
 
 PG_HOST = os.environ.get("TG_PARSER_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TG_PARSER_TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TG_PARSER_TEST_PG_USER", "postgres")
 REQUIRE_PG = os.environ.get("TG_PARSER_REQUIRE_POSTGRES") == "1"
+PG_FRESH_EACH_TEST = os.environ.get("TG_PARSER_TEST_PG_FRESH") == "1"
 # One name per test process, so parallel sessions on one server never share a database.
 PG_TEST_DB = f"tgp_test_{os.getpid()}"
 
@@ -36,6 +44,12 @@ for _name in list(os.environ):
     ):
         del os.environ[_name]
 os.environ.pop("TG_PARSER_SQL_DIR", None)
+
+# The suite starts pytest workers and ~40 Python processes (the CLI, the migrator's workers): let them
+# keep bytecode caches (__pycache__, git-ignored) even where PYTHONDONTWRITEBYTECODE is set, so test
+# modules are not rewritten and tg_parser is not compiled again by every process of every run.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 def _pg_reachable() -> str | None:
@@ -78,7 +92,38 @@ def _migrate_template(
 postgresql_noproc = factories.postgresql_noproc(
     host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=PG_TEST_DB, load=[_migrate_template]
 )
-postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture(scope="session")
+def pg_reused(postgresql_noproc: NoopExecutor) -> Iterator[ReusedDatabase]:
+    """This process's test database: cloned from the template, reset after each test."""
+    database = ReusedDatabase(
+        host=postgresql_noproc.host,
+        port=postgresql_noproc.port,
+        user=postgresql_noproc.user,
+        password=postgresql_noproc.password,
+        dbname=postgresql_noproc.dbname,
+        template=postgresql_noproc.template_dbname,
+    )
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+# Fixtures that need the PostgreSQL server, and fixtures whose "postgres" parameter does; a test that calls
+# require_postgres() itself carries @pytest.mark.postgres.
+PG_FIXTURES = {"pg_dbname", "pg_only_settings", "pg_reused", "postgresql_noproc"}
+PG_PARAMETRISED = {"settings", "fresh_env", "probe_db"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the PostgreSQL server `postgres` (so `-m "not postgres"` leaves them out)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        on_postgres = any(params.get(name) == "postgres" for name in PG_PARAMETRISED)
+        if on_postgres or PG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 def require_postgres() -> None:
@@ -108,11 +153,12 @@ def sqlite_dir(sqlite_template: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def pg_dbname(request: pytest.FixtureRequest) -> str:
-    """A fresh, migrated PostgreSQL database for this test (cloned from the session template)."""
+def pg_dbname(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty, migrated PostgreSQL database for this test (as a fresh clone of the session template)."""
     require_postgres()
-    connection = request.getfixturevalue("postgresql")
-    return connection.info.dbname
+    database: ReusedDatabase = request.getfixturevalue("pg_reused")
+    yield database.checkout()
+    database.checkin(reuse=not PG_FRESH_EACH_TEST)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -135,3 +181,11 @@ def db(settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def pg_only_settings(pg_dbname: str) -> Settings:
     return pg_settings(pg_dbname)
+
+
+@pytest.fixture
+def store_clock(monkeypatch: pytest.MonkeyPatch) -> ShiftedClock:
+    """The stores' clock for this test, in this process: advance it instead of sleeping."""
+    clock = ShiftedClock()
+    monkeypatch.setattr(Store, "now", staticmethod(clock.now))
+    return clock

@@ -116,6 +116,7 @@ def closed_port() -> int:
 # --- init and health --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_init_then_health_on_a_fresh_database(fresh_env: dict[str, str]) -> None:
     run = make_invoker(fresh_env)
     dialect = fresh_env["DB_TYPE"]
@@ -200,6 +201,7 @@ def test_health_exits_1_when_a_store_is_behind(run: Invoke, settings: Settings) 
     assert "store 'raw'" in line and "behind" in line and line.endswith("run 'tg-parser db upgrade'")
 
 
+@pytest.mark.slow
 def test_db_status_rollback_upgrade_round_trip(run: Invoke, settings: Settings) -> None:
     raw_ids = migrations.expected_ids(settings.db_type, "raw")
     status = run("db", "status", "--json")
@@ -612,6 +614,7 @@ def test_unreachable_database_is_one_line_naming_host_and_port() -> None:
     assert report["ok"] is False and f"127.0.0.1:{port}" in report["error"]
 
 
+@pytest.mark.postgres
 def test_missing_postgres_database_is_one_line() -> None:
     require_postgres()
     run = make_invoker(
@@ -632,6 +635,7 @@ def test_missing_postgres_database_is_one_line() -> None:
 # --- the command line itself ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_python_dash_m_help_and_version(_cwd: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tg_parser", "--help"], capture_output=True, text=True, timeout=60, cwd=_cwd

@@ -372,6 +372,7 @@ def _peak(fn) -> tuple[object, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.slow
 def test_stream_returns_all_rows_with_bounded_memory(probe: Database) -> None:
     params = {"n": N_ROWS, "width": WIDTH}
 

@@ -37,6 +37,7 @@ def test_lock_is_released_when_the_block_fails(db, settings):
         pass
 
 
+@pytest.mark.slow
 def test_lock_held_by_another_process(settings, tmp_path):
     """A real second process holds the lock; this one is refused at once, then succeeds after it exits."""
     script = textwrap.dedent(

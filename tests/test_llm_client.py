@@ -302,14 +302,19 @@ def test_429_honours_retry_after_then_succeeds(server):
     assert second.received_at - first.received_at >= 0.95
 
 
-def test_a_429_pauses_every_thread_of_the_client(server):
+def test_a_429_pauses_every_thread_of_the_client(server, monkeypatch):
     server.on("first", srv.error(429, "slow down", retry_after=1), times=1)
     client = make_client(server)
+    paused, pause = threading.Event(), client._gate.pause
+
+    def pause_and_tell(seconds: float) -> None:
+        pause(seconds)
+        paused.set()
+
+    monkeypatch.setattr(client._gate, "pause", pause_and_tell)
     worker = threading.Thread(target=complete, args=(client, "first"))
     worker.start()
-    while not server.requests:
-        time.sleep(0.01)
-    time.sleep(0.1)
+    assert paused.wait(30), "the 429 never paused the client"
     complete(client, "second")  # must wait for the shared pause, not hit the server at once
     worker.join()
     limited = server.requests[0]

@@ -360,6 +360,7 @@ def test_wrong_password_one_clear_line_and_no_password_anywhere(
             assert json.loads(line)["run_id"]
 
 
+@pytest.mark.slow
 def test_wrong_password_in_a_real_process_even_with_debug(fake_pg: FakePostgres, tmp_path: Path) -> None:
     """All of stderr of a real process, with --debug (tracebacks and debug logs on)."""
     for env_extra in _bad_login_envs(fake_pg.port):

@@ -284,6 +284,7 @@ def test_status_after_init(settings: Settings) -> None:
         assert status.as_dict()["current"] == status.applied[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", STORES)
 def test_upgrade_rollback_upgrade(settings: Settings, store: str) -> None:
     dialect = dialect_of(settings)
@@ -483,6 +484,7 @@ def test_unreachable_database_url_names_host_and_port_without_password() -> None
     _assert_no_secret(info.value)
 
 
+@pytest.mark.postgres
 def test_wrong_user_names_host_and_port_without_password() -> None:
     from conftest import require_postgres
 

@@ -207,6 +207,7 @@ def test_repeated_parameter(probe_db: Database) -> None:
     assert probe_db.fetch_scalar("probe_repeated", {"x": 7}) == 21
 
 
+@pytest.mark.postgres
 def test_postgres_casts_strings_and_dollar_quotes(tmp_path: Path) -> None:
     require_postgres()
     catalog = SqlCatalog.load("postgres", root=_catalog_root(tmp_path))

@@ -178,6 +178,7 @@ def test_a_missing_prompts_dir_is_a_configuration_error(settings, server, tmp_pa
     assert "PROMPTS_DIR" in result.stderr and "is not a directory" in result.stderr
 
 
+@pytest.mark.slow
 def test_extractive_run_over_several_batches_writes_every_document_once(db, settings):
     # More messages than one claim/page/write batch of the extractive processor (EXTRACTIVE_BATCH): every
     # document is written once, exactly as the processor builds it, media-only posts are journaled and

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from support import llm_server as srv
 from support.llm_server import LlmServer
 from support.process_data import llm_settings, message_text, seed_messages
+from support.waiting import wait_for
 
 from tg_parser.db.connect import open_database
 from tg_parser.llm import LlmClient, LlmConfig
@@ -231,15 +231,21 @@ def test_unclaim_done_gives_back_leases_on_documents_already_written(db, setting
     assert store.unclaim_done([refs[1]], "w1", FAR_PAST) == []
 
 
-def test_in_flight_leases_are_renewed_so_a_second_worker_never_takes_them(db, settings, server):
+def test_in_flight_leases_are_renewed_so_a_second_worker_never_takes_them(db, settings, server, store_clock):
     seed_messages(db, 4)
     server.latency = 1.0
     first = make_coordinator(db, settings, server, concurrency=4, lease_ttl=0.4)
     thread = threading.Thread(target=first.run)
     thread.start()
-    while len(server.requests) < 4:
-        time.sleep(0.01)
-    time.sleep(0.6)  # longer than the TTL: only renewal keeps the leases alive
+    store = ProcessingStore(db)
+    wait_for(lambda: len(server.requests) >= 4, what="the first worker's requests")
+    store_clock.advance(0.6)  # longer than the TTL: only renewal keeps the leases alive
+
+    def renewed() -> bool:
+        leases = store.leases()
+        return len(leases) == 4 and all(lease.expires_at > store_clock.now() for lease in leases)
+
+    wait_for(renewed, timeout=10, what="the first worker to renew its leases")
     second_db = open_database(settings)
     try:
         report = run(second_db, settings, server, concurrency=4, lease_ttl=0.4)
@@ -264,11 +270,10 @@ def test_stop_keeps_finished_documents_and_releases_in_flight_ones(db, settings,
     def stop_after_two() -> None:
         probe = open_database(settings)
         try:
-            while ProcessingStore(probe).count_documents() < 2:
-                time.sleep(0.02)
+            wait_for(lambda: ProcessingStore(probe).count_documents() >= 2, what="two documents")
         finally:
             probe.close()
-        stop.set()
+            stop.set()
 
     threading.Thread(target=stop_after_two, daemon=True).start()
     report = coordinator.run()

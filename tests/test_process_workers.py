@@ -6,14 +6,17 @@ each message received: exactly-once processing is checked there, where a duplica
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
+from support import llm_server as srv
 from support.llm_server import LlmServer
 from support.process_data import cli_env, llm_settings, message_text, seed_messages
 
@@ -62,6 +65,17 @@ def test_three_workers_never_send_a_message_twice(db, settings, server):
     total = 120
     seed_messages(db, total)
     server.latency = 0.05
+    # The first answers wait until all three workers have four requests in flight: a worker that starts
+    # late (on a busy machine) still finds the others mid-run instead of finished.
+    arrived, all_busy = itertools.count(1), threading.Event()
+
+    def once_all_are_busy(request):
+        if next(arrived) >= 12:
+            all_busy.set()
+        all_busy.wait(60)
+        return srv.structured(request, srv.processed_document_content(request))
+
+    server.on(lambda request: True, once_all_are_busy, times=12)
     workers = [start_worker(settings, server, "--concurrency", "4", "--json") for _ in range(3)]
     reports = []
     for worker in workers:
@@ -78,7 +92,7 @@ def test_three_workers_never_send_a_message_twice(db, settings, server):
     assert ProcessingStore(db).leases() == []
 
 
-def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settings, server):
+def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settings, server, store_clock):
     seed_messages(db, 6)
     server.latency = 60.0  # the doomed worker's requests never come back
     doomed = start_worker(settings, server, "--concurrency", "3", "--lease-seconds", "2")
@@ -93,7 +107,7 @@ def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settin
     assert early.counts.claimed == 0  # the leases are still valid: nothing is sent twice
     assert len(server.requests) == 3
 
-    time.sleep(2.2)  # the leases lapse
+    store_clock.advance(2.2)  # the leases lapse (for this process, which runs the next worker)
     late = run_in_process(db, settings, server)
     assert late.counts.processed == 6
     assert store.count_documents() == 6 and store.leases() == []

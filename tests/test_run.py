@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def test_one_failing_source_does_not_stop_the_others(settings, tmp_path):
     assert validate_export(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_every_stops_cleanly_on_sigterm(sqlite_dir, tmp_path):
     env = {**os.environ, "DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}
     subprocess.run(
@@ -140,17 +142,30 @@ def test_every_stops_cleanly_on_sigterm(sqlite_dir, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tg_parser", "run", "--every", "1h", "--out", str(tmp_path / "out")],
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "out" / "kb_entries.ndjson").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)  # now sleeping until the next cycle
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
+    lines: list[str] = []
+    sleeping = threading.Event()  # the first cycle is done: the process now waits for the next one
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("Next cycle in"):
+                sleeping.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert sleeping.wait(60), "".join(lines)
+    finally:
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        reader.join(timeout=30)
+    err = "".join(lines)
     assert time.monotonic() - started < 10
     assert proc.returncode == 0, err
     assert "Next cycle in 1h" in err and "Stopped." in err

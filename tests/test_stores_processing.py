@@ -435,11 +435,13 @@ def test_batch_upsert_keeps_the_last_document_of_a_repeated_ref(store: Processin
     assert store.failures() == []
 
 
-def _until_a_lock_waits(settings: Settings, timeout: float = 10.0) -> None:
+def _until_a_lock_waits(settings: Settings, sqlite_begins: threading.Event, timeout: float = 10.0) -> None:
     """On PostgreSQL, return once some backend waits for a lock (so the race is really set up); SQLite
-    shows no such thing, so there half a second stands in for it."""
+    shows no such thing, so there `sqlite_begins` is set when the other connection starts its BEGIN
+    IMMEDIATE, the statement that then waits for the write lock."""
     if settings.db_type != "postgres":
-        time.sleep(0.5)
+        if not sqlite_begins.wait(timeout):
+            raise AssertionError("the release never began its transaction")
         return
     from tg_parser.db.connect import pg_target
 
@@ -463,6 +465,9 @@ def test_a_release_racing_another_workers_claim_does_not_deadlock(
     assert store.claim([r2], "A", TTL) == [r2]  # stored before r1: a table scan meets r2 first
     assert store.claim([r1], "A", TTL) == [r1]
     holds_r1, errors = threading.Event(), []
+    a_begins = threading.Event()
+    if settings.db_type == "sqlite":  # A's connection tells when its BEGIN starts (see _until_a_lock_waits)
+        store.db.raw_connection().set_trace_callback(lambda sql: sql.startswith("BEGIN") and a_begins.set())
     claimed: list[str] = []
 
     def worker_b() -> None:
@@ -472,7 +477,7 @@ def test_a_release_racing_another_workers_claim_does_not_deadlock(
             with db.transaction():
                 claimed.extend(other.claim([r1], "B", TTL))  # A's live lease: not taken, but locked
                 holds_r1.set()
-                _until_a_lock_waits(settings)  # A's release is now waiting for r1
+                _until_a_lock_waits(settings, a_begins)  # A's release is now waiting for r1
                 claimed.extend(other.claim([r2], "B", TTL))
         except BaseException as exc:
             errors.append(exc)

@@ -137,6 +137,7 @@ def test_large_channel_goes_in_batches_and_merges(db, settings, server):
     assert counts["input_tokens"] > 0 and report.ok
 
 
+@pytest.mark.slow
 def test_same_answers_give_same_ids_and_identical_files(db, settings, server, tmp_path):
     seed(db)
     topicize(db, llm_strategy(settings, server), TopicGates(), run_id="a")

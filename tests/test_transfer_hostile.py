@@ -157,6 +157,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.slow
 # Batches of a few rows: the load looks at the scan's results after each, so it may stop at the first
 # offender the scan reports (or fail on the value itself): the report is the same.
 @pytest.mark.parametrize("batch_size", [500, 3])
@@ -207,6 +208,7 @@ def test_offenders_on_the_command_line(refs, sqlite_dir, pg_only_settings, tmp_p
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
+@pytest.mark.slow
 def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_settings):
     write(
         sqlite_dir,
@@ -252,6 +254,7 @@ def test_on_nul_strip_repairs_counts_and_verifies(refs, sqlite_dir, pg_only_sett
         assert stored.fetchone()[0] == '{"k": "xy", "n": 1.0}'
 
 
+@pytest.mark.slow
 def test_the_first_offender_stops_the_load(refs, sqlite_dir, pg_only_settings, monkeypatch):
     """The scan runs beside the COPY; once it reports an offender the load stops at the next block,
     the transaction is rolled back and the scan still lists every offender."""

@@ -399,6 +399,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 # --- the contract on generated and damaged documents ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plain_documents_take_the_fast_path_and_match(fast, reference):
     generator = Generator(seed=20240611)
     documents = [generator.document() for _ in range(3000)]
@@ -407,6 +408,7 @@ def test_plain_documents_take_the_fast_path_and_match(fast, reference):
     assert len(declined) <= 0.05 * len(documents), [_show(data) for data in declined[:5]]
 
 
+@pytest.mark.slow
 def test_odd_documents_match_or_fall_back(fast, reference):
     generator = Generator(seed=77)
     outcomes = {"fast": 0, "python": 0, "refused": 0}
@@ -416,6 +418,7 @@ def test_odd_documents_match_or_fall_back(fast, reference):
     assert min(outcomes.values()) >= 100, outcomes
 
 
+@pytest.mark.slow
 def test_damaged_documents_match_or_fall_back(fast, reference):
     generator = Generator(seed=5)
     rng = random.Random(6)
@@ -523,6 +526,7 @@ def test_deep_nesting(fast, reference, depth, shape):
     check(fast, reference, data)
 
 
+@pytest.mark.slow
 def test_large_documents(fast, reference):
     rng = random.Random(3)
     megabyte = "".join(rng.choices("abcdefghij Жя中😀", k=300_000))

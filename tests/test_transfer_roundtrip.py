@@ -255,6 +255,7 @@ def _file_digests(directory: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_transfer_copies_every_table_and_the_application_reads_the_same(
     populated, sqlite_dir, pg_only_settings
 ):
@@ -293,6 +294,7 @@ def test_transfer_copies_every_table_and_the_application_reads_the_same(
     assert new_id == 3
 
 
+@pytest.mark.slow
 def test_a_row_changed_after_the_load_is_named(populated, sqlite_dir, pg_only_settings, monkeypatch):
     assert run_transfer(options(sqlite_dir, pg_only_settings)).status == "ok"
     refs = populated["refs"]
@@ -350,6 +352,7 @@ def _dsn(settings: Settings, password: str | None = None) -> str:
     return f"postgresql://{settings.db_user}{secret}@{settings.db_host}:{settings.db_port}/{settings.db_name}"
 
 
+@pytest.mark.slow
 def test_dry_run_verifies_then_leaves_the_target_empty(populated, sqlite_dir, pg_only_settings):
     report = run_transfer(options(sqlite_dir, pg_only_settings, dry_run=True))
     assert report.status == "ok" and not report.committed and report.exit_code == 0
@@ -358,6 +361,7 @@ def test_dry_run_verifies_then_leaves_the_target_empty(populated, sqlite_dir, pg
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
+@pytest.mark.slow
 def test_failure_mid_copy_leaves_the_target_empty(populated, sqlite_dir, pg_only_settings):
     def kill_backend(table, target):
         if table.qualified == "raw.raw_messages":  # after that table's COPY, before the next one
@@ -435,6 +439,7 @@ def test_schema_version_mismatch_is_refused(populated, sqlite_dir, pg_only_setti
     assert not any(table_counts_pg(pg_only_settings).values())
 
 
+@pytest.mark.slow
 def test_cli_report_and_exit_codes(populated, sqlite_dir, pg_only_settings, tmp_path):
     runner = CliRunner()
     env = {"DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}
@@ -496,6 +501,7 @@ def test_cli_report_and_exit_codes(populated, sqlite_dir, pg_only_settings, tmp_
     assert "127.0.0.1:1" in result.output
 
 
+@pytest.mark.slow
 def test_script_dry_run_verify(populated, sqlite_dir, pg_only_settings):
     import subprocess
     import sys

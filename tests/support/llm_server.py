@@ -380,7 +380,11 @@ class LlmServer:
         return f"http://{host}:{port}/v1"
 
     def start(self) -> LlmServer:
-        self._thread = threading.Thread(target=self._http.serve_forever, name="llm-server", daemon=True)
+        # serve_forever notices shutdown() only between polls: its default half-second poll made every
+        # test using this server wait up to 0.5 s at teardown.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.02}, name="llm-server", daemon=True
+        )
         self._thread.start()
         return self
 

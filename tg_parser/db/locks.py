@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tg_parser.db.codec import dump_json
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -79,7 +81,7 @@ def file_lock(path: Path, name: str) -> Iterator[None]:
         handle.seek(0)
         handle.truncate()
         handle.write(
-            json.dumps(
+            dump_json(
                 {
                     "pid": os.getpid(),
                     "host": socket.gethostname(),

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from support.api_server import ROOT, ThreadedApi, new_key
+from support.api_server import ROOT, ThreadedApi, new_key, scoped_keys
 from support.cli import db_env
 
 from tg_parser.api.auth import Gatekeeper
@@ -18,9 +18,9 @@ from tg_parser.stores.api import ApiStore
 
 @pytest.fixture
 def keyed(settings):
+    keys = scoped_keys(settings)
     db = open_database(settings)
     try:
-        keys = {scope: new_key(db, scope, scope) for scope in ("read", "write", "admin")}
         keys["revoked"] = new_key(db, "revoked", "admin")
         assert ApiStore(db).revoke_key("revoked")
     finally:

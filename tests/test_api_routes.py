@@ -13,7 +13,7 @@ from support.api_server import (
     EXAMPLE_SOURCE,
     ThreadedApi,
     cli,
-    new_key,
+    scoped_keys,
     seed_example,
 )
 
@@ -26,11 +26,7 @@ from tg_parser.stores.topics import TopicStore
 def install(settings, tmp_path):
     """The example channel processed offline, and one key of each scope."""
     seed_example(settings, tmp_path / "run-out")
-    db = open_database(settings)
-    try:
-        keys = {scope: new_key(db, scope, scope) for scope in ("read", "write", "admin")}
-    finally:
-        db.close()
+    keys = scoped_keys(settings)
     return settings, keys
 
 

@@ -18,6 +18,7 @@ from support.api_server import (
     EXAMPLE_SOURCE,
     ServeProcess,
     new_key,
+    scoped_keys,
     seed_example,
     wait_for,
 )
@@ -44,11 +45,7 @@ def call(port: int, method: str, path: str, token: str | None = None, body: obje
 @pytest.mark.slow
 def test_serve_answers_every_endpoint_and_stops_on_sigterm(settings, tmp_path):
     seed_example(settings, tmp_path / "seed-out")
-    db = open_database(settings)
-    try:
-        keys = {scope: new_key(db, scope, scope) for scope in ("read", "write", "admin")}
-    finally:
-        db.close()
+    keys = scoped_keys(settings)
     env = {**db_env(settings), "LOG_LEVEL": "INFO", "WORKER_POLL_SECONDS": "0.2"}
     with ServeProcess(env, "serve", log=tmp_path / "serve.log", cwd=tmp_path) as server:
         server.wait_healthy()

@@ -31,6 +31,7 @@ from tg_parser.api.app import create_app
 from tg_parser.api.keys import create_key
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
+from tg_parser.db.connect import open_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,6 +142,15 @@ class Client:
 def new_key(db: Database, name: str, scope: str = "read") -> str:
     token, _ = create_key(db, name, scope)
     return token
+
+
+def scoped_keys(settings: Settings) -> dict[str, str]:
+    """One key per scope, each named after its scope: {"read": token, "write": token, "admin": token}."""
+    db = open_database(settings)
+    try:
+        return {scope: new_key(db, scope, scope) for scope in ("read", "write", "admin")}
+    finally:
+        db.close()
 
 
 # --- an in-process server ---------------------------------------------------------------------------

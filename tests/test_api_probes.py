@@ -84,6 +84,40 @@ def test_api_starts_while_postgres_is_down(proxied):
         assert client.get("/api/v1/sources").status == 200
 
 
+@pytest.mark.slow
+def test_data_routes_answer_503_while_postgres_is_down(proxied):
+    """A data route that meets the outage (a pooled connection that broke under a statement, or a pool
+    that cannot lend one in time) answers 503 `unavailable`, not a 500; and 200 once the server is back."""
+    proxy, settings = proxied
+    db = open_database(settings)
+    try:
+        token = new_key(db, "reader")
+    finally:
+        db.close()
+    with ThreadedApi(settings) as api:
+        client = api.client(token)
+        assert client.get("/api/v1/documents?limit=5").status == 200
+        proxy.stop()
+        for path in (
+            "/api/v1/documents?limit=5",
+            "/api/v1/messages?limit=5",
+            "/api/v1/topics",
+            "/api/v1/runs",
+        ):
+            answer = client.get(path)
+            assert answer.status == 503, (path, answer)
+            error = answer.json()["error"]
+            assert error["code"] == "unavailable", error
+            assert "Traceback" not in error["message"] and "cannot connect" in error["message"], error
+        proxy.start()
+        wait_for(
+            lambda: client.get("/api/v1/documents?limit=5").status == 200,
+            20,
+            interval=0.2,
+            what="documents 200",
+        )
+
+
 # --- internal errors and the request id -----------------------------------------------------------
 
 

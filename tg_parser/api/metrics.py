@@ -51,9 +51,18 @@ class HttpMetrics:
             registry=self.registry,
         )
 
+        # The labelled children, looked up once per (route, method, status): `labels()` takes a lock
+        # and builds a key on every call, which a hot route pays per request.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            if len(self._children) < 1000:  # route templates × methods × statuses: a bounded set
+                self._children[(route, method, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _DatabaseCollector(Collector):

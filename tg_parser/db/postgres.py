@@ -152,10 +152,6 @@ class PgSession(Session):
 RECENTLY_USED = 1.0
 
 
-def _note_return(connection: psycopg.Connection) -> None:
-    connection.tgp_returned_at = time.monotonic()  # type: ignore[attr-defined]
-
-
 def _check_unless_just_used(connection: psycopg.Connection) -> None:
     returned = getattr(connection, "tgp_returned_at", None)
     if returned is not None and time.monotonic() - returned < RECENTLY_USED:
@@ -205,7 +201,6 @@ class PostgresDatabase(Database):
             max_idle=max_idle,
             max_lifetime=max_lifetime,
             check=_check_unless_just_used,
-            reset=_note_return,
             name="tg-parser",
             open=False,
         )
@@ -216,13 +211,36 @@ class PostgresDatabase(Database):
             raise describe_connect_error(target, exc) from None
 
     @contextmanager
+    def _lend(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        """A pooled connection, stamped when handed back (RECENTLY_USED).
+
+        The stamp is put here rather than by the pool's `reset` callback: with a reset callback the pool
+        returns every connection through its worker thread, a thread switch per checkout (~40 µs of CPU
+        here, a quarter of a readiness probe) before the connection can be lent again. A pool that
+        cannot lend a connection in time, or a connection that broke under a statement, means the
+        database is unavailable: one DatabaseUnavailable (exit 5, HTTP 503), not a driver error.
+        """
+        try:
+            with self.pool.connection(timeout=timeout) as connection:
+                try:
+                    yield connection
+                except psycopg.OperationalError as exc:
+                    if connection.broken or connection.closed:
+                        raise describe_connect_error(self.target, exc) from None
+                    raise
+                finally:
+                    connection.tgp_returned_at = time.monotonic()  # type: ignore[attr-defined]
+        except PoolTimeout as exc:
+            raise describe_connect_error(self.target, exc) from None
+
+    @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self.pool.connection() as connection:
+        with self._lend() as connection:
             yield PgSession(connection)
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
-        with self.pool.connection() as connection, connection.transaction():
+        with self._lend() as connection, connection.transaction():
             yield PgSession(connection)
 
     def copy_rows(
@@ -247,7 +265,7 @@ class PostgresDatabase(Database):
                 "set DB_POOL_MAX_SIZE to 2 or more",
             )
         key = {"key": lock_key(name)}
-        with self.pool.connection() as connection:
+        with self._lend() as connection:
             connection.autocommit = True
             session = PgSession(connection)
             try:
@@ -273,8 +291,15 @@ class PostgresDatabase(Database):
 
     def ping(self, timeout: float) -> None:
         try:
-            with self.pool.connection(timeout=timeout) as connection:
-                connection.execute("SELECT 1").fetchone()
+            with self._lend(timeout=timeout) as connection:
+                # In autocommit: one round trip (SELECT 1) instead of three (BEGIN, SELECT 1, COMMIT); a
+                # readiness probe answering many times a second pays for each.
+                connection.autocommit = True
+                try:
+                    connection.execute("SELECT 1").fetchone()
+                finally:
+                    if not connection.closed:
+                        connection.autocommit = False
         except (PoolTimeout, psycopg.Error) as exc:
             raise describe_connect_error(self.target, exc) from None
 
@@ -282,7 +307,7 @@ class PostgresDatabase(Database):
         statement = sql.SQL("SELECT migration_id FROM {}._yoyo_migration ORDER BY applied_at_utc").format(
             sql.Identifier(store)
         )
-        with self.pool.connection() as conn:
+        with self._lend() as conn:
             try:
                 with conn.transaction():
                     rows = conn.execute(statement).fetchall()
@@ -293,7 +318,7 @@ class PostgresDatabase(Database):
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection for db/ plumbing (migrations, locks, the migrator's catalog reads)."""
-        with self.pool.connection() as connection:
+        with self._lend() as connection:
             yield connection
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from support.process_data import cli_env
 
 from tg_parser.backoff import Backoff
 from tg_parser.db.connect import open_database
+from tg_parser.pipeline import webhooks
 from tg_parser.pipeline.queue import QueueWorker
 from tg_parser.pipeline.run import Pipeline
 from tg_parser.stores import ProcessingStore
@@ -148,10 +149,13 @@ def _signature(body: bytes) -> str:
         ([500, 503], "delivered", 3, None),
         ([500, 500, 500, 500], "failed", 4, "HTTP 500"),
         ([410], "failed", 1, "HTTP 410"),
+        ([302], "failed", 1, "HTTP 302 (redirects are not followed: give the final URL)"),
     ],
 )
 def test_webhooks_are_signed_retried_and_recorded(settings, tmp_path, script, status, attempts, error):
-    hooked = settings.model_copy(update={"webhook_secret": SecretStr(SECRET), "webhook_max_attempts": 4})
+    hooked = settings.model_copy(
+        update={"webhook_secret": SecretStr(SECRET), "webhook_allow_private": True, "webhook_max_attempts": 4}
+    )
     db = open_database(hooked)
     try:
         token = new_key(db, "writer", "write")
@@ -184,10 +188,70 @@ def test_webhooks_are_signed_retried_and_recorded(settings, tmp_path, script, st
     assert shown["webhook_status"] == status
     assert shown["webhook_attempts"] == attempts
     assert shown["webhook_error"] == error
+    assert receiver.gets == []  # a redirect is not followed (as a GET that would count as delivered)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://api.localhost./hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.7:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://[fd00::1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_a_webhook_to_a_private_address_is_refused_unless_allowed(settings, url):
+    hooked = settings.model_copy(update={"webhook_secret": SecretStr(SECRET)})
+    db = open_database(hooked)
+    try:
+        token = new_key(db, "writer", "write")
+        before = RunQueueStore(db).count_by_status()
+        with ThreadedApi(hooked) as api:
+            refused = api.client(token).post("/api/v1/runs", {"steps": ["export"], "webhook_url": url})
+        assert refused.status == 422, refused
+        message = refused.json()["error"]["message"]
+        assert message.startswith("webhook_url: refused") and "WEBHOOK_ALLOW_PRIVATE" in message, message
+        assert RunQueueStore(db).count_by_status() == before  # nothing queued
+        allowed = hooked.model_copy(update={"webhook_allow_private": True})
+        with ThreadedApi(allowed) as api:
+            accepted = api.client(token).post("/api/v1/runs", {"steps": ["export"], "webhook_url": url})
+        assert accepted.status == 202, accepted
+    finally:
+        db.close()
+
+
+def test_a_webhook_name_resolving_to_a_private_address_is_not_contacted():
+    """A URL that passed the literal check but whose name resolves to a non-public address (the machine's
+    own host name here) is refused before any connection, and not retried."""
+    import socket
+
+    host = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, 80)}
+    except OSError:
+        pytest.skip("this machine's host name does not resolve")
+    if not any(webhooks._non_global(a) for a in addresses):
+        pytest.skip("this machine's host name resolves to a public address")
+    with WebhookReceiver() as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        url = f"http://{host}:{port}/hook"
+        assert webhooks.literal_destination_refused(url) is None
+        delivery = webhooks.deliver(url, b"{}", SECRET, event="run.finished", timeout=2, max_attempts=3)
+        assert not delivery.delivered and delivery.attempts == 0
+        assert delivery.error.startswith(f"refused: {host} resolves to "), delivery.error
+    assert receiver.received == []
 
 
 def test_a_pending_webhook_is_delivered_by_the_next_worker(settings, tmp_path):
-    hooked = settings.model_copy(update={"webhook_secret": SecretStr(SECRET), "webhook_max_attempts": 3})
+    hooked = settings.model_copy(
+        update={"webhook_secret": SecretStr(SECRET), "webhook_allow_private": True, "webhook_max_attempts": 3}
+    )
     db = open_database(hooked)
     try:
         with WebhookReceiver() as receiver:
@@ -212,7 +276,9 @@ def test_a_pending_webhook_is_delivered_by_the_next_worker(settings, tmp_path):
 
 
 def test_a_webhook_being_delivered_is_not_delivered_again_by_another_worker(settings, tmp_path):
-    hooked = settings.model_copy(update={"webhook_secret": SecretStr(SECRET), "webhook_max_attempts": 3})
+    hooked = settings.model_copy(
+        update={"webhook_secret": SecretStr(SECRET), "webhook_allow_private": True, "webhook_max_attempts": 3}
+    )
     first_arrived, answer_first = threading.Event(), threading.Event()
 
     def hold_the_first(index: int) -> None:

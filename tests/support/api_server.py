@@ -376,6 +376,7 @@ class WebhookReceiver:
     script: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     before_answer: Callable[[int], None] | None = None  # called with the request's index, may block
+    gets: list[str] = field(default_factory=list)  # paths of GET requests (a followed redirect makes one)
 
     def __post_init__(self) -> None:
         receiver = self
@@ -396,6 +397,16 @@ class WebhookReceiver:
                 if receiver.before_answer is not None:
                     receiver.before_answer(index)
                 self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/moved")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def do_GET(self) -> None:
+                with receiver._lock:
+                    receiver.gets.append(self.path)
+                self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -507,6 +507,16 @@ def create_run(request: Request, body: Annotated[RunIn, Body()]) -> Response:
             raise bad_request("not an http(s) URL", "webhook_url")
         if state.settings.webhook_secret is None:
             raise bad_request("webhooks need WEBHOOK_SECRET set on the server", "webhook_url")
+        refused = (
+            None
+            if state.settings.webhook_allow_private
+            else webhooks.literal_destination_refused(body.webhook_url)
+        )
+        if refused:
+            raise bad_request(
+                f"refused: {refused} (the server allows public addresses only, unless WEBHOOK_ALLOW_PRIVATE=true)",
+                "webhook_url",
+            )
     run_id = f"api-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     row = RunQueueStore(db).enqueue(
         run_id,

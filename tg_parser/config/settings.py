@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_max_attempts: int = Field(5, ge=1, le=20)
     webhook_timeout: float = Field(10.0, gt=0, description="seconds per webhook delivery attempt")
+    webhook_allow_private: bool = Field(
+        False, description="let webhooks reach loopback, private and link-local addresses"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

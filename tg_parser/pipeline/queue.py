@@ -217,6 +217,7 @@ class QueueWorker:
             max_attempts=self.settings.webhook_max_attempts,
             backoff=backoff,
             stop=self.stop,
+            allow_private=self.settings.webhook_allow_private,
         )
         final = "delivered" if delivery.delivered else ("pending" if self.stop.is_set() else "failed")
         self.store.record_webhook(row["run_id"], final, delivery.error, attempts=delivery.attempts)

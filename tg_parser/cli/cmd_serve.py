@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import signal
 import tempfile
+from typing import Any
 
 import click
 
@@ -61,20 +64,32 @@ def command(app: AppContext, host: str, port: int, workers: int, execute_runs: b
 
     if execute_runs is not None:
         os.environ["TG_PARSER_EXECUTE_RUNS"] = "1" if execute_runs else "0"
+    metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Worker processes share their HTTP counters through files in one directory.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tg-parser-metrics-")
+        # Worker processes share their HTTP counters through files in one directory (removed on exit).
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tg-parser-metrics-")
     click.echo(
         f"Serving the tg-parser API on http://{host}:{port} ({workers} worker(s)); docs at /docs", err=True
     )
-    uvicorn.run(
-        "tg_parser.api.app:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal again with the handler
+    # that was there before it started: this one, so a requested stop exits 0 (as `worker` does), not 143.
+    signal.signal(signal.SIGTERM, _stopped)
+    try:
+        uvicorn.run(
+            "tg_parser.api.app:app_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

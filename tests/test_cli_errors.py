@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from click.testing import CliRunner
@@ -42,6 +43,26 @@ def test_unknown_numeric_channel_is_refused_not_silently_empty(settings, tmp_pat
     assert not out.exists()
     result = run(settings, "topicize", "--channel", "987654321")
     assert result.exit_code == EXIT_USAGE
+
+
+def test_a_channel_id_beyond_bigint_is_one_clear_line_on_every_command(settings, tmp_path):
+    """Ids no store can hold are refused before the database sees them (PostgreSQL would answer with an
+    overflow, SQLite with an OverflowError), and nothing is written."""
+    huge = str(2**63)
+    for args in (
+        ("sources", "add", huge),
+        ("sources", "add", f"https://t.me/c/{huge}/5"),
+        ("export", "--out", str(tmp_path / "out"), "--channel", huge),
+        ("process", "--channel", f"-100{huge}"),
+        ("topicize", "--channel", huge),
+    ):
+        result = run(settings, *args)
+        assert result.exit_code == EXIT_USAGE, (args, result.output)
+        assert "is not a valid channel id (too large)" in one_error_line(result.output), args
+    listed = run(settings, "sources", "list", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.output) == [], listed.output
+    assert not (tmp_path / "out").exists()
+    assert run(settings, "sources", "add", str(2**63 - 1)).exit_code == 0  # the largest BIGINT is fine
 
 
 def test_export_into_an_unwritable_place(settings, tmp_path):

@@ -20,6 +20,19 @@ class ChannelRef:
         return self.username.lower() if self.username else str(self.channel_id)
 
 
+MAX_CHANNEL_ID = 2**63 - 1  # the stores keep channel ids as BIGINT
+
+
+class ChannelIdTooLarge(ValueError):
+    """A numeric channel id no store can hold (beyond a BIGINT)."""
+
+
+def _bigint(number: int, text: str) -> int:
+    if number > MAX_CHANNEL_ID:
+        raise ChannelIdTooLarge(f"{text.strip()!r} is not a valid channel id (too large)")
+    return number
+
+
 def parse_channel_ref(text: str) -> ChannelRef:
     """Accept 1234567890, -1001234567890, @name, name, t.me/name, https://t.me/name/123, t.me/c/123/45."""
     value = text.strip()
@@ -33,12 +46,12 @@ def parse_channel_ref(text: str) -> ChannelRef:
             raise ValueError(f"{text!r} is a group/user id, not a channel id")
         if number <= 0:
             raise ValueError(f"{text!r} is not a valid channel id")
-        return ChannelRef(channel_id=number)
+        return ChannelRef(channel_id=_bigint(number, text))
     link = _LINK.match(value)
     if link:
         parts = [p for p in link.group("rest").split("?")[0].split("/") if p]
         if parts and parts[0] == "c" and len(parts) >= 2 and parts[1].isdigit():
-            return ChannelRef(channel_id=int(parts[1]))
+            return ChannelRef(channel_id=_bigint(int(parts[1]), text))
         if parts and parts[0] in ("s",) and len(parts) >= 2:
             parts = parts[1:]
         if not parts or parts[0].startswith("+") or parts[0] == "joinchat":

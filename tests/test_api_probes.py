@@ -199,8 +199,9 @@ def test_the_api_run_worker_survives_a_database_outage(proxied, tmp_path, monkey
         db.close()
     with ThreadedApi(settings, execute_runs=True) as api:
         client = api.client(token)
-        worker = api.state.worker
-        wait_for(lambda: worker.db is not None, 10, what="the run worker to start")
+        runner = api.state.worker
+        wait_for(lambda: runner.queue is not None, 10, what="the run worker to start")
+        worker = runner.queue
         looks, failures = [], []
         drain = worker.drain
 
@@ -218,10 +219,10 @@ def test_the_api_run_worker_survives_a_database_outage(proxied, tmp_path, monkey
         wait_for(
             lambda: failures and len(looks) > failures[0][0], 15, what="the worker to go on after a failure"
         )
-        assert worker.thread.is_alive()
+        assert runner.thread.is_alive()
         proxy.start()
         wait_for(lambda: client.get("/ready").status == 200, 20, interval=0.2, what="/ready 200")
-        assert worker.thread.is_alive(), "the run worker died with the database"
+        assert runner.thread.is_alive(), "the run worker died with the database"
         created = client.post("/api/v1/runs", {"steps": ["export"]})
         assert created.status == 202
         location = created.headers["location"]

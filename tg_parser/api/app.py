@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI
@@ -37,6 +37,9 @@ from tg_parser.ingestion.sources import SourceNotFound
 from tg_parser.logging import redact, setup_logging
 from tg_parser.stores.api import ApiStore
 
+if TYPE_CHECKING:
+    from tg_parser.pipeline.queue import QueueWorker
+
 # Seconds a healthy report is reused by /ready (an unhealthy one is recomputed every time).
 HEALTH_TTL = 5.0
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -53,7 +56,7 @@ class ApiState:
         self._owns_db = db is None
         self._lock = threading.Lock()
         self.http = HttpMetrics()
-        self.worker: Any = None
+        self.worker: RunWorkerThread | None = None
         self._health: tuple[float, dict[str, Any]] | None = None
 
     def database(self) -> Database:
@@ -114,9 +117,7 @@ def create_app(
         yield
         if state.worker is not None:
             state.worker.stop.set()
-            thread = getattr(state.worker, "thread", None)
-            if thread is not None:
-                thread.join(timeout=30)
+            state.worker.thread.join(timeout=30)
         state.close()
 
     app = FastAPI(
@@ -156,22 +157,33 @@ def app_from_environment() -> FastAPI:
     return create_app(settings, execute_runs=None if execute is None else execute == "1")
 
 
-def _start_run_worker(state: ApiState) -> None:
-    from tg_parser.pipeline.queue import QueueWorker
+class RunWorkerThread:
+    """The API process's own run worker (`serve --execute-runs`): a thread that waits for the database
+    (the API may start while it is away), then runs a QueueWorker, which outlives later outages."""
 
-    def loop() -> None:
-        while not worker.stop.is_set():
+    def __init__(self, state: ApiState) -> None:
+        self.state = state
+        self.stop = threading.Event()
+        self.queue: QueueWorker | None = None  # once the database has opened
+        self.thread = threading.Thread(target=self._loop, name="run-worker", daemon=True)
+
+    def _loop(self) -> None:
+        from tg_parser.pipeline.queue import QueueWorker
+
+        while not self.stop.is_set():
             try:
-                worker.db = state.database()
-                worker.run_forever()
+                db = self.state.database()
             except TgParserError as exc:
                 logger.warning("run worker: {}", exc.one_line())
-                worker.stop.wait(state.settings.worker_poll_seconds)
+                self.stop.wait(self.state.settings.worker_poll_seconds)
+                continue
+            self.queue = QueueWorker(db, self.state.settings, stop=self.stop)
+            self.queue.run_forever()
 
-    worker = QueueWorker(None, state.settings)  # type: ignore[arg-type]  # the database is set in the loop
-    worker.thread = threading.Thread(target=loop, name="run-worker", daemon=True)  # type: ignore[attr-defined]
-    state.worker = worker
-    worker.thread.start()  # type: ignore[attr-defined]
+
+def _start_run_worker(state: ApiState) -> None:
+    state.worker = RunWorkerThread(state)
+    state.worker.thread.start()
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -580,10 +580,14 @@ def require_current(db: Database) -> None:
         refused = [m for m in extra if compat.get(m) != "additive"]
         if refused:
             first = refused[0]
-            why = "marked breaking" if compat.get(first) == "breaking" else "not marked additive"
+            why = (
+                "is recorded as breaking (its file says so, or declares nothing)"
+                if compat.get(first) == "breaking"
+                else "has no compatibility record"
+            )
             raise ConfigError(
                 f"store {store!r} in {db.describe()} has migration {first} applied, which this tool does not know"
-                f" and which is {why}: this version cannot run against it",
+                f" and which {why}: this version cannot run against it",
                 "stop this process and upgrade tg-parser to the version that wrote it (older versions keep "
                 "running only across migrations marked '-- compatibility: additive')",
             )

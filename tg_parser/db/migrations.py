@@ -257,9 +257,34 @@ def _backend(settings: Settings, store: str) -> Iterator[DatabaseBackend]:
             raise describe_connect_error(migration_target(settings), exc) from None
         raise
     try:
+        if dialect == "postgres":
+            _require_bookkeeping(backend, settings, store)
         yield backend
+    except backend.DatabaseError as exc:
+        if dialect == "postgres" and getattr(exc, "sqlstate", None) == "42501":  # insufficient_privilege
+            raise _not_owner(settings, store, exc) from None
+        raise
     finally:
         backend.connection.close()
+
+
+def _not_owner(settings: Settings, store: str, exc: BaseException | None = None) -> ConfigError:
+    target = migration_target(settings)
+    reason = f" ({' '.join(str(exc).split())[:160]})" if exc is not None else ""
+    return ConfigError(
+        f"role {target.user!r} may not change the schema of store {store!r} in {target.describe()}{reason}",
+        "migrate as the owner role: set DATABASE_MIGRATION_URL to it (docs/SQL.md, section Roles)",
+    )
+
+
+def _require_bookkeeping(backend: DatabaseBackend, settings: Settings, store: str) -> None:
+    """yoyo swallows the failure to create its lock table; a role without CREATE then meets a confusing
+    'relation "yoyo_lock" does not exist' later. Say what it is instead."""
+    try:
+        with backend.transaction():
+            backend.execute("SELECT 1 FROM yoyo_lock WHERE 1 = 0")
+    except backend.DatabaseError:
+        raise _not_owner(settings, store) from None
 
 
 def _columns(backend: DatabaseBackend, table: str) -> list[str]:

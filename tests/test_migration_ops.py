@@ -319,3 +319,22 @@ def test_a_failed_concurrent_build_is_reported_and_refused_until_dropped(
         conn.execute("DROP INDEX CONCURRENTLY raw.dup_probe_v_idx")
     assert migrations.upgrade(settings, ("raw",), root=root) == {"raw": [mid]}
     assert migrations.rollback(settings, "raw", root=root) == [mid]
+
+
+def test_a_running_queue_worker_stops_when_a_breaking_migration_lands(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Long-running processes check again before each poll: an older worker must not keep writing once a
+    migration it does not know, and that is not additive, is applied."""
+    from tg_parser.pipeline.queue import QueueWorker
+
+    with open_database(settings) as db:
+        worker = QueueWorker(db, settings, out_dir=tmp_path / "out")
+        _run_sql(
+            settings,
+            "processing",
+            "INSERT INTO _yoyo_migration (migration_hash, migration_id, applied_at_utc) VALUES (%s, %s, %s)",
+            ("h", "0999.reshape", datetime(2030, 1, 1)),
+        )
+        with pytest.raises(migrations.SchemaIncompatible, match=r"0999\.reshape"):
+            worker.run_forever()  # raises on its first poll instead of logging and retrying forever

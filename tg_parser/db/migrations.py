@@ -454,6 +454,10 @@ def _invalid_indexes(backend: DatabaseBackend, settings: Settings, store: str) -
     return [row[0] for row in backend.execute(_PG_INVALID_INDEXES, {"schema": store}).fetchall()]
 
 
+class SchemaIncompatible(ConfigError):
+    """The database has a migration this code does not know and that is not additive: stop, do not retry."""
+
+
 class InvalidIndex(TgParserError):
     """A `CREATE INDEX CONCURRENTLY` failed and left an INVALID index: it costs writes and serves nothing."""
 
@@ -610,7 +614,7 @@ def require_current(db: Database) -> None:
                 if compat.get(first) == "breaking"
                 else "has no compatibility record"
             )
-            raise ConfigError(
+            raise SchemaIncompatible(
                 f"store {store!r} in {db.describe()} has migration {first} applied, which this tool does not know"
                 f" and which {why}: this version cannot run against it",
                 "stop this process and upgrade tg-parser to the version that wrote it (older versions keep "

@@ -91,9 +91,16 @@ class QueueWorker:
 
     def run_forever(self) -> None:
         """Drain the queue, wait WORKER_POLL_SECONDS (or less, until a stop), repeat."""
+        from tg_parser.db.migrations import SchemaIncompatible, require_current
+
         while not self.stop.is_set():
             try:
+                # A newer release may have migrated meanwhile: an additive migration is fine, a breaking
+                # one stops this older worker (rolling upgrades; docs/SQL.md).
+                require_current(self.db)
                 self.drain()
+            except SchemaIncompatible:
+                raise
             except TgParserError as exc:  # the database went away: say so and try again later
                 logger.warning("worker: {}", exc.one_line())
             except Exception as exc:

@@ -192,9 +192,11 @@ class _Bookkeeping:
                         "db_pid": db_pid,
                     },
                 )
-        except backend.DatabaseError:
+        except backend.DatabaseError as exc:
             self._unlock_advisory()
-            raise LockTimeout(f"store {self.tg_store!r} is locked") from None
+            if isinstance(exc, backend.driver.IntegrityError):  # the row is there: someone holds the lock
+                raise LockTimeout(f"store {self.tg_store!r} is locked") from None
+            raise
 
     def _release_lock(self) -> None:
         backend: Any = self

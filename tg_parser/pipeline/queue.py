@@ -79,6 +79,11 @@ class QueueWorker:
 
     def drain(self) -> int:
         """Tidy up, then execute queued runs until the queue is empty or a stop; returns how many ran."""
+        from tg_parser.db.migrations import require_current
+
+        # A newer release may have migrated meanwhile: an additive migration is fine, a breaking one
+        # stops this older worker (SchemaIncompatible; rolling upgrades, docs/SQL.md).
+        require_current(self.db)
         self.housekeeping()
         executed = 0
         while not self.stop.is_set():
@@ -91,13 +96,10 @@ class QueueWorker:
 
     def run_forever(self) -> None:
         """Drain the queue, wait WORKER_POLL_SECONDS (or less, until a stop), repeat."""
-        from tg_parser.db.migrations import SchemaIncompatible, require_current
+        from tg_parser.db.migrations import SchemaIncompatible
 
         while not self.stop.is_set():
             try:
-                # A newer release may have migrated meanwhile: an additive migration is fine, a breaking
-                # one stops this older worker (rolling upgrades; docs/SQL.md).
-                require_current(self.db)
                 self.drain()
             except SchemaIncompatible:
                 raise

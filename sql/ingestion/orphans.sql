@@ -5,13 +5,11 @@
 -- attempts' ids, so :after starts at 0. Served by: ingest_runs primary key (the page), sources primary
 -- key (one probe per row).
 WITH page AS (
-    SELECT i.id AS k, i.source_id FROM ingestion.ingest_runs i
+    SELECT i.id AS k,
+           CASE WHEN NOT EXISTS (SELECT 1 FROM ingestion.sources s WHERE s.source_id = i.source_id) THEN 1 ELSE 0 END AS orphan
+    FROM ingestion.ingest_runs i
     WHERE i.id > :after ORDER BY i.id LIMIT :batch
-), checked AS (
-    SELECT p.k, CASE WHEN EXISTS (SELECT 1 FROM ingestion.sources s WHERE s.source_id = p.source_id)
-                     THEN 0 ELSE 1 END AS orphan
-    FROM page p
 )
 SELECT max(k) AS last_key, count(*) AS scanned, coalesce(sum(orphan), 0) AS orphans,
        min(CASE WHEN orphan = 1 THEN k END) AS example
-FROM checked;
+FROM page;

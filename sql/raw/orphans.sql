@@ -5,14 +5,11 @@
 -- report, not an error. Served by: raw_messages primary key (the page), sources primary key (one probe
 -- per row).
 WITH page AS (
-    SELECT m.source_ref AS k, m.source_id FROM raw.raw_messages m
+    SELECT m.source_ref AS k,
+           CASE WHEN m.source_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ingestion.sources s WHERE s.source_id = m.source_id) THEN 1 ELSE 0 END AS orphan
+    FROM raw.raw_messages m
     WHERE m.source_ref > :after ORDER BY m.source_ref LIMIT :batch
-), checked AS (
-    SELECT p.k, CASE WHEN p.source_id IS NULL
-                       OR EXISTS (SELECT 1 FROM ingestion.sources s WHERE s.source_id = p.source_id)
-                     THEN 0 ELSE 1 END AS orphan
-    FROM page p
 )
 SELECT max(k) AS last_key, count(*) AS scanned, coalesce(sum(orphan), 0) AS orphans,
        min(CASE WHEN orphan = 1 THEN k END) AS example
-FROM checked;
+FROM page;

@@ -79,7 +79,17 @@ class StoreStatus:
 
 def expected_ids(dialect: str, store: str, root: Path | None = None) -> list[str]:
     """Migration ids in the code, in order (yoyo's id is the file name without `.sql`)."""
-    folder = _folder(dialect, store, root)
+    if root is None:
+        return list(_shipped_ids(dialect, store))  # long-running processes check before every poll
+    return _list_ids(_folder(dialect, store, root))
+
+
+@cache
+def _shipped_ids(dialect: str, store: str) -> tuple[str, ...]:
+    return tuple(_list_ids(migrations_dir(dialect, store)))
+
+
+def _list_ids(folder: Path) -> list[str]:
     return sorted(p.name[:-4] for p in folder.glob("*.sql") if not p.name.endswith(".rollback.sql"))
 
 

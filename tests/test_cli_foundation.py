@@ -311,7 +311,9 @@ def test_a_live_lock_is_not_called_stale(run: Invoke, settings: Settings) -> Non
         assert blocked.exit_code == EXIT_LOCKED
         line = one_error_line(blocked)
         assert "being migrated by another process" in line and "stale" not in line
-    assert run("db", "unlock", "--store", "processing").exit_code == 0
+        refused = run("db", "unlock", "--store", "processing")  # it may still be running: not without --force
+        assert refused.exit_code == EXIT_LOCKED and "--force" in one_error_line(refused)
+    assert run("db", "unlock", "--store", "processing", "--force").exit_code == 0
 
 
 # --- sources ----------------------------------------------------------------------------------------

@@ -214,6 +214,8 @@ def test_a_lock_from_another_host_is_not_stale_however_old(settings: Settings) -
         with pytest.raises(LockHeld) as info:
             migrations.upgrade(settings, ("raw",))
         assert "other-host.example" in info.value.message and "stale" not in info.value.message
+        with pytest.raises(LockHeld, match="may still be running"):  # nor removed without --force
+            migrations.unlock(settings, "raw")
         return
     with _pg(settings) as holder:  # the other host's migrating session, alive
         holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("migrate:raw"),))

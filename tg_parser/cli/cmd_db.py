@@ -117,15 +117,23 @@ def rollback(app: AppContext, store: str, steps: int, yes: bool) -> None:
 
 @command.command("unlock")
 @click.option("--store", required=True, type=click.Choice(STORES), help="The store whose lock to remove.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove a lock that is not stale (only when you know its process is gone).",
+)
 @pass_app
-def unlock(app: AppContext, store: str) -> None:
+def unlock(app: AppContext, store: str, force: bool) -> None:
     """Remove a stale migration lock left by a process that died mid-upgrade.
+
+    A lock that is not stale (its migration may still run, on this host or another) is refused without
+    --force (exit 4).
 
     \b
     Example (after 'tg-parser db status' showed a stale lock):
       tg-parser db unlock --store ingestion
     """
-    lock = migrations.unlock(app.settings, store)
+    lock = migrations.unlock(app.settings, store, force=force)
     click.echo(f"{store}: removed lock of pid {lock['pid']}" if lock else f"{store}: no lock was held")
 
 

@@ -578,10 +578,17 @@ def rollback(settings: Settings, store: str, steps: int = 1, *, root: Path | Non
     return [m.id for m in todo]
 
 
-def unlock(settings: Settings, store: str) -> dict[str, Any] | None:
-    """Remove a (stale) yoyo lock row; returns what it was."""
+def unlock(settings: Settings, store: str, *, force: bool = False) -> dict[str, Any] | None:
+    """Remove a stale migration lock; returns what it was. A lock that is not stale (its migration may be
+    running, here or on another host) is only removed with `force`."""
     with _backend(settings, store) as backend:
         lock = _lock_row(backend, settings)
+        if lock is not None and not lock["stale"] and not force:
+            raise LockHeld(
+                f"store {store!r} is locked by a migration that may still be running ({_holder(lock)}: {lock['reason']})",
+                "wait for it to finish; only if you know that process is gone, "
+                f"run 'tg-parser db unlock --store {store} --force'",
+            )
         backend.break_lock()
     return lock
 

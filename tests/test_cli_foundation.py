@@ -7,6 +7,7 @@ DB_SQLITE_DIR or DB_HOST/DB_PORT/DB_USER/DB_NAME), against real SQLite files and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -31,7 +32,8 @@ from tg_parser import __version__
 from tg_parser.cli.main import cli
 from tg_parser.config import Settings
 from tg_parser.db import migrations
-from tg_parser.db.connect import open_database
+from tg_parser.db.connect import open_database, pg_target
+from tg_parser.db.locks import lock_key
 from tg_parser.db.sqlite import STORE_FILES
 from tg_parser.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_USAGE
 from tg_parser.stores import IngestionStore
@@ -251,24 +253,27 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def _insert_lock(settings: Settings, store: str, pid: int) -> None:
-    """Leave a yoyo lock row behind, as a process killed mid-upgrade would."""
+def _insert_lock(settings: Settings, store: str, pid: int, db_pid: int | None = None) -> None:
+    """Leave a migration lock row behind, as a process of this host killed mid-upgrade would (on PostgreSQL
+    its database session, `db_pid`, is gone with it: nobody holds the store's advisory lock)."""
     now = datetime.now(UTC).replace(tzinfo=None)
+    host = socket.gethostname()
     if settings.db_type == "sqlite":
         path = settings.db_sqlite_dir / STORE_FILES[store]
         with sqlite3.connect(path) as conn:
             conn.execute(
-                "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, ?, ?)", (now.isoformat(" "), pid)
+                "INSERT INTO yoyo_lock (locked, ctime, pid, host) VALUES (1, ?, ?, ?)",
+                (now.isoformat(" "), pid, host),
             )
         return
     with psycopg.connect(
         host=settings.db_host, port=settings.db_port, user=settings.db_user, dbname=settings.db_name
     ) as conn:
         conn.execute(
-            sql.SQL("INSERT INTO {}.yoyo_lock (locked, ctime, pid) VALUES (1, %s, %s)").format(
-                sql.Identifier(store)
-            ),
-            (now, pid),
+            sql.SQL(
+                "INSERT INTO {}.yoyo_lock (locked, ctime, pid, host, db_pid) VALUES (1, %s, %s, %s, %s)"
+            ).format(sql.Identifier(store)),
+            (now, pid, host, db_pid or pid),
         )
 
 
@@ -293,12 +298,22 @@ def test_stale_lock_is_reported_with_the_fix_and_unlock_removes_it(run: Invoke, 
 
 
 def test_a_live_lock_is_not_called_stale(run: Invoke, settings: Settings) -> None:
-    _insert_lock(settings, "processing", os.getpid())  # this process is alive
-    blocked = run("db", "rollback", "--store", "processing", "--yes")
-    assert blocked.exit_code == EXIT_LOCKED
-    line = one_error_line(blocked)
-    assert "being migrated by another process" in line and "stale" not in line
-    assert run("db", "unlock", "--store", "processing").exit_code == 0
+    with contextlib.ExitStack() as stack:
+        db_pid = None
+        if settings.db_type == "postgres":  # the migrating session is alive: it holds the advisory lock
+            conn = stack.enter_context(
+                psycopg.connect(**pg_target(settings).connect_kwargs(), autocommit=True)
+            )
+            conn.execute("SELECT pg_advisory_lock(%s)", (lock_key("migrate:processing"),))
+            db_pid = conn.info.backend_pid
+        _insert_lock(settings, "processing", os.getpid(), db_pid)  # this process is alive
+        blocked = run("db", "rollback", "--store", "processing", "--yes")
+        assert blocked.exit_code == EXIT_LOCKED
+        line = one_error_line(blocked)
+        assert "being migrated by another process" in line and "stale" not in line
+        refused = run("db", "unlock", "--store", "processing")  # it may still be running: not without --force
+        assert refused.exit_code == EXIT_LOCKED and "--force" in one_error_line(refused)
+    assert run("db", "unlock", "--store", "processing", "--force").exit_code == 0
 
 
 # --- sources ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ done when a database is opened, yoyo's lock, and unreachable servers (with no pa
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,6 +34,7 @@ YOYO_TABLES = {
     DatabaseBackend.lock_table,
     DatabaseBackend.version_table,
     "_yoyo_migration",
+    "_yoyo_tg_compat",
 }
 
 # SQLite declared type → the PostgreSQL type family it stands for (bigint and integer both become INTEGER).
@@ -382,6 +384,25 @@ def test_migration_unknown_to_this_tool_is_refused(settings: Settings) -> None:
 # --- yoyo's lock ------------------------------------------------------------------------------------
 
 
+def plant_lock(
+    settings: Settings,
+    store: str,
+    pid: int,
+    *,
+    host: str | None = None,
+    db_pid: int | None = None,
+    since: datetime | None = None,
+) -> None:
+    """Leave a migration lock row behind (host and db_pid are the columns this version records)."""
+    when = (since or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    _run_sql(
+        settings,
+        store,
+        "INSERT INTO yoyo_lock (locked, ctime, pid, host, db_pid) VALUES (1, %s, %s, %s, %s)",
+        (when.isoformat(sep=" ") if dialect_of(settings) == "sqlite" else when, pid, host, db_pid),
+    )
+
+
 def _dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -390,13 +411,9 @@ def _dead_pid() -> int:
 
 def test_stale_lock_is_reported_with_the_unlock_command_and_unlock_clears_it(settings: Settings) -> None:
     pid = _dead_pid()
-    now = datetime.now(UTC).replace(tzinfo=None)
-    _run_sql(
-        settings,
-        "ingestion",
-        "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, %s, %s)",
-        (now.isoformat(sep=" ") if dialect_of(settings) == "sqlite" else now, pid),
-    )
+    # As a process of this version killed mid-upgrade leaves it: on this host, and on PostgreSQL with a
+    # database session that is gone (nobody holds the store's migration advisory lock).
+    plant_lock(settings, "ingestion", pid, host=socket.gethostname(), db_pid=pid)
     with pytest.raises(LockHeld) as info:
         migrations.upgrade(settings)
     assert (
@@ -421,18 +438,14 @@ def test_stale_lock_is_reported_with_the_unlock_command_and_unlock_clears_it(set
 def test_live_lock_asks_to_wait(settings: Settings) -> None:
     import os
 
-    now = datetime.now(UTC).replace(tzinfo=None)
-    _run_sql(
-        settings,
-        "raw",
-        "INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, %s, %s)",
-        (now.isoformat(sep=" ") if dialect_of(settings) == "sqlite" else now, os.getpid()),
-    )
+    plant_lock(settings, "raw", os.getpid())  # a lock row as yoyo writes it: no host, no session
     with pytest.raises(LockHeld) as info:
         migrations.upgrade(settings)
     assert "being migrated by another process" in info.value.message
     assert "unlock" not in (info.value.hint or "")
-    migrations.unlock(settings, "raw")
+    with pytest.raises(LockHeld, match="may still be running"):
+        migrations.unlock(settings, "raw")
+    assert migrations.unlock(settings, "raw", force=True) is not None
 
 
 # --- unreachable servers ----------------------------------------------------------------------------

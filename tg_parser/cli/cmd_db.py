@@ -20,7 +20,7 @@ store_option = click.option(
 
 @click.group("db")
 def command() -> None:
-    """Database schema: upgrade, status, rollback, unlock; migrate SQLite to PostgreSQL, checksums.
+    """Database schema: upgrade, status, rollback, unlock; orphan checks; migrate SQLite to PostgreSQL, checksums.
 
     \b
     Examples:
@@ -55,7 +55,8 @@ def upgrade(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @pass_app
 def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
-    """Show applied and pending migrations per store (exit 1 when any are pending).
+    """Show applied and pending migrations per store, the migration lock, and migrations applied by a newer
+    tg-parser with their compatibility (exit 1 when any are pending or an invalid index is left).
 
     \b
     Examples:
@@ -76,7 +77,19 @@ def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
             for s in result
         ]
         emit_table(rows, ["store", "current", "pending", "lock"])
-    if any(s.pending for s in result):
+        for s in result:
+            if s.lock:
+                click.echo(
+                    f"{s.store}: locked by pid {s.lock['pid']} on {s.lock.get('host') or '?'}: {s.lock['reason']}"
+                )
+            for mid, compat in s.unknown_compatibility.items():
+                click.echo(f"{s.store}: {mid} was applied by a newer tg-parser ({compat})")
+            for name in s.invalid_indexes:
+                click.echo(
+                    f"{s.store}: invalid index {name} (a failed CREATE INDEX CONCURRENTLY): "
+                    f"run 'DROP INDEX CONCURRENTLY {name}', then 'tg-parser db upgrade'"
+                )
+    if any(s.pending or s.invalid_indexes for s in result):
         click.get_current_context().exit(1)
 
 
@@ -104,16 +117,69 @@ def rollback(app: AppContext, store: str, steps: int, yes: bool) -> None:
 
 @command.command("unlock")
 @click.option("--store", required=True, type=click.Choice(STORES), help="The store whose lock to remove.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove a lock that is not stale (only when you know its process is gone).",
+)
 @pass_app
-def unlock(app: AppContext, store: str) -> None:
+def unlock(app: AppContext, store: str, force: bool) -> None:
     """Remove a stale migration lock left by a process that died mid-upgrade.
+
+    A lock that is not stale (its migration may still run, on this host or another) is refused without
+    --force (exit 4).
 
     \b
     Example (after 'tg-parser db status' showed a stale lock):
       tg-parser db unlock --store ingestion
     """
-    lock = migrations.unlock(app.settings, store)
+    lock = migrations.unlock(app.settings, store, force=force)
     click.echo(f"{store}: removed lock of pid {lock['pid']}" if lock else f"{store}: no lock was held")
+
+
+@command.command("check-orphans")
+@click.option(
+    "--batch",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows read per statement (each page is its own short statement).",
+)
+@json_option
+@pass_app
+def check_orphans(app: AppContext, batch: int, as_json: bool) -> None:
+    """Find rows that reference a missing row in another store (exit 1 when an error-level check finds any).
+
+    References between stores are not foreign keys; this reads each referencing table once, in keyset
+    pages. Checks marked "info" report rows kept on purpose (the messages of a removed source).
+
+    \b
+    Examples:
+      tg-parser db check-orphans
+      tg-parser db check-orphans --json --batch 20000
+    """
+    from tg_parser.stores.orphans import OrphanStore
+
+    results = OrphanStore(app.database()).check_all(batch=batch)
+    if as_json:
+        emit_json([r.as_dict() for r in results])
+    else:
+        rows = [
+            {
+                "check": r.check,
+                "severity": r.severity,
+                "scanned": r.scanned,
+                "orphans": r.orphans,
+                "example": "-" if r.example is None else r.example,
+            }
+            for r in results
+        ]
+        emit_table(rows, ["check", "severity", "scanned", "orphans", "example"])
+        for r in results:
+            if r.orphans:
+                click.echo(f"{r.check}: {r.orphans} {r.describes}; fix: {r.fix}")
+    if any(r.orphans and r.severity == "error" for r in results):
+        click.get_current_context().exit(1)
 
 
 # The bulk migrator's commands live in their own module; they belong to this group.

@@ -94,6 +94,9 @@ def command(
             pipeline.run_id = (
                 f"{app.run_id}-{report.finished_at:%Y%m%dT%H%M%S}" if report.finished_at else pipeline.run_id
             )
+            from tg_parser.db.migrations import require_current
+
+            require_current(db)  # a newer release may have migrated meanwhile: only additive is fine
             sources = pipeline.select_sources(source_ids, all_sources)
     if pipeline.stop.is_set():
         # A stop is asked for, not a failure: the exit status is still the last cycle's, so a supervisor

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     db_sqlite_dir: Path = Path("./data")
     db_sqlite_busy_timeout: int = Field(30_000, ge=0, description="ms SQLite waits for a lock")
     database_url: SecretStr | None = None
+    # Migrations (db upgrade/rollback/unlock/status, init) connect with this URL when set: an owner role
+    # that may run DDL, while DATABASE_URL names a DML-only application role. See docs/SQL.md (roles).
+    database_migration_url: SecretStr | None = None
+    db_migration_lock_stale_after: int = Field(
+        21_600,
+        ge=60,
+        description="seconds after which a PostgreSQL migration lock without a session is stale",
+    )
     db_host: str = "localhost"
     db_port: int = Field(5432, ge=1, le=65535)
     db_name: str = "tg_parser"
@@ -130,6 +138,7 @@ class Settings(BaseSettings):
         values: list[str] = []
         for field in (
             "database_url",
+            "database_migration_url",
             "db_password",
             "telegram_api_hash",
             "telegram_session",
@@ -139,9 +148,11 @@ class Settings(BaseSettings):
             secret = getattr(self, field)
             if secret is not None and secret.get_secret_value():
                 values.append(secret.get_secret_value())
-        if self.database_url is not None:
+        for url in (self.database_url, self.database_migration_url):
+            if url is None:
+                continue
             # The password inside the URL, decoded as the driver sees it (and may quote it in an error).
-            password = urlsplit(self.database_url.get_secret_value()).password
+            password = urlsplit(url.get_secret_value()).password
             if password:
                 values.extend([password, unquote(password)])
         return values
@@ -157,7 +168,10 @@ def load_settings(**overrides: object) -> Settings:
             name = "_".join(str(part) for part in error["loc"]).upper()
             given = error.get("input")
             shown = "" if isinstance(given, dict) or given is None else f" (got {str(given)[:60]!r})"
-            if any(word in name for word in ("PASSWORD", "KEY", "HASH", "SESSION", "DATABASE_URL")):
+            if any(
+                word in name
+                for word in ("PASSWORD", "KEY", "HASH", "SESSION", "DATABASE_URL", "MIGRATION_URL")
+            ):
                 shown = ""  # never echo a secret back
             message = error["msg"].removeprefix("Value error, ")
             # A check across fields (loc is empty) names its variables in its own message.

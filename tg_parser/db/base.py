@@ -95,6 +95,11 @@ class Database(ABC):
     def applied_migrations(self, store: str) -> list[str] | None:
         """Migration ids applied to a store, in the order applied; None if it was never migrated."""
 
+    @abstractmethod
+    def migration_compatibility(self, store: str) -> dict[str, str]:
+        """Migration id → the compatibility recorded when it was applied (`additive`/`breaking`); empty when
+        nothing was recorded (a database last migrated by a version that did not record it)."""
+
     # --- public surface -----------------------------------------------------------------------------
 
     def query(self, name: str) -> Query:

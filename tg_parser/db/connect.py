@@ -45,7 +45,17 @@ def pg_target(settings: Settings) -> PgTarget:
     )
 
 
-def parse_database_url(url: str) -> PgTarget:
+def migration_target(settings: Settings) -> PgTarget:
+    """Where migrations connect: DATABASE_MIGRATION_URL when set (an owner role that may run DDL), else the
+    same target as the application (DATABASE_URL or the DB_* parts)."""
+    if settings.database_migration_url is not None:
+        return parse_database_url(
+            settings.database_migration_url.get_secret_value(), "DATABASE_MIGRATION_URL"
+        )
+    return pg_target(settings)
+
+
+def parse_database_url(url: str, variable: str = "DATABASE_URL") -> PgTarget:
     """Accept postgresql://, postgres:// and postgresql+psycopg:// URLs; the password stays percent-decoded."""
     from tg_parser.db.postgres import PgTarget
 
@@ -53,7 +63,7 @@ def parse_database_url(url: str) -> PgTarget:
     scheme = parts.scheme.split("+", 1)[0].lower()
     if scheme not in ("postgresql", "postgres"):
         raise ConfigError(
-            f"DATABASE_URL must start with postgresql:// (got {parts.scheme or 'no scheme'}://)",
+            f"{variable} must start with postgresql:// (got {parts.scheme or 'no scheme'}://)",
             "use postgresql://user:password@host:5432/dbname",
         )
     options: dict[str, str] = {}
@@ -63,7 +73,7 @@ def parse_database_url(url: str) -> PgTarget:
     try:
         port = parts.port or 5432
     except ValueError:
-        raise ConfigError("DATABASE_URL has an invalid port", "use a number between 1 and 65535") from None
+        raise ConfigError(f"{variable} has an invalid port", "use a number between 1 and 65535") from None
     return PgTarget(
         host=unquote(parts.hostname or "localhost"),
         port=port,

@@ -315,6 +315,18 @@ class PostgresDatabase(Database):
                 return None
         return [row[0] for row in rows]
 
+    def migration_compatibility(self, store: str) -> dict[str, str]:
+        statement = sql.SQL("SELECT migration_id, compatibility FROM {}._yoyo_tg_compat").format(
+            sql.Identifier(store)
+        )
+        with self.pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    rows = conn.execute(statement).fetchall()
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+                return {}
+        return {row[0]: row[1] for row in rows}
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A pooled connection for db/ plumbing (migrations, locks, the migrator's catalog reads)."""

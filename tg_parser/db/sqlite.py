@@ -216,6 +216,18 @@ class SqliteDatabase(Database):
                 return None
         return [row[0] for row in rows]
 
+    def migration_compatibility(self, store: str) -> dict[str, str]:
+        if store not in STORES:
+            raise ValueError(f"unknown store {store!r}")
+        with self._lock:
+            try:
+                rows = self._connection.execute(
+                    f"SELECT migration_id, compatibility FROM {store}._yoyo_tg_compat"
+                ).fetchall()
+            except sqlite3.OperationalError:
+                return {}
+        return {row[0]: row[1] for row in rows}
+
     def raw_connection(self) -> sqlite3.Connection:
         """The underlying connection, for the migrator's catalog reads only."""
         return self._connection

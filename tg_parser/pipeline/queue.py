@@ -79,6 +79,11 @@ class QueueWorker:
 
     def drain(self) -> int:
         """Tidy up, then execute queued runs until the queue is empty or a stop; returns how many ran."""
+        from tg_parser.db.migrations import require_current
+
+        # A newer release may have migrated meanwhile: an additive migration is fine, a breaking one
+        # stops this older worker (SchemaIncompatible; rolling upgrades, docs/SQL.md).
+        require_current(self.db)
         self.housekeeping()
         executed = 0
         while not self.stop.is_set():
@@ -91,9 +96,13 @@ class QueueWorker:
 
     def run_forever(self) -> None:
         """Drain the queue, wait WORKER_POLL_SECONDS (or less, until a stop), repeat."""
+        from tg_parser.db.migrations import SchemaIncompatible
+
         while not self.stop.is_set():
             try:
                 self.drain()
+            except SchemaIncompatible:
+                raise
             except TgParserError as exc:  # the database went away: say so and try again later
                 logger.warning("worker: {}", exc.one_line())
             except Exception as exc:

@@ -23,7 +23,8 @@ from typing import Any
 
 from tg_parser.transfer.schema import BOOL, INT, JSON, REAL, TEXT, TS, Column, Table
 
-YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock"})
+# Migration bookkeeping (yoyo's and tg-parser's compatibility records): each side records its own.
+YOYO_TABLES = frozenset({"_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_yoyo_tg_compat"})
 
 # SQLite GLOB for the fixed-width UTC timestamp text the stores write.
 TS_GLOB = "[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-5][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z"

@@ -1,4 +1,5 @@
 -- depends: 0001.initial
+-- compatibility: additive (a new table older code neither reads nor needs to fill)
 -- When each channel's topics were last computed, from which corpus and by which strategy, so an
 -- unchanged channel is skipped even when it produced no topic, and a new strategy recomputes it.
 

@@ -1,3 +1,4 @@
+-- compatibility: breaking (the first schema: no older code runs without it)
 -- ingestion store: channel sources, per-thread comment cursors, one row per ingestion attempt.
 
 CREATE TABLE sources (

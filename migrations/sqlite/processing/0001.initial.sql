@@ -1,3 +1,4 @@
+-- compatibility: breaking (the first schema: no older code runs without it)
 -- processing store: processed documents, failures, work leases, topics, bundles and run reports.
 
 CREATE TABLE processed_documents (

@@ -1,4 +1,5 @@
 -- depends: 0002.topic_channel_state
+-- compatibility: additive (new tables older code neither reads nor needs to fill)
 -- The HTTP API: keys (only a hash of each secret is stored), per-key rate-limit windows shared by every
 -- API process, and the durable run queue that `tg-parser worker` (and `serve --execute-runs`) drains.
 

@@ -1,3 +1,4 @@
+-- compatibility: breaking (the first schema: no older code runs without it)
 -- raw store: messages as first seen (a snapshot), and later observations that differ.
 
 CREATE TABLE raw_messages (

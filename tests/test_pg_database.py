@@ -11,7 +11,7 @@ from support.pg_database import ReusedDatabase
 
 pytestmark = pytest.mark.postgres
 
-LEASE = "INSERT INTO processing.work_leases VALUES (%s, 'w', now(), now())"
+LEASE = "INSERT INTO processing.work_leases VALUES (%s, 'w', now(), now() + interval '1 minute')"
 
 
 @pytest.fixture

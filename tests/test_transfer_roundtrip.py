@@ -105,8 +105,11 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
             )
         raw.store_batch(batch)
         edited = [
-            m.model_copy(update={"text": m.text + " (edited)", "edit_date": T0 + timedelta(days=1)})
-            for m in batch[:20]
+            # an edit, and new counters (raw_message_counters)
+            m.model_copy(
+                update={"text": m.text + " (edited)", "edit_date": T0 + timedelta(days=1), "views": 1000 + i}
+            )
+            for i, m in enumerate(batch[:20])
         ]
         raw.store_batch(edited)
         refs = [m.source_ref for m in batch]
@@ -138,6 +141,9 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
             error_message="slow",
             permanent=True,
             run_id="r1",
+        )
+        processing.record_failure(
+            refs[-11], channel_id=1001, error_class="no_text", error_message="", permanent=True, skipped=True
         )
         processing.claim(refs[-9:-6], "worker-1", timedelta(minutes=5))
         TopicStore(db).replace_channel_topics(

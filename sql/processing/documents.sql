@@ -5,10 +5,13 @@
 -- key (:after_channel_id, :after_date, :after_ref) of the previous page's last row (keyset pagination, so
 -- a run reads each candidate once and never re-reads the head); the first page passes the lowest key.
 -- Served by: raw_messages_channel_date_idx for the order and the keyset bound, the primary keys of
--- processed_documents, processing_failures and work_leases for the anti-joins.
+-- processed_documents, processing_failures and work_leases for the anti-joins, raw_message_counters
+-- primary key for the latest counters.
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
-       r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
+       r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
+       COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type, r.media
 FROM raw.raw_messages AS r
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
 LEFT JOIN processing.processed_documents AS d ON d.source_ref = r.source_ref
 LEFT JOIN processing.processing_failures AS f ON f.source_ref = r.source_ref
 LEFT JOIN processing.work_leases AS l ON l.source_ref = r.source_ref

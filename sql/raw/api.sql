@@ -3,14 +3,18 @@
 -- page's last row (keyset paging: no OFFSET, so a deep page costs what the first does). The store passes
 -- the lowest possible key for the first page and far-past/far-future bounds for an open date window, so
 -- every parameter has a value. raw_payload is left out (up to 256 KiB a row).
--- Served by: raw_messages_channel_date_idx (range scan from the key).
-SELECT source_ref, source_id, channel_id, message_id, message_type, date, edit_date, text, thread_id,
-       parent_message_id, grouped_id, views, forwards, replies, media_type, media
-FROM raw.raw_messages
-WHERE (channel_id, date, source_ref) > (:after_channel, :after_date, :after_ref)
-  AND (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id)
-  AND (CAST(:source_id AS TEXT) IS NULL OR source_id = :source_id)
-  AND date >= :since
-  AND date < :until
-ORDER BY channel_id, date, source_ref
+-- Counters: the latest refresh (raw_message_counters), else the snapshot's.
+-- Served by: raw_messages_channel_date_idx (range scan from the key), raw_message_counters primary key.
+SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
+       r.thread_id, r.parent_message_id, r.grouped_id, COALESCE(c.views, r.views) AS views,
+       COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies,
+       r.media_type, r.media
+FROM raw.raw_messages AS r
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
+WHERE (r.channel_id, r.date, r.source_ref) > (:after_channel, :after_date, :after_ref)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR r.channel_id = :channel_id)
+  AND (CAST(:source_id AS TEXT) IS NULL OR r.source_id = :source_id)
+  AND r.date >= :since
+  AND r.date < :until
+ORDER BY r.channel_id, r.date, r.source_ref
 LIMIT :limit;

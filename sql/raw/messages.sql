@@ -14,12 +14,17 @@ ON CONFLICT (source_ref) DO NOTHING;
 
 -- name: raw_refresh_counters
 -- Counters (views, forwards, replies) change all the time and are not part of the snapshot: keep the
--- latest non-NULL values. Served by: raw_messages primary key.
-UPDATE raw.raw_messages
-SET views = COALESCE(:views, views),
-    forwards = COALESCE(:forwards, forwards),
-    replies = COALESCE(:replies, replies)
-WHERE source_ref = :source_ref;
+-- latest non-NULL values in the narrow raw_message_counters row (never the wide raw_messages row). The
+-- store passes the values merged with what it read (raw_latest_observations); a NULL keeps the stored
+-- value. The update changes no indexed column, so it is HOT (the table's fillfactor leaves room).
+-- Served by: raw_message_counters primary key.
+INSERT INTO raw.raw_message_counters AS c (source_ref, views, forwards, replies, observed_at)
+VALUES (:source_ref, :views, :forwards, :replies, :observed_at)
+ON CONFLICT (source_ref) DO UPDATE SET
+    views = COALESCE(excluded.views, c.views),
+    forwards = COALESCE(excluded.forwards, c.forwards),
+    replies = COALESCE(excluded.replies, c.replies),
+    observed_at = excluded.observed_at;
 
 -- name: raw_insert_version
 -- Journal a later observation whose text or edit date differs from the latest known one.
@@ -28,8 +33,15 @@ INSERT INTO raw.raw_message_versions (source_ref, observed_at, edit_date, text, 
 VALUES (:source_ref, :observed_at, :edit_date, :text, :raw_payload);
 
 -- name: raw_get_message
--- One message by its key. Served by: raw_messages primary key.
-SELECT * FROM raw.raw_messages WHERE source_ref = :source_ref;
+-- One message by its key, with its latest counters (the last refresh, else the snapshot's).
+-- Served by: raw_messages and raw_message_counters primary keys.
+SELECT m.source_ref, m.source_id, m.channel_id, m.message_id, m.message_type, m.date, m.edit_date, m.text,
+       m.thread_id, m.parent_message_id, m.grouped_id, COALESCE(c.views, m.views) AS views,
+       COALESCE(c.forwards, m.forwards) AS forwards, COALESCE(c.replies, m.replies) AS replies,
+       m.media_type, m.media, m.raw_payload, m.payload_truncated, m.payload_size, m.inserted_at
+FROM raw.raw_messages AS m
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = m.source_ref
+WHERE m.source_ref = :source_ref;
 
 -- name: raw_list_versions
 -- The observations journaled for one message, oldest first. Served by: raw_message_versions_ref_idx.
@@ -43,15 +55,16 @@ WHERE (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id)
   AND (CAST(:message_type AS TEXT) IS NULL OR message_type = :message_type);
 
 -- name: raw_stream_channel
--- Every message of one channel in time order, for processing and export (streamed).
--- Served by: raw_messages_channel_date_idx.
-SELECT * FROM raw.raw_messages WHERE channel_id = :channel_id ORDER BY date, source_ref;
-
--- name: raw_max_message_id
--- The highest stored message id of a source and type (a cursor sanity check).
--- Served by: raw_messages_source_idx.
-SELECT MAX(message_id) AS max_id FROM raw.raw_messages
-WHERE source_id = :source_id AND message_type = :message_type;
+-- Every message of one channel in time order, with its latest counters (streamed).
+-- Served by: raw_messages_channel_date_idx, raw_message_counters primary key.
+SELECT m.source_ref, m.source_id, m.channel_id, m.message_id, m.message_type, m.date, m.edit_date, m.text,
+       m.thread_id, m.parent_message_id, m.grouped_id, COALESCE(c.views, m.views) AS views,
+       COALESCE(c.forwards, m.forwards) AS forwards, COALESCE(c.replies, m.replies) AS replies,
+       m.media_type, m.media, m.raw_payload, m.payload_truncated, m.payload_size, m.inserted_at
+FROM raw.raw_messages AS m
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = m.source_ref
+WHERE m.channel_id = :channel_id
+ORDER BY m.date, m.source_ref;
 
 -- name: raw_channels
 -- Channels with stored messages and their counts. Served by: raw_messages_channel_date_idx (index-only scan).

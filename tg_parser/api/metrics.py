@@ -94,11 +94,14 @@ class _DatabaseCollector(Collector):
             ("tg_parser_messages", "messages", "Raw messages stored."),
             ("tg_parser_documents", "documents", "Processed documents stored."),
             ("tg_parser_live_leases", "live_leases", "Messages leased by a processing worker right now."),
+            ("tg_parser_skipped", "skipped", "Messages skipped: nothing to process (media only)."),
             ("tg_parser_topics", "topics", "Topic cards."),
         ):
             yield GaugeMetricFamily(name, text, value=gauges[key])
         failures = GaugeMetricFamily(
-            "tg_parser_failures", "Journaled processing failures.", labels=["error_class", "permanent"]
+            "tg_parser_failures",
+            "Journaled processing failures (skips not counted).",
+            labels=["error_class", "permanent"],
         )
         for row in gauges["failures"]:
             failures.add_metric([row["error_class"], str(row["permanent"]).lower()], row["n"])

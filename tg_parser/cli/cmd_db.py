@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.db import migrations
 from tg_parser.db.resources import STORES
+from tg_parser.retention import KINDS, RetentionPolicy, prune, record_prune
 
 store_option = click.option(
     "--store",
@@ -20,12 +23,13 @@ store_option = click.option(
 
 @click.group("db")
 def command() -> None:
-    """Database schema: upgrade, status, rollback, unlock; orphan checks; migrate SQLite to PostgreSQL, checksums.
+    """Database schema: upgrade, status, rollback, unlock; retention (prune); orphan checks; migrate SQLite to PostgreSQL.
 
     \b
     Examples:
       tg-parser db status
       tg-parser db upgrade
+      tg-parser db prune --dry-run
       tg-parser db migrate-to-postgres --dry-run
     """
 
@@ -180,6 +184,98 @@ def check_orphans(app: AppContext, batch: int, as_json: bool) -> None:
                 click.echo(f"{r.check}: {r.orphans} {r.describes}; fix: {r.fix}")
     if any(r.orphans and r.severity == "error" for r in results):
         click.get_current_context().exit(1)
+def _days_option(name: str, setting: str, what: str) -> Any:
+    return click.option(
+        f"--{name}",
+        type=click.IntRange(min=0),
+        metavar="DAYS",
+        help=f"Delete {what} older than DAYS (0 keeps them all). Default: {setting}.",
+    )
+
+
+@command.command("prune")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; change nothing.")
+@click.option(
+    "--only",
+    "kinds",
+    multiple=True,
+    type=click.Choice(KINDS),
+    help="Only this kind (repeatable). Default: all.",
+)
+@_days_option("runs-days", "PRUNE_RUNS_DAYS (90)", "run reports")
+@_days_option("ingest-runs-days", "PRUNE_INGEST_RUNS_DAYS (90)", "ingestion attempts")
+@_days_option("run-requests-days", "PRUNE_RUN_REQUESTS_DAYS (30)", "finished queued runs")
+@_days_option("versions-days", "PRUNE_VERSIONS_DAYS (365)", "journaled message versions")
+@click.option(
+    "--versions-keep",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Always keep the N newest versions of each message. Default: PRUNE_VERSIONS_KEEP (10).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    metavar="ROWS",
+    help="Rows deleted per transaction. Default: PRUNE_BATCH_SIZE (1000).",
+)
+@json_option
+@pass_app
+def prune_command(
+    app: AppContext,
+    dry_run: bool,
+    kinds: tuple[str, ...],
+    runs_days: int | None,
+    ingest_runs_days: int | None,
+    run_requests_days: int | None,
+    versions_days: int | None,
+    versions_keep: int | None,
+    batch_size: int | None,
+    as_json: bool,
+) -> None:
+    """Delete old journal rows: run reports, ingestion attempts, finished queued runs, old message
+    versions (the newest of each message kept) and expired work leases.
+
+    \b
+    Messages, documents, topics, the failure journal and skip markers are never deleted. Deletes go
+    in batches, each its own short transaction. `run` and `worker` prune by themselves at most every
+    PRUNE_AUTO_HOURS (24; 0 turns that off). See docs/USER_GUIDE.md (Retention).
+
+    \b
+    Examples:
+      tg-parser db prune --dry-run
+      tg-parser db prune --versions-days 90 --versions-keep 3 --json
+      tg-parser db prune --only leases
+    """
+    policy = RetentionPolicy.from_settings(
+        app.settings,
+        runs_days=runs_days,
+        ingest_runs_days=ingest_runs_days,
+        run_requests_days=run_requests_days,
+        versions_days=versions_days,
+        versions_keep=versions_keep,
+        batch_size=batch_size,
+    )
+    db = app.database()
+    report = prune(db, policy, dry_run=dry_run, kinds=kinds or KINDS)
+    run_id = None if dry_run else record_prune(db, report)
+    if as_json:
+        emit_json({**report.as_dict(), "run_id": run_id})
+        return
+    rows = [
+        {
+            "kind": kind.kind,
+            "older than": kind.cutoff if kind.enabled else "(kept: age 0)",
+            "would delete" if dry_run else "deleted": kind.rows,
+            "batches": kind.batches,
+        }
+        for kind in report.kinds
+    ]
+    emit_table(rows, ["kind", "older than", "would delete" if dry_run else "deleted", "batches"])
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"{verb} {report.total} row(s) in {report.seconds:.2f} s"
+        + (" (dry run: nothing changed)" if dry_run else "")
+    )
 
 
 # The bulk migrator's commands live in their own module; they belong to this group.

@@ -15,6 +15,7 @@ from tg_parser.errors import InvalidInput, TgParserError
 from tg_parser.pipeline.queue import QueueWorker
 from tg_parser.pipeline.run import CycleReport, Pipeline, parse_interval
 from tg_parser.processing.selection import build_topic_strategy, choose_processor
+from tg_parser.retention import auto_prune
 
 
 @click.command("run")
@@ -60,6 +61,8 @@ def command(
     running cycle after its current step (this is the compose worker's entry point). Stopped that
     way, the exit status is still the last cycle's: 0 if it succeeded, 1 if it failed. Between
     cycles it also executes runs queued through the HTTP API (as 'tg-parser worker' does).
+    After a cycle, old journal rows are pruned when PRUNE_AUTO_HOURS (24) have passed since the
+    last prune (see 'tg-parser db prune'; PRUNE_AUTO_HOURS=0 turns that off).
 
     \b
     Examples:
@@ -86,6 +89,8 @@ def command(
         while True:
             report = pipeline.cycle(sources, strategy)
             _print(report, out_dir, as_json)
+            if not pipeline.stop.is_set():
+                auto_prune(db, app.settings)  # when due (PRUNE_AUTO_HOURS); logs, never fails the run
             if interval is None or pipeline.stop.is_set():
                 break
             say(f"Next cycle in {every}.")

@@ -29,6 +29,8 @@ def command(app: AppContext, out_dir: Path, once: bool) -> None:
     executed once. A run whose worker died is marked failed once its lease (RUN_LEASE_SECONDS)
     lapses. Finished runs post their signed webhook. Idle workers look for work every
     WORKER_POLL_SECONDS. A stop ends the pause at once, or the running run after its current step.
+    Old journal rows are pruned when PRUNE_AUTO_HOURS (24) have passed since the last prune (see
+    'tg-parser db prune'; PRUNE_AUTO_HOURS=0 turns that off).
 
     \b
     Examples:

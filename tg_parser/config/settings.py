@@ -115,6 +115,15 @@ class Settings(BaseSettings):
         False, description="let webhooks reach loopback, private and link-local addresses"
     )
 
+    # --- retention (`tg-parser db prune` and the automatic prune of `run`/`worker`) ---------------
+    prune_runs_days: int = Field(90, ge=0, description="run reports older than this go; 0 keeps all")
+    prune_ingest_runs_days: int = Field(90, ge=0, description="ingestion attempts; 0 keeps all")
+    prune_run_requests_days: int = Field(30, ge=0, description="finished queued runs; 0 keeps all")
+    prune_versions_days: int = Field(365, ge=0, description="message versions older than this; 0 keeps all")
+    prune_versions_keep: int = Field(10, ge=1, description="newest versions of each message always kept")
+    prune_batch_size: int = Field(1000, ge=1, le=100_000, description="rows deleted per transaction")
+    prune_auto_hours: float = Field(24.0, ge=0, description="run/worker prune at most this often; 0: never")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:

@@ -196,6 +196,7 @@ class ProcessingFailure(Record):
     error_class: str
     error_message: str = ""
     permanent: bool = False
+    skipped: bool = False  # nothing to process (media only): journaled so runs pass it by, not a failure
     attempts: int = 1
     first_failed_at: UtcDatetime = Field(default_factory=utcnow)
     last_failed_at: UtcDatetime = Field(default_factory=utcnow)

@@ -1,6 +1,7 @@
 """Executing the run queue: `tg-parser worker`, `run --every` between cycles, `serve --execute-runs`.
 
-A worker fails the runs whose worker died (lapsed lease), delivers webhooks that are due, then claims
+A worker fails the runs whose worker died (lapsed lease), delivers webhooks that are due, prunes old
+journal rows when the automatic prune is due (tg_parser/retention.py, PRUNE_AUTO_HOURS), then claims
 the oldest queued run, executes its steps through the same `Pipeline` as `tg-parser run` (so the
 per-source ingestion locks hold: an API run and a cron run never ingest one source at once), renews
 the run's lease while it works, records progress after every step and the outcome at the end, and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,7 +30,11 @@ from tg_parser.errors import TgParserError
 from tg_parser.logging import redact
 from tg_parser.pipeline import webhooks
 from tg_parser.pipeline.run import STEPS, CycleReport, Pipeline
+from tg_parser.retention import auto_prune
 from tg_parser.stores.run_queue import RunQueueStore
+
+# How often an idle worker asks whether the automatic prune is due (it runs every PRUNE_AUTO_HOURS).
+PRUNE_CHECK_SECONDS = 300.0
 
 
 def new_worker_id() -> str:
@@ -66,6 +72,8 @@ class QueueWorker:
     worker_id: str = field(default_factory=new_worker_id)
     stop: threading.Event = field(default_factory=threading.Event)
     webhook_backoff: Backoff | None = None  # between delivery attempts; None: webhooks.WEBHOOK_BACKOFF
+    # When this process last asked whether the automatic prune is due (monotonic seconds; None: never).
+    _prune_checked_at: float | None = field(default=None, init=False, repr=False)
 
     @property
     def store(self) -> RunQueueStore:
@@ -116,6 +124,18 @@ class QueueWorker:
             logger.warning("run {} failed: its worker stopped renewing its lease", run_id)
         for row in self.store.webhooks_due():
             self._post_webhook(row)
+        self._maybe_prune()
+
+    def _maybe_prune(self) -> None:
+        """The automatic prune, when due. Whether it is due is asked of the database (the last prune of
+        any process) at most once per PRUNE_CHECK_SECONDS here, not on every poll."""
+        if self.settings.prune_auto_hours <= 0:
+            return
+        checked = self._prune_checked_at
+        if checked is not None and time.monotonic() - checked < PRUNE_CHECK_SECONDS:
+            return
+        self._prune_checked_at = time.monotonic()
+        auto_prune(self.db, self.settings)
 
     # --- one run ----------------------------------------------------------------------------------
 

@@ -149,9 +149,11 @@ class _InternalError(ItemFailure):
 
 
 class _NoText(ItemFailure):
-    """Journaled (permanent) for a message without text, so later runs do not select it again."""
+    """Journaled (permanent) for a message without text, so later runs do not select it again: a skip,
+    kept apart from real failures (processing_failures.skipped)."""
 
     error_class = "no_text"
+    skipped = True
 
 
 class ProcessCoordinator:
@@ -413,6 +415,7 @@ class ProcessCoordinator:
                     error_message=redact(error.one_line()),
                     permanent=error.permanent,
                     run_id=self.run_id,
+                    skipped=getattr(error, "skipped", False),
                 )
             self.store.release(release, self.worker_id)
         self._documents, self._failures, self._release = [], [], []

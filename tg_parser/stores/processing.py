@@ -188,7 +188,10 @@ class ProcessingStore(Store):
         error_message: str,
         permanent: bool,
         run_id: str | None = None,
+        skipped: bool = False,
     ) -> None:
+        """Journal a failure, or with `skipped` a message with nothing to process (kept apart: the
+        failure list, counts and /metrics leave skips out)."""
         self.db.execute(
             "processing_record_failure",
             {
@@ -197,6 +200,7 @@ class ProcessingStore(Store):
                 "error_class": error_class,
                 "error_message": error_message[:2000],
                 "permanent": permanent,
+                "skipped": skipped,
                 "run_id": run_id,
                 "now": self.now(),
             },
@@ -205,6 +209,10 @@ class ProcessingStore(Store):
     def failures(self, limit: int | None = None) -> list[ProcessingFailure]:
         rows = self.db.fetch_all("processing_list_failures", {"limit": NO_LIMIT if limit is None else limit})
         return [ProcessingFailure.model_validate(r) for r in rows]
+
+    def count_skipped(self) -> int:
+        """Messages journaled as skipped (nothing to process)."""
+        return int(self.db.fetch_scalar("processing_count_skipped") or 0)
 
     def delete_failure(self, source_ref: str) -> None:
         self.db.execute("processing_delete_failure", {"source_ref": source_ref})

@@ -112,7 +112,8 @@ class RawStore(Store):
 
         New source_refs are inserted; a known one whose text or edit date differs from its latest
         observation gets a row in raw_message_versions (the snapshot itself is never overwritten);
-        counters (views/forwards/replies) are refreshed. One lookup query serves the whole batch.
+        counters (views/forwards/replies) that changed are written to raw_message_counters (a narrow row
+        whose update is HOT; the snapshot keeps them as first seen). One lookup query serves the batch.
 
         Rows are the bulk path's currency: a bulk producer (the export import) builds them directly,
         with the payload already capped and serialised, instead of going through a RawMessage each.
@@ -149,13 +150,20 @@ class RawStore(Store):
                 if stored is None or any(
                     new is not None and new != old for new, old in zip(seen, stored, strict=True)
                 ):
-                    refreshes.append(
-                        {"source_ref": ref, "views": seen[0], "forwards": seen[1], "replies": seen[2]}
-                    )
-                    counters[ref] = tuple(
+                    merged = tuple(
                         old if new is None else new
                         for new, old in zip(seen, stored or (None, None, None), strict=True)
-                    )  # type: ignore[assignment]
+                    )
+                    refreshes.append(
+                        {
+                            "source_ref": ref,
+                            "views": merged[0],
+                            "forwards": merged[1],
+                            "replies": merged[2],
+                            "observed_at": self.now(),
+                        }
+                    )
+                    counters[ref] = merged  # type: ignore[assignment]
                 if known[0] == row["text"] and _same_time(known[1], row["edit_date"]):
                     result.unchanged += 1
                     continue
@@ -262,12 +270,6 @@ class RawStore(Store):
     def stream_channel(self, channel_id: int) -> Iterator[RawMessage]:
         for row in self.db.stream("raw_stream_channel", {"channel_id": channel_id}):
             yield RawMessage.model_validate(row)
-
-    def max_message_id(self, source_id: str, message_type: str = "post") -> int:
-        value = self.db.fetch_scalar(
-            "raw_max_message_id", {"source_id": source_id, "message_type": message_type}
-        )
-        return int(value or 0)
 
     def channels(self) -> list[dict]:
         """Channels with stored messages: channel_id, messages, first_date, last_date."""

@@ -6,18 +6,21 @@
 -- (….ffffffZ), which is what the export writes, so no row pays for a parse-and-format round trip; the
 -- JSON columns come back as jsonb's text, which the writer parses itself (cheaper than the driver's
 -- jsonb loader) and writes compact.
--- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages primary key for the join.
+-- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary keys
+-- for the joins (counters: the latest refresh, else the snapshot's).
 SELECT d.source_ref, d.channel_id,
        to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date,
        to_char(d.processed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS processed_at,
        d.text_clean, d.summary, d.topics::text AS topics, d.entities::text AS entities, d.language, d.model,
        d.prompt_id, d.pipeline_version,
-       r.message_type, r.message_id, r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies,
+       r.message_type, r.message_id, r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
+       COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies,
        r.media_type,
        to_char(r.edit_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS edit_date,
        r.source_id
 FROM processing.processed_documents AS d
 JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
 WHERE (CAST(:channel_id AS BIGINT) IS NULL OR d.channel_id = :channel_id)
   AND d.message_date >= :since
   AND d.message_date < :until

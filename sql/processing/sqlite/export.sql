@@ -5,14 +5,17 @@
 -- order is the order tg_parser/export/writer.py unpacks. Timestamps come back as canonical RFC 3339 text
 -- (….ffffffZ) and the JSON columns as their stored compact UTF-8 bytes, which is what the export writes,
 -- so no row pays for a parse-and-format (or decode-and-encode) round trip.
--- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages primary key for the join.
+-- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary keys
+-- for the joins (counters: the latest refresh, else the snapshot's).
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
        d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
        d.language, d.model, d.prompt_id, d.pipeline_version,
-       r.message_type, r.message_id, r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies,
+       r.message_type, r.message_id, r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
+       COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies,
        r.media_type, r.edit_date || '' AS edit_date, r.source_id
 FROM processing.processed_documents AS d
 JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
 WHERE (CAST(:channel_id AS BIGINT) IS NULL OR d.channel_id = :channel_id)
   AND d.message_date >= :since
   AND d.message_date < :until

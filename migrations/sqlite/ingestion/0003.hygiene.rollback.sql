@@ -1,0 +1,7 @@
+DROP TRIGGER ingest_runs_check_update;
+DROP TRIGGER ingest_runs_check_insert;
+DROP TRIGGER comment_threads_unavailable_check_insert;
+DROP TRIGGER comment_cursors_check_update;
+DROP TRIGGER comment_cursors_check_insert;
+DROP TRIGGER sources_check_update;
+DROP TRIGGER sources_check_insert;

@@ -4,7 +4,9 @@
 -- locking (the dry run). Skips a queued message that has a document or a permanent failure (unless
 -- :retry_failed; a crash between the two stores' writes can leave such a row, pending_reconcile deletes
 -- it) or a live lease (:now). The columns are processing_select_candidates'. Reads the queue only: the
--- cost is the page plus the queued rows it passes over, whatever the size of raw_messages.
+-- cost is the page plus the queued rows it passes over, whatever the size of raw_messages. The three
+-- checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from turning them into anti-joins:
+-- it assumes the queued refs are mostly among the documents and would hash the whole documents table).
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
 -- raw_messages, processed_documents, processing_failures and work_leases for the joins.
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
@@ -14,13 +16,18 @@ JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
 WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
   AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
-  AND NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref)
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+  )
   AND NOT EXISTS (
       SELECT 1 FROM processing.processing_failures AS f
       WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+      LIMIT 1 OFFSET 0
   )
   AND NOT EXISTS (
-      SELECT 1 FROM processing.work_leases AS l WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      SELECT 1 FROM processing.work_leases AS l
+      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      LIMIT 1 OFFSET 0
   )
 ORDER BY p.channel_id, p.date, p.source_ref
 LIMIT :limit;
@@ -38,13 +45,18 @@ JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
 WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
   AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
-  AND NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref)
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+  )
   AND NOT EXISTS (
       SELECT 1 FROM processing.processing_failures AS f
       WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+      LIMIT 1 OFFSET 0
   )
   AND NOT EXISTS (
-      SELECT 1 FROM processing.work_leases AS l WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      SELECT 1 FROM processing.work_leases AS l
+      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      LIMIT 1 OFFSET 0
   )
 ORDER BY p.channel_id, p.date, p.source_ref
 LIMIT :limit;
@@ -53,14 +65,19 @@ LIMIT :limit;
 -- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
 -- :retry_failed). Run at the start of a `process` run: it repairs what a crash between the processing
 -- store's commit and the queue's can leave (on SQLite the stores are separate files), and on SQLite it
--- completes the migration that queued every stored message. Reads the queue only (the work).
+-- completes the migration that queued every stored message. Reads the queue only (the work): the checks
+-- are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from hashing the documents table).
 -- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
 DELETE FROM raw.pending_work
-WHERE EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = pending_work.source_ref)
-   OR EXISTS (
-       SELECT 1 FROM processing.processing_failures AS f
-       WHERE f.source_ref = pending_work.source_ref AND f.permanent AND NOT :retry_failed
-   );
+WHERE EXISTS (
+    SELECT 1 FROM processing.processed_documents AS d
+    WHERE d.source_ref = pending_work.source_ref
+    LIMIT 1 OFFSET 0
+) OR EXISTS (
+    SELECT 1 FROM processing.processing_failures AS f
+    WHERE f.source_ref = pending_work.source_ref AND f.permanent AND NOT :retry_failed
+    LIMIT 1 OFFSET 0
+);
 
 -- name: pending_requeue_failed
 -- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one

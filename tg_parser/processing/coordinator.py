@@ -451,6 +451,15 @@ class ProcessCoordinator:
         if not (self._documents or self._failures or self._release):
             return
         documents, failures, release = self._documents, self._failures, self._release
+        done = [document.source_ref for document in documents]
+        done += [message["source_ref"] for message, error in failures if error.permanent]
+        # Done messages leave the pending queue. On PostgreSQL in this transaction, before the leases are
+        # released (a concurrent claim never sees a done message without its lease; the queue rows are
+        # locked before the lease rows, as a claim locks them, so the two cannot deadlock). On SQLite
+        # after the commit, never with it: the queue is another file, a transaction over attached WAL
+        # files is not atomic across them, and a crash in between must leave a done message queued
+        # (skipped by the claim, deleted by the next run's reconcile), not one neither done nor queued.
+        atomic = self.db.dialect == "postgres"
         with self.db.transaction():
             self.store.upsert_documents(documents)
             for message, error in failures:
@@ -462,14 +471,11 @@ class ProcessCoordinator:
                     permanent=error.permanent,
                     run_id=self.run_id,
                 )
+            if atomic:
+                self.store.dequeue(done)
             self.store.release(release, self.worker_id)
-        # Done messages leave the queue after the commit above, never before it: on SQLite the queue is
-        # another file (a transaction over attached WAL files is not atomic across them), and a crash
-        # in between leaves a queued message that is done, which the claim skips and the next run's
-        # reconcile deletes, rather than a message that is neither done nor queued.
-        done = [document.source_ref for document in documents]
-        done += [message["source_ref"] for message, error in failures if error.permanent]
-        self.store.dequeue(done)
+        if not atomic:
+            self.store.dequeue(done)
         self._documents, self._failures, self._release = [], [], []
         self.counts.processed += len(documents)
 

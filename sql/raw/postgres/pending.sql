@@ -13,13 +13,18 @@ JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
 WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
   AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
-  AND NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref)
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+  )
   AND NOT EXISTS (
       SELECT 1 FROM processing.processing_failures AS f
       WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+      LIMIT 1 OFFSET 0
   )
   AND NOT EXISTS (
-      SELECT 1 FROM processing.work_leases AS l WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      SELECT 1 FROM processing.work_leases AS l
+      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      LIMIT 1 OFFSET 0
   )
 ORDER BY p.channel_id, p.date, p.source_ref
 LIMIT :limit

@@ -45,3 +45,24 @@ ON CONFLICT (source_ref) DO NOTHING;
 -- the process coordinator runs it right after the transaction that wrote them.
 -- Served by: pending_work primary key.
 DELETE FROM raw.pending_work WHERE source_ref IN (SELECT jsonb_array_elements_text(:refs));
+
+-- name: pending_reconcile
+-- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
+-- :retry_failed). Run at the start of a `process` run (see the portable form). Rows another worker holds
+-- (its claim or its batch write) are skipped, not waited for: that worker settles them, or the next
+-- reconcile does. Reads the queue only: the checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps
+-- the planner from hashing the documents table).
+-- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
+DELETE FROM raw.pending_work AS q
+USING (
+    SELECT p.source_ref FROM raw.pending_work AS p
+    WHERE EXISTS (
+        SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+    ) OR EXISTS (
+        SELECT 1 FROM processing.processing_failures AS f
+        WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+        LIMIT 1 OFFSET 0
+    )
+    FOR UPDATE SKIP LOCKED
+) AS done
+WHERE q.source_ref = done.source_ref;

@@ -16,6 +16,7 @@ from support.api_server import EXAMPLE, EXAMPLE_CHANNEL, cli
 from support.fake_telegram import FakeTelegram
 from support.process_data import seed_messages
 
+from tests.conftest import sqlite_settings
 from tg_parser.config import Settings
 from tg_parser.db import migrations
 from tg_parser.db.base import Database
@@ -29,6 +30,7 @@ from tg_parser.processing import ProcessCoordinator, ProcessOptions
 from tg_parser.processing.coordinator import dry_run
 from tg_parser.processing.extractive import ExtractiveDocumentProcessor, tune_options
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
+from tg_parser.transfer import TransferOptions, run_transfer
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
 TTL = timedelta(minutes=10)
@@ -380,3 +382,24 @@ def test_the_migration_computes_the_queue_of_an_existing_install_and_rolls_back(
     with pytest.raises((psycopg.errors.UndefinedTable, sqlite3.OperationalError)):
         queued(settings)
     assert migrations.upgrade(settings)["raw"] == ["0002.pending_work"]
+
+
+# --- the bulk migrator --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_transfer_to_postgres_carries_the_queue_over(sqlite_dir, pg_only_settings: Settings) -> None:
+    lite = sqlite_settings(sqlite_dir)
+    with open_database(lite) as db:
+        seed_messages(db, 30, channel_id=11)
+        extractive_run(db, limit=10)  # 10 processed, 20 queued
+        assert queue_size(db) == 20
+    report = run_transfer(
+        TransferOptions(source_dir=sqlite_dir, target=pg_target(pg_only_settings), workers=1)
+    )
+    assert report.status == "ok", report.error
+    (entry,) = [t for t in report.tables if t.table == "raw.pending_work"]
+    assert entry.match and entry.rows_source == entry.rows_target == 20
+    assert queued(pg_only_settings) == queued(lite)
+    with open_database(pg_only_settings) as db:  # and PostgreSQL works it off
+        assert extractive_run(db).counts.processed == 20 and queue_size(db) == 0

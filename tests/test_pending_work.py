@@ -30,6 +30,7 @@ from tg_parser.processing import ProcessCoordinator, ProcessOptions
 from tg_parser.processing.coordinator import dry_run
 from tg_parser.processing.extractive import ExtractiveDocumentProcessor, tune_options
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
+from tg_parser.stores.topics import TopicStore
 from tg_parser.transfer import TransferOptions, run_transfer
 
 T0 = datetime(2025, 5, 1, tzinfo=UTC)
@@ -403,3 +404,17 @@ def test_the_transfer_to_postgres_carries_the_queue_over(sqlite_dir, pg_only_set
     assert queued(pg_only_settings) == queued(lite)
     with open_database(pg_only_settings) as db:  # and PostgreSQL works it off
         assert extractive_run(db).counts.processed == 20 and queue_size(db) == 0
+
+
+# --- topicize's channel catalogue ---------------------------------------------------------------------
+
+
+def test_one_channels_catalogue_row_is_its_row_of_the_full_catalogue(db: Database) -> None:
+    seed_messages(db, 5, channel_id=21)
+    seed_messages(db, 3, channel_id=22)
+    extractive_run(db)
+    topics = TopicStore(db)
+    catalogue = {c.channel_id: c for c in topics.channels()}
+    assert {c: row.documents for c, row in catalogue.items()} == {21: 5, 22: 3}
+    assert topics.channel(21) == catalogue[21] and topics.channel(22) == catalogue[22]
+    assert topics.channel(23) is None

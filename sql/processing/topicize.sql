@@ -1,11 +1,21 @@
 -- name: topics_document_channels
 -- Channels that have processed documents (what `topicize` visits without --channel), with how many
--- documents and the newest processing time (to skip channels that have not changed).
--- Served by: processed_documents_channel_date_idx (index-only scan on channel_id).
+-- documents and the newest processing time (to skip channels that have not changed). Asked once per
+-- run (the runner hands each channel its row). Served by: processed_documents_channel_processed_idx
+-- (an index-only scan: channel_id and processed_at are both in it, no heap row is read).
 SELECT channel_id, COUNT(*) AS documents, MAX(processed_at) AS newest_processed_at
 FROM processing.processed_documents
 GROUP BY channel_id
 ORDER BY channel_id;
+
+-- name: topics_document_channel
+-- One channel's row of topics_document_channels (how many documents, the newest processing time), or no
+-- row: `topicize --channel` asks it per channel named. Served by: processed_documents_channel_processed_idx
+-- (an index-only range scan of the channel).
+SELECT channel_id, COUNT(*) AS documents, MAX(processed_at) AS newest_processed_at
+FROM processing.processed_documents
+WHERE channel_id = :channel_id
+GROUP BY channel_id;
 
 -- name: topics_corpus
 -- The documents of one channel as topicization sees them, in message order, with the engagement

@@ -2,10 +2,14 @@
 
 Threads and responsibilities:
 
-- the *coordinator* (the calling thread) is the only one touching the database. It walks the
-  candidates with one keyset-paged selection query, claims leases in chunks, hands claimed messages to
-  the workers, collects their results and writes them in batches: documents, failure-journal rows and
-  the release of their leases go in one transaction per batch;
+- the *coordinator* (the calling thread) is the only one touching the database. It takes work from
+  the pending-work queue (raw.pending_work: the messages with no document and no permanent failure,
+  queued when they were stored), a chunk per claim transaction that pages through the queue in key
+  order and leases the chunk (on PostgreSQL the queue rows are locked FOR UPDATE SKIP LOCKED, so
+  workers never wait for each other nor take the same rows), hands claimed messages to the workers,
+  collects their results and writes them in batches: documents, failure-journal rows and the release
+  of their leases go in one transaction per batch, and the finished messages leave the queue right
+  after it. `--force` walks raw_messages instead (every message is work then);
 - `concurrency` *worker* threads only call the processor (the LLM). They never wait for the database,
   and the database never waits for them, so neither is the other's bottleneck.
 
@@ -194,6 +198,7 @@ class ProcessCoordinator:
         self._first_unwritten = 0.0
         self._rejections = 0
         self._started = datetime.now(UTC)
+        self._after: tuple[int, datetime, str] | None = None  # key of the last queued row claimed
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -246,7 +251,9 @@ class ProcessCoordinator:
 
     def _coordinate(self) -> None:
         options = self.options
-        candidates = self._candidates()
+        if not options.force:
+            self._prepare_queue()
+        candidates = self._candidates() if options.force else None
         exhausted = False
         claim_batch = options.claim_batch or options.concurrency
         # Claimed and not finished: busy workers plus one round queued. A fast processor (extractive)
@@ -263,11 +270,15 @@ class ProcessCoordinator:
                 if room <= 0:
                     exhausted = True
                     break
-                chunk = [row for _, row in zip(range(room), candidates, strict=False)]
-                if not chunk:
-                    exhausted = True
-                    break
-                for row in self._claim(chunk):
+                if candidates is not None:
+                    chunk = [row for _, row in zip(range(room), candidates, strict=False)]
+                    if not chunk:
+                        exhausted = True
+                        break
+                    held = self._claim(chunk)
+                else:
+                    held, exhausted = self._claim_pending(room)
+                for row in held:
                     self._in_flight[row["source_ref"]] = row
                     self._work.put(row)
             if not self._in_flight:
@@ -289,6 +300,43 @@ class ProcessCoordinator:
             return 2**62
         done = self.counts.claimed - self.counts.discarded
         return max(0, self.options.limit - done)
+
+    def _prepare_queue(self) -> None:
+        """Before the first claim: with --retry-failed, queue the permanent failures again; then take
+        out of the queue what is done already (what a crash between the document write and the queue's
+        can leave, and on SQLite what the migration queued). Both read the queue or the journal only."""
+        options = self.options
+        with self.db.transaction():
+            if options.retry_failed:
+                self.store.requeue_failed(source_id=options.source_id, channel_id=options.channel_id)
+            dropped = self.store.reconcile_pending(retry_failed=options.retry_failed)
+        if dropped:
+            logger.info("{} queued message(s) were done already and left the queue", dropped)
+
+    def _claim_pending(self, room: int) -> tuple[list[Mapping[str, Any]], bool]:
+        """The next chunk of the pending queue, leased in one transaction; (held rows, queue exhausted).
+
+        The page continues after the key of the previous one, so a run passes each queued message once
+        (one that fails transiently stays queued for the next run, not for this one).
+        """
+        options = self.options
+        with self.db.transaction():
+            rows = self.store.pending_page(
+                limit=room,
+                source_id=options.source_id,
+                channel_id=options.channel_id,
+                retry_failed=options.retry_failed,
+                after=self._after,
+                lock=True,
+            )
+            if rows:
+                last = rows[-1]
+                self._after = (last["channel_id"], last["date"], last["source_ref"])
+                self.counts.selected += len(rows)
+                held = self._claim(rows)
+            else:
+                held = []
+        return held, len(rows) < room
 
     def _candidates(self) -> Iterator[Mapping[str, Any]]:
         """Every candidate once, in (channel, date, ref) order: one selection query per page."""
@@ -405,6 +453,15 @@ class ProcessCoordinator:
         if not (self._documents or self._failures or self._release):
             return
         documents, failures, release = self._documents, self._failures, self._release
+        done = [document.source_ref for document in documents]
+        done += [message["source_ref"] for message, error in failures if error.permanent]
+        # Done messages leave the pending queue. On PostgreSQL in this transaction, before the leases are
+        # released (a concurrent claim never sees a done message without its lease; the queue rows are
+        # locked before the lease rows, as a claim locks them, so the two cannot deadlock). On SQLite
+        # after the commit, never with it: the queue is another file, a transaction over attached WAL
+        # files is not atomic across them, and a crash in between must leave a done message queued
+        # (skipped by the claim, deleted by the next run's reconcile), not one neither done nor queued.
+        atomic = self.db.dialect == "postgres"
         with self.db.transaction():
             self.store.upsert_documents(documents)
             for message, error in failures:
@@ -417,7 +474,11 @@ class ProcessCoordinator:
                     run_id=self.run_id,
                     skipped=getattr(error, "skipped", False),
                 )
+            if atomic:
+                self.store.dequeue(done)
             self.store.release(release, self.worker_id)
+        if not atomic:
+            self.store.dequeue(done)
         self._documents, self._failures, self._release = [], [], []
         self.counts.processed += len(documents)
 
@@ -518,18 +579,29 @@ class ProcessCoordinator:
 
 
 def candidate_pages(store: ProcessingStore, options: ProcessOptions) -> Iterator[list[dict[str, Any]]]:
-    """The messages a run selects, a page at a time in (channel, date, ref) order (keyset paging): the
-    one walk over the candidates, shared by a run and its dry run."""
+    """The messages a run selects, a page at a time in (channel, date, ref) order (keyset paging): a
+    `--force` run's walk over raw_messages, and the dry run's. Without --force and --retry-failed the
+    dry run reads the pending queue (what a run claims); with either it scans raw_messages, which
+    holds what the queue does not (documents to rebuild, permanent failures to retry)."""
     after: tuple[int, datetime, str] | None = None
+    scan = options.force or options.retry_failed
     while True:
-        rows = store.select_candidates(
-            limit=options.page_size,
-            source_id=options.source_id,
-            channel_id=options.channel_id,
-            force=options.force,
-            retry_failed=options.retry_failed,
-            after=after,
-        )
+        if scan:
+            rows = store.select_candidates(
+                limit=options.page_size,
+                source_id=options.source_id,
+                channel_id=options.channel_id,
+                force=options.force,
+                retry_failed=options.retry_failed,
+                after=after,
+            )
+        else:
+            rows = store.pending_page(
+                limit=options.page_size,
+                source_id=options.source_id,
+                channel_id=options.channel_id,
+                after=after,
+            )
         if rows:
             yield rows
         if len(rows) < options.page_size:

@@ -77,6 +77,56 @@ class ProcessingStore(Store):
             },
         )
 
+    # --- the pending-work queue (raw.pending_work) --------------------------------------------------
+
+    def pending_page(
+        self,
+        *,
+        limit: int,
+        source_id: str | None = None,
+        channel_id: int | None = None,
+        retry_failed: bool = False,
+        after: tuple[int, datetime, str] | None = None,
+        now: datetime | None = None,
+        lock: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The next page of queued messages after the key `after` (the columns of `select_candidates`).
+
+        `lock=True` is the claim (pending_claim: on PostgreSQL the rows are locked FOR UPDATE SKIP
+        LOCKED, so call it inside the transaction that leases them); otherwise a plain read (dry run).
+        """
+        after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
+        return self.db.fetch_all(
+            "pending_claim" if lock else "pending_candidates",
+            {
+                "limit": limit,
+                "source_id": source_id,
+                "channel_id": channel_id,
+                "retry_failed": retry_failed,
+                "now": now or self.now(),
+                "after_channel_id": after_channel_id,
+                "after_date": after_date,
+                "after_ref": after_ref,
+            },
+        )
+
+    def dequeue(self, refs: Sequence[str]) -> int:
+        """Take refs whose document or permanent failure is written out of the pending queue."""
+        if not refs:
+            return 0
+        return self.db.execute("pending_dequeue", {"refs": list(refs)})
+
+    def reconcile_pending(self, *, retry_failed: bool = False) -> int:
+        """Delete queued refs that are done (a document, or a permanent failure unless `retry_failed`)."""
+        return self.db.execute("pending_reconcile", {"retry_failed": retry_failed})
+
+    def requeue_failed(self, *, source_id: str | None = None, channel_id: int | None = None) -> int:
+        """Queue the permanent failures again (`process --retry-failed`)."""
+        return self.db.execute("pending_requeue_failed", {"source_id": source_id, "channel_id": channel_id})
+
+    def count_pending(self) -> int:
+        return int(self.db.fetch_scalar("pending_count"))
+
     def claim(
         self,
         refs: Sequence[str],

@@ -188,13 +188,16 @@ class RawStore(Store):
         return result
 
     def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new rows and queue them for processing (raw.pending_work), in the caller's transaction:
+        the queue is in this store (the same SQLite file), so a message is never stored unqueued."""
         if self.db.dialect == "postgres":
             # One statement for the batch: PostgreSQL spends far more on a statement per row (and the
             # client on adapting each) than on parsing one JSON array of objects.
             self.db.execute("raw_insert_messages", {"rows": self.batch_json(rows)})
-            return
-        # SQLite binds the prepared statement per row in-process, cheaper than its JSON functions.
-        self.db.execute_many("raw_insert_message", rows, batch_size=len(rows))
+        else:
+            # SQLite binds the prepared statement per row in-process, cheaper than its JSON functions.
+            self.db.execute_many("raw_insert_message", rows, batch_size=len(rows))
+        self.db.execute("pending_enqueue", {"refs": [row["source_ref"] for row in rows]})
 
     @staticmethod
     def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:

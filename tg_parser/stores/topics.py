@@ -43,6 +43,11 @@ class TopicStore(Store):
         # MAX() over a SQLite timestamp column is text; the model parses it, so both dialects agree.
         return [ChannelCorpus.model_validate(row) for row in self.db.fetch_all("topics_document_channels")]
 
+    def channel(self, channel_id: int) -> ChannelCorpus | None:
+        """One channel's entry of `channels()`, or None when it has no document."""
+        row = self.db.fetch_one("topics_document_channel", {"channel_id": channel_id})
+        return ChannelCorpus.model_validate(row) if row else None
+
     def corpus(self, channel_id: int) -> Iterator[CorpusDocument]:
         for row in self.db.stream("topics_corpus", {"channel_id": channel_id}, batch_size=2000):
             yield CorpusDocument.model_validate(row)

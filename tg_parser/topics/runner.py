@@ -13,7 +13,7 @@ from tg_parser.db.base import Database
 from tg_parser.domain.models import RunReport, SupportingItem
 from tg_parser.logging import redact
 from tg_parser.stores import ProcessingStore
-from tg_parser.stores.topics import ChannelState, CorpusDocument, TopicStore
+from tg_parser.stores.topics import ChannelCorpus, ChannelState, CorpusDocument, TopicStore
 from tg_parser.topics.model import Candidate, Topic, TopicGates, apply_gates, attach_supporting, to_records
 
 
@@ -88,10 +88,19 @@ class TopicizeReport:
 
 
 def topicize_channel(
-    db: Database, channel_id: int, strategy: TopicStrategy, gates: TopicGates, *, force: bool = False
+    db: Database,
+    channel_id: int,
+    strategy: TopicStrategy,
+    gates: TopicGates,
+    *,
+    force: bool = False,
+    info: ChannelCorpus | None = None,
 ) -> ChannelOutcome:
+    """Topicize one channel. `info` is its row of the run's channel catalogue (asked once per run);
+    without it the channel's row is asked alone (an index-only range scan)."""
     store = TopicStore(db)
-    info = next((c for c in store.channels() if c.channel_id == channel_id), None)
+    if info is None:
+        info = store.channel(channel_id)
     if info is None:
         return ChannelOutcome(channel_id, "skipped", error="no processed documents")
     state = store.channel_state(channel_id)
@@ -157,7 +166,9 @@ def topicize(
     not stop the others. The run report is stored in `runs` (kind `topicize`)."""
     store = ProcessingStore(db)
     started = datetime.now(UTC)
-    channels = channel_ids if channel_ids is not None else [c.channel_id for c in TopicStore(db).channels()]
+    # The catalogue is asked once per run, not once per channel.
+    catalogue = {c.channel_id: c for c in TopicStore(db).channels()} if channel_ids is None else {}
+    channels = channel_ids if channel_ids is not None else list(catalogue)
     report = TopicizeReport(run_id=run_id, strategy=strategy.name)
     record = RunReport(
         run_id=run_id,
@@ -168,7 +179,9 @@ def topicize(
     store.start_run(record)
     for channel_id in channels:
         try:
-            outcome = topicize_channel(db, channel_id, strategy, gates, force=force)
+            outcome = topicize_channel(
+                db, channel_id, strategy, gates, force=force, info=catalogue.get(channel_id)
+            )
         except Exception as exc:  # one channel's failure is reported, the others go on
             logger.warning("topicize channel {} failed: {}: {}", channel_id, type(exc).__name__, exc)
             outcome = ChannelOutcome(channel_id, "failed", error=redact(f"{type(exc).__name__}: {exc}"))

@@ -1,0 +1,1 @@
+DROP INDEX processed_documents_channel_processed_idx;

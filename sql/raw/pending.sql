@@ -1,0 +1,97 @@
+-- name: pending_candidates
+-- Messages waiting in the pending-work queue (raw.pending_work), a page at a time in (channel, date, ref)
+-- order after the key (:after_channel_id, :after_date, :after_ref): what a run would take, read without
+-- locking (the dry run). Skips a queued message that has a document or a permanent failure (unless
+-- :retry_failed; a crash between the two stores' writes can leave such a row, pending_reconcile deletes
+-- it) or a live lease (:now). The columns are processing_select_candidates'. Reads the queue only: the
+-- cost is the page plus the queued rows it passes over, whatever the size of raw_messages. The three
+-- checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from turning them into anti-joins:
+-- it assumes the queued refs are mostly among the documents and would hash the whole documents table).
+-- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
+-- raw_messages, processed_documents, processing_failures and work_leases for the joins.
+SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
+       r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
+FROM raw.pending_work AS p
+JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
+WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processing_failures AS f
+      WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+      LIMIT 1 OFFSET 0
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.work_leases AS l
+      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      LIMIT 1 OFFSET 0
+  )
+ORDER BY p.channel_id, p.date, p.source_ref
+LIMIT :limit;
+
+-- name: pending_claim
+-- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order
+-- and columns). SQLite has one writer: the claim transaction (BEGIN IMMEDIATE) holds the database, so
+-- no other worker can take these rows before it leases them. The PostgreSQL variant locks the rows
+-- with FOR UPDATE SKIP LOCKED instead. Served by: pending_work_channel_date_idx; the primary keys of
+-- raw_messages, processed_documents, processing_failures and work_leases.
+SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
+       r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
+FROM raw.pending_work AS p
+JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
+WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processing_failures AS f
+      WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+      LIMIT 1 OFFSET 0
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.work_leases AS l
+      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      LIMIT 1 OFFSET 0
+  )
+ORDER BY p.channel_id, p.date, p.source_ref
+LIMIT :limit;
+
+-- name: pending_reconcile
+-- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
+-- :retry_failed). Run at the start of a `process` run: it repairs what a crash between the processing
+-- store's commit and the queue's can leave (on SQLite the stores are separate files), and on SQLite it
+-- completes the migration that queued every stored message. Reads the queue only (the work): the checks
+-- are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from hashing the documents table).
+-- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
+DELETE FROM raw.pending_work
+WHERE EXISTS (
+    SELECT 1 FROM processing.processed_documents AS d
+    WHERE d.source_ref = pending_work.source_ref
+    LIMIT 1 OFFSET 0
+) OR EXISTS (
+    SELECT 1 FROM processing.processing_failures AS f
+    WHERE f.source_ref = pending_work.source_ref AND f.permanent AND NOT :retry_failed
+    LIMIT 1 OFFSET 0
+);
+
+-- name: pending_requeue_failed
+-- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one
+-- source or channel); the run's writes take them out again when they succeed or fail for good.
+-- Served by: a scan of processing_failures (the journal); raw_messages primary key for the join.
+INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
+SELECT r.source_ref, r.channel_id, r.date, r.source_id
+FROM processing.processing_failures AS f
+JOIN raw.raw_messages AS r ON r.source_ref = f.source_ref
+WHERE f.permanent
+  AND (CAST(:source_id AS TEXT) IS NULL OR r.source_id = :source_id)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR r.channel_id = :channel_id)
+ON CONFLICT (source_ref) DO NOTHING;
+
+-- name: pending_count
+-- How many messages are queued (diagnostics, the benchmark). Served by: a scan of pending_work (the work).
+SELECT COUNT(*) AS n FROM raw.pending_work;

@@ -1,0 +1,68 @@
+-- name: pending_claim
+-- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order
+-- and columns), the queue rows locked FOR UPDATE SKIP LOCKED until the claim transaction commits its
+-- leases: concurrent workers never wait for each other here and never get the same row; each takes the
+-- lowest rows nobody else holds. (The lease insert still decides: a row passed over by a snapshot taken
+-- before another worker's commit is refused by processing_claim_leases.)
+-- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
+-- raw_messages, processed_documents, processing_failures and work_leases.
+SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
+       r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
+FROM raw.pending_work AS p
+JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
+WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.processing_failures AS f
+      WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+      LIMIT 1 OFFSET 0
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM processing.work_leases AS l
+      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+      LIMIT 1 OFFSET 0
+  )
+ORDER BY p.channel_id, p.date, p.source_ref
+LIMIT :limit
+FOR UPDATE OF p SKIP LOCKED;
+
+-- name: pending_enqueue
+-- Queue newly stored messages (a JSON array of source_refs), in the transaction that inserted them into
+-- raw_messages (RawStore.store_rows), one statement per batch. A ref already queued is left alone.
+-- Served by: raw_messages primary key, pending_work primary key.
+INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
+SELECT r.source_ref, r.channel_id, r.date, r.source_id
+FROM raw.raw_messages AS r
+WHERE r.source_ref IN (SELECT jsonb_array_elements_text(:refs))
+ON CONFLICT (source_ref) DO NOTHING;
+
+-- name: pending_dequeue
+-- Take messages whose document or permanent failure is written (a JSON array of refs) out of the queue;
+-- the process coordinator runs it right after the transaction that wrote them.
+-- Served by: pending_work primary key.
+DELETE FROM raw.pending_work WHERE source_ref IN (SELECT jsonb_array_elements_text(:refs));
+
+-- name: pending_reconcile
+-- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
+-- :retry_failed). Run at the start of a `process` run (see the portable form). Rows another worker holds
+-- (its claim or its batch write) are skipped, not waited for: that worker settles them, or the next
+-- reconcile does. Reads the queue only: the checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps
+-- the planner from hashing the documents table).
+-- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
+DELETE FROM raw.pending_work AS q
+USING (
+    SELECT p.source_ref FROM raw.pending_work AS p
+    WHERE EXISTS (
+        SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
+    ) OR EXISTS (
+        SELECT 1 FROM processing.processing_failures AS f
+        WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+        LIMIT 1 OFFSET 0
+    )
+    FOR UPDATE SKIP LOCKED
+) AS done
+WHERE q.source_ref = done.source_ref;

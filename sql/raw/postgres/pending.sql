@@ -5,11 +5,14 @@
 -- lowest rows nobody else holds. (The lease insert still decides: a row passed over by a snapshot taken
 -- before another worker's commit is refused by processing_claim_leases.)
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
--- raw_messages, processed_documents, processing_failures and work_leases.
+-- raw_messages, raw_message_counters, processed_documents, processing_failures and work_leases.
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
-       r.thread_id, r.parent_message_id, r.views, r.forwards, r.replies, r.media_type, r.media
+       r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
+       COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
+       r.media
 FROM raw.pending_work AS p
 JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = p.source_ref
 WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
   AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)

@@ -43,9 +43,13 @@ WHERE (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id)
   AND (CAST(:message_type AS TEXT) IS NULL OR message_type = :message_type);
 
 -- name: raw_stream_channel
--- Every message of one channel in time order, for processing and export (streamed).
+-- Every message of one channel in time order, read in keyset batches (Database.keyset_batches), each
+-- its own short statement: the next batch starts after the last row's (date, source_ref).
 -- Served by: raw_messages_channel_date_idx.
-SELECT * FROM raw.raw_messages WHERE channel_id = :channel_id ORDER BY date, source_ref;
+SELECT * FROM raw.raw_messages
+WHERE channel_id = :channel_id AND (date, source_ref) > (:after_date, :after_ref)
+ORDER BY date, source_ref
+LIMIT :batch_size;
 
 -- name: raw_max_message_id
 -- The highest stored message id of a source and type (a cursor sanity check).

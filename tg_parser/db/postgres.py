@@ -104,6 +104,11 @@ class PgSession(Session):
             cursor.execute(self._sql(query), adapt_pg_params(params))
             return cursor.fetchone()
 
+    def fetch_tuples(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self._sql(query), adapt_pg_params(params))
+            return cursor.fetchall()
+
     def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int:
         with self.connection.cursor() as cursor:
             cursor.executemany(self._sql(query), [adapt_pg_params(r) for r in rows])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal, overload
 
 from tg_parser.db.catalog import Query, SqlCatalog
@@ -88,6 +88,12 @@ class Database(ABC):
     @abstractmethod
     def hold_lock(self, name: str) -> AbstractContextManager[None]:
         """Hold the named lock for the block across processes, or raise `db.locks.LockBusy` at once."""
+
+    def long_statements(self) -> AbstractContextManager[None]:
+        """Lift the statement timeout for the transactions this thread opens in the block: for work that
+        legitimately runs long (a bulk load, an index build, a batched prune). A no-op where there is
+        no statement timeout (SQLite)."""
+        return nullcontext()
 
     @abstractmethod
     def ping(self, timeout: float) -> None:

@@ -36,6 +36,7 @@ QUERY_CALLS = {
     "fetch_scalar",
     "stream",
     "stream_batches",
+    "keyset_batches",
 }
 # Outside db/ and stores/, these may run named queries themselves, each for a reason.
 QUERY_CALLERS_ALLOWED = {
@@ -106,6 +107,22 @@ def test_named_queries_are_run_by_stores():
                 and isinstance(node.args[0], ast.Constant | ast.JoinedStr)
             ):
                 offenders.append(f"{_where(path, node)} .{node.func.attr}({ast.unparse(node.args[0])})")
+    assert not offenders, offenders
+
+
+def test_stores_read_long_results_in_keyset_batches():
+    """A store never holds a cursor across its caller's work: `stream`/`stream_batches` keep a transaction
+    open on PostgreSQL for the whole iteration (an LLM call or a slow writer in between would leave it
+    idle in transaction); stores use `keyset_batches`, each batch its own short statement."""
+    offenders = []
+    for path in sorted((PACKAGE / "stores").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("stream", "stream_batches")
+            ):
+                offenders.append(f"{_where(path, node)} .{node.func.attr}(...)")
     assert not offenders, offenders
 
 

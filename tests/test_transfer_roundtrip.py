@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,13 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
         )
     finally:
         db.close()
+    if settings.db_type == "sqlite":
+        # The lock table is only written on PostgreSQL in DB_POOL_MODE=transaction; a row copies anyway.
+        with closing(sqlite3.connect(settings.db_sqlite_dir / STORE_FILES["ingestion"])) as conn, conn:
+            conn.execute(
+                "INSERT INTO named_locks VALUES ('ingest:chan1', 'f00d', 'хост-1', 42, ?, ?)",
+                ("2025-01-01T00:00:00.000000Z", "2025-01-01T00:01:00.000000Z"),
+            )
     return {"refs": refs}
 
 

@@ -37,6 +37,12 @@ class DatabaseUnavailable(TgParserError):
     exit_code = EXIT_CONFIG
 
 
+class DatabaseTimeout(TgParserError):
+    """PostgreSQL cancelled a statement or ended a session on one of the configured timeouts."""
+
+    exit_code = EXIT_FAILURE
+
+
 class SchemaOutdated(TgParserError):
     """The database's migrations are behind the code."""
 

@@ -29,14 +29,18 @@ LIMIT :limit;
 SELECT * FROM processing.processed_documents WHERE source_ref = :source_ref;
 
 -- name: processing_stream_documents
--- Documents of one channel (or all when :channel_id is NULL) in message-date order, within
--- [since, until) (the store passes far-past/far-future bounds when unset, so no NULL timestamp needs a
--- type); streamed for topicization and export. Served by: processed_documents_channel_date_idx.
+-- Documents of the channels in [channel_lo, channel_hi] (one, or the whole bigint range for all) in
+-- (channel, message date) order, within [since, until) (the store passes far-past/far-future bounds when
+-- unset, so no NULL timestamp needs a type). Read in keyset batches (Database.keyset_batches), each its
+-- own short statement: the next batch starts after the last row's (channel_id, message_date, source_ref).
+-- Served by: processed_documents_channel_date_idx.
 SELECT * FROM processing.processed_documents
-WHERE (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id)
+WHERE channel_id BETWEEN :channel_lo AND :channel_hi
   AND message_date >= :since
   AND message_date < :until
-ORDER BY channel_id, message_date, source_ref;
+  AND (channel_id, message_date, source_ref) > (:after_channel, :after_date, :after_ref)
+ORDER BY channel_id, message_date, source_ref
+LIMIT :batch_size;
 
 -- name: processing_count_documents
 -- How many documents exist (optionally of one channel). Served by: processed_documents_channel_date_idx.

@@ -19,16 +19,21 @@ GROUP BY channel_id;
 
 -- name: topics_corpus
 -- The documents of one channel as topicization sees them, in message order, with the engagement
--- counters of their raw message (the extractive strategy ranks anchors by them). Streamed.
+-- counters of their raw message (the extractive strategy ranks anchors by them). Read in keyset
+-- batches (Database.keyset_batches), each its own short statement, so no transaction stays open while
+-- the strategy calls the LLM between batches: the next batch starts after the last row's
+-- (message_date, source_ref).
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and
 -- raw_message_counters primary keys for the joins.
 SELECT d.source_ref, d.summary, d.text_clean, d.topics, d.language, d.processed_at,
-       COALESCE(c.views, r.views) AS views, COALESCE(c.forwards, r.forwards) AS forwards
+       COALESCE(c.views, r.views) AS views, COALESCE(c.forwards, r.forwards) AS forwards, d.message_date
 FROM processing.processed_documents AS d
 LEFT JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
 WHERE d.channel_id = :channel_id
-ORDER BY d.message_date, d.source_ref;
+  AND (d.message_date, d.source_ref) > (:after_date, :after_ref)
+ORDER BY d.message_date, d.source_ref
+LIMIT :batch_size;
 
 -- name: topics_channel_state
 -- How a channel's topics were last computed (corpus timestamp, strategy, model, prompt), or no row.

@@ -55,7 +55,9 @@ WHERE (CAST(:channel_id AS BIGINT) IS NULL OR channel_id = :channel_id)
   AND (CAST(:message_type AS TEXT) IS NULL OR message_type = :message_type);
 
 -- name: raw_stream_channel
--- Every message of one channel in time order, with its latest counters (streamed).
+-- Every message of one channel in time order, with its latest counters, read in keyset batches
+-- (Database.keyset_batches), each its own short statement: the next batch starts after the last row's
+-- (date, source_ref).
 -- Served by: raw_messages_channel_date_idx, raw_message_counters primary key.
 SELECT m.source_ref, m.source_id, m.channel_id, m.message_id, m.message_type, m.date, m.edit_date, m.text,
        m.thread_id, m.parent_message_id, m.grouped_id, COALESCE(c.views, m.views) AS views,
@@ -63,8 +65,9 @@ SELECT m.source_ref, m.source_id, m.channel_id, m.message_id, m.message_type, m.
        m.media_type, m.media, m.raw_payload, m.payload_truncated, m.payload_size, m.inserted_at
 FROM raw.raw_messages AS m
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = m.source_ref
-WHERE m.channel_id = :channel_id
-ORDER BY m.date, m.source_ref;
+WHERE m.channel_id = :channel_id AND (m.date, m.source_ref) > (:after_date, :after_ref)
+ORDER BY m.date, m.source_ref
+LIMIT :batch_size;
 
 -- name: raw_channels
 -- Channels with stored messages and their counts. Served by: raw_messages_channel_date_idx (index-only scan).

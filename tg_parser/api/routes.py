@@ -354,9 +354,10 @@ class _Spool:
     """The export, written by the export writer into an unnamed temporary file as fast as the database
     gives it, and read back by the response as the file grows.
 
-    The writer never waits for the client: on SQLite the export's read holds the one shared connection
-    for as long as it runs, so waiting on a slow (or vanished) client would stall every other request;
-    on PostgreSQL it would hold a pooled connection. A response that ends early closes the file, which
+    The writer never waits for the client: the export reads in keyset batches, each its own short
+    statement, and spooling keeps even the time between two batches independent of the client, so a
+    slow (or vanished) client holds no transaction, no pooled connection and (on SQLite) not the one
+    shared connection. A response that ends early closes the file, which
     stops the writer at its next write.
     """
 

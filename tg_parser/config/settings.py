@@ -52,9 +52,20 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(30.0, gt=0, description="seconds to wait for a pooled connection")
     db_pool_max_idle: float = Field(600.0, gt=0, description="seconds an idle connection is kept")
     db_pool_max_lifetime: float = Field(3600.0, gt=0, description="seconds before a connection is recycled")
-    db_statement_timeout: int = Field(0, ge=0, description="ms; 0 disables the limit")
+    # PostgreSQL session timeouts (ms; 0 disables one). Long operations (bulk transfer COPY, migrations)
+    # lift the statement timeout for their own session; see docs/CONFIGURATION.md.
+    db_statement_timeout: int = Field(300_000, ge=0, description="ms; 0 disables the limit")
+    db_lock_timeout: int = Field(10_000, ge=0, description="ms a statement waits for a lock; 0 waits forever")
+    db_idle_in_transaction_timeout: int = Field(
+        60_000,
+        ge=0,
+        description="ms a transaction may sit idle before the server ends the session; 0 disables",
+    )
     db_application_name: str = "tg-parser"
     db_disable_prepared_statements: bool = False  # set when connecting through PgBouncer (transaction mode)
+    # "transaction": connections go through a transaction-pooling PgBouncer, so the tool keeps no session
+    # state (no startup options, no session advisory locks, no prepared statements).
+    db_pool_mode: Literal["session", "transaction"] = "session"
 
     # --- SQL overrides --------------------------------------------------------------------------
     tg_parser_sql_dir: Path | None = None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextvars
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Literal, overload
 
 from tg_parser.db.catalog import Query, SqlCatalog
 
@@ -30,6 +30,9 @@ class Session(ABC):
 
     @abstractmethod
     def fetch_one(self, query: Query, params: Params = None) -> Row | None: ...
+
+    @abstractmethod
+    def fetch_tuples(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
     def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int: ...
@@ -85,6 +88,12 @@ class Database(ABC):
     @abstractmethod
     def hold_lock(self, name: str) -> AbstractContextManager[None]:
         """Hold the named lock for the block across processes, or raise `db.locks.LockBusy` at once."""
+
+    def long_statements(self) -> AbstractContextManager[None]:
+        """Lift the statement timeout for the transactions this thread opens in the block: for work that
+        legitimately runs long (a bulk load, an index build, a batched prune). A no-op where there is
+        no statement timeout (SQLite)."""
+        return nullcontext()
 
     @abstractmethod
     def ping(self, timeout: float) -> None:
@@ -178,11 +187,74 @@ class Database(ABC):
                 total += session.execute_many(query, batch)
         return total
 
+    @overload
+    def keyset_batches(
+        self,
+        name: str,
+        params: Params,
+        *,
+        start: Mapping[str, Any],
+        after: Callable[[Row], Mapping[str, Any]],
+        batch_size: int = 1000,
+        tuples: Literal[False] = False,
+    ) -> Iterator[list[Row]]: ...
+
+    @overload
+    def keyset_batches(
+        self,
+        name: str,
+        params: Params,
+        *,
+        start: Mapping[str, Any],
+        after: Callable[[tuple[Any, ...]], Mapping[str, Any]],
+        batch_size: int = 1000,
+        tuples: Literal[True],
+    ) -> Iterator[list[tuple[Any, ...]]]: ...
+
+    def keyset_batches(
+        self,
+        name: str,
+        params: Params,
+        *,
+        start: Mapping[str, Any],
+        after: Callable[[Any], Mapping[str, Any]],
+        batch_size: int = 1000,
+        tuples: bool = False,
+    ) -> Iterator[list[Any]]:
+        """Read a long result a batch at a time, each batch one short statement (keyset paging).
+
+        The query takes the keyset parameters and `:batch_size` (its LIMIT) and orders by the keyset
+        columns; `start` gives the keyset parameters of the first batch (a key below every row) and
+        `after(last_row)` those of the next. Outside a transaction each batch is fetched whole in its own
+        transaction, which is closed (and its connection handed back) before the batch is yielded: the
+        caller's work between batches (an LLM call, a slow writer) never holds a transaction, a snapshot
+        or a cursor open. Inside a transaction the batches join it (and see its writes).
+
+        The batches are not one snapshot: a row committed meanwhile shows up if its key is ahead of the
+        last one read, a row deleted meanwhile is skipped, and no row is read twice.
+        """
+        query = self.query(name)
+        keys = dict(start)
+        while True:
+            values = {**(params or {}), **keys, "batch_size": batch_size}
+            with self._use() as session:
+                rows = session.fetch_tuples(query, values) if tuples else session.fetch_all(query, values)
+            if rows:
+                yield rows
+            if len(rows) < batch_size:
+                return
+            following = dict(after(rows[-1]))
+            if following == keys:  # a key that does not round-trip would read the same batch forever
+                raise RuntimeError(f"{name}: keyset paging made no progress after {following!r}")
+            keys = following
+
     def stream(self, name: str, params: Params = None, batch_size: int = 1000) -> Iterator[Row]:
         """Yield rows one by one with bounded memory (a server-side cursor on PostgreSQL).
 
         The connection is held until the iterator is exhausted or closed; use it in a `for` loop or
-        `contextlib.closing`.
+        `contextlib.closing`. On PostgreSQL the cursor lives in a transaction held for the whole
+        iteration, so the caller must not do slow work (a network call, a slow write) between rows:
+        stores read long results with `keyset_batches` instead (tests/test_architecture.py checks).
         """
         query = self.query(name)
         with self._stream_use() as session:

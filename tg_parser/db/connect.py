@@ -108,9 +108,12 @@ def open_database(settings: Settings, *, check_migrations: bool = True) -> Datab
             max_idle=settings.db_pool_max_idle,
             max_lifetime=settings.db_pool_max_lifetime,
             statement_timeout_ms=settings.db_statement_timeout,
+            lock_timeout_ms=settings.db_lock_timeout,
+            idle_in_transaction_timeout_ms=settings.db_idle_in_transaction_timeout,
             application_name=settings.db_application_name,
             prepare_threshold=None if settings.db_disable_prepared_statements else 5,
             connect_timeout=settings.db_connect_timeout,
+            pool_mode=settings.db_pool_mode,
         )
     else:
         from tg_parser.db.sqlite import SqliteDatabase

@@ -250,6 +250,10 @@ def _backend(settings: Settings, store: str) -> Iterator[DatabaseBackend]:
             "schema": store,
             "application_name": name + "-migrate",
         }
+        if settings.db_pool_mode == "session":
+            # A migration (an index build, a backfill) legitimately runs long: no statement timeout for
+            # this session, whatever DB_STATEMENT_TIMEOUT or the role's default says.
+            args["options"] = (args.get("options", "") + " -c statement_timeout=0").strip()
         uri = DatabaseURI(
             "postgresql+psycopg", target.user, target.password, target.host, target.port, target.dbname, args
         )

@@ -1,22 +1,34 @@
 """The executor on psycopg 3 with one `psycopg_pool.ConnectionPool` per process.
 
-Each store is a schema (`ingestion`, `raw`, `processing`) in one database. Connections carry
-`application_name`, `statement_timeout` and `TimeZone=UTC` as startup options, so no statement is spent
-on setup and every timestamptz comes back as an aware UTC datetime.
+Each store is a schema (`ingestion`, `raw`, `processing`) in one database. In the default session
+pool mode connections carry `TimeZone=UTC` and the three session timeouts (`statement_timeout`,
+`lock_timeout`, `idle_in_transaction_session_timeout`) as startup options, so no statement is spent on
+setup and every timestamptz comes back as an aware UTC datetime.
+
+In transaction pool mode (`DB_POOL_MODE=transaction`, for PgBouncer transaction pooling) the tool keeps
+no session state: no startup options (the role must default to TimeZone UTC; the timeouts are set with
+`SET LOCAL` at the start of each explicit transaction, and the role's defaults cover single statements),
+no prepared statements, and named locks live in a lock table instead of session advisory locks.
 """
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import json
+import os
+import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import psycopg
+from loguru import logger
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_loads
@@ -26,7 +38,7 @@ from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import adapt_pg_params
 from tg_parser.db.locks import LockBusy, lock_key
-from tg_parser.errors import ConfigError, DatabaseUnavailable
+from tg_parser.errors import ConfigError, DatabaseTimeout, DatabaseUnavailable, TgParserError
 
 _cursor_ids = itertools.count(1)
 
@@ -81,6 +93,46 @@ def describe_connect_error(target: PgTarget, exc: BaseException) -> DatabaseUnav
     )
 
 
+@dataclass(frozen=True)
+class Timeouts:
+    """The session timeouts in milliseconds (0 disables one), with the settings that set them."""
+
+    statement_ms: int = 0
+    lock_ms: int = 0
+    idle_in_transaction_ms: int = 0
+
+    def startup_options(self) -> str:
+        return (
+            f"-c statement_timeout={int(self.statement_ms)} -c lock_timeout={int(self.lock_ms)}"
+            f" -c idle_in_transaction_session_timeout={int(self.idle_in_transaction_ms)}"
+        )
+
+
+def translate_timeout(exc: BaseException, timeouts: Timeouts) -> DatabaseTimeout | None:
+    """One clear line for a timeout the server enforced, naming the setting to raise; None otherwise."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, psycopg.errors.QueryCanceled) and "statement timeout" in text:
+        return DatabaseTimeout(
+            f"PostgreSQL cancelled a statement that ran longer than DB_STATEMENT_TIMEOUT "
+            f"({timeouts.statement_ms} ms)",
+            "raise DB_STATEMENT_TIMEOUT (0 disables it), or look for what made the statement slow",
+        )
+    if isinstance(exc, psycopg.errors.LockNotAvailable) and "lock timeout" in text:
+        return DatabaseTimeout(
+            f"PostgreSQL gave up waiting for a lock after DB_LOCK_TIMEOUT ({timeouts.lock_ms} ms)",
+            "another session holds the lock (a migration, a long transaction); retry, or raise DB_LOCK_TIMEOUT",
+        )
+    if isinstance(exc, psycopg.errors.IdleInTransactionSessionTimeout) or (
+        isinstance(exc, psycopg.OperationalError) and "idle-in-transaction timeout" in text
+    ):
+        return DatabaseTimeout(
+            "PostgreSQL ended a session whose transaction sat idle longer than DB_IDLE_IN_TRANSACTION_TIMEOUT "
+            f"({timeouts.idle_in_transaction_ms} ms)",
+            "raise DB_IDLE_IN_TRANSACTION_TIMEOUT, and report it: the tool should not keep a transaction idle",
+        )
+    return None
+
+
 class PgSession(Session):
     def __init__(self, connection: psycopg.Connection) -> None:
         self.connection = connection
@@ -103,6 +155,11 @@ class PgSession(Session):
         with self.connection.cursor(row_factory=dict_row) as cursor:
             cursor.execute(self._sql(query), adapt_pg_params(params))
             return cursor.fetchone()
+
+    def fetch_tuples(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(self._sql(query), adapt_pg_params(params))
+            return cursor.fetchall()
 
     def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int:
         with self.connection.cursor() as cursor:
@@ -173,26 +230,59 @@ class PostgresDatabase(Database):
         max_idle: float = 600.0,
         max_lifetime: float = 3600.0,
         statement_timeout_ms: int = 0,
+        lock_timeout_ms: int = 0,
+        idle_in_transaction_timeout_ms: int = 0,
         application_name: str = "tg-parser",
         prepare_threshold: int | None = 5,
         connect_timeout: int = 10,
+        pool_mode: str = "session",
+        lock_ttl: float = 60.0,
     ) -> None:
         super().__init__()
         self.target = target
         self.catalog = catalog
-        startup = f"-c TimeZone=UTC -c statement_timeout={int(statement_timeout_ms)}"
+        if pool_mode not in ("session", "transaction"):
+            raise ConfigError(f"DB_POOL_MODE must be session or transaction (got {pool_mode!r})")
+        self.pool_mode = pool_mode
+        self.timeouts = Timeouts(statement_timeout_ms, lock_timeout_ms, idle_in_transaction_timeout_ms)
+        self.lock_ttl = lock_ttl
+        # Set inside `long_statements()`: transactions opened there lift the statement timeout.
+        self._unbounded: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"unbounded-{id(self)}", default=False
+        )
         kwargs = target.connect_kwargs()
         kwargs.setdefault("connect_timeout", connect_timeout)
         kwargs.setdefault("application_name", application_name)  # DATABASE_URL's ?application_name= wins
-        kwargs["options"] = (kwargs.get("options", "") + " " + startup).strip()
-        kwargs["prepare_threshold"] = prepare_threshold
+        if pool_mode == "session":
+            startup = "-c TimeZone=UTC " + self.timeouts.startup_options()
+            kwargs["options"] = (kwargs.get("options", "") + " " + startup).strip()
+            kwargs["prepare_threshold"] = prepare_threshold
+        else:
+            # PgBouncer in transaction mode refuses the `options` startup parameter and cannot keep a
+            # prepared statement on the server connection a later transaction gets.
+            kwargs["prepare_threshold"] = None
         self._kwargs = kwargs
         # Probe once with a plain connection: the pool would only report a timeout, while the operator
         # needs the reason (refused, wrong password, unknown database).
         try:
-            psycopg.connect(**kwargs).close()
+            probe = psycopg.connect(**kwargs)
         except psycopg.Error as exc:
             raise describe_connect_error(target, exc) from None
+        with probe:
+            zone = probe.info.parameter_status("TimeZone") or ""
+        if pool_mode == "transaction" and zone.upper() not in (
+            "UTC",
+            "ETC/UTC",
+            "GMT",
+            "ETC/GMT",
+            "UCT",
+            "ZULU",
+        ):
+            raise ConfigError(
+                f"DB_POOL_MODE=transaction needs the server session's TimeZone to be UTC (it is {zone!r}): "
+                "in that mode no startup option sets it",
+                f"run ALTER ROLE {target.user} SET TimeZone = 'UTC' (see docs/PRODUCTION_DEPLOYMENT.md)",
+            )
         self.pool = ConnectionPool(
             kwargs=kwargs,
             min_size=min_size,
@@ -235,13 +325,52 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._lend() as connection:
+        with self._translated(), self._lend() as connection:
+            if self._unbounded.get():
+                connection.execute("SET LOCAL statement_timeout = 0")  # this implicit transaction only
             yield PgSession(connection)
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
-        with self._lend() as connection, connection.transaction():
+        with self._translated(), self._lend() as connection, connection.transaction():
+            self._set_local_timeouts(connection)
             yield PgSession(connection)
+
+    def _set_local_timeouts(self, connection: psycopg.Connection) -> None:
+        """At the start of a transaction: in transaction pool mode the timeouts (no session carries
+        them), and inside `long_statements()` no statement timeout. One round trip, or none."""
+        unbounded = self._unbounded.get()
+        if self.pool_mode == "transaction":
+            t = self.timeouts
+            statement_ms = 0 if unbounded else t.statement_ms
+            connection.execute(
+                "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
+                " set_config('idle_in_transaction_session_timeout', %s, true)",
+                (str(statement_ms), str(t.lock_ms), str(t.idle_in_transaction_ms)),
+            )
+        elif unbounded:
+            connection.execute("SET LOCAL statement_timeout = 0")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            timeout = translate_timeout(exc, self.timeouts)
+            if timeout is None:
+                raise
+            raise timeout from None
+
+    @contextmanager
+    def long_statements(self) -> Iterator[None]:
+        """Lift the statement timeout for the transactions this thread opens in the block (a bulk COPY,
+        an index build, a batched prune): `SET LOCAL statement_timeout = 0` in each, so the pooled
+        session keeps its timeout for everyone else. The lock and idle timeouts still apply."""
+        token = self._unbounded.set(True)
+        try:
+            yield
+        finally:
+            self._unbounded.reset(token)
 
     def copy_rows(
         self, schema: str, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
@@ -251,12 +380,51 @@ class PostgresDatabase(Database):
         if active is not None:
             assert isinstance(active, PgSession)
             return active.copy_rows(schema, table, columns, rows)
-        with self._transaction() as session:
+        with self.long_statements(), self._transaction() as session:
             assert isinstance(session, PgSession)
             return session.copy_rows(schema, table, columns, rows)
 
+    def hold_lock(self, name: str) -> AbstractContextManager[None]:
+        if self.pool_mode == "transaction":
+            return self._hold_table_lock(name)
+        return self._hold_advisory_lock(name)
+
     @contextmanager
-    def hold_lock(self, name: str) -> Iterator[None]:
+    def _hold_table_lock(self, name: str) -> Iterator[None]:
+        # No session state survives a transaction behind PgBouncer, so the lock is a row: taken with one
+        # short statement, kept alive by a heartbeat thread (short statements too), deleted at the end. No
+        # transaction stays open for the block. A crashed holder's row expires after `lock_ttl` seconds.
+        params = {"name": name, "owner": uuid.uuid4().hex, "ttl": float(self.lock_ttl)}
+        row = self.fetch_one("lock_table_try", {**params, "host": socket.gethostname(), "pid": os.getpid()})
+        if row is None:
+            holder = self.fetch_one("lock_table_holder", {"name": name})
+            who = None
+            if holder:
+                who = f"pid {holder['pid']} on {holder['host']} since {holder['acquired_at'].isoformat()}"
+            raise LockBusy(name, who)
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(self.lock_ttl / 3):
+                try:
+                    if self.execute("lock_table_renew", params) == 0:
+                        logger.error("lock {!r} was lost (taken over after it expired)", name)
+                        return
+                except Exception as exc:  # the next beat retries; the lock lasts lock_ttl
+                    logger.warning("lock {!r}: renewing failed: {}", name, type(exc).__name__)
+
+        beat = threading.Thread(target=heartbeat, name=f"lock-{name}", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join(timeout=self.pool.timeout + 1)
+            with suppress(psycopg.Error, TgParserError):
+                self.execute("lock_table_release", params)
+
+    @contextmanager
+    def _hold_advisory_lock(self, name: str) -> Iterator[None]:
         # A session-level advisory lock lives on one connection, held (in autocommit, so no transaction
         # stays open) for the whole block; the block's own work needs a second connection from the pool.
         if self.pool.max_size < 2:
@@ -319,7 +487,7 @@ class PostgresDatabase(Database):
         statement = sql.SQL("SELECT migration_id, compatibility FROM {}._yoyo_tg_compat").format(
             sql.Identifier(store)
         )
-        with self.pool.connection() as conn:
+        with self._lend() as conn:
             try:
                 with conn.transaction():
                     rows = conn.execute(statement).fetchall()

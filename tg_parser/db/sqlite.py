@@ -57,6 +57,9 @@ class SqliteSession(Session):
         row = cursor.fetchone()
         return None if row is None else _dict_rows(cursor, [row])[0]
 
+    def fetch_tuples(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
+        return self.connection.execute(query.sql, encode_sqlite_params(params)).fetchall()
+
     def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int:
         cursor = self.connection.executemany(query.sql, [encode_sqlite_params(r) for r in rows])
         return cursor.rowcount

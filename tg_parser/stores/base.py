@@ -11,6 +11,10 @@ NO_LIMIT = 2**62
 # Bounds used for unset time filters, so no NULL timestamp parameter needs a type.
 FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(9999, 12, 31, tzinfo=UTC)
+# The bigint range: "every channel" as a range, so a keyset query bounds its index scan either way.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+# A time below every stored one: the first keyset batch starts after (KEYSET_START, '').
+KEYSET_START = datetime(1, 1, 1, tzinfo=UTC)
 
 
 class Store:

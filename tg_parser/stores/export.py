@@ -8,7 +8,7 @@ from contextlib import closing
 from datetime import datetime
 from typing import Any
 
-from tg_parser.stores.base import Store
+from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, Store
 
 Row = dict[str, Any]
 
@@ -36,9 +36,21 @@ class ExportStore(Store):
         self, channel_id: int | None, since: datetime, until: datetime, batch_size: int = 2000
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Documents to export, as plain tuples in `export_stream_documents`' column order, a batch at
-        a time (the export's hot loop formats every column itself)."""
-        params = {"channel_id": channel_id, "since": since, "until": until}
+        a time (the export's hot loop formats every column itself).
+
+        Each batch is its own short read (keyset paging): no transaction or cursor stays open while the
+        caller writes a batch out, however slow the file or the HTTP client is."""
+        lo, hi = (channel_id, channel_id) if channel_id is not None else (BIGINT_MIN, BIGINT_MAX)
+        params = {"channel_lo": lo, "channel_hi": hi, "since": since, "until": until}
+        # Columns 0-2 are source_ref, channel_id, message_date: the keyset, handed back as read.
         with closing(
-            self.db.stream_batches("export_stream_documents", params, batch_size=batch_size)
+            self.db.keyset_batches(
+                "export_stream_documents",
+                params,
+                start={"after_channel": lo, "after_date": since, "after_ref": ""},
+                after=lambda row: {"after_channel": row[1], "after_date": row[2], "after_ref": row[0]},
+                batch_size=batch_size,
+                tuples=True,
+            )
         ) as batches:
             yield from batches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from tg_parser.domain.models import (
     RunReport,
     WorkLease,
 )
-from tg_parser.stores.base import FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
+from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
 
 # The keyset below every candidate: (channel_id, date, source_ref) of the first page's lower bound.
 FIRST_CANDIDATE_KEY: tuple[int, datetime, str] = (-(2**63), FAR_PAST, "")
@@ -220,9 +221,25 @@ class ProcessingStore(Store):
     def stream_documents(
         self, channel_id: int | None = None, since: datetime | None = None, until: datetime | None = None
     ) -> Iterator[ProcessedDocument]:
-        params = {"channel_id": channel_id, "since": since or FAR_PAST, "until": until or FAR_FUTURE}
-        for row in self.db.stream("processing_stream_documents", params):
-            yield ProcessedDocument.model_validate(row)
+        """Documents in (channel, message date) order, read a batch at a time (each batch its own short
+        read, so no transaction stays open while the caller works)."""
+        lo, hi = (channel_id, channel_id) if channel_id is not None else (BIGINT_MIN, BIGINT_MAX)
+        since = since or FAR_PAST
+        params = {"channel_lo": lo, "channel_hi": hi, "since": since, "until": until or FAR_FUTURE}
+        batches = self.db.keyset_batches(
+            "processing_stream_documents",
+            params,
+            start={"after_channel": lo, "after_date": since, "after_ref": ""},
+            after=lambda row: {
+                "after_channel": row["channel_id"],
+                "after_date": row["message_date"],
+                "after_ref": row["source_ref"],
+            },
+        )
+        with closing(batches):
+            for batch in batches:
+                for row in batch:
+                    yield ProcessedDocument.model_validate(row)
 
     def count_documents(self, channel_id: int | None = None) -> int:
         return int(self.db.fetch_scalar("processing_count_documents", {"channel_id": channel_id}))

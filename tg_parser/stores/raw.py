@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -14,7 +15,7 @@ from tg_parser.db.codec import JsonText, dump_json, dump_json_bytes, format_time
 from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
 from tg_parser.domain.payload import cap_payload_text
-from tg_parser.stores.base import Store
+from tg_parser.stores.base import KEYSET_START, Store
 
 
 class _ChannelRow(BaseModel):
@@ -271,8 +272,17 @@ class RawStore(Store):
         )
 
     def stream_channel(self, channel_id: int) -> Iterator[RawMessage]:
-        for row in self.db.stream("raw_stream_channel", {"channel_id": channel_id}):
-            yield RawMessage.model_validate(row)
+        """The channel's messages in time order, read a batch at a time (each its own short read)."""
+        batches = self.db.keyset_batches(
+            "raw_stream_channel",
+            {"channel_id": channel_id},
+            start={"after_date": KEYSET_START, "after_ref": ""},
+            after=lambda row: {"after_date": row["date"], "after_ref": row["source_ref"]},
+        )
+        with closing(batches):
+            for batch in batches:
+                for row in batch:
+                    yield RawMessage.model_validate(row)
 
     def channels(self) -> list[dict]:
         """Channels with stored messages: channel_id, messages, first_date, last_date."""

@@ -4,12 +4,13 @@ topic cards, their channel membership and bundles it writes (one transaction per
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from typing import Any
 
 from pydantic import BaseModel
 
 from tg_parser.domain.models import TopicBundle, TopicCard, UtcDatetime
-from tg_parser.stores.base import Store
+from tg_parser.stores.base import KEYSET_START, Store
 
 
 class ChannelCorpus(BaseModel):
@@ -49,8 +50,19 @@ class TopicStore(Store):
         return ChannelCorpus.model_validate(row) if row else None
 
     def corpus(self, channel_id: int) -> Iterator[CorpusDocument]:
-        for row in self.db.stream("topics_corpus", {"channel_id": channel_id}, batch_size=2000):
-            yield CorpusDocument.model_validate(row)
+        """The channel's documents in message order, read a batch at a time, each batch its own short
+        read: the caller (a strategy calling the LLM) works between batches with no transaction open."""
+        batches = self.db.keyset_batches(
+            "topics_corpus",
+            {"channel_id": channel_id},
+            start={"after_date": KEYSET_START, "after_ref": ""},
+            after=lambda row: {"after_date": row["message_date"], "after_ref": row["source_ref"]},
+            batch_size=2000,
+        )
+        with closing(batches):
+            for batch in batches:
+                for row in batch:
+                    yield CorpusDocument.model_validate(row)
 
     def channel_state(self, channel_id: int) -> ChannelState | None:
         row = self.db.fetch_one("topics_channel_state", {"channel_id": channel_id})

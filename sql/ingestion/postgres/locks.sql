@@ -22,3 +22,32 @@ WHERE l.locktype = 'advisory'
   AND l.objid = CAST(CAST(:key AS BIGINT) & 4294967295 AS oid)
   AND l.objsubid = 1
 LIMIT 1;
+
+-- name: lock_table_try
+-- Take a named lock in the lock table (DB_POOL_MODE=transaction, where no session state survives a
+-- transaction): insert the row, or take over one whose holder let it expire (crashed). Returns the row
+-- only when this owner now holds the lock. Served by: named_locks primary key.
+INSERT INTO ingestion.named_locks AS l (name, owner, host, pid, acquired_at, expires_at)
+VALUES (:name, :owner, :host, :pid, now(), now() + make_interval(secs => :ttl))
+ON CONFLICT (name) DO UPDATE SET
+    owner = excluded.owner,
+    host = excluded.host,
+    pid = excluded.pid,
+    acquired_at = excluded.acquired_at,
+    expires_at = excluded.expires_at
+WHERE l.expires_at < now()
+RETURNING l.owner;
+
+-- name: lock_table_renew
+-- Push a held lock's expiry forward (the holder's heartbeat); no row means the lock was lost.
+-- Served by: named_locks primary key.
+UPDATE ingestion.named_locks SET expires_at = now() + make_interval(secs => :ttl)
+WHERE name = :name AND owner = :owner;
+
+-- name: lock_table_release
+-- Release a lock this owner holds. Served by: named_locks primary key.
+DELETE FROM ingestion.named_locks WHERE name = :name AND owner = :owner;
+
+-- name: lock_table_holder
+-- Who holds a named lock in the lock table (for the "lock held" message). Served by: named_locks primary key.
+SELECT host, pid, acquired_at, expires_at FROM ingestion.named_locks WHERE name = :name AND expires_at >= now();

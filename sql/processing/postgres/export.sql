@@ -6,8 +6,12 @@
 -- (….ffffffZ), which is what the export writes, so no row pays for a parse-and-format round trip; the
 -- JSON columns come back as jsonb's text, which the writer parses itself (cheaper than the driver's
 -- jsonb loader) and writes compact.
--- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary keys
--- for the joins (counters: the latest refresh, else the snapshot's).
+-- Read in keyset batches (Database.keyset_batches), each its own short statement: the next batch
+-- starts after the last row's (channel_id, message_date, source_ref), given back as read (the
+-- message_date text cast back to timestamptz). One channel is channel_lo = channel_hi, every channel
+-- the whole bigint range (a range, not "NULL means any", so a generic plan still bounds the scan).
+-- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary
+-- keys for the joins (counters: the latest refresh, else the snapshot's).
 SELECT d.source_ref, d.channel_id,
        to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date,
        to_char(d.processed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS processed_at,
@@ -21,10 +25,12 @@ SELECT d.source_ref, d.channel_id,
 FROM processing.processed_documents AS d
 JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
-WHERE (CAST(:channel_id AS BIGINT) IS NULL OR d.channel_id = :channel_id)
+WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
   AND d.message_date >= :since
   AND d.message_date < :until
-ORDER BY d.channel_id, d.message_date, d.source_ref;
+  AND (d.channel_id, d.message_date, d.source_ref) > (:after_channel, CAST(:after_date AS TIMESTAMPTZ), :after_ref)
+ORDER BY d.channel_id, d.message_date, d.source_ref
+LIMIT :batch_size;
 
 -- name: export_document_dates
 -- Message dates of a set of documents (a JSON array of source_refs): which topic anchors fall inside

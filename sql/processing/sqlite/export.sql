@@ -5,8 +5,12 @@
 -- order is the order tg_parser/export/writer.py unpacks. Timestamps come back as canonical RFC 3339 text
 -- (….ffffffZ) and the JSON columns as their stored compact UTF-8 bytes, which is what the export writes,
 -- so no row pays for a parse-and-format (or decode-and-encode) round trip.
--- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary keys
--- for the joins (counters: the latest refresh, else the snapshot's).
+-- Read in keyset batches (Database.keyset_batches), each its own short statement: the next batch
+-- starts after the last row's (channel_id, message_date, source_ref), given back as read (the
+-- message_date text). One channel is channel_lo = channel_hi, every channel the whole bigint range
+-- (a range, not "NULL means any", so a generic plan still bounds the scan).
+-- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary
+-- keys for the joins (counters: the latest refresh, else the snapshot's).
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
        d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
        d.language, d.model, d.prompt_id, d.pipeline_version,
@@ -16,10 +20,12 @@ SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.proce
 FROM processing.processed_documents AS d
 JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
-WHERE (CAST(:channel_id AS BIGINT) IS NULL OR d.channel_id = :channel_id)
+WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
   AND d.message_date >= :since
   AND d.message_date < :until
-ORDER BY d.channel_id, d.message_date, d.source_ref;
+  AND (d.channel_id, d.message_date, d.source_ref) > (:after_channel, :after_date, :after_ref)
+ORDER BY d.channel_id, d.message_date, d.source_ref
+LIMIT :batch_size;
 
 -- name: export_document_dates
 -- Message dates of a set of documents (a JSON array of source_refs): which topic anchors fall inside

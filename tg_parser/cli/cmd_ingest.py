@@ -158,9 +158,8 @@ def _exit_for(outcomes: list[Any]) -> None:
     if down:
         done = len(outcomes) - 1
         raise TelegramUnavailable(
-            f"Telegram unavailable while ingesting {down[0].source_id!r}: {down[0].message}; "
-            f"{done} source(s) finished before, the rest were not attempted",
-            "check the network; the next run resumes every source from its stored cursor",
+            f"Telegram unavailable while ingesting {down[0].source_id!r} ({done} source(s) finished "
+            f"before it, the rest were not attempted, none is charged a failure): {down[0].message}"
         )
     auth = [o for o in outcomes if o.auth_failed]
     if auth:

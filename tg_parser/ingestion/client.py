@@ -312,7 +312,17 @@ class TelegramGateway:
         except BaseException:
             coro.close()
             raise
-        return self._loop.run_until_complete(coro)
+        try:
+            result = self._loop.run_until_complete(coro)
+        except Exception:
+            self._ensure_connected()  # the call dropped the connection: back now, or ConnectionLost
+            raise
+        if isinstance(result, Page) and result.error is not None:
+            try:
+                self._ensure_connected()
+            except ConnectionLost as lost:
+                result.error = lost  # the messages read before the drop are kept
+        return result
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -398,6 +408,8 @@ class TelegramGateway:
                         await result
 
                 self._loop.run_until_complete(_disconnect())
+            else:
+                self.client.session.close()  # a file session opened but never connected lets go too
         finally:
             self._open = False
             self._loop.close()

@@ -147,6 +147,7 @@ def classify(exc: BaseException) -> Classified:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for `last_error` and the attempts journal: the exception type and its first line."""
-    text = " ".join(str(exc).split())
+    """One line for `last_error` and the attempts journal: the exception type and its first line (our own
+    errors with their hint: what to do belongs next to what went wrong)."""
+    text = " ".join((exc.one_line() if isinstance(exc, TgParserError) else str(exc)).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -214,7 +214,7 @@ class Ingestor:
                     fresh.source_id,
                     "unavailable",
                     attempt.counts,
-                    message=f"{describe(exc)} (not counted as a failure of the source)",
+                    message=describe(exc),
                 )
             permanent = kind in (ErrorKind.PERMANENT, ErrorKind.AUTH)
             self.sources.record_failure(fresh.source_id, describe(exc), permanent=permanent)

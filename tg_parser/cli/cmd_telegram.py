@@ -47,6 +47,7 @@ def login(app: AppContext, phone: str | None) -> None:
         ask_code=lambda: click.prompt("Login code Telegram sent you"),
         ask_password=lambda: click.prompt("Two-step verification password", hide_input=True),
         say=click.echo,
+        db=_database_if_ready(app),
     )
     state = "Already logged in" if result.already else "Logged in"
     click.echo(f"{state} as {result.display_name}.")

@@ -609,3 +609,64 @@ def test_reconnect_policy_is_bounded(world):
     assert type(caught.value).__name__ == "ConnectionLost" and "2 tries" in str(caught.value)
     assert len(waits) == 1 and 0.5 <= waits[0] <= 1.0
     gateway.close()
+
+
+HOLDER = """
+import os, sys
+sys.path.insert(0, {tests!r})
+from support.fake_telegram import FakeTelegram, file_session
+from tg_parser.config import load_settings
+from tg_parser.db.connect import open_database
+from tg_parser.domain.channels import ChannelRef
+from tg_parser.ingestion.client import TelegramGateway
+
+db = open_database(load_settings(_env_file=None, **{db_settings!r}))
+world = FakeTelegram()
+world.add_channel(1001, "News", "newsfeed")
+gateway = TelegramGateway(world.client(file_session({path!r})))
+gateway.open(db=db)
+gateway.resolve(ChannelRef(username="newsfeed"))  # the session file is write-locked from here on
+print("ready", flush=True)
+if sys.stdin.readline().strip() == "kill":
+    os._exit(9)  # like kill -9: no cleanup at all
+gateway.close()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["finishes", "is-killed"])
+def test_two_processes_on_one_session_file(run, settings, world, db, tmp_path, ending):
+    """A real second process holds the session file and the session lock: this run exits 4 at once and
+    does nothing; once the holder has ended — even killed — the next run goes ahead."""
+    import subprocess
+    import sys
+
+    news(world, 2)
+    add_source(db, world)
+    path = make_session_file(tmp_path / "tg")
+    fields = {"db_type", "db_sqlite_dir", "db_host", "db_port", "db_user", "db_name"}
+    script = HOLDER.format(
+        tests=str(Path(__file__).parent),
+        db_settings=settings.model_dump(mode="json", include=fields),
+        path=str(path),
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    env = {"TELEGRAM_SESSION": None, "TELEGRAM_SESSION_FILE": str(path)}
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = run("ingest", "--all", **env)
+        assert result.exit_code == EXIT_LOCKED
+        assert "another tg-parser run is using the Telegram session" in one_error_line(result)
+        assert world.connects == 0 and source_row(db, "newsfeed").fail_count == 0
+        holder.stdin.write("kill\n" if ending == "is-killed" else "\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    result = run("ingest", "--all", **env)
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert stored_posts(db) == [1, 2]

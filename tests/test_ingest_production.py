@@ -670,3 +670,17 @@ def test_two_processes_on_one_session_file(run, settings, world, db, tmp_path, e
     result = run("ingest", "--all", **env)
     assert result.exit_code == EXIT_OK, result.stderr
     assert stored_posts(db) == [1, 2]
+
+
+def test_a_follow_up_chunk_of_only_empty_slots_is_passed_by_the_next_run(db, world, ingestor):
+    """Telethon gives up paging when a follow-up answer holds only MessageEmpty slots, so the page looks
+    like the end; nothing is skipped: the cursor stays before the slots and the next run reads past them."""
+    news(world, 150)
+    add_source(db, world)
+    world.empty_ids = {(CHANNEL, i) for i in (99, 100, 101, 102)}
+    first = ingestor().run_source(source_row(db, "newsfeed"))
+    assert first.status == "ok" and source_row(db, "newsfeed").last_post_id == 98
+    second = ingestor().run_source(source_row(db, "newsfeed"))
+    assert second.status == "ok"
+    assert stored_posts(db) == [i for i in range(1, 151) if i not in (99, 100, 101, 102)]
+    assert source_row(db, "newsfeed").last_post_id == 150

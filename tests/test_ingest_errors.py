@@ -8,7 +8,14 @@ import pytest
 from telethon import errors as tg_errors
 
 from tg_parser.backoff import Backoff
-from tg_parser.ingestion.errors import ChannelNotFound, ErrorKind, NotLoggedIn, classify
+from tg_parser.ingestion.errors import (
+    ChannelNotFound,
+    ConnectionLost,
+    ErrorKind,
+    NotLoggedIn,
+    TelegramUnavailable,
+    classify,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,6 +34,12 @@ from tg_parser.ingestion.errors import ChannelNotFound, ErrorKind, NotLoggedIn, 
         (tg_errors.AuthKeyUnregisteredError(None), ErrorKind.AUTH),
         (tg_errors.SessionRevokedError(None), ErrorKind.AUTH),
         (tg_errors.AuthKeyDuplicatedError(None), ErrorKind.AUTH),
+        (tg_errors.AuthKeyPermEmptyError(None), ErrorKind.AUTH),  # a 401
+        # Every 406 is an AuthKeyError to Telethon; only AUTH_KEY_DUPLICATED means the session is dead.
+        (tg_errors.FilerefUpgradeNeededError(None), ErrorKind.PERMANENT),
+        (tg_errors.AuthKeyError(None, "SOMETHING_NEW", 406), ErrorKind.PERMANENT),
+        (ConnectionLost("lost"), ErrorKind.UNAVAILABLE),
+        (TelegramUnavailable("down"), ErrorKind.UNAVAILABLE),
         (NotLoggedIn("x"), ErrorKind.AUTH),
         (tg_errors.ChannelPrivateError(None), ErrorKind.PERMANENT),
         (tg_errors.ChannelInvalidError(None), ErrorKind.PERMANENT),

@@ -12,6 +12,22 @@ Failures are injected per request type with `world.fail(...)`: FloodWaitError, C
 MsgIdInvalidError, AuthKeyUnregisteredError, ConnectionError, or any exception — including a
 BaseException that stands for the process being killed in the middle of a run.
 
+The behaviours of a real server and of Telethon that the ingestion has to survive are reproduced too:
+
+* `connect()` sends what Telethon's sends (the layer's GetConfig, then get_me and GetState) through the
+  same answer path, so errors injected on those requests surface from `connect()` as they would;
+* `world.drop` (use it as a failure: `world.fail(Request, world.drop)`) cuts the connection of every
+  client: the call fails with ConnectionError and every later call fails at once with Telethon's
+  "Cannot send requests while disconnected" until the client connects again (Telethon's own reconnect
+  tries have given up); `world.offline` makes those connects fail;
+* a `TELEGRAM_SESSION_FILE` stays a real Telethon SQLite session file: while a client is connected, the
+  file is write-locked by its uncommitted entity writes, so a second client on the same file fails in
+  `connect()` with "database is locked" exactly as a second process would (after a short busy timeout
+  here instead of Telethon's 5 s);
+* `world.page_cap` makes history pages shorter than asked although more messages follow, and
+  `world.empty_ids` serves some message slots as `MessageEmpty`;
+* a discussion group can be made unreadable (`ban_from_discussion`) or unlinked (`unlink_discussion`).
+
 Only the login steps (`send_code_request`, `sign_in`) are overridden at a higher level: their real
 implementations need Telegram's SRP password exchange, which has nothing to do with tg-parser's code.
 """
@@ -30,7 +46,7 @@ from telethon import TelegramClient, utils
 from telethon import errors as tg_errors
 from telethon.crypto import AuthKey
 from telethon.extensions import BinaryReader
-from telethon.sessions import StringSession
+from telethon.sessions import SQLiteSession, StringSession
 from telethon.tl import functions, types
 
 BASE_DATE = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
@@ -157,6 +173,9 @@ class FakeTelegram:
         self.rules: list[FailRule] = []
         self.requests: list[Any] = []
         self.clients: list[FakeTelegramClient] = []
+        self.page_cap: int | None = None  # at most this many messages per history answer (more follow)
+        self.empty_ids: set[tuple[int, int]] = set()  # (channel id, message id) served as MessageEmpty
+        self.connects = 0  # connect() calls that reached the (fake) network
         self._hashes = itertools.count(9_000_001, 7919)
 
     # --- building ----------------------------------------------------------------------------------
@@ -289,6 +308,20 @@ class FakeTelegram:
         message.message = text
         message.edit_date = at or (message.date + timedelta(minutes=30))
 
+    def ban_from_discussion(self, channel: FakeChannel) -> None:
+        """This account is banned from the channel's discussion group: reading threads is CHANNEL_PRIVATE."""
+        self.channels[channel.linked_chat_id].private = True  # type: ignore[index]
+
+    def unlink_discussion(self, channel: FakeChannel) -> None:
+        """The channel unlinked its discussion group; old posts still announce their threads."""
+        channel.linked_chat_id = None
+
+    def drop(self, request: Any = None) -> ConnectionError:
+        """The connection breaks (use as a failure): every client is disconnected until it reconnects."""
+        for client in self.clients:
+            client._fake_connected = False
+        return ConnectionError("Connection reset by peer")
+
     def break_thread(self, channel: FakeChannel, post_id: int) -> None:
         """Make the post's thread unreadable (its copy in the group was deleted): MSG_ID_INVALID."""
         group = self.channels[channel.linked_chat_id]  # type: ignore[index]
@@ -334,6 +367,8 @@ class FakeTelegram:
             if rule.times > 0:
                 rule.times -= 1
                 raise rule.make_error(request)
+        if isinstance(request, functions.help.GetConfigRequest):
+            return None  # Telethon discards the config it asks for while connecting
         if isinstance(request, functions.updates.GetStateRequest):
             if not self.authorized:
                 raise tg_errors.AuthKeyUnregisteredError(request)
@@ -395,6 +430,8 @@ class FakeTelegram:
         if not channel.linked_chat_id or request.msg_id not in channel.messages:
             raise tg_errors.MsgIdInvalidError(request)
         group = self.channels[channel.linked_chat_id]
+        if group.private:
+            raise tg_errors.ChannelPrivateError(request)
         root = group.roots.get(request.msg_id)
         if root is None:
             raise tg_errors.MsgIdInvalidError(request)
@@ -406,9 +443,8 @@ class FakeTelegram:
         ]
         return self._slice(group, thread, request, extra_chats=[channel.tl()])
 
-    @staticmethod
     def _slice(
-        channel: FakeChannel, messages: list[Any], request: Any, extra_chats: list[Any] | None = None
+        self, channel: FakeChannel, messages: list[Any], request: Any, extra_chats: list[Any] | None = None
     ) -> Any:
         """Telegram's history paging: newest first, from offset_id (or offset_date), shifted by add_offset."""
         ordered = sorted(messages, key=lambda m: m.id, reverse=True)
@@ -425,6 +461,14 @@ class FakeTelegram:
             page = [m for m in page if m.id < request.max_id]
         if request.min_id:
             page = [m for m in page if m.id > request.min_id]
+        if self.page_cap is not None and len(page) > self.page_cap:
+            # "Buggy" channels answer fewer messages than asked although more follow (Telethon asks again).
+            # Paging goes newest first, so the cut keeps the end nearest to the offset.
+            page = page[-self.page_cap :] if request.add_offset < 0 else page[: self.page_cap]
+        page = [
+            types.MessageEmpty(id=m.id, peer_id=m.peer_id) if (channel.id, m.id) in self.empty_ids else m
+            for m in page
+        ]
         return types.messages.ChannelMessages(
             pts=1,
             count=len(ordered),
@@ -457,10 +501,23 @@ class FakeTelegram:
             _credentials(settings)
             session = make_session(settings, for_login=for_login)
             if isinstance(session, str):
-                session = StringSession()  # the fake never writes session files
+                session = file_session(session)
             return self.client(session)
 
         return build
+
+
+BUSY_TIMEOUT = 0.2  # seconds a session file waits for another writer (Telethon: sqlite3's default 5 s)
+
+
+def file_session(path: str) -> SQLiteSession:
+    """Telethon's own SQLite file session, waiting BUSY_TIMEOUT instead of 5 s for a locked file."""
+    import sqlite3  # the fake stands in for Telethon, which talks to its session file directly
+
+    session = SQLiteSession(path)
+    session.close()
+    session._conn = sqlite3.connect(session.filename, timeout=BUSY_TIMEOUT, check_same_thread=False)
+    return session
 
 
 class FakeTelegramClient(TelegramClient):
@@ -473,15 +530,33 @@ class FakeTelegramClient(TelegramClient):
         self.sent_codes: list[str] = []
 
     async def connect(self) -> None:
+        """What Telethon's connect does, minus the sockets: save the auth key to the session (a file
+        session takes its write lock here), then send GetConfig, get_me and, if logged in, GetState."""
+        if self._fake_connected:
+            return
         if self.world.offline:
             raise ConnectionError("Connection to Telegram failed 2 time(s)")
+        self.world.connects += 1
+        if not self.session.server_address:
+            self.session.set_dc(2, "149.154.167.51", 443)
+        self.session.auth_key = self.session.auth_key  # Telethon stores the sender's key: a write
+        self.session.save()
         self._fake_connected = True
+        try:
+            self.world.answer(functions.help.GetConfigRequest())
+            me = await self.get_me()  # Telethon's own: an unauthorized session answers None
+            if me:
+                await self(functions.updates.GetStateRequest())
+        except BaseException:
+            self._fake_connected = False
+            raise
 
     def is_connected(self) -> bool:
         return self._fake_connected
 
     async def disconnect(self) -> None:  # type: ignore[override]
         self._fake_connected = False
+        self.session.close()  # as Telethon's: a file session commits and lets go of its file
 
     async def _call(
         self, sender: Any, request: Any, ordered: bool = False, flood_sleep_threshold: Any = None

@@ -1,8 +1,9 @@
 """tg-parser ingest: collect new posts (and comments) from Telegram, or import a Telegram Desktop export.
 
-Exit codes (cron reads them; docs/USER_GUIDE.md has the table): 0 everything ok, 1 a source failed,
-2 bad arguments or a malformed export file, 3 configuration (settings, session not logged in),
-4 a source was locked by another run, 5 Telegram rate-limited a source (it is skipped until then).
+Exit codes (cron reads them; docs/USER_GUIDE.md has the table): 0 everything ok, 1 a source failed or
+Telegram was unavailable, 2 bad arguments or a malformed export file, 3 configuration (settings, session
+not logged in or revoked), 4 another run holds a source or the Telegram session, 5 Telegram rate-limited
+a source or the connect (it is skipped until then).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
 from tg_parser.domain.models import Source
 from tg_parser.errors import EXIT_FAILURE, InvalidInput, TgParserError
-from tg_parser.ingestion.errors import NotLoggedIn, RateLimited, SourceLocked
+from tg_parser.ingestion.errors import NotLoggedIn, RateLimited, SourceLocked, TelegramUnavailable
 from tg_parser.stores import IngestionStore
 
 
@@ -120,7 +121,7 @@ def _ingest_telegram(
         batch_size=settings.ingest_batch_size, flood_sleep_threshold=settings.telegram_flood_sleep_threshold
     )
     with TelegramGateway.from_settings(settings) as gateway:
-        gateway.open()
+        gateway.open(db=db)  # the session lock first: one process per Telegram session
         ingestor = Ingestor(
             db,
             gateway,
@@ -153,6 +154,13 @@ def _outcome_line(outcome: Any) -> str:
 
 def _exit_for(outcomes: list[Any]) -> None:
     """Turn the outcomes into one exit code and one line: failure > locked > rate-limited > ok."""
+    down = [o for o in outcomes if o.status == "unavailable"]
+    if down:
+        done = len(outcomes) - 1
+        raise TelegramUnavailable(
+            f"Telegram unavailable while ingesting {down[0].source_id!r} ({done} source(s) finished "
+            f"before it, the rest were not attempted, none is charged a failure): {down[0].message}"
+        )
     auth = [o for o in outcomes if o.auth_failed]
     if auth:
         raise NotLoggedIn(

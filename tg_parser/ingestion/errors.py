@@ -5,8 +5,12 @@
   backoff and jitter, then count as a failed attempt;
 * permanent errors (private or banned channel, invalid username, unknown channel) put the source into
   `error` status with the reason, so cron stops hammering it until an operator resumes it;
-* authorization errors (revoked session, unregistered or duplicated auth key) are permanent for the source
-  at hand and stop the whole run: every other source would fail the same way;
+* authorization errors (401 unauthorized: revoked session, unregistered key; and AUTH_KEY_DUPLICATED) stop
+  the whole run: every other source would fail the same way. Telethon's `AuthKeyError` is the base of
+  *every* 406 error (FILEREF_UPGRADE_NEEDED, ...): only its AUTH_KEY_DUPLICATED subclass means the session
+  is dead, the others are permanent for the request at hand;
+* `TelegramUnavailable` (a lost connection that could not be re-established) ends the run without
+  charging the source: Telegram, not the source, failed;
 * `MsgIdInvalidError` while reading a post's comments means that post has no discussion thread.
 """
 
@@ -27,6 +31,7 @@ class ErrorKind(Enum):
     PERMANENT = "permanent"
     AUTH = "auth"
     NO_THREAD = "no_thread"
+    UNAVAILABLE = "unavailable"
     UNEXPECTED = "unexpected"
 
 
@@ -53,6 +58,14 @@ class ChannelNotFound(TgParserError):
 
 class TelegramUnavailable(TgParserError):
     """Telegram could not be reached at all (network down, DNS, firewall)."""
+
+
+class ConnectionLost(TelegramUnavailable):
+    """The connection dropped during a run and could not be re-established (bounded tries)."""
+
+
+class TelegramSessionBusy(LockHeld):
+    """Another process is using the Telegram session (the session lock, or its write-locked file)."""
 
 
 class SourceLocked(LockHeld):
@@ -86,12 +99,11 @@ _RETRYABLE_TYPES: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     OSError,  # sockets, DNS
     tg_errors.FloodError,  # a 420 without a wait time: back off and retry
-    TelegramUnavailable,
 )
 
 _AUTH_TYPES: tuple[type[BaseException], ...] = (
     tg_errors.UnauthorizedError,  # AuthKeyUnregistered, SessionRevoked, UserDeactivated, ...
-    tg_errors.AuthKeyError,  # AuthKeyDuplicated, ...
+    tg_errors.AuthKeyDuplicatedError,  # the one 406 that means the session is dead
     tg_errors.AuthKeyNotFound,
     NotLoggedIn,
 )
@@ -109,6 +121,7 @@ _PERMANENT_TYPES: tuple[type[BaseException], ...] = (
     tg_errors.BadRequestError,  # anything else Telegram calls a bad request will not improve by retrying
     tg_errors.ForbiddenError,
     tg_errors.NotFoundError,
+    tg_errors.AuthKeyError,  # every other 406 (FILEREF_UPGRADE_NEEDED, ...): retrying will not help
 )
 
 
@@ -124,6 +137,8 @@ def classify(exc: BaseException) -> Classified:
         return Classified(ErrorKind.AUTH if code is not None and abs(code) == 404 else ErrorKind.RETRYABLE)
     if isinstance(exc, _AUTH_TYPES):
         return Classified(ErrorKind.AUTH)
+    if isinstance(exc, TelegramUnavailable):
+        return Classified(ErrorKind.UNAVAILABLE)
     if isinstance(exc, _PERMANENT_TYPES):
         return Classified(ErrorKind.PERMANENT)
     if isinstance(exc, _RETRYABLE_TYPES):
@@ -132,6 +147,7 @@ def classify(exc: BaseException) -> Classified:
 
 
 def describe(exc: BaseException) -> str:
-    """One line for `last_error` and the attempts journal: the exception type and its first line."""
-    text = " ".join(str(exc).split())
+    """One line for `last_error` and the attempts journal: the exception type and its first line (our own
+    errors with their hint: what to do belongs next to what went wrong)."""
+    text = " ".join((exc.one_line() if isinstance(exc, TgParserError) else str(exc)).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

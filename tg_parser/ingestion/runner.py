@@ -20,7 +20,16 @@ it unchanged: the same set of rows, no duplicates.
 Failures are classified by exception type (ingestion/errors.py): short FloodWaits are slept (through the
 injectable `sleep`) after committing what was fetched, long ones set `rate_limit_until` and end the
 attempt — the next run resumes from the committed cursor; retryable errors back off with jitter;
-permanent ones put the source in `error` status.
+permanent ones put the source in `error` status. Three exceptions to the last rule:
+
+* CHANNEL_INVALID on a stored access hash (hashes belong to one account; another login makes them
+  stale) re-resolves the source's username once and stores the new identity; a source without a
+  username goes to `error` with the command that fixes it;
+* a permanent error while reading a comment thread marks that thread unavailable, or — when the
+  discussion group itself is out of reach (banned, private, unlinked) — the source's comments; the posts
+  are never parked for it;
+* a lost connection that the gateway could not re-establish (`ConnectionLost`) ends the attempt and the
+  run as "unavailable" without charging the source a failure.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from loguru import logger
+from telethon import errors as tg_errors
 
 from tg_parser.backoff import Backoff
 from tg_parser.db.base import Database
@@ -56,7 +66,7 @@ from tg_parser.stores.raw import BatchResult
 
 T = TypeVar("T")
 
-OutcomeStatus = Literal["ok", "failed", "rate_limited", "locked", "skipped"]
+OutcomeStatus = Literal["ok", "failed", "rate_limited", "locked", "skipped", "unavailable"]
 
 RECHECK_POSTS = PAGE_SIZE  # newest stored posts re-read every run (one request)
 MAX_FLOOD_SLEEPS = 10  # short FloodWaits slept per attempt before the source is parked instead
@@ -85,6 +95,11 @@ class SourceOutcome:
     message: str = ""
     retry_at: datetime | None = None
     auth_failed: bool = False
+
+    @property
+    def stops_run(self) -> bool:
+        """Every later source would fail the same way: the session is dead or Telegram is unreachable."""
+        return self.auth_failed or self.status == "unavailable"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -142,7 +157,7 @@ class Ingestor:
                 counts=outcome.counts.as_dict(),
                 message=f" — {outcome.message}" if outcome.message else "",
             )
-            if outcome.auth_failed:
+            if outcome.stops_run:
                 break
         return outcomes
 
@@ -192,6 +207,15 @@ class Ingestor:
             )
         except Exception as exc:
             kind = classify(exc).kind
+            if kind is ErrorKind.UNAVAILABLE:
+                # Telegram failed, not the source: journal the attempt, charge nothing, stop the run.
+                self.sources.finish_run(run_pk, success=False, counts=attempt.counts.as_dict(), error=exc)
+                return SourceOutcome(
+                    fresh.source_id,
+                    "unavailable",
+                    attempt.counts,
+                    message=describe(exc),
+                )
             permanent = kind in (ErrorKind.PERMANENT, ErrorKind.AUTH)
             self.sources.record_failure(fresh.source_id, describe(exc), permanent=permanent)
             self.sources.finish_run(run_pk, success=False, counts=attempt.counts.as_dict(), error=exc)
@@ -205,7 +229,7 @@ class Ingestor:
             )
         self.sources.record_success(fresh.source_id)
         self.sources.finish_run(run_pk, success=True, counts=attempt.counts.as_dict())
-        return SourceOutcome(fresh.source_id, "ok", attempt.counts)
+        return SourceOutcome(fresh.source_id, "ok", attempt.counts, message="; ".join(attempt.notes))
 
 
 class _Attempt:
@@ -223,6 +247,8 @@ class _Attempt:
         self.failures = 0  # consecutive retryable failures of the current request
         # post id → its MessageReplies, for posts seen this run (new or re-read)
         self.threads: dict[int, Any] = {}
+        self.re_resolved = False
+        self.notes: list[str] = []  # shown with an "ok" outcome (identity refreshed, comments unavailable)
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -274,7 +300,10 @@ class _Attempt:
             return result
 
     def _page(self, fn: Callable[[], Page]) -> Page:
-        page = fn()
+        try:
+            page = fn()
+        except Exception as exc:  # the gateway failed before paging (a lost connection): same path
+            page = Page(error=exc)
         if page.error is None:
             self.failures = 0
         return page
@@ -283,10 +312,44 @@ class _Attempt:
 
     def execute(self, limit: int | None) -> None:
         peer = self._peer()
+        try:
+            self._steps(peer, limit)
+        except tg_errors.ChannelInvalidError as exc:
+            if self.re_resolved or not self.source.access_hash:
+                raise
+            peer = self._re_resolve(exc)
+            self._steps(peer, limit)
+
+    def _steps(self, peer: Any, limit: int | None) -> None:
         self._recheck(peer)
         self._posts(peer, limit)
         if self.source.include_comments:
             self._comments(peer)
+
+    def _re_resolve(self, error: BaseException) -> Any:
+        """CHANNEL_INVALID on the stored access hash: reach the channel again by its username, once."""
+        source = self.source
+        if not source.username:
+            raise ChannelNotFound(
+                f"the stored access hash of channel {source.channel_id} is no longer valid "
+                f"({describe(error)}; access hashes belong to one account) and source {source.source_id!r} "
+                "has no username to resolve it again",
+                f"run 'tg-parser sources add https://t.me/<username> --id {source.source_id}' (or @username), "
+                f"then 'tg-parser sources resume {source.source_id}'",
+            ) from error
+        self.re_resolved = True
+        logger.info(
+            "{source}: stored access hash rejected ({error}); resolving @{username} again",
+            source=source.source_id,
+            error=describe(error),
+            username=source.username,
+        )
+        # Resume from what is committed, with the identity Telegram gives for the username now.
+        self.source = self.ingestor.sources.get_source(source.source_id) or source
+        self.source = self.source.model_copy(update={"access_hash": None})
+        peer = self._peer()
+        self.notes.append(f"access hash refreshed through @{source.username}")
+        return peer
 
     def _peer(self) -> Any:
         source = self.source
@@ -437,7 +500,22 @@ class _Attempt:
             cursor = sources.comment_cursor(self.source.source_id, post_id)
             if replies.max_id is not None and replies.max_id <= cursor:
                 continue  # nothing new in this thread since the last run
-            self._thread(peer, post_id, cursor)
+            try:
+                self._thread(peer, post_id, cursor)
+            except _DiscussionUnreachable as unreachable:
+                # The group itself is out of reach: the comments are, the posts are not. Later runs try
+                # once more (one request) while posts still announce threads, so an unban heals it.
+                sources.set_comments_unavailable(self.source.source_id, True)
+                self.notes.append(
+                    f"comments unavailable: the discussion group refused reading ({describe(unreachable.error)})"
+                )
+                logger.warning(
+                    "{source}: discussion group unreachable ({error}); comments marked unavailable, "
+                    "posts kept",
+                    source=self.source.source_id,
+                    error=describe(unreachable.error),
+                )
+                return
 
     def _thread(self, peer: Any, post_id: int, cursor: int) -> None:
         position = committed = cursor
@@ -469,7 +547,12 @@ class _Attempt:
                 self._commit_comments(post_id, pending, position, committed)
                 pending, committed = [], position
             if page.error is not None:
-                if classify(page.error).kind is ErrorKind.NO_THREAD:
+                kind = classify(page.error).kind
+                if isinstance(page.error, _GROUP_UNREACHABLE):
+                    raise _DiscussionUnreachable(page.error)
+                if kind in (ErrorKind.NO_THREAD, ErrorKind.PERMANENT):
+                    # This thread cannot be read (no thread, or a permanent refusal of this one): mark it
+                    # and go on with the others; the source and its posts are fine.
                     self.ingestor.sources.mark_thread_unavailable(
                         self.source.source_id, post_id, describe(page.error)
                     )
@@ -490,6 +573,22 @@ class _Attempt:
                 result = self.ingestor.raw.store_batch(chunk) if chunk else BatchResult()
                 self.ingestor.sources.advance_comment_cursor(self.source.source_id, post_id, cursor)
             self._count(result, comments=True)
+
+
+# Permanent errors on a thread read that mean the discussion group as a whole is out of reach.
+_GROUP_UNREACHABLE: tuple[type[BaseException], ...] = (
+    tg_errors.ChannelPrivateError,
+    tg_errors.ChannelBannedError,
+    tg_errors.ChatForbiddenError,
+    tg_errors.ChannelPublicGroupNaError,
+    tg_errors.ChannelInvalidError,
+)
+
+
+class _DiscussionUnreachable(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(describe(error))
+        self.error = error
 
 
 def _chunks(records: list[RawMessage], position: int, size: int) -> Iterator[tuple[list[RawMessage], int]]:

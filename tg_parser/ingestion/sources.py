@@ -59,7 +59,7 @@ def add_source(
     from tg_parser.ingestion.resolve import resolve_channel
 
     hashes = [s.access_hash for s in store.sources_for_channel(ref.channel_id)] if ref.channel_id else []
-    info = resolve_channel(settings, ref, next((h for h in hashes if h is not None), None))
+    info = resolve_channel(settings, ref, next((h for h in hashes if h is not None), None), db=db)
     if info is not None and not explicit_id:
         # The channel may be a source already under another id (added by @username, now by id).
         known = [s for s in store.sources_for_channel(info.channel_id) if s.kind == "telegram"]

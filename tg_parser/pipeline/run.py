@@ -136,7 +136,7 @@ class Pipeline:
             flood_sleep_threshold=self.settings.telegram_flood_sleep_threshold,
         )
         with TelegramGateway.from_settings(self.settings) as gateway:
-            gateway.open()
+            gateway.open(db=self.db)
             ingestor = Ingestor(
                 self.db,
                 gateway,

@@ -184,6 +184,8 @@ def check_orphans(app: AppContext, batch: int, as_json: bool) -> None:
                 click.echo(f"{r.check}: {r.orphans} {r.describes}; fix: {r.fix}")
     if any(r.orphans and r.severity == "error" for r in results):
         click.get_current_context().exit(1)
+
+
 def _days_option(name: str, setting: str, what: str) -> Any:
     return click.option(
         f"--{name}",

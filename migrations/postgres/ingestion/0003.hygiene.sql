@@ -1,4 +1,5 @@
 -- depends: 0002.comment_threads
+-- compatibility: additive (collation and CHECKs older code satisfies)
 -- ingestion store hygiene (issue 17): text keys compare with COLLATE "C" (byte order: SQLite's order,
 -- faster, immune to glibc collation changes), and CHECKs on the message ids the cursors keep (never
 -- negative; a comment thread is a channel post, so its id is positive) and on the counts of an

@@ -1,4 +1,5 @@
--- depends: 0002.comment_threads
+-- depends: 0003.hygiene
+-- compatibility: additive (a new table only DB_POOL_MODE=transaction uses)
 -- ingestion store: named try-locks kept in a table, for DB_POOL_MODE=transaction (PgBouncer transaction
 -- pooling), where a session advisory lock cannot be held: the server connection changes between
 -- transactions. A holder owns its row (owner is a random token), renews expires_at while its block runs,

@@ -1,4 +1,5 @@
 -- depends: 0003.api
+-- compatibility: additive (an index)
 -- Topicize's channel catalogue (topics_document_channels, once per run) and its per-channel freshness
 -- check (topics_document_channel): the documents and newest processing time of each channel, read
 -- from this index alone (an index-only scan) instead of a scan of processed_documents per channel.

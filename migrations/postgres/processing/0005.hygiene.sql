@@ -1,4 +1,5 @@
--- depends: 0003.api
+-- depends: 0004.document_channels
+-- compatibility: breaking (media-only messages are journaled as skips, which older code writes as failures)
 -- processing store hygiene (issue 17):
 -- 1. processed_documents.id is always 'doc:' || source_ref: its UNIQUE index (bigger than the primary
 --    key, written on every upsert) gives way to a CHECK saying so, which the primary key makes unique.

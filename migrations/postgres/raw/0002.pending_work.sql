@@ -1,4 +1,5 @@
 -- depends: 0001.initial
+-- compatibility: breaking (older writers would store messages without queueing them, so they would never be processed)
 -- The pending-work queue: one row per raw message that still needs processing (no document, no
 -- permanent failure). Written in the transaction that inserts the raw message, deleted once its
 -- document or permanent failure is written, so choosing work reads the queue (the work), never the

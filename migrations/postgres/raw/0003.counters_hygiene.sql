@@ -1,4 +1,5 @@
--- depends: 0001.initial
+-- depends: 0002.pending_work
+-- compatibility: breaking (older code would refresh counters on raw_messages, which readers no longer prefer)
 -- raw store hygiene (issue 17):
 -- 1. Counters (views/forwards/replies) refreshed on re-read move to a narrow table. Updating them on
 --    the wide raw_messages row was never HOT (a ~790-byte row and 4 index entries per refresh); here a

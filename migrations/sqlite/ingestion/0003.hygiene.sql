@@ -1,4 +1,5 @@
 -- depends: 0002.comment_threads
+-- compatibility: additive (collation and CHECKs older code satisfies)
 -- ingestion store hygiene (issue 17); see the PostgreSQL migration. The CHECKs as triggers that reject
 -- a bad row on INSERT or UPDATE with the constraint's name (SQLite adds a CHECK only by rebuilding the
 -- table, and dropping `sources` for a rebuild would cascade to its cursors). COLLATE "C" is

@@ -1,4 +1,5 @@
--- depends: 0002.comment_threads
+-- depends: 0003.hygiene
+-- compatibility: additive (a new table only DB_POOL_MODE=transaction uses)
 -- ingestion store: named try-locks kept in a table (DB_POOL_MODE=transaction on PostgreSQL, see the
 -- PostgreSQL migration). SQLite locks with flock and never writes here; the table exists so both
 -- dialects have the same tables (the bulk transfer copies what it finds).

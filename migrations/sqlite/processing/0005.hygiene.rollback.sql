@@ -36,3 +36,4 @@ FROM processed_documents;
 DROP TABLE processed_documents;
 ALTER TABLE processed_documents_old RENAME TO processed_documents;
 CREATE INDEX processed_documents_channel_date_idx ON processed_documents (channel_id, message_date, source_ref);
+CREATE INDEX processed_documents_channel_processed_idx ON processed_documents (channel_id, processed_at);

@@ -1,4 +1,5 @@
--- depends: 0003.api
+-- depends: 0004.document_channels
+-- compatibility: breaking (media-only messages are journaled as skips, which older code writes as failures)
 -- processing store hygiene (issue 17); see the PostgreSQL migration for the reasons.
 -- 1. processed_documents.id's UNIQUE gives way to CHECK (id = 'doc:' || source_ref). SQLite drops a
 --    table constraint only by rebuilding the table: the rows are copied once into the new definition.
@@ -37,6 +38,7 @@ FROM processed_documents;
 DROP TABLE processed_documents;
 ALTER TABLE processed_documents_new RENAME TO processed_documents;
 CREATE INDEX processed_documents_channel_date_idx ON processed_documents (channel_id, message_date, source_ref);
+CREATE INDEX processed_documents_channel_processed_idx ON processed_documents (channel_id, processed_at);
 
 ALTER TABLE processing_failures ADD COLUMN skipped BOOLEAN_INT NOT NULL DEFAULT 0;
 UPDATE processing_failures SET skipped = 1 WHERE error_class = 'no_text';

@@ -1,4 +1,5 @@
--- depends: 0001.initial
+-- depends: 0002.pending_work
+-- compatibility: breaking (older code would refresh counters on raw_messages, which readers no longer prefer)
 -- raw store hygiene (issue 17); see the PostgreSQL migration for the reasons.
 -- 1. Counters refreshed on re-read go to a narrow table; raw_messages keeps them as first seen and
 --    readers take COALESCE(counters, snapshot), so existing rows need no copy.

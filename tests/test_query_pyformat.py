@@ -54,15 +54,10 @@ def test_the_postgres_executor_rewrites_each_query_once(
         for _ in range(5):
             assert db.fetch_scalar("raw_count_messages", {"channel_id": None, "message_type": None}) == 0
             assert db.fetch_all("raw_channels") == []
-            db.execute(
-                "raw_refresh_counters", {"source_ref": "x", "views": 1, "forwards": None, "replies": None}
-            )
-        db.execute_many(
-            "raw_refresh_counters",
-            [{"source_ref": f"x{i}", "views": i, "forwards": None, "replies": None} for i in range(3)],
-        )
+            db.execute("processing_delete_failure", {"source_ref": "x"})
+        db.execute_many("processing_delete_failure", [{"source_ref": f"x{i}"} for i in range(3)])
         assert list(db.stream("raw_channels")) == []
-        for name in ("raw_count_messages", "raw_channels", "raw_refresh_counters"):
+        for name in ("raw_count_messages", "raw_channels", "processing_delete_failure"):
             assert rewrites[db.catalog.get(name).sql] == 1, name
     finally:
         db.close()

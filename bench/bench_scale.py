@@ -56,7 +56,10 @@ from tg_parser.stores import RawStore  # noqa: E402
 
 CHANNELS = 200
 FIRST_CHANNEL = 1000
-PENDING_EVERY = 1000  # one message in 1000 is not processed yet (99.9 % processed)
+# One message in 1000 is not processed yet (99.9 % processed): message i is queued when
+# (i / CHANNELS) % PENDING_EVERY == 0, a run of one message per channel every 200,000, so every channel
+# has its 0.1 % (a test on i % 1000 alone would put them all in one channel).
+PENDING_EVERY = 1000
 CHUNK = 500_000  # rows per INSERT while filling
 PAGE = 500
 COUNTER_ROWS = 20_000
@@ -98,7 +101,7 @@ DOCUMENTS = f"""
 WITH g AS (
     SELECT i, {FIRST_CHANNEL} + mod(i, {CHANNELS}) AS c, (%(texts)s::text[])[1 + mod(i, 4)] || ' (#' || i || ')' AS t
     FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
-    WHERE mod(i, {PENDING_EVERY}) <> 0
+    WHERE mod(i / {CHANNELS}, {PENDING_EVERY}) <> 0
 )
 INSERT INTO processing.processed_documents (source_ref, id, channel_id, message_date, processed_at, text_clean,
                                             summary, topics, entities, language, model, prompt_id,
@@ -113,7 +116,8 @@ QUEUE = f"""
 INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
 SELECT 'tg:' || ({FIRST_CHANNEL} + mod(i, {CHANNELS})) || ':post:' || i, {FIRST_CHANNEL} + mod(i, {CHANNELS}),
        %(base)s + i * interval '30 seconds', 'src' || ({FIRST_CHANNEL} + mod(i, {CHANNELS}))
-FROM generate_series({PENDING_EVERY}, %(n)s::bigint, {PENDING_EVERY}) AS i
+FROM generate_series(1, %(n)s::bigint) AS i
+WHERE mod(i / {CHANNELS}, {PENDING_EVERY}) = 0
 """
 
 
@@ -171,6 +175,9 @@ def fill(dbname: str, n: int) -> float:
     return time.perf_counter() - started
 
 
+SHOW_PLANS = False
+
+
 def explain(dbname: str, name: str, params: dict[str, Any]) -> tuple[float, int]:
     """(ms, shared buffers hit + read) of one execution of a named query, in a rolled-back transaction."""
     text, _ = to_pyformat(SqlCatalog.load("postgres").get(name).sql)
@@ -179,6 +186,10 @@ def explain(dbname: str, name: str, params: dict[str, Any]) -> tuple[float, int]
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text, adapt_pg_params(params)
         ).fetchone()
         conn.rollback()
+        if SHOW_PLANS:
+            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + text, adapt_pg_params(params)).fetchall()
+            conn.rollback()
+            print(f"--- {name}\n" + "\n".join(line for (line,) in plan), flush=True)
     plan = row[0][0]
     top = plan["Plan"]
     return plan["Execution Time"], int(top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0))
@@ -333,7 +344,10 @@ def main() -> None:
     parser.add_argument(
         "--compare-old", action="store_true", help="also time one page of the old anti-join selection"
     )
+    parser.add_argument("--plans", action="store_true", help="print each EXPLAIN (ANALYZE, BUFFERS) plan")
     args = parser.parse_args()
+    global SHOW_PLANS
+    SHOW_PLANS = args.plans
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         workdir = Path(tmp)

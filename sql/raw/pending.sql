@@ -1,71 +1,79 @@
 -- name: pending_candidates
 -- Messages waiting in the pending-work queue (raw.pending_work), a page at a time in (channel, date, ref)
 -- order after the key (:after_channel_id, :after_date, :after_ref): what a run would take, read without
--- locking (the dry run). Skips a queued message that has a document or a permanent failure (unless
--- :retry_failed; a crash between the two stores' writes can leave such a row, pending_reconcile deletes
--- it) or a live lease (:now). The columns are processing_select_candidates'. Reads the queue only: the
--- cost is the page plus the queued rows it passes over, whatever the size of raw_messages. The three
--- checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from turning them into anti-joins:
--- it assumes the queued refs are mostly among the documents and would hash the whole documents table).
+-- locking (the dry run). The page is :limit queue rows without a live lease (:now), taken in index order
+-- first (the `page` step); only then are its rows joined to raw_messages and those with a document or a
+-- permanent failure (unless :retry_failed) left out: a crash between the two stores' writes can leave
+-- such a row, and pending_reconcile deletes it. A page can so return fewer rows than :limit while more
+-- are queued: callers stop at an empty page. The columns are processing_select_candidates'. The checks
+-- are probes per row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from turning them into anti-joins over whole
+-- tables), so the cost is the page, whatever the size of raw_messages.
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
--- raw_messages, raw_message_counters, processed_documents, processing_failures and work_leases for the joins.
+-- work_leases, raw_messages, raw_message_counters, processed_documents and processing_failures.
+WITH page AS MATERIALIZED (
+    SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
+    WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+      AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+      AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM processing.work_leases AS l
+          WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+          LIMIT 1 OFFSET 0
+      )
+    ORDER BY p.channel_id, p.date, p.source_ref
+    LIMIT :limit
+)
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
        r.media
-FROM raw.pending_work AS p
-JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
-LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = p.source_ref
-WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
-  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
-  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.processing_failures AS f
-      WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
-      LIMIT 1 OFFSET 0
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.work_leases AS l
-      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
-      LIMIT 1 OFFSET 0
-  )
-ORDER BY p.channel_id, p.date, p.source_ref
-LIMIT :limit;
+FROM page
+JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
+WHERE NOT EXISTS (
+    SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+) AND NOT EXISTS (
+    SELECT 1 FROM processing.processing_failures AS f
+    WHERE f.source_ref = page.source_ref AND f.permanent AND NOT :retry_failed
+    LIMIT 1 OFFSET 0
+)
+ORDER BY page.channel_id, page.date, page.source_ref;
 
 -- name: pending_claim
 -- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order
--- and columns). SQLite has one writer: the claim transaction (BEGIN IMMEDIATE) holds the database, so
--- no other worker can take these rows before it leases them. The PostgreSQL variant locks the rows
--- with FOR UPDATE SKIP LOCKED instead. Served by: pending_work_channel_date_idx; the primary keys of
--- raw_messages, raw_message_counters, processed_documents, processing_failures and work_leases.
+-- and columns; an empty page means the queue is done). SQLite has one writer: the claim transaction
+-- (BEGIN IMMEDIATE) holds the database, so no other worker can take these rows before it leases them.
+-- The PostgreSQL variant locks the page's queue rows FOR UPDATE SKIP LOCKED instead.
+-- Served by: pending_work_channel_date_idx; the primary keys of work_leases, raw_messages,
+-- processed_documents and processing_failures.
+WITH page AS MATERIALIZED (
+    SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
+    WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+      AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+      AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM processing.work_leases AS l
+          WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+          LIMIT 1 OFFSET 0
+      )
+    ORDER BY p.channel_id, p.date, p.source_ref
+    LIMIT :limit
+)
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
        r.media
-FROM raw.pending_work AS p
-JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
-LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = p.source_ref
-WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
-  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
-  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.processing_failures AS f
-      WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
-      LIMIT 1 OFFSET 0
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.work_leases AS l
-      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
-      LIMIT 1 OFFSET 0
-  )
-ORDER BY p.channel_id, p.date, p.source_ref
-LIMIT :limit;
+FROM page
+JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
+WHERE NOT EXISTS (
+    SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+) AND NOT EXISTS (
+    SELECT 1 FROM processing.processing_failures AS f
+    WHERE f.source_ref = page.source_ref AND f.permanent AND NOT :retry_failed
+    LIMIT 1 OFFSET 0
+)
+ORDER BY page.channel_id, page.date, page.source_ref;
 
 -- name: pending_reconcile
 -- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless

@@ -317,7 +317,8 @@ class ProcessCoordinator:
         """The next chunk of the pending queue, leased in one transaction; (held rows, queue exhausted).
 
         The page continues after the key of the previous one, so a run passes each queued message once
-        (one that fails transiently stays queued for the next run, not for this one).
+        (one that fails transiently stays queued for the next run, not for this one); the queue is
+        exhausted when a page comes back empty.
         """
         options = self.options
         with self.db.transaction():
@@ -336,7 +337,9 @@ class ProcessCoordinator:
                 held = self._claim(rows)
             else:
                 held = []
-        return held, len(rows) < room
+        # Only an empty page ends the queue: a page can come back short with more queued after it (it
+        # leaves out queued rows that turned out done, see pending_claim).
+        return held, not rows
 
     def _candidates(self) -> Iterator[Mapping[str, Any]]:
         """Every candidate once, in (channel, date, ref) order: one selection query per page."""
@@ -604,7 +607,8 @@ def candidate_pages(store: ProcessingStore, options: ProcessOptions) -> Iterator
             )
         if rows:
             yield rows
-        if len(rows) < options.page_size:
+        # A short page ends a scan; the queue ends at an empty page (a short one may leave out done rows).
+        if (len(rows) < options.page_size) if scan else not rows:
             return
         last = rows[-1]
         after = (last["channel_id"], last["date"], last["source_ref"])

@@ -1,37 +1,42 @@
 -- name: pending_claim
 -- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order
--- and columns), the queue rows locked FOR UPDATE SKIP LOCKED until the claim transaction commits its
--- leases: concurrent workers never wait for each other here and never get the same row; each takes the
--- lowest rows nobody else holds. (The lease insert still decides: a row passed over by a snapshot taken
--- before another worker's commit is refused by processing_claim_leases.)
+-- and columns; an empty page means the queue is done). The page's queue rows are locked FOR UPDATE SKIP
+-- LOCKED until the claim transaction commits its leases: concurrent workers never wait for each other
+-- here and never get the same row; each takes the lowest rows nobody else holds. (The lease insert still
+-- decides: a row passed over by a snapshot taken before another worker's commit is refused by
+-- processing_claim_leases.) The page is taken in index order before anything is joined, so the plan is
+-- an index walk of the queue whatever the planner guesses of the checks.
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
--- raw_messages, raw_message_counters, processed_documents, processing_failures and work_leases.
+-- work_leases, raw_messages, raw_message_counters, processed_documents and processing_failures.
+WITH page AS MATERIALIZED (
+    SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
+    WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+      AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+      AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM processing.work_leases AS l
+          WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
+          LIMIT 1 OFFSET 0
+      )
+    ORDER BY p.channel_id, p.date, p.source_ref
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
        r.media
-FROM raw.pending_work AS p
-JOIN raw.raw_messages AS r ON r.source_ref = p.source_ref
-LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = p.source_ref
-WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
-  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
-  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.processing_failures AS f
-      WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
-      LIMIT 1 OFFSET 0
-  )
-  AND NOT EXISTS (
-      SELECT 1 FROM processing.work_leases AS l
-      WHERE l.source_ref = p.source_ref AND l.expires_at >= :now
-      LIMIT 1 OFFSET 0
-  )
-ORDER BY p.channel_id, p.date, p.source_ref
-LIMIT :limit
-FOR UPDATE OF p SKIP LOCKED;
+FROM page
+JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
+WHERE NOT EXISTS (
+    SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+) AND NOT EXISTS (
+    SELECT 1 FROM processing.processing_failures AS f
+    WHERE f.source_ref = page.source_ref AND f.permanent AND NOT :retry_failed
+    LIMIT 1 OFFSET 0
+)
+ORDER BY page.channel_id, page.date, page.source_ref;
 
 -- name: pending_enqueue
 -- Queue newly stored messages (a JSON array of source_refs), in the transaction that inserted them into

@@ -95,7 +95,8 @@ def describe_connect_error(target: PgTarget, exc: BaseException) -> DatabaseUnav
 
 @dataclass(frozen=True)
 class Timeouts:
-    """The session timeouts in milliseconds (0 disables one), with the settings that set them."""
+    """The session timeouts in milliseconds (0 disables one): DB_STATEMENT_TIMEOUT, DB_LOCK_TIMEOUT and
+    DB_IDLE_IN_TRANSACTION_TIMEOUT."""
 
     statement_ms: int = 0
     lock_ms: int = 0

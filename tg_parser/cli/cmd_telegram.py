@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option
-from tg_parser.errors import TgParserError
 from tg_parser.logging import register_secrets
 
 
@@ -47,7 +44,6 @@ def login(app: AppContext, phone: str | None) -> None:
         ask_code=lambda: click.prompt("Login code Telegram sent you"),
         ask_password=lambda: click.prompt("Two-step verification password", hide_input=True),
         say=click.echo,
-        db=_database_if_ready(app),
     )
     state = "Already logged in" if result.already else "Logged in"
     click.echo(f"{state} as {result.display_name}.")
@@ -72,7 +68,8 @@ def login(app: AppContext, phone: str | None) -> None:
 def status(app: AppContext, as_json: bool) -> None:
     """Check without prompting that the configured session is logged in (exit 3 if not).
 
-    While an ingestion run uses the session, this says so (exit 4) rather than using it a second time.
+    It needs no database, so it takes no session lock; a session file in use by a run is reported as
+    such (exit 4).
 
     \b
     Examples:
@@ -82,7 +79,7 @@ def status(app: AppContext, as_json: bool) -> None:
     from tg_parser.ingestion.client import TelegramGateway
 
     with TelegramGateway.from_settings(app.settings) as gateway:
-        gateway.open(db=_database_if_ready(app))
+        gateway.open()
         me = gateway.run(gateway.client.get_me())
     name = " ".join(p for p in (getattr(me, "first_name", None), getattr(me, "last_name", None)) if p)
     username = getattr(me, "username", None)
@@ -90,11 +87,3 @@ def status(app: AppContext, as_json: bool) -> None:
         emit_json({"logged_in": True, "name": name, "username": username})
         return
     click.echo(f"Logged in as {name or '(no name)'}" + (f" (@{username})" if username else ""))
-
-
-def _database_if_ready(app: AppContext) -> Any:
-    """The database for the session lock, or None when it is not set up yet (a first login check)."""
-    try:
-        return app.database()
-    except TgParserError:
-        return None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from telethon import errors as tg_errors
 from telethon.sessions import StringSession
@@ -15,9 +14,6 @@ from telethon.sessions import StringSession
 from tg_parser.config import Settings
 from tg_parser.errors import InvalidInput
 from tg_parser.ingestion.client import TelegramGateway, session_file_path
-
-if TYPE_CHECKING:
-    from tg_parser.db.base import Database
 
 CODE_ATTEMPTS = 3
 
@@ -45,12 +41,10 @@ def login(
     ask_code: Callable[[], str],
     ask_password: Callable[[], str],
     say: Callable[[str], None],
-    db: Database | None = None,
 ) -> LoginResult:
-    """Log in (or confirm the session is logged in). With `db`, the session lock is held meanwhile."""
     gateway = TelegramGateway.from_settings(settings, for_login=True)
     with gateway:
-        gateway.open(require_login=False, db=db)
+        gateway.open(require_login=False)
         client = gateway.client
         already = gateway.is_authorized()
         if not already:

@@ -19,7 +19,7 @@ processed: their documents exist and they are not queued; every 1000th message i
 - with --compare-old, the anti-join selection this queue replaces (`processing_select_candidates`, one
   page of 500), for the record.
 
-    python bench/bench_scale.py                     # 1M and 10M (10M: ~20 min and ~15 GB of disk)
+    python bench/bench_scale.py                     # 1M and 10M (10M: ~30 min and ~17 GB of disk here)
     python bench/bench_scale.py --sizes 1M --compare-old
     python bench/bench_scale.py --sizes 1M,3M --keep
 

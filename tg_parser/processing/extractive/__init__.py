@@ -68,10 +68,11 @@ def extract(text: str) -> Extraction:
 # How the coordinator batches for this processor. A message costs tens of microseconds here, not the second
 # of an LLM call, so the database round trips dominate unless each covers many messages: 2,000 per
 # claim and per write transaction instead of 256 and 100 (~1.5x the documents/s on PostgreSQL).
-# Selection pages are bigger still: right after a bulk import PostgreSQL's statistics are stale and it
-# plans the candidate query as a scan of the whole table (~0.3 s at 200,000 messages) instead of a walk
-# along the index, so each page costs as much as the table; 10,000 rows a page (~20 MB of short
-# messages) keep that under a tenth of the run. Threads: the work is CPU-bound under one GIL, so one
+# Selection pages (the --force walk over raw_messages and the dry run; a normal run claims its batches
+# from the pending-work queue) are bigger still: right after a bulk import PostgreSQL's statistics are
+# stale and it plans the candidate query as a scan of the whole table (~0.3 s at 200,000 messages)
+# instead of a walk along the index, so each page costs as much as the table; 10,000 rows a page (~20 MB
+# of short messages) keep that under a tenth of the run. Threads: the work is CPU-bound under one GIL, so one
 # worker computes while the coordinator waits on the database and a second covers its hand-offs; more
 # only contend for the queues' locks (measured: 2 threads ~1.3x the documents/s of 8 on PostgreSQL).
 EXTRACTIVE_BATCH = 2000

@@ -8,6 +8,9 @@ A webhook URL is a request the server makes on a caller's behalf, so by default 
 addresses: a URL naming (or resolving to) a loopback, private, link-local or otherwise non-global address
 is refused (WEBHOOK_ALLOW_PRIVATE=true lifts that, for receivers on the operator's own network).
 Redirects are not followed: a 3xx is a failed delivery, never a GET somewhere else counted as delivered.
+The name is resolved and checked right before each attempt; a DNS answer that changes between that check
+and urllib's own connection (DNS rebinding) is not caught: pinning the checked address would need a
+connection class of our own for HTTPS.
 """
 
 from __future__ import annotations

@@ -473,28 +473,26 @@ class PostgresDatabase(Database):
             raise describe_connect_error(self.target, exc) from None
 
     def applied_migrations(self, store: str) -> list[str] | None:
-        statement = sql.SQL("SELECT migration_id FROM {}._yoyo_migration ORDER BY applied_at_utc").format(
-            sql.Identifier(store)
+        rows = self._bookkeeping_rows(
+            sql.SQL("SELECT migration_id FROM {}._yoyo_migration ORDER BY applied_at_utc"), store
         )
-        with self._lend() as conn:
-            try:
-                with conn.transaction():
-                    rows = conn.execute(statement).fetchall()
-            except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-                return None
-        return [row[0] for row in rows]
+        return None if rows is None else [row[0] for row in rows]
 
     def migration_compatibility(self, store: str) -> dict[str, str]:
-        statement = sql.SQL("SELECT migration_id, compatibility FROM {}._yoyo_tg_compat").format(
-            sql.Identifier(store)
+        rows = self._bookkeeping_rows(
+            sql.SQL("SELECT migration_id, compatibility FROM {}._yoyo_tg_compat"), store
         )
+        return {} if rows is None else {row[0]: row[1] for row in rows}
+
+    def _bookkeeping_rows(self, template: sql.SQL, store: str) -> list[tuple[Any, ...]] | None:
+        """Rows of a migration bookkeeping table in a store's schema; None when the table (or the schema)
+        does not exist yet."""
         with self._lend() as conn:
             try:
                 with conn.transaction():
-                    rows = conn.execute(statement).fetchall()
+                    return conn.execute(template.format(sql.Identifier(store))).fetchall()
             except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-                return {}
-        return {row[0]: row[1] for row in rows}
+                return None
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:

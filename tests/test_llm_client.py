@@ -104,8 +104,58 @@ def test_responses_non_reasoning_model_gets_temperature_zero_only(server):
 def test_o_series_gets_effort_without_verbosity_or_temperature(server):
     complete(make_client(server, model="o4-mini"))
     body = server.requests[0].body
-    assert body["reasoning"] == {"effort": "minimal"}
+    assert body["reasoning"] == {"effort": "low"}  # the default `auto`: o-series models reject `minimal`
     assert "verbosity" not in body["text"] and "temperature" not in body
+
+
+@pytest.mark.parametrize("api", ["responses", "chat"])
+@pytest.mark.parametrize(
+    ("model", "configured", "sent"),
+    [
+        ("o3", "auto", "low"),
+        ("o4-mini", "auto", "low"),
+        ("o1", "high", "high"),
+        ("gpt-5-mini", "auto", "minimal"),
+        ("gpt-5", "minimal", "minimal"),
+        ("gpt-5.1", "auto", "none"),
+        ("gpt-5.1", "none", "none"),
+        ("gpt-5.2", "xhigh", "xhigh"),
+        ("openai/o3-mini", "medium", "medium"),
+        ("o3", "omit", None),
+        ("gpt-4.1-mini", "auto", None),
+        ("gpt-5-chat-latest", "auto", None),
+        ("llama3.1:8b", "high", None),  # not a reasoning model: the setting does not apply
+    ],
+)
+def test_each_model_family_is_sent_an_effort_it_accepts(server, api, model, configured, sent):
+    complete(make_client(server, api=api, model=model, llm_reasoning_effort=configured))
+    body = server.requests[0].body
+    if api == "responses":
+        assert body.get("reasoning") == ({"effort": sent} if sent else None)
+    else:
+        assert body.get("reasoning_effort") == sent
+
+
+@pytest.mark.parametrize(
+    ("model", "configured", "accepted"),
+    [
+        ("o3", "minimal", "low, medium, high"),
+        ("o4-mini", "none", "low, medium, high"),
+        ("gpt-5-mini", "none", "minimal, low, medium, high"),
+        ("gpt-5", "xhigh", "minimal, low, medium, high"),
+        ("gpt-5.1", "minimal", "none, low, medium, high"),
+    ],
+)
+def test_an_effort_the_model_rejects_is_a_config_error_before_any_request(
+    server, model, configured, accepted
+):
+    with pytest.raises(ConfigError) as raised:
+        make_client(server, model=model, llm_reasoning_effort=configured)
+    line = raised.value.one_line()
+    assert f"LLM_REASONING_EFFORT={configured} is not accepted by {model}" in line
+    assert accepted in line and "\n" not in line
+    assert raised.value.exit_code == EXIT_CONFIG
+    assert server.requests == []
 
 
 def test_chat_body_for_a_local_model_sends_strict_response_format_and_temperature_zero(server):

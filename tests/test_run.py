@@ -179,3 +179,24 @@ def test_bad_interval_is_one_clear_line(sqlite_dir, text):
     )
     assert result.exit_code == 2
     assert result.output.startswith("Error: --every") and "Traceback" not in result.output
+
+
+def test_an_effort_the_model_rejects_stops_process_before_any_request(settings, llm_server):
+    env = {
+        **db_env(settings),
+        "OPENAI_BASE_URL": llm_server.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "LLM_MODEL": "o3",
+        "LLM_REASONING_EFFORT": "minimal",
+    }
+    assert invoke(env, "ingest", "--from-export", str(EXAMPLE)).exit_code == 0
+    result = invoke(env, "process", "--processor", "llm")
+    assert result.exit_code == 3, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "LLM_REASONING_EFFORT=minimal is not accepted by o3" in line and "low, medium, high" in line
+    assert "Traceback" not in result.output
+    assert llm_server.requests == []
+    # The default (auto) sends o3 the cheapest effort it accepts (Chat API on a local server).
+    env.pop("LLM_REASONING_EFFORT")
+    assert invoke(env, "process", "--processor", "llm").exit_code == 0
+    assert llm_server.requests and {r.body["reasoning_effort"] for r in llm_server.requests} == {"low"}

@@ -87,8 +87,11 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     llm_model: str = "gpt-5-mini"
     llm_api: Literal["auto", "responses", "chat"] = "auto"
-    # "none" and "xhigh" exist on newer GPT-5 models (gpt-5.1+), "minimal" on the first GPT-5 models.
-    llm_reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = "minimal"
+    # "auto": the cheapest effort the model accepts (o-series low, GPT-5 minimal, GPT-5.1+ none); "omit":
+    # send none. Which efforts a model accepts: tg_parser.llm.client.model_traits (checked before requests).
+    llm_reasoning_effort: (
+        Literal["auto", "omit", "none", "minimal", "low", "medium", "high", "xhigh"] | None
+    ) = "auto"
     llm_verbosity: Literal["low", "medium", "high"] | None = "low"
     llm_max_output_tokens: int = Field(2000, ge=16)
     llm_timeout: float = Field(60.0, gt=0, description="seconds per LLM request")

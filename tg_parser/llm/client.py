@@ -4,7 +4,8 @@
   vLLM, LiteLLM and other gateways mostly speak Chat Completions only); `auto` picks by the base URL.
 - Model families: GPT-5-family models get `reasoning.effort` + `text.verbosity` (Chat: `reasoning_effort`
   + `verbosity`) and no temperature, o-series reasoning models get the effort only, every other model
-  gets `temperature: 0`. Output is capped by `max_output_tokens` (Responses), `max_completion_tokens`
+  gets `temperature: 0` and no effort. Each family's accepted efforts are known (`model_traits`): an
+  effort the model rejects is a ConfigError when the config is built, before any request. Output is capped by `max_output_tokens` (Responses), `max_completion_tokens`
   (Chat, reasoning models) or `max_tokens` (Chat, others: what local servers understand).
 - Structured output with a strict JSON schema (Responses `text.format`, Chat `response_format`), and
   the reply validated with pydantic regardless.
@@ -66,19 +67,54 @@ Api = Literal["responses", "chat"]
 # --- configuration --------------------------------------------------------------------------------
 
 
+# Reasoning efforts per model family, as OpenAI documents them: the o-series knows low|medium|high, the
+# first GPT-5 models add `minimal`, GPT-5.1 replaces it with `none`, GPT-5.2 and later add `xhigh`.
+O_SERIES_EFFORTS = ("low", "medium", "high")
+GPT5_EFFORTS = ("minimal", "low", "medium", "high")
+GPT51_EFFORTS = ("none", "low", "medium", "high")
+GPT52_EFFORTS = ("none", "low", "medium", "high", "xhigh")
+# LLM_REASONING_EFFORT values that are not an effort: `auto` sends the cheapest effort the model accepts,
+# `omit` sends none (the model's own default applies).
+AUTO_EFFORT = "auto"
+OMIT_EFFORT = "omit"
+
+
 @dataclass(frozen=True)
 class ModelTraits:
     reasoning: bool  # accepts a reasoning effort, rejects temperature
     verbosity: bool  # accepts a verbosity (GPT-5 family)
+    efforts: tuple[str, ...] = ()  # the reasoning efforts it accepts, cheapest first
+    family: str = "other"
+
+    def effort_for(self, model: str, configured: str | None) -> str | None:
+        """The effort to send for `configured` (None: send none); ConfigError if the model rejects it."""
+        if not self.reasoning or configured in (None, OMIT_EFFORT):
+            return None  # non-reasoning models get no effort at all (see docs/PROCESSING.md)
+        if configured == AUTO_EFFORT:
+            return self.efforts[0]
+        if configured not in self.efforts:
+            accepted = ", ".join(self.efforts)
+            raise ConfigError(
+                f"LLM_REASONING_EFFORT={configured} is not accepted by {model} "
+                f"({self.family} models accept {accepted})",
+                f"set LLM_REASONING_EFFORT to one of {accepted}, or to auto (the cheapest the model "
+                "accepts) or omit (the model's own default)",
+            )
+        return configured
 
 
 def model_traits(model: str) -> ModelTraits:
     """What a model accepts, from its name (gateway prefixes such as `openai/` are ignored)."""
     name = model.lower().rsplit("/", 1)[-1]
     if name.startswith("gpt-5") and "-chat" not in name:
-        return ModelTraits(reasoning=True, verbosity=True)
+        minor = re.match(r"^gpt-5\.(\d+)", name)
+        if minor is None:
+            return ModelTraits(reasoning=True, verbosity=True, efforts=GPT5_EFFORTS, family="GPT-5")
+        if int(minor.group(1)) == 1:
+            return ModelTraits(reasoning=True, verbosity=True, efforts=GPT51_EFFORTS, family="GPT-5.1")
+        return ModelTraits(reasoning=True, verbosity=True, efforts=GPT52_EFFORTS, family="GPT-5.2+")
     if re.match(r"^o\d", name):
-        return ModelTraits(reasoning=True, verbosity=False)
+        return ModelTraits(reasoning=True, verbosity=False, efforts=O_SERIES_EFFORTS, family="o-series")
     return ModelTraits(reasoning=False, verbosity=False)
 
 
@@ -98,7 +134,7 @@ class LlmConfig:
     api: Api
     base_url: str
     api_key: str = field(repr=False)
-    reasoning_effort: str | None
+    reasoning_effort: str | None  # what is sent: already checked against the model (from_settings)
     verbosity: str | None
     max_output_tokens: int
     timeout: float
@@ -121,7 +157,9 @@ class LlmConfig:
             api=resolve_api(settings.llm_api, base_url),
             base_url=base_url or OPENAI_BASE_URL,
             api_key=key,
-            reasoning_effort=settings.llm_reasoning_effort,
+            reasoning_effort=model_traits(settings.llm_model).effort_for(
+                settings.llm_model, settings.llm_reasoning_effort
+            ),
             verbosity=settings.llm_verbosity,
             max_output_tokens=settings.llm_max_output_tokens,
             timeout=settings.llm_timeout,

@@ -289,8 +289,9 @@ def test_invalid_json_is_retried_then_permanent(server, api):
     server.on("hello", srv.not_json)
     with pytest.raises(E.LlmInvalidJson) as caught:
         complete(make_client(server, api=api))
-    assert caught.value.permanent and caught.value.attempts == 3
-    assert len(server.requests) == 3
+    # retried once (LLM_BAD_OUTPUT_RETRIES=1), though LLM_MAX_RETRIES=2 would allow two retries
+    assert caught.value.permanent and caught.value.attempts == 2
+    assert len(server.requests) == 2
     assert caught.value.input_tokens > 0  # tokens of failed attempts are still counted
 
 
@@ -305,6 +306,25 @@ def test_schema_violation_after_retries_names_the_fields(server):
     with pytest.raises(E.LlmSchemaViolation, match="processed_document schema") as caught:
         complete(make_client(server))
     assert "text_clean" in caught.value.message and caught.value.permanent
+    assert caught.value.attempts == 2 and len(server.requests) == 2
+
+
+def test_bad_output_retries_are_configurable_and_bounded_by_max_retries(server):
+    server.on("hello", srv.schema_violation)
+    with pytest.raises(E.LlmSchemaViolation):
+        complete(make_client(server, llm_bad_output_retries=0))
+    assert len(server.requests) == 1
+    with pytest.raises(E.LlmSchemaViolation) as caught:
+        complete(make_client(server, llm_max_retries=1, llm_bad_output_retries=5))
+    assert caught.value.attempts == 2 and len(server.requests) == 3  # never more than 1 + LLM_MAX_RETRIES
+
+
+def test_a_server_error_then_bad_output_still_gets_its_one_bad_output_retry(server):
+    server.on("hello", srv.error(500, "boom"), times=1)
+    server.on("hello", srv.not_json)
+    with pytest.raises(E.LlmInvalidJson) as caught:
+        complete(make_client(server, llm_max_retries=3))
+    assert caught.value.attempts == 3  # 500, bad JSON, bad JSON
 
 
 def test_reply_that_is_not_json_at_http_level_is_a_bad_reply(server):

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     llm_max_output_tokens: int = Field(2000, ge=16)
     llm_timeout: float = Field(60.0, gt=0, description="seconds per LLM request")
     llm_max_retries: int = Field(3, ge=0)
+    llm_bad_output_retries: int = Field(
+        1,
+        ge=0,
+        description="retries of an answer that is not JSON or breaks the schema (within LLM_MAX_RETRIES)",
+    )
     prompts_dir: Path | None = None
     processor: Literal["auto", "llm", "extractive"] = "auto"
 

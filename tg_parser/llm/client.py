@@ -9,7 +9,9 @@
   (Chat, reasoning models) or `max_tokens` (Chat, others: what local servers understand).
 - Structured output with a strict JSON schema (Responses `text.format`, Chat `response_format`), and
   the reply validated with pydantic regardless.
-- Errors become the typed errors of `tg_parser.llm.errors`. Retries are ours, not the SDK's
+- Errors become the typed errors of `tg_parser.llm.errors`. An answer that is not JSON or breaks the
+  schema is retried at most `LLM_BAD_OUTPUT_RETRIES` times (default 1: each retry costs full tokens and a
+  model that cannot answer a message rarely can on the third try). Retries are ours, not the SDK's
   (`max_retries=0` on the SDK client): a 429 pauses *every* worker of this client until Retry-After has
   passed (a shared gate), not only the thread that received it, and waits can be cut short by Ctrl-C.
 - The SDK's raw-response path is used and the JSON read directly: building the SDK's typed response
@@ -139,6 +141,9 @@ class LlmConfig:
     max_output_tokens: int
     timeout: float
     max_retries: int
+    # Retries of an answer that is not JSON or breaks the schema (a full-price request each): usually the
+    # model cannot answer that message, so one retry, not max_retries.
+    bad_output_retries: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlmConfig:
@@ -164,6 +169,7 @@ class LlmConfig:
             max_output_tokens=settings.llm_max_output_tokens,
             timeout=settings.llm_timeout,
             max_retries=settings.llm_max_retries,
+            bad_output_retries=settings.llm_bad_output_retries,
         )
 
     @property
@@ -516,6 +522,7 @@ class LlmClient:
         params = self.request_params(fmt, instructions, user_input)
         usage = Usage()
         attempt = 0
+        bad_outputs = 0  # answers that were not JSON or broke the schema
         while True:
             self._gate.wait(stop)
             try:
@@ -530,6 +537,10 @@ class LlmClient:
                 exc.input_tokens, exc.output_tokens = usage.input_tokens, usage.output_tokens
                 if not exc.retryable or attempt >= self.config.max_retries:
                     raise
+                if isinstance(exc, LlmInvalidJson | LlmSchemaViolation):
+                    bad_outputs += 1
+                    if bad_outputs > self.config.bad_output_retries:
+                        raise
                 delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
                 if isinstance(exc, LlmRateLimited):
                     self._gate.pause(delay)

@@ -187,17 +187,26 @@ def test_documents_and_permanent_failures_leave_the_queue_a_transient_failure_st
 
 
 def test_retry_failed_queues_permanent_failures_again_and_filters_hold(db: Database) -> None:
-    seed_messages(db, 2, channel_id=5, source_id="a", text=lambda i: "  ")
-    seed_messages(db, 2, channel_id=6, source_id="b", text=lambda i: "  ")
-    assert extractive_run(db).counts.skipped_no_text == 4 and queue_size(db) == 0
-    assert extractive_run(db).counts.selected == 0  # permanent failures are not work
+    failed = seed_messages(db, 2, channel_id=5, source_id="a")
+    failed += seed_messages(db, 2, channel_id=6, source_id="b")
+    seed_messages(db, 1, channel_id=6, first_id=9, source_id="b", text=lambda i: "  ")  # media only
+    store = ProcessingStore(db)
+    for ref in failed:  # as an LLM run that got a schema-violating answer twice leaves them
+        channel = int(ref.split(":")[1])
+        store.record_failure(
+            ref, channel_id=channel, error_class="schema_invalid", error_message="bad", permanent=True
+        )
+    report = extractive_run(db)  # its reconcile takes the journaled messages out of the queue
+    assert report.counts.selected == 1 and report.counts.skipped_no_text == 1 and queue_size(db) == 0
+    assert extractive_run(db).counts.selected == 0  # permanent failures and skips are not work
     preview = dry_run(db, ExtractiveDocumentProcessor(), ProcessOptions(retry_failed=True, channel_id=6))
-    assert preview["skipped_no_text"] == 2
+    assert preview["messages"] == 2 and preview["skipped_no_text"] == 0  # the skip is left alone
     report = extractive_run(db, retry_failed=True, channel_id=6)
-    assert report.counts.selected == 2 and report.counts.skipped_no_text == 2
-    assert queue_size(db) == 0  # failed for good again: out of the queue again
-    assert ProcessingStore(db).count_skipped() == 4  # journaled once each, as skips
+    assert report.counts.selected == 2 and report.counts.processed == 2
+    assert report.counts.skipped_no_text == 0 and queue_size(db) == 0
+    assert store.count_skipped() == 1  # journaled once, not again by --retry-failed
     assert extractive_run(db, retry_failed=True, channel_id=5).counts.selected == 2  # the filter held
+    assert store.failures() == []
 
 
 def refs(rows: list[dict]) -> list[str]:

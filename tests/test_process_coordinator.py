@@ -161,6 +161,9 @@ def test_failures_are_journaled_and_permanence_decides_the_next_runs(db, setting
     assert journal[refs[2]].permanent and journal[refs[3]].permanent
     assert all(f.run_id == report.run_id for f in journal.values())
     assert len(server.requests_for("keeps failing")) == 3  # 1 + LLM_MAX_RETRIES
+    assert journal[refs[1]].attempts == 3  # the journal counts requests, not runs
+    assert len(server.requests_for("breaks the schema")) == 2  # 1 + LLM_BAD_OUTPUT_RETRIES
+    assert journal[refs[3]].attempts == 2
     assert len(server.requests_for("rejected by")) == 1  # permanent: not retried within the run
     assert not server.requests_for("   \n")  # an empty message is never sent
     assert ProcessingStore(db).leases() == []
@@ -173,7 +176,8 @@ def test_failures_are_journaled_and_permanence_decides_the_next_runs(db, setting
     assert refs[1] not in journal  # success deletes the failure row
 
     retried = run(db, settings, server, retry_failed=True)
-    assert retried.counts.processed == 3 and retried.counts.skipped_no_text == 1
+    # --retry-failed takes the permanent failures again, not the media-only skip
+    assert retried.counts.processed == 3 and retried.counts.skipped_no_text == 0
     assert ProcessingStore(db).failures() == [] and ProcessingStore(db).count_skipped() == 1
 
 
@@ -198,6 +202,60 @@ def test_when_every_request_is_rejected_the_run_stops(db, settings, server):
     assert report.status == "failed" and isinstance(report.fatal, E.LlmRejectedEverything)
     assert 10 <= len(server.requests) <= 14
     assert "reasoning.effort" in report.error
+
+
+def run_with(db, settings, server, *, retry_failed=False, **overrides):
+    config = LlmConfig.from_settings(llm_settings(settings, server.base_url, **overrides))
+    client = LlmClient(config, backoff_base=0.01)
+    coordinator = ProcessCoordinator(
+        db, LlmDocumentProcessor.load(client), ProcessOptions(retry_failed=retry_failed, concurrency=2)
+    )
+    try:
+        return coordinator.run()
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("bad_output_retries", [0, 1, 2])
+def test_bad_output_costs_a_bounded_number_of_requests_per_message(db, settings, server, bad_output_retries):
+    texts = {i: f"garbled answer {i}" if i <= 3 else f"off-schema answer {i}" for i in range(1, 7)}
+    refs = seed_messages(db, 6, text=lambda i: texts[i])
+    server.on("garbled answer", srv.not_json)
+    server.on("off-schema answer", srv.schema_violation)
+    per_message = 1 + bad_output_retries
+    overrides = {"llm_max_retries": 3, "llm_bad_output_retries": bad_output_retries}
+    report = run_with(db, settings, server, **overrides)
+    assert report.counts.failed_permanent == 6 and report.counts.requests == 6 * per_message
+    for i in range(1, 7):
+        assert len(server.requests_for(texts[i])) == per_message
+    journal = {f.source_ref: f for f in ProcessingStore(db).failures()}
+    assert {journal[r].error_class for r in refs[:3]} == {"invalid_json"}
+    assert {journal[r].error_class for r in refs[3:]} == {"schema_invalid"}
+    assert all(f.permanent and f.attempts == per_message for f in journal.values())
+    # A plain run leaves permanent failures alone; --retry-failed pays the same bounded price again and
+    # the journal adds the requests up.
+    assert run_with(db, settings, server, **overrides).counts.selected == 0
+    assert len(server.requests) == 6 * per_message
+    run_with(db, settings, server, retry_failed=True, **overrides)
+    assert len(server.requests) == 12 * per_message
+    assert all(f.attempts == 2 * per_message for f in ProcessingStore(db).failures())
+
+
+def test_retry_failed_leaves_media_only_skips_alone(db, settings, server):
+    texts = {1: "model breaks the schema", 2: "   ", 3: "a good message"}
+    refs = seed_messages(db, 3, text=lambda i: texts[i])
+    server.on("breaks the schema", srv.schema_violation, times=2)  # fails for good: 1 + 1 retry
+    first = run_with(db, settings, server)
+    assert first.counts.skipped_no_text == 1 and first.counts.failed_permanent == 1
+    assert ProcessingStore(db).count_skipped() == 1
+    server.clear_rules()
+    retried = run_with(db, settings, server, retry_failed=True)
+    assert retried.counts.processed == 1 and len(server.requests_for("breaks the schema")) == 3
+    assert retried.counts.skipped_no_text == 0  # the skip is not selected, not journaled again
+    assert ProcessingStore(db).count_skipped() == 1 and ProcessingStore(db).failures() == []
+    assert ProcessingStore(db).get_document(refs[0]) is not None
+    assert ProcessingStore(db).get_document(refs[1]) is None
+    assert not server.requests_for("   \n")  # the empty message was never sent
 
 
 # --- leases -------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 -- name: processing_select_candidates
 -- Messages that need processing, in one query (no per-message checks): not yet processed (unless
--- :force), not journaled as a permanent failure (unless :retry_failed), and not under a live lease of
+-- :force), not journaled as a permanent failure (unless :retry_failed; a skip, always), and not under a live lease of
 -- another worker. Optional filters by source and channel; :limit caps the batch. Pages continue after the
 -- key (:after_channel_id, :after_date, :after_ref) of the previous page's last row (keyset pagination, so
 -- a run reads each candidate once and never re-reads the head); the first page passes the lowest key.
@@ -16,7 +16,7 @@ LEFT JOIN processing.processed_documents AS d ON d.source_ref = r.source_ref
 LEFT JOIN processing.processing_failures AS f ON f.source_ref = r.source_ref
 LEFT JOIN processing.work_leases AS l ON l.source_ref = r.source_ref
 WHERE (d.source_ref IS NULL OR :force)
-  AND (f.source_ref IS NULL OR NOT f.permanent OR :retry_failed)
+  AND (f.source_ref IS NULL OR NOT f.permanent OR (:retry_failed AND NOT f.skipped))
   AND (l.source_ref IS NULL OR l.expires_at < :now)
   AND (CAST(:source_id AS TEXT) IS NULL OR r.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR r.channel_id = :channel_id)

@@ -1,5 +1,6 @@
 -- name: processing_record_failure
--- Journal a failed message: first failure inserts, later ones count attempts and keep the latest error.
+-- Journal a failed message: first failure inserts, later ones add their requests to `attempts` (:attempts
+-- is the requests this failure cost; a skip sends none and passes 1) and keep the latest error.
 -- A skip (:skipped, a message with nothing to process, e.g. media only) is journaled the same way, so
 -- later runs pass it by, but it is not a failure: the failure list, counts and /metrics leave it out.
 -- Served by: processing_failures primary key.
@@ -7,14 +8,14 @@ INSERT INTO processing.processing_failures AS f (
     source_ref, channel_id, error_class, error_message, permanent, skipped, attempts, first_failed_at,
     last_failed_at, run_id
 ) VALUES (
-    :source_ref, :channel_id, :error_class, :error_message, :permanent, :skipped, 1, :now, :now, :run_id
+    :source_ref, :channel_id, :error_class, :error_message, :permanent, :skipped, :attempts, :now, :now, :run_id
 )
 ON CONFLICT (source_ref) DO UPDATE SET
     error_class = excluded.error_class,
     error_message = excluded.error_message,
     permanent = excluded.permanent,
     skipped = excluded.skipped,
-    attempts = f.attempts + 1,
+    attempts = f.attempts + excluded.attempts,
     last_failed_at = excluded.last_failed_at,
     run_id = excluded.run_id;
 

@@ -34,7 +34,7 @@ WHERE NOT EXISTS (
     SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
 ) AND NOT EXISTS (
     SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = page.source_ref AND f.permanent AND NOT :retry_failed
+    WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
     LIMIT 1 OFFSET 0
 )
 ORDER BY page.channel_id, page.date, page.source_ref;
@@ -70,7 +70,7 @@ WHERE NOT EXISTS (
     SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
 ) AND NOT EXISTS (
     SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = page.source_ref AND f.permanent AND NOT :retry_failed
+    WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
     LIMIT 1 OFFSET 0
 )
 ORDER BY page.channel_id, page.date, page.source_ref;
@@ -89,19 +89,19 @@ WHERE EXISTS (
     LIMIT 1 OFFSET 0
 ) OR EXISTS (
     SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = pending_work.source_ref AND f.permanent AND NOT :retry_failed
+    WHERE f.source_ref = pending_work.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
     LIMIT 1 OFFSET 0
 );
 
 -- name: pending_requeue_failed
 -- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one
--- source or channel); the run's writes take them out again when they succeed or fail for good.
+-- source or channel), not the skips (media only: nothing to send, retrying cannot change that); the run's writes take them out again when they succeed or fail for good.
 -- Served by: a scan of processing_failures (the journal); raw_messages primary key for the join.
 INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
 SELECT r.source_ref, r.channel_id, r.date, r.source_id
 FROM processing.processing_failures AS f
 JOIN raw.raw_messages AS r ON r.source_ref = f.source_ref
-WHERE f.permanent
+WHERE f.permanent AND NOT f.skipped
   AND (CAST(:source_id AS TEXT) IS NULL OR r.source_id = :source_id)
   AND (CAST(:channel_id AS BIGINT) IS NULL OR r.channel_id = :channel_id)
 ON CONFLICT (source_ref) DO NOTHING;

@@ -476,6 +476,7 @@ class ProcessCoordinator:
                     permanent=error.permanent,
                     run_id=self.run_id,
                     skipped=getattr(error, "skipped", False),
+                    attempts=error.attempts,
                 )
             if atomic:
                 self.store.dequeue(done)

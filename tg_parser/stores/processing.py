@@ -256,9 +256,11 @@ class ProcessingStore(Store):
         permanent: bool,
         run_id: str | None = None,
         skipped: bool = False,
+        attempts: int = 1,
     ) -> None:
         """Journal a failure, or with `skipped` a message with nothing to process (kept apart: the
-        failure list, counts and /metrics leave skips out)."""
+        failure list, counts and /metrics leave skips out). `attempts` is the requests this failure
+        cost; the journal's `attempts` sums them over runs."""
         self.db.execute(
             "processing_record_failure",
             {
@@ -269,6 +271,7 @@ class ProcessingStore(Store):
                 "permanent": permanent,
                 "skipped": skipped,
                 "run_id": run_id,
+                "attempts": max(1, attempts),
                 "now": self.now(),
             },
         )

@@ -33,7 +33,7 @@ WHERE NOT EXISTS (
     SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
 ) AND NOT EXISTS (
     SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = page.source_ref AND f.permanent AND NOT :retry_failed
+    WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
     LIMIT 1 OFFSET 0
 )
 ORDER BY page.channel_id, page.date, page.source_ref;
@@ -68,7 +68,7 @@ USING (
         SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
     ) OR EXISTS (
         SELECT 1 FROM processing.processing_failures AS f
-        WHERE f.source_ref = p.source_ref AND f.permanent AND NOT :retry_failed
+        WHERE f.source_ref = p.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
         LIMIT 1 OFFSET 0
     )
     FOR UPDATE SKIP LOCKED

@@ -195,6 +195,8 @@ def test_an_effort_the_model_rejects_stops_process_before_any_request(settings, 
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert "LLM_REASONING_EFFORT=minimal is not accepted by o3" in line and "low, medium, high" in line
     assert "Traceback" not in result.output
+    dry = invoke(env, "process", "--processor", "llm", "--dry-run")
+    assert dry.exit_code == 3 and "is not accepted by o3" in dry.stderr
     assert llm_server.requests == []
     # The default (auto) sends o3 the cheapest effort it accepts (Chat API on a local server).
     env.pop("LLM_REASONING_EFFORT")

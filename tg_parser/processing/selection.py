@@ -91,6 +91,10 @@ def build_document_processor(
     from tg_parser.processing.processor import PROCESSOR_VERSION, LlmDocumentProcessor
 
     if estimate_only:
+        from tg_parser.llm.client import model_traits
+
+        # No request is sent, but an effort the model rejects would fail the real run: say so now.
+        model_traits(settings.llm_model).effort_for(settings.llm_model, settings.llm_reasoning_effort)
         processor = LlmDocumentProcessor.load(None, settings.prompts_dir, model=settings.llm_model)
         return BuiltProcessor(
             kind,

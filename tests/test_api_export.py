@@ -5,41 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from datetime import timedelta
 
 import pytest
 from support.api_server import ThreadedApi, new_key, wait_for
-from support.process_data import START
+from support.process_data import seed_documents
 
 from tg_parser.db.connect import open_database
-from tg_parser.domain.models import ProcessedDocument, RawMessage
 from tg_parser.export.writer import write_kb_entries
-from tg_parser.stores import ProcessingStore, RawStore
-
-
-def _seed_a_large_kb(db, count: int = 1500) -> None:
-    """About 6 MB of export: more than the socket buffers between a server and a client that stalls."""
-    messages = [
-        RawMessage.build(
-            channel_id=100, message_type="post", message_id=i, date=START + timedelta(minutes=i), text="x"
-        )
-        for i in range(1, count + 1)
-    ]
-    RawStore(db).store_batch(messages)
-    ProcessingStore(db).upsert_documents(
-        [
-            ProcessedDocument(
-                source_ref=m.source_ref,
-                channel_id=100,
-                message_date=m.date,
-                text_clean=f"message {m.message_id} " + "word " * 800,
-                model="m",
-                prompt_id="p",
-                pipeline_version="1",
-            )
-            for m in messages
-        ]
-    )
 
 
 def _export_threads() -> list[threading.Thread]:
@@ -50,7 +22,9 @@ def _export_threads() -> list[threading.Thread]:
 def test_a_stalled_export_client_blocks_nothing(settings, tmp_path):
     db = open_database(settings)
     try:
-        _seed_a_large_kb(db)
+        seed_documents(
+            db, 1500, words=800
+        )  # ~6 MB: more than the socket buffers between server and a stalled client
         token = new_key(db, "reader")
         with open(tmp_path / "expected.ndjson", "wb") as out:
             write_kb_entries(db, out)

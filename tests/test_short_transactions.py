@@ -21,6 +21,7 @@ import pytest
 from conftest import PG_HOST, PG_PORT, PG_USER, pg_settings
 from support.api_server import ThreadedApi, new_key, wait_for
 from support.llm_server import LlmRequest, LlmServer
+from support.process_data import seed_documents
 from test_topicize import seed, supporting_handler, topics_handler
 
 from tg_parser.config import Settings
@@ -204,35 +205,11 @@ class SlowSink:
         pass
 
 
-def _seed_documents(db: Any, count: int) -> None:
-    messages = [
-        RawMessage.build(
-            channel_id=100, message_type="post", message_id=i, date=T0 + timedelta(minutes=i), text="x"
-        )
-        for i in range(1, count + 1)
-    ]
-    RawStore(db).store_batch(messages)
-    ProcessingStore(db).upsert_documents(
-        [
-            ProcessedDocument(
-                source_ref=m.source_ref,
-                channel_id=100,
-                message_date=m.date,
-                text_clean=f"message {m.message_id} " + "word " * 200,
-                model="m",
-                prompt_id="p",
-                pipeline_version="1",
-            )
-            for m in messages
-        ]
-    )
-
-
 def test_no_transaction_is_open_while_the_export_writer_is_slow(watched) -> None:
     settings, watcher = watched
     db = open_database(settings)
     try:
-        _seed_documents(db, 4500)  # three keyset batches of the export
+        seed_documents(db, 4500)  # three keyset batches of the export
         sink = SlowSink(watcher)
         entries, _ = write_kb_entries(db, sink)  # type: ignore[arg-type]
     finally:
@@ -247,7 +224,7 @@ def test_no_transaction_is_open_while_a_client_reads_kb_ndjson_slowly(watched) -
     settings, watcher = watched
     db = open_database(settings)
     try:
-        _seed_documents(db, 3000)
+        seed_documents(db, 3000)
         token = new_key(db, "reader")
     finally:
         db.close()

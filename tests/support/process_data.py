@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
-from tg_parser.domain.models import RawMessage
-from tg_parser.stores import RawStore
+from tg_parser.domain.models import ProcessedDocument, RawMessage
+from tg_parser.stores import ProcessingStore, RawStore
 
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -43,6 +43,26 @@ def seed_messages(
     for start in range(0, len(messages), 500):
         store.store_batch(messages[start : start + 500])
     return [m.source_ref for m in messages]
+
+
+def seed_documents(db: Database, count: int, *, words: int = 200, channel_id: int = 100) -> None:
+    """Store `count` raw messages and a processed document for each, `words` words of text apiece (what
+    an export streams: the export tests size their output with it)."""
+    refs = seed_messages(db, count, channel_id=channel_id, text=lambda i: "x")
+    ProcessingStore(db).upsert_documents(
+        [
+            ProcessedDocument(
+                source_ref=ref,
+                channel_id=channel_id,
+                message_date=START + timedelta(minutes=i),
+                text_clean=f"message {i} " + "word " * words,
+                model="m",
+                prompt_id="p",
+                pipeline_version="1",
+            )
+            for i, ref in enumerate(refs, start=1)
+        ]
+    )
 
 
 def llm_settings(settings: Settings, base_url: str, **overrides: object) -> Settings:

@@ -305,15 +305,18 @@ def test_counter_refreshes_are_hot_updates(pg_only_settings: Settings) -> None:
     try:
         raw = RawStore(db)
         raw.store_batch([msg(i, views=1) for i in range(1, 501)])
-        for n in range(2, 5):  # the first refresh inserts the counter rows, the next ones update them
+        # The first refresh inserts the counter rows, the second updates each once: the update the fillfactor
+        # leaves room for. (A third would be HOT only after the page is pruned, which waits until no
+        # snapshot anywhere on the server, e.g. a parallel test's, can still see the old versions.)
+        for n in range(2, 4):
             raw.store_batch([msg(i, views=n) for i in range(1, 501)])
     finally:
         db.close()
 
     # (the writers' statistics reach pg_stat_user_tables when their connections flush them: wait for it)
-    wait_for(lambda: stats()[0] - base[0] >= 1000, timeout=30, what="the writers' table statistics")
+    wait_for(lambda: stats()[0] - base[0] >= 500, timeout=30, what="the writers' table statistics")
     updates, hot, wide = (now - then for now, then in zip(stats(), base, strict=True))
-    assert updates == 1000 and wide == 0  # the wide raw_messages row is never updated for counters
+    assert updates == 500 and wide == 0  # the wide raw_messages row is never updated for counters
     if hot < 0.9 * updates and held_back():
         # A refresh is HOT when the page has room; the fillfactor leaves room for one new version of
         # every row, and pruning the dead ones makes room again, but only once no snapshot on the server

@@ -392,6 +392,29 @@ def test_a_429_pauses_every_thread_of_the_client(server, monkeypatch):
     assert other.received_at - limited.received_at >= 0.9
 
 
+def test_each_sending_thread_keeps_one_connection_of_its_own_and_close_ends_them_all(server):
+    client = make_client(server)
+    together = threading.Barrier(4)
+
+    def send(thread: int) -> None:
+        together.wait(timeout=30)  # all four in flight at once: a shared pool would mix connections
+        for n in range(3):
+            complete(client, f"thread {thread} message {n}")
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    ports = [{r.peer_port for r in server.requests_for(f"thread {i} ")} for i in range(4)]
+    assert all(len(used) == 1 for used in ports), ports  # each thread reuses its connection
+    assert len(set().union(*ports)) == 4  # and no two threads share one
+    sdks = list(client._clients)
+    assert len(sdks) == 5  # the four threads' and the constructing thread's
+    client.close()
+    assert all(sdk.is_closed() for sdk in sdks)  # shut, not just forgotten
+
+
 def test_retry_after_longer_than_a_run_should_wait_stops_the_run(server):
     server.on("hello", srv.error(429, "quota exceeded", retry_after=3600))
     with pytest.raises(E.LlmRateLimitPause) as caught:

@@ -58,6 +58,7 @@ class LlmRequest:
     body: dict[str, Any]
     headers: dict[str, str]  # names in lower case
     received_at: float  # time.monotonic() at arrival
+    peer_port: int = 0  # the client's port: one per connection
 
     @property
     def api(self) -> str:
@@ -327,7 +328,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        reply = self.server.owner.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+        reply = self.server.owner.handle(
+            self.path, {k.lower(): v for k, v in self.headers.items()}, raw, peer_port=self.client_address[1]
+        )
         owner = self.server.owner
         wait = owner.latency + reply.delay
         if wait > 0 and owner.stopped.wait(wait):
@@ -435,12 +438,12 @@ class LlmServer:
 
     # --- answering ---------------------------------------------------------------------------------
 
-    def handle(self, path: str, headers: dict[str, str], raw: bytes) -> Reply:
+    def handle(self, path: str, headers: dict[str, str], raw: bytes, *, peer_port: int = 0) -> Reply:
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
             return error(400, "request body is not JSON")
-        request = LlmRequest(path, body, headers, time.monotonic())
+        request = LlmRequest(path, body, headers, time.monotonic(), peer_port)
         with self._lock:
             self._served += 1
             if self.record:

@@ -8,7 +8,7 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import KEY_VALUE
 from tg_parser.db.connect import load_catalog
-from tg_parser.db.params import parameter_names
+from tg_parser.db.params import parameter_names, typed_value
 from tg_parser.db.resources import STORES
 from tg_parser.errors import InvalidInput
 
@@ -77,34 +77,6 @@ def show(app: AppContext, name: str) -> None:
     click.echo(query.sql + ";")
 
 
-def _typed(value: str) -> object:
-    """Parameter values from the command line: integers, booleans and NULL are recognised."""
-    lowered = value.lower()
-    if lowered in ("null", "none"):
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    if value.startswith(("[", "{")):
-        import json
-
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-    from tg_parser.cli.types import UTC_DATETIME
-
-    if len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
-        try:
-            return UTC_DATETIME.convert(value, None, None)
-        except click.BadParameter:
-            pass
-    return value
-
-
 @command.command("explain")
 @click.argument("name")
 @click.option(
@@ -124,7 +96,10 @@ def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> 
     """
     db = app.database()
     query = db.query(name)
-    given = {key: _typed(value) for key, value in params}
+    if params:
+        given = {key: typed_value(value) for key, value in params}
+    else:
+        given = {key: typed_value(value) for key, value in (query.example or {}).items()}
     unknown = sorted(set(given) - set(parameter_names(query.sql)))
     if unknown:
         raise InvalidInput(

@@ -82,7 +82,7 @@ LIMIT :batch_size;
 
 -- name: raw_channels
 -- Channels with stored messages and their counts. Served by: raw_messages_channel_date_idx (index-only scan).
--- plan: seqscan-ok one row per channel over all messages (`tg-parser channels`, the API's channel list): every row is counted
+-- plan: seqscan-ok one row per channel with its message count and date range (RawStore.channels): every message is counted
 SELECT channel_id, COUNT(*) AS messages, MIN(date) AS first_date, MAX(date) AS last_date
 FROM raw.raw_messages
 GROUP BY channel_id

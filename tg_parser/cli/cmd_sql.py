@@ -86,11 +86,13 @@ def show(app: AppContext, name: str) -> None:
 def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> None:
     """Show the plan of a named query on the configured database.
 
-    Values are typed: integers, true/false, null, JSON arrays/objects and ISO dates are recognised;
-    anything else is text. Parameters not given are NULL.
+    Without -p the query's `-- example:` values are used. Values are typed: integers, true/false,
+    null, JSON arrays/objects and ISO dates are recognised; anything else is text. With -p, parameters
+    not given are NULL.
 
     \b
     Examples:
+      tg-parser sql explain raw_count_messages
       tg-parser sql explain processing_select_candidates -p limit=100
       tg-parser sql explain sources_get -p source_id=durov
     """

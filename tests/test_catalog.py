@@ -117,6 +117,46 @@ def test_empty_block_is_an_error(tmp_path: Path) -> None:
     assert f"{bad}:1" in info.value.message and "'raw_empty' has no SQL" in info.value.message
 
 
+def test_example_and_plan_lines_are_parsed(tmp_path: Path) -> None:
+    write(
+        tmp_path / "sql" / "raw" / "q.sql",
+        "-- name: raw_pick\n"
+        "-- Pick messages.\n"
+        "-- example: channel_id=1500000001 text='a value' since=2025-01-01 refs='[\"tg:1:post:1\"]'\n"
+        "-- plan: seqscan-ok a full read is the point\n"
+        "SELECT * FROM raw.raw_messages WHERE channel_id = :channel_id AND text = :text\n"
+        "  AND date >= :since AND source_ref IN (SELECT value FROM json_each(:refs));\n"
+        "-- name: raw_none\n-- No parameters, no example.\nSELECT 1;\n",
+    )
+    catalog = SqlCatalog.load("sqlite", root=tmp_path / "sql")
+    query = catalog.get("raw_pick")
+    assert query.example == {
+        "channel_id": "1500000001",
+        "text": "a value",
+        "since": "2025-01-01",
+        "refs": '["tg:1:post:1"]',
+    }
+    assert query.plan_exceptions == {"seqscan-ok": "a full read is the point"}
+    assert catalog.get("raw_none").example is None and catalog.get("raw_none").plan_exceptions == {}
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("-- example: channel_id", "'channel_id' in '-- example:' is not key=value"),
+        ("-- example: text='unclosed", "unreadable '-- example:' line"),
+        ("-- example: a=1\n-- example: b=2", "two '-- example:' lines"),
+        ("-- plan: seqscan-ok", "is not a plan exception"),
+        ("-- plan: scan-fine because", "'-- plan: scan-fine because' is not a plan exception"),
+    ],
+)
+def test_malformed_example_or_plan_line_is_an_error(tmp_path: Path, header: str, message: str) -> None:
+    bad = write(tmp_path / "sql" / "raw" / "bad.sql", f"-- name: raw_x\n{header}\nSELECT :a, :b;\n")
+    with pytest.raises(SqlCatalogError) as info:
+        SqlCatalog.load("sqlite", root=tmp_path / "sql")
+    assert f"{bad}:1" in info.value.message and message in info.value.message
+
+
 def test_invalid_name_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "sql" / "raw" / "bad.sql", "-- name: Raw-Thing\nSELECT 1;\n")
     with pytest.raises(SqlCatalogError, match="invalid query name 'Raw-Thing'"):

@@ -552,6 +552,19 @@ def test_sql_explain_on_the_configured_database(run: Invoke, settings: Settings)
     assert ("json_each" if settings.db_type == "sqlite" else "jsonb_array_elements_text") in lookup.stdout
 
 
+def test_sql_explain_without_parameters_uses_the_example(run: Invoke, settings: Settings) -> None:
+    # raw_count_messages' example names a channel: the plan shows the index search for it.
+    plan = run("sql", "explain", "raw_count_messages")
+    assert plan.exit_code == 0, plan.output
+    assert "raw_messages_channel_date_idx" in plan.stdout
+    if settings.db_type == "postgres":
+        assert "1500000001" in plan.stdout  # the example's value, bound
+    # -p given: the example is not used (a parameter not given is NULL: every channel).
+    given = run("sql", "explain", "raw_count_messages", "-p", "message_type=post")
+    assert given.exit_code == 0, given.output
+    assert "1500000001" not in given.stdout
+
+
 def test_sql_explain_bad_input(run: Invoke) -> None:
     unknown_param = run("sql", "explain", "sources_get", "-p", "sourceid=x")
     assert unknown_param.exit_code == EXIT_USAGE

@@ -15,6 +15,7 @@ from tg_parser.db.codec import (
     adapt_pg_params,
     dump_json,
     encode_sqlite_params,
+    encode_sqlite_value,
     format_timestamp,
     parse_timestamp,
 )
@@ -138,6 +139,21 @@ def test_json_round_trips(db: Database) -> None:
     assert row["params"] == RUN_PARAMS
     assert row["counts"] == {}
     assert isinstance(row["params"]["list"][1], float) and isinstance(row["params"]["big"], int)
+
+
+def test_json_that_no_encoder_takes_is_one_type_error_naming_both() -> None:
+    with pytest.raises(TypeError) as info:
+        dump_json({"when": object()})
+    assert "not JSON serializable" in str(info.value) and "orjson:" in str(info.value)
+
+
+def test_sqlite_encoding_of_a_single_value() -> None:
+    assert encode_sqlite_value("text") == "text"
+    assert encode_sqlite_value(True) == 1
+    assert encode_sqlite_value(datetime(2025, 1, 2, tzinfo=PLUS3)) == "2025-01-01T21:00:00.000000Z"
+    assert encode_sqlite_value([1, "a"]) == '[1,"a"]'
+    marker = Path("x")  # a type the codec has no rule for goes to the driver as it is
+    assert encode_sqlite_value(marker) is marker
 
 
 def test_json_top_level_list_round_trips(db: Database) -> None:

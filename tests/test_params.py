@@ -10,6 +10,7 @@ so a translation that merely *looks* right but breaks the statement is caught to
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from conftest import pg_settings, require_postgres
 from tg_parser.db.base import Database
 from tg_parser.db.catalog import SqlCatalog
 from tg_parser.db.connect import pg_target
-from tg_parser.db.params import parameter_names, to_pyformat
+from tg_parser.db.params import parameter_names, to_pyformat, typed_value
 from tg_parser.db.postgres import PostgresDatabase
 from tg_parser.db.sqlite import SqliteDatabase
 
@@ -223,3 +224,31 @@ def test_postgres_casts_strings_and_dollar_quotes(tmp_path: Path) -> None:
         }
         row = db.fetch_one("probe_pg_slice", {"arr": "{7,8,9}"})
         assert row == {"slice": [20, 30], "bound_slice": [7, 8]}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("42", 42),
+        ("-9223372036854775808", -(2**63)),
+        ("true", True),
+        ("FALSE", False),
+        ("null", None),
+        ("None", None),
+        ('["tg:1:post:1"]', ["tg:1:post:1"]),
+        ('{"a": 1}', {"a": 1}),
+        ("[not json", "[not json"),
+        ("2025-01-31", datetime(2025, 1, 31, tzinfo=UTC)),
+        ("2025-01-31T12:00:00Z", datetime(2025, 1, 31, 12, tzinfo=UTC)),
+        ("2025-01-31T14:00:00+02:00", datetime(2025, 1, 31, 12, tzinfo=UTC)),
+        ("2025-13-45", "2025-13-45"),
+        ("tg:1500000001:post:1", "tg:1500000001:post:1"),
+        ("", ""),
+    ],
+)
+def test_typed_value(text: str, expected: object) -> None:
+    """How `sql explain -p` and the `-- example:` lines type a value written as text."""
+    value = typed_value(text)
+    assert value == expected and type(value) is type(expected)
+    if isinstance(value, datetime):
+        assert value.utcoffset() == timedelta(0)

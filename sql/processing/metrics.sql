@@ -19,6 +19,7 @@ SELECT COUNT(*) AS n FROM processing.processing_failures WHERE skipped;
 -- name: metrics_live_leases
 -- Work leases not yet expired (messages being processed right now), for /metrics.
 -- Served by: a sequential scan of work_leases (the leases in flight; see processing_list_leases).
+-- example: now=2025-06-01T12:00:00Z
 SELECT COUNT(*) AS n FROM processing.work_leases WHERE expires_at > :now;
 
 -- name: metrics_topics

@@ -11,6 +11,7 @@
 -- Processed documents whose raw message is gone (deleted or pruned from raw, or the raw store restored
 -- from an older backup). Served by: processed_documents primary key (the page), raw_messages primary key
 -- (one probe per row).
+-- example: after='' batch=1000
 WITH page AS (
     SELECT d.source_ref AS k,
            CASE WHEN NOT EXISTS (SELECT 1 FROM raw.raw_messages r WHERE r.source_ref = d.source_ref) THEN 1 ELSE 0 END AS orphan
@@ -24,6 +25,7 @@ FROM page;
 -- name: orphans_failures_without_raw
 -- Processing failures recorded for a raw message that no longer exists. Served by:
 -- processing_failures primary key (the page), raw_messages primary key (one probe per row).
+-- example: after='' batch=1000
 WITH page AS (
     SELECT f.source_ref AS k,
            CASE WHEN NOT EXISTS (SELECT 1 FROM raw.raw_messages r WHERE r.source_ref = f.source_ref) THEN 1 ELSE 0 END AS orphan
@@ -37,6 +39,7 @@ FROM page;
 -- name: orphans_leases_without_raw
 -- Work leases on a raw message that no longer exists (harmless: a lease lapses on its own). Served by:
 -- work_leases primary key (the page), raw_messages primary key (one probe per row).
+-- example: after='' batch=1000
 WITH page AS (
     SELECT l.source_ref AS k,
            CASE WHEN NOT EXISTS (SELECT 1 FROM raw.raw_messages r WHERE r.source_ref = l.source_ref) THEN 1 ELSE 0 END AS orphan
@@ -51,6 +54,7 @@ FROM page;
 -- Topic cards of a channel that has no processed document any more (the next `tg-parser topicize`
 -- removes them). Served by: topic_cards primary key (the page), processed_documents_channel_date_idx
 -- (one probe per row).
+-- example: after='' batch=1000
 WITH page AS (
     SELECT t.topic_id AS k,
            CASE WHEN NOT EXISTS (SELECT 1 FROM processing.processed_documents d WHERE d.channel_id = t.channel_id) THEN 1 ELSE 0 END AS orphan

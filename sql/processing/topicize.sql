@@ -12,6 +12,7 @@ ORDER BY channel_id;
 -- One channel's row of topics_document_channels (how many documents, the newest processing time), or no
 -- row: `topicize --channel` asks it per channel named. Served by: processed_documents_channel_processed_idx
 -- (an index-only range scan of the channel).
+-- example: channel_id=1500000001
 SELECT channel_id, COUNT(*) AS documents, MAX(processed_at) AS newest_processed_at
 FROM processing.processed_documents
 WHERE channel_id = :channel_id
@@ -25,6 +26,7 @@ GROUP BY channel_id;
 -- (message_date, source_ref).
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and
 -- raw_message_counters primary keys for the joins.
+-- example: channel_id=1500000001 after_date=0001-01-01 after_ref='' batch_size=2000
 SELECT d.source_ref, d.summary, d.text_clean, d.topics, d.language, d.processed_at,
        COALESCE(c.views, r.views) AS views, COALESCE(c.forwards, r.forwards) AS forwards, d.message_date
 FROM processing.processed_documents AS d
@@ -38,11 +40,13 @@ LIMIT :batch_size;
 -- name: topics_channel_state
 -- How a channel's topics were last computed (corpus timestamp, strategy, model, prompt), or no row.
 -- Served by: topic_channel_state primary key.
+-- example: channel_id=1500000001
 SELECT * FROM processing.topic_channel_state WHERE channel_id = :channel_id;
 
 -- name: topics_save_channel_state
 -- Record a finished topicization of a channel (in the transaction that writes its topics).
 -- Served by: topic_channel_state primary key.
+-- example: channel_id=1500000001 corpus_as_of=2025-06-01T12:00:00Z computed_at=2025-06-01T12:00:00Z strategy=llm model=gpt-4o-mini prompt_id=extract-v1
 INSERT INTO processing.topic_channel_state AS s (channel_id, corpus_as_of, computed_at, strategy, model, prompt_id)
 VALUES (:channel_id, :corpus_as_of, :computed_at, :strategy, :model, :prompt_id)
 ON CONFLICT (channel_id) DO UPDATE SET

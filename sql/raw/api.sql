@@ -5,6 +5,7 @@
 -- every parameter has a value. raw_payload is left out (up to 256 KiB a row).
 -- Counters: the latest refresh (raw_message_counters), else the snapshot's.
 -- Served by: raw_messages_channel_date_idx (range scan from the key), raw_message_counters primary key.
+-- example: after_channel=1500000001 after_date=2025-01-01 after_ref='' channel_id=1500000001 source_id=null since=2025-01-01 until=2025-07-01 limit=100
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, r.grouped_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies,

@@ -10,6 +10,7 @@
 -- tables), so the cost is the page, whatever the size of raw_messages.
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
 -- work_leases, raw_messages, raw_message_counters, processed_documents and processing_failures.
+-- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
 WITH page AS MATERIALIZED (
     SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
     WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
@@ -46,6 +47,7 @@ ORDER BY page.channel_id, page.date, page.source_ref;
 -- The PostgreSQL variant locks the page's queue rows FOR UPDATE SKIP LOCKED instead.
 -- Served by: pending_work_channel_date_idx; the primary keys of work_leases, raw_messages,
 -- processed_documents and processing_failures.
+-- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
 WITH page AS MATERIALIZED (
     SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
     WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
@@ -82,6 +84,8 @@ ORDER BY page.channel_id, page.date, page.source_ref;
 -- completes the migration that queued every stored message. Reads the queue only (the work): the checks
 -- are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from hashing the documents table).
 -- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
+-- example: retry_failed=false
+-- plan: seqscan-ok walks the whole queue at the start of a run by design, probing each row by primary key
 DELETE FROM raw.pending_work
 WHERE EXISTS (
     SELECT 1 FROM processing.processed_documents AS d
@@ -97,6 +101,7 @@ WHERE EXISTS (
 -- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one
 -- source or channel), not the skips (media only: nothing to send, retrying cannot change that); the run's writes take them out again when they succeed or fail for good.
 -- Served by: a scan of processing_failures (the journal); raw_messages primary key for the join.
+-- example: source_id=durov channel_id=1500000001
 INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
 SELECT r.source_ref, r.channel_id, r.date, r.source_id
 FROM processing.processing_failures AS f
@@ -108,4 +113,5 @@ ON CONFLICT (source_ref) DO NOTHING;
 
 -- name: pending_count
 -- How many messages are queued (diagnostics, the benchmark). Served by: a scan of pending_work (the work).
+-- plan: seqscan-ok counts the whole queue (diagnostics): reading it is the work
 SELECT COUNT(*) AS n FROM raw.pending_work;

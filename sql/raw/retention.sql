@@ -3,6 +3,8 @@
 -- appended with observed_at = now, so ids follow observed_at and every version a prune may delete has
 -- a smaller id. NULL when every version is older. Served by: raw_message_versions primary key (a walk
 -- from the oldest id that stops at the first version inside the window: the rows a prune reads).
+-- example: cutoff=2025-03-01
+-- plan: seqscan-ok SQLite shows the walk in id order (its INTEGER PRIMARY KEY, the rowid) as a SCAN; it stops at the first row inside the window (LIMIT 1)
 SELECT MIN(v.id) AS id FROM (
     SELECT id FROM raw.raw_message_versions
     WHERE observed_at >= :cutoff
@@ -18,6 +20,7 @@ SELECT MIN(v.id) AS id FROM (
 -- read once per prune, not once per batch.
 -- Served by: raw_message_versions primary key (the id range) and raw_message_versions_ref_idx (at most
 -- :keep newer versions of the same message counted, an index-only probe).
+-- example: after_id=0 below_id=100000 cutoff=2025-03-01 keep=5 batch=1000
 DELETE FROM raw.raw_message_versions
 WHERE id IN (
     SELECT v.id FROM raw.raw_message_versions AS v
@@ -39,6 +42,7 @@ RETURNING id;
 -- name: prune_count_versions
 -- `db prune --dry-run`: how many versions prune_versions would delete (same conditions, all batches).
 -- Served by: as prune_versions.
+-- example: below_id=100000 cutoff=2025-03-01 keep=5
 SELECT COUNT(*) AS n FROM raw.raw_message_versions AS v
 WHERE v.id < :below_id
   AND v.observed_at < :cutoff

@@ -8,7 +8,7 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import KEY_VALUE
 from tg_parser.db.connect import load_catalog
-from tg_parser.db.params import parameter_names
+from tg_parser.db.params import parameter_names, typed_value
 from tg_parser.db.resources import STORES
 from tg_parser.errors import InvalidInput
 
@@ -77,34 +77,6 @@ def show(app: AppContext, name: str) -> None:
     click.echo(query.sql + ";")
 
 
-def _typed(value: str) -> object:
-    """Parameter values from the command line: integers, booleans and NULL are recognised."""
-    lowered = value.lower()
-    if lowered in ("null", "none"):
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    if value.startswith(("[", "{")):
-        import json
-
-        try:
-            return json.loads(value)
-        except ValueError:
-            pass
-    from tg_parser.cli.types import UTC_DATETIME
-
-    if len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
-        try:
-            return UTC_DATETIME.convert(value, None, None)
-        except click.BadParameter:
-            pass
-    return value
-
-
 @command.command("explain")
 @click.argument("name")
 @click.option(
@@ -114,17 +86,22 @@ def _typed(value: str) -> object:
 def explain(app: AppContext, name: str, params: tuple[tuple[str, str], ...]) -> None:
     """Show the plan of a named query on the configured database.
 
-    Values are typed: integers, true/false, null, JSON arrays/objects and ISO dates are recognised;
-    anything else is text. Parameters not given are NULL.
+    Without -p the query's `-- example:` values are used. Values are typed: integers, true/false,
+    null, JSON arrays/objects and ISO dates are recognised; anything else is text. With -p, parameters
+    not given are NULL.
 
     \b
     Examples:
+      tg-parser sql explain raw_count_messages
       tg-parser sql explain processing_select_candidates -p limit=100
       tg-parser sql explain sources_get -p source_id=durov
     """
     db = app.database()
     query = db.query(name)
-    given = {key: _typed(value) for key, value in params}
+    if params:
+        given = {key: typed_value(value) for key, value in params}
+    else:
+        given = {key: typed_value(value) for key, value in (query.example or {}).items()}
     unknown = sorted(set(given) - set(parameter_names(query.sql)))
     if unknown:
         raise InvalidInput(

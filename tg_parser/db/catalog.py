@@ -3,7 +3,13 @@
     -- name: raw_insert_message
     -- Insert one raw message; a re-seen source_ref is left as it is (snapshot rule).
     -- Served by: raw_messages primary key.
+    -- example: source_ref=tg:1500000001:post:1 channel_id=1500000001 ...
     INSERT INTO raw.raw_messages (...) VALUES (...) ON CONFLICT (source_ref) DO NOTHING;
+
+Two header lines are directives as well as documentation: `-- example: k=v ...` (one line, shell-style
+quoting: example values for every parameter, used by `tg-parser sql explain NAME` without `-p` and by
+the query-plan gate in the tests) and `-- plan: seqscan-ok|sort-ok <reason>` (a full scan or an
+explicit sort over a large table that is meant, with why; docs/SQL.md lists them).
 
 Lookup order for a name: TG_PARSER_SQL_DIR (operator overrides; `<dialect>/` sub-folders win there
 too) → sql/<store>/<dialect>/ → sql/<store>/. Names are unique across the whole catalog.
@@ -13,8 +19,9 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -24,6 +31,11 @@ from tg_parser.errors import QueryNotFound, SqlCatalogError
 
 _HEADER = re.compile(r"^--\s*name:\s*(?P<name>\S+)\s*$")
 _VALID_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_EXAMPLE = re.compile(r"^example:(?P<body>.*)$")
+_PLAN = re.compile(r"^plan:\s*(?P<kind>\S+)\s*(?P<reason>.*)$")
+# What a `-- plan:` line may allow: a sequential scan (SQLite: a SCAN without an index) or an explicit
+# sort over a large table.
+PLAN_EXCEPTIONS = ("seqscan-ok", "sort-ok")
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,10 @@ class Query:
     path: Path
     line: int
     origin: str  # "portable", the dialect's name, or "override"
+    # The `-- example:` values as written (text; db/params.typed_value types them); None when absent.
+    example: dict[str, str] | None = field(default=None, compare=False, hash=False)
+    # The `-- plan:` exceptions: kind ("seqscan-ok" / "sort-ok") → reason.
+    plan_exceptions: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def location(self) -> str:
@@ -60,6 +76,7 @@ def parse_sql_file(path: Path, store: str, origin: str) -> list[Query]:
     def finish() -> None:
         if current is None:
             return
+        example, plan = _directives(current["doc"], path, current["line"])
         sql = "\n".join(current["sql"]).strip()
         while sql.endswith(";"):
             sql = sql[:-1].rstrip()
@@ -77,6 +94,8 @@ def parse_sql_file(path: Path, store: str, origin: str) -> list[Query]:
                 path=path,
                 line=current["line"],
                 origin=origin,
+                example=example,
+                plan_exceptions=plan,
             )
         )
 
@@ -106,6 +125,43 @@ def parse_sql_file(path: Path, store: str, origin: str) -> list[Query]:
             current["sql"].append(line)
     finish()
     return queries
+
+
+def _directives(doc: list[str], path: Path, line: int) -> tuple[dict[str, str] | None, dict[str, str]]:
+    """The `-- example:` and `-- plan:` lines of one query's header, checked."""
+    example: dict[str, str] | None = None
+    plan: dict[str, str] = {}
+    for text in doc:
+        if match := _EXAMPLE.match(text):
+            if example is not None:
+                raise SqlCatalogError(
+                    f"{path}:{line}: two '-- example:' lines", "give all example values on one line"
+                )
+            example = {}
+            try:
+                words = shlex.split(match.group("body"))
+            except ValueError as exc:
+                raise SqlCatalogError(
+                    f"{path}:{line}: unreadable '-- example:' line ({exc})",
+                    "quote values with spaces or quotes in them, shell-style: key='a value'",
+                ) from None
+            for word in words:
+                key, sep, value = word.partition("=")
+                if not sep or not key:
+                    raise SqlCatalogError(
+                        f"{path}:{line}: {word!r} in '-- example:' is not key=value",
+                        "write the example as key=value pairs, e.g. '-- example: channel_id=1500000001'",
+                    )
+                example[key] = value
+        elif match := _PLAN.match(text):
+            kind, reason = match.group("kind"), match.group("reason").strip()
+            if kind not in PLAN_EXCEPTIONS or not reason:
+                raise SqlCatalogError(
+                    f"{path}:{line}: '-- plan: {kind} {reason}'".rstrip() + " is not a plan exception",
+                    f"write '-- plan: <{'|'.join(PLAN_EXCEPTIONS)}> <the reason>'",
+                )
+            plan[kind] = reason
+    return example, plan
 
 
 def _folder_queries(folder: Path, store: str, origin: str) -> dict[str, Query]:
@@ -192,6 +248,8 @@ class SqlCatalog:
                     query.path,
                     query.line,
                     "override",
+                    query.example if query.example is not None else base.example,
+                    query.plan_exceptions or base.plan_exceptions,
                 )
 
     def get(self, name: str) -> Query:

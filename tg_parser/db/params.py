@@ -8,7 +8,9 @@ psycopg does not read it as a placeholder. SQLite understands `:name` natively a
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime
 
 _NAME_START = re.compile(r"[A-Za-z_]")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -112,3 +114,33 @@ def _block_comment_end(sql: str, start: int) -> int:
         else:
             i += 1
     return n
+
+
+def typed_value(value: str) -> object:
+    """A parameter value written as text (`-p key=value`, a query's `-- example:` line), typed.
+
+    Integers, true/false, null/none, JSON arrays and objects, and ISO dates or date-times (UTC when no
+    zone is given) are recognised; anything else stays text.
+    """
+    lowered = value.lower()
+    if lowered in ("null", "none"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    if value.startswith(("[", "{")):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    if len(value) >= 10 and value[4:5] == "-" and value[7:8] == "-":
+        text = value[:-1] + "+00:00" if value.endswith("Z") else value
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return value
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    return value

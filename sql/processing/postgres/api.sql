@@ -6,6 +6,7 @@
 -- far-future bounds for an open window. A dialect variant because the topic filter unnests JSON.
 -- Served by: processed_documents_channel_date_idx (range scan from the key); raw_messages and
 -- topic_cards primary keys for the source and topic filters.
+-- example: after_channel=1500000001 after_date=2025-01-01 after_ref='' channel_id=1500000001 since=2025-01-01 until=2025-07-01 source_id=null topic_id=null limit=100
 SELECT d.source_ref, d.id, d.channel_id, d.message_date, d.processed_at, d.text_clean, d.summary, d.topics,
        d.entities, d.language, d.model, d.prompt_id, d.pipeline_version, d.input_tokens, d.output_tokens
 FROM processing.processed_documents AS d

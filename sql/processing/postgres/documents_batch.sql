@@ -6,6 +6,7 @@
 -- timestamps as canonical UTC text, topics/entities/metadata as JSON values. Values are taken by name,
 -- never by position; a key left out is NULL, as a JSON null is. A batch holds each source_ref once (ON
 -- CONFLICT cannot update a row twice in one statement). Served by: processed_documents primary key.
+-- example: rows='[{"source_ref":"tg:1500000001:post:1000","id":"doc:tg:1500000001:post:1000","channel_id":1500000001,"message_date":"2025-05-31T09:30:00Z","processed_at":"2025-06-01T12:00:00Z","summary":"A short summary","language":"en"}]'
 INSERT INTO processing.processed_documents (
     source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
     model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata
@@ -38,4 +39,5 @@ ON CONFLICT (source_ref) DO UPDATE SET
 -- name: processing_delete_failures
 -- Messages that succeeded (a JSON array of refs): their failure rows go, in one statement per batch.
 -- Served by: processing_failures primary key.
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 DELETE FROM processing.processing_failures WHERE source_ref IN (SELECT jsonb_array_elements_text(:refs));

@@ -12,6 +12,7 @@
 -- the whole bigint range (a range, not "NULL means any", so a generic plan still bounds the scan).
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary
 -- keys for the joins (counters: the latest refresh, else the snapshot's).
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
 SELECT d.source_ref, d.channel_id,
        to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date,
        to_char(d.processed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS processed_at,
@@ -36,6 +37,7 @@ LIMIT :batch_size;
 -- Message dates of a set of documents (a JSON array of source_refs): which topic anchors fall inside
 -- the export's date window, decided before the stream starts.
 -- Served by: processed_documents primary key.
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 SELECT d.source_ref, d.message_date, d.channel_id
 FROM processing.processed_documents AS d
 WHERE d.source_ref IN (SELECT jsonb_array_elements_text(:refs));

@@ -6,6 +6,7 @@
 -- in ref order (so overlapping claims lock in one order and cannot deadlock) and once each (a repeated
 -- ref would make ON CONFLICT touch its row twice, which PostgreSQL refuses).
 -- Served by: work_leases primary key, processed_documents primary key.
+-- example: worker_id=worker-1 now=2025-06-01T12:00:00Z expires_at=2025-06-01T12:05:00Z refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]' force=false
 INSERT INTO processing.work_leases AS l (source_ref, worker_id, leased_at, expires_at)
 SELECT DISTINCT j.ref, CAST(:worker_id AS TEXT), CAST(:now AS TIMESTAMPTZ), CAST(:expires_at AS TIMESTAMPTZ)
 FROM jsonb_array_elements_text(:refs) AS j(ref)
@@ -24,6 +25,7 @@ RETURNING source_ref;
 -- worker's claim locks the rows it finds (live leases of this worker too), and a release deleting in
 -- table order could hold one row while waiting for a row that claim holds, and the claim the reverse,
 -- a deadlock that aborts a run. Served by: work_leases primary key.
+-- example: worker_id=worker-1 refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 DELETE FROM processing.work_leases AS l
 USING (
     SELECT source_ref FROM processing.work_leases

@@ -5,6 +5,7 @@
 -- COMMITTED this statement takes a new snapshot, so it sees a document another worker committed while the
 -- claim waited on that worker's lease row, and the message is never sent to the LLM twice.
 -- Served by: work_leases primary key, processed_documents primary key.
+-- example: worker_id=worker-1 refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]' done_since=2025-06-01T12:00:00Z
 DELETE FROM processing.work_leases AS l
 WHERE l.worker_id = :worker_id
   AND l.source_ref IN (SELECT jsonb_array_elements_text(:refs))

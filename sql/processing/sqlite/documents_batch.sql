@@ -5,6 +5,7 @@
 -- only one (the same as the PostgreSQL variant's: a test holds them to the table's columns).
 -- Timestamps arrive as canonical text and are stored as they are; JSON values are stored as their
 -- compact text. Served by: processed_documents primary key.
+-- example: rows='[{"source_ref":"tg:1500000001:post:1000","id":"doc:tg:1500000001:post:1000","channel_id":1500000001,"message_date":"2025-05-31T09:30:00Z","processed_at":"2025-06-01T12:00:00Z","summary":"A short summary","language":"en"}]'
 INSERT INTO processing.processed_documents (
     source_ref, id, channel_id, message_date, processed_at, text_clean, summary, topics, entities, language,
     model, prompt_id, pipeline_version, input_tokens, output_tokens, metadata
@@ -47,4 +48,5 @@ ON CONFLICT (source_ref) DO UPDATE SET
 -- name: processing_delete_failures
 -- Messages that succeeded (a JSON array of refs): their failure rows go, in one statement per batch.
 -- Served by: processing_failures primary key.
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 DELETE FROM processing.processing_failures WHERE source_ref IN (SELECT value FROM json_each(:refs));

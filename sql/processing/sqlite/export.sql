@@ -11,6 +11,7 @@
 -- (a range, not "NULL means any", so a generic plan still bounds the scan).
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary
 -- keys for the joins (counters: the latest refresh, else the snapshot's).
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
        d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
        d.language, d.model, d.prompt_id, d.pipeline_version,
@@ -31,6 +32,7 @@ LIMIT :batch_size;
 -- Message dates of a set of documents (a JSON array of source_refs): which topic anchors fall inside
 -- the export's date window, decided before the stream starts.
 -- Served by: processed_documents primary key.
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 SELECT d.source_ref, d.message_date, d.channel_id
 FROM processing.processed_documents AS d
 WHERE d.source_ref IN (SELECT value FROM json_each(:refs));

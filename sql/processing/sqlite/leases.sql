@@ -3,6 +3,7 @@
 -- under another worker's live lease, or already processed (unless :force), is not claimed; an expired
 -- lease is taken over. Returns the refs this worker now holds: only those may be sent to the LLM.
 -- Served by: work_leases primary key, processed_documents primary key.
+-- example: worker_id=worker-1 now=2025-06-01T12:00:00Z expires_at=2025-06-01T12:05:00Z refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]' force=false
 INSERT INTO processing.work_leases AS l (source_ref, worker_id, leased_at, expires_at)
 SELECT DISTINCT j.value, :worker_id, :now, :expires_at
 FROM json_each(:refs) AS j
@@ -18,5 +19,6 @@ RETURNING source_ref;
 -- name: processing_release_leases
 -- Give back a worker's leases (a JSON array of refs) once their documents or failures are written.
 -- Served by: work_leases primary key.
+-- example: worker_id=worker-1 refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 DELETE FROM processing.work_leases
 WHERE worker_id = :worker_id AND source_ref IN (SELECT value FROM json_each(:refs));

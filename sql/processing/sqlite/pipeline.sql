@@ -4,6 +4,7 @@
 -- The process pipeline runs it right after processing_claim_leases in the same transaction, so a message
 -- another worker finished while this claim waited is never sent to the LLM again.
 -- Served by: work_leases primary key, processed_documents primary key.
+-- example: worker_id=worker-1 refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]' done_since=2025-06-01T12:00:00Z
 DELETE FROM processing.work_leases
 WHERE worker_id = :worker_id
   AND source_ref IN (SELECT value FROM json_each(:refs))

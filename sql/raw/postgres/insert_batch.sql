@@ -5,6 +5,7 @@
 -- raw_payload as JSON values. Values are taken by name, never by position; a key left out is NULL, as
 -- a JSON null is (the store leaves out NULL values, which keeps the batch small). A source_ref already
 -- stored is left as it is (the snapshot rule). Served by: raw_messages primary key.
+-- example: rows='[{"source_ref":"tg:1500000001:post:1000","source_id":"durov","channel_id":1500000001,"message_id":1000,"message_type":"post","date":"2025-05-31T09:30:00Z","text":"New post","views":1500}]'
 INSERT INTO raw.raw_messages (
     source_ref, source_id, channel_id, message_id, message_type, date, edit_date, text, thread_id,
     parent_message_id, grouped_id, views, forwards, replies, media_type, media, raw_payload,

@@ -8,6 +8,7 @@
 -- an index walk of the queue whatever the planner guesses of the checks.
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
 -- work_leases, raw_messages, raw_message_counters, processed_documents and processing_failures.
+-- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
 WITH page AS MATERIALIZED (
     SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
     WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
@@ -42,6 +43,7 @@ ORDER BY page.channel_id, page.date, page.source_ref;
 -- Queue newly stored messages (a JSON array of source_refs), in the transaction that inserted them into
 -- raw_messages (RawStore.store_rows), one statement per batch. A ref already queued is left alone.
 -- Served by: raw_messages primary key, pending_work primary key.
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
 SELECT r.source_ref, r.channel_id, r.date, r.source_id
 FROM raw.raw_messages AS r
@@ -50,9 +52,11 @@ ON CONFLICT (source_ref) DO NOTHING;
 
 -- name: pending_dequeue
 -- Take messages whose document or permanent failure is written (a JSON array of refs) out of the queue;
--- the process coordinator runs it right after the transaction that wrote them.
+-- the process coordinator runs it right after the transaction that wrote them. `= ANY (ARRAY(...))`,
+-- not `IN (SELECT ...)`: PostgreSQL hashed the list and read the whole queue (query-plan gate).
 -- Served by: pending_work primary key.
-DELETE FROM raw.pending_work WHERE source_ref IN (SELECT jsonb_array_elements_text(:refs));
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
+DELETE FROM raw.pending_work WHERE source_ref = ANY (ARRAY(SELECT jsonb_array_elements_text(:refs)));
 
 -- name: pending_reconcile
 -- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
@@ -61,6 +65,8 @@ DELETE FROM raw.pending_work WHERE source_ref IN (SELECT jsonb_array_elements_te
 -- reconcile does. Reads the queue only: the checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps
 -- the planner from hashing the documents table).
 -- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
+-- example: retry_failed=false
+-- plan: seqscan-ok walks the whole queue at the start of a run by design, probing each row by primary key
 DELETE FROM raw.pending_work AS q
 USING (
     SELECT p.source_ref FROM raw.pending_work AS p

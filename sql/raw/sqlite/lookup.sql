@@ -3,6 +3,7 @@
 -- version (and the stored counters), so the caller can tell new messages, unchanged ones and edits
 -- apart, and skip counter updates that change nothing, in one round trip.
 -- Served by: raw_messages, raw_message_counters primary keys and raw_message_versions_ref_idx.
+-- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 SELECT m.source_ref,
        m.text AS snapshot_text,
        m.edit_date AS snapshot_edit_date,

@@ -1,17 +1,21 @@
 """Benchmark the hot queries at scale on PostgreSQL: the pending-work queue, topicize's catalogue, counters.
 
-For each size, a scratch database (created, migrated, and dropped at the end unless --keep) is filled
-in SQL (generate_series, not the ingestion path) with N messages over 200 channels, 99.9 % of them
-processed: their documents exist and they are not queued; every 1000th message is queued
-(raw.pending_work) and has no document. Then:
+For each size, a database `tgp_scale_<size>` is filled in SQL (generate_series, not the ingestion path)
+with N messages over 200 channels, 99.9 % of them processed: their documents exist and they are not
+queued; every 1000th message is queued (raw.pending_work) and has no document. The fill takes long (10M:
+8 minutes on a quiet 2-core machine, ~17 GB), so `--keep` keeps the database and `--reuse` measures a kept
+one again (a marker table records the fill; the queue is put back as filled before and after). Then:
 
 - claim page: EXPLAIN (ANALYZE, BUFFERS) of the claim statement (`pending_claim`, 500 rows, FOR UPDATE
   SKIP LOCKED; in a transaction rolled back) for the first page and a page in the middle: buffers
   (shared hit + read) and milliseconds. Target: O(page), flat from 1M to 10M;
-- reconcile: the same for `pending_reconcile` (the step at the start of every run; reads the queue);
-- process 1k: `tg-parser process --processor extractive --limit 1000` (the real CLI and coordinator),
-  the run's own duration from its JSON report; against the same 1,000 messages in an empty database.
-  Target: within 2x. Then the rest of the queue, if any;
+- process 1k: `tg-parser process --processor extractive --limit 1000` (the real CLI and coordinator):
+  the run's own duration from its JSON report and the tg-parser process's CPU seconds, against 1,000
+  messages in an empty install (holding only those). Both sides run the same number of rounds,
+  interleaved (A/B, B/A, ...), each database put back before each of its later runs (the same work
+  again). Round 1 is reported as cold (the big database's pages for that work untouched since the fill
+  or the previous invocation; the OS page cache may still hold them, this bench does not drop it), the
+  median of the other rounds as warm. Target: within 2x. Then the whole queue once;
 - topicize catalogue: `topics_document_channels` (once per run) and `topics_document_channel` (one
   channel): milliseconds and buffers;
 - counter refresh: the raw store's refresh (RawStore.store_batch of 20,000 stored messages whose views
@@ -20,17 +24,21 @@ processed: their documents exist and they are not queued; every 1000th message i
 - with --compare-old, the anti-join selection this queue replaces (`processing_select_candidates`, one
   page of 500), for the record.
 
-    python bench/bench_scale.py                     # 1M and 10M (10M: ~30 min and ~17 GB of disk here)
+    python bench/bench_scale.py                          # 1M and 10M, filled and dropped
+    python bench/bench_scale.py --sizes 10M --keep       # fill once and keep tgp_scale_10m ...
+    python bench/bench_scale.py --sizes 10M --reuse --keep --rounds 9   # ... and measure it again
     python bench/bench_scale.py --sizes 1M --compare-old
-    python bench/bench_scale.py --sizes 1M,3M --keep
 
-Prints one table (a column per size, and the ratio of the last size to the first).
+Prints one table (a column per size, and the ratio of the last size to the first), every round's pair,
+and the load average. The machine is rarely idle: compare ratios from the same invocation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,8 +54,9 @@ from psycopg.rows import dict_row
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import PG, drop_pg, fresh_install, tg_parser_cmd  # noqa: E402
+from common import PG, drop_pg, fresh_install, pg_settings, tg_parser_cmd  # noqa: E402
 
+from tg_parser.db import migrations  # noqa: E402
 from tg_parser.db.catalog import SqlCatalog  # noqa: E402
 from tg_parser.db.codec import adapt_pg_params  # noqa: E402
 from tg_parser.db.connect import open_database  # noqa: E402
@@ -113,13 +122,40 @@ SELECT 'tg:' || c || ':post:' || i, 'doc:tg:' || c || ':post:' || i, c, %(base)s
 FROM g
 """
 
+# The queued messages: i = k * CHANNELS * PENDING_EVERY + j for j < CHANNELS (every message whose
+# (i / CHANNELS) % PENDING_EVERY is 0), generated directly rather than by testing every i.
+QUEUED = f"""
+SELECT i, {FIRST_CHANNEL} + mod(i, {CHANNELS}) AS c
+FROM generate_series(0, %(n)s::bigint / ({CHANNELS} * {PENDING_EVERY})) AS k,
+     generate_series(0, {CHANNELS} - 1) AS j,
+     LATERAL (SELECT k * {CHANNELS} * {PENDING_EVERY} + j AS i) AS x
+WHERE i BETWEEN 1 AND %(n)s::bigint
+"""
+
 QUEUE = f"""
 INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
-SELECT 'tg:' || ({FIRST_CHANNEL} + mod(i, {CHANNELS})) || ':post:' || i, {FIRST_CHANNEL} + mod(i, {CHANNELS}),
-       %(base)s + i * interval '30 seconds', 'src' || ({FIRST_CHANNEL} + mod(i, {CHANNELS}))
-FROM generate_series(1, %(n)s::bigint) AS i
-WHERE mod(i / {CHANNELS}, {PENDING_EVERY}) = 0
+SELECT 'tg:' || c || ':post:' || i, c, %(base)s + i * interval '30 seconds', 'src' || c
+FROM ({QUEUED}) AS q
+ON CONFLICT (source_ref) DO NOTHING
 """
+
+# Put a filled database back as the fill left it: what processing did to the queued messages (their
+# documents, journal rows and leases) is undone and they are queued again. Reads the queue's refs only.
+RESET = [
+    f"DELETE FROM processing.processed_documents WHERE source_ref IN (SELECT 'tg:' || c || ':post:' || i "
+    f"FROM ({QUEUED}) AS q)",
+    f"DELETE FROM processing.processing_failures WHERE source_ref IN (SELECT 'tg:' || c || ':post:' || i "
+    f"FROM ({QUEUED}) AS q)",
+    "DELETE FROM processing.work_leases",
+    QUEUE,
+]
+RESET_EMPTY = [
+    "DELETE FROM processing.processed_documents",
+    "DELETE FROM processing.processing_failures",
+    "DELETE FROM processing.work_leases",
+    "INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id) "
+    "SELECT source_ref, channel_id, date, source_id FROM raw.raw_messages ON CONFLICT (source_ref) DO NOTHING",
+]
 
 
 def parse_size(text: str) -> int:
@@ -220,36 +256,109 @@ def middle_key(dbname: str) -> tuple[int, datetime, str]:
 
 
 def process(env: dict[str, str], limit: int | None) -> dict[str, Any]:
+    """One `tg-parser process` run; its JSON report's counts, plus `cpu_s`: the CPU seconds of the
+    tg-parser process (user + system; the server's backend is not counted)."""
     args = ["process", "--processor", "extractive", "--json", "--silent"]
     if limit is not None:
         args += ["--limit", str(limit)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(tg_parser_cmd(*args), env=env_of(env), capture_output=True, text=True, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"process failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout)["counts"]
+    counts = json.loads(done.stdout)["counts"]
+    counts["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return counts
 
 
 def env_of(env: dict[str, str]) -> dict[str, str]:
-    import os
-
     return {**os.environ, **env}
 
 
-def baseline(workdir: Path) -> list[float]:
-    """Seconds to process 1,000 messages in an otherwise empty database (three runs of 1,000)."""
+def reset(dbname: str, n: int | None) -> None:
+    """Queue the fill's pending messages again and drop what processing them wrote (see RESET; n=None:
+    the empty install, whose every message is queued); then VACUUM (ANALYZE) the queue, as autovacuum
+    would, so every run starts from the same queue."""
+    with connect(dbname, autocommit=True) as conn:
+        for statement in RESET if n is not None else RESET_EMPTY:
+            conn.execute(statement, {"base": BASE, "n": n})
+        conn.execute("VACUUM (ANALYZE) raw.pending_work")
+        conn.execute("VACUUM (ANALYZE) processing.work_leases")
+
+
+FILL_MARK = "bench_scale_fill"
+
+
+def attach_or_fill(name: str, n: int, workdir: Path, reuse: bool) -> tuple[Any, dict[str, str], float | None]:
+    """A database holding the fill of n messages: the one left by an earlier run with --keep when reuse
+    and it was filled completely (a marker table records n), else a new one. (settings, env, fill s)."""
+    if reuse and filled_with(name) == n:
+        settings, env = pg_settings(name)
+        migrations.upgrade(settings)  # the code under test may have gained a migration since the fill
+        print(f"{label(n)}: reusing {name}", flush=True)
+        reset(name, n)
+        return settings, env, None
+    print(f"{label(n)}: filling {name} ...", flush=True)
+    settings, env = fresh_install("postgres", workdir, name)
+    seconds = fill(name, n)
+    with connect(name, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE public.{FILL_MARK} (n bigint NOT NULL)")
+        conn.execute(f"INSERT INTO public.{FILL_MARK} VALUES (%s)", (n,))
+    return settings, env, seconds
+
+
+def filled_with(name: str) -> int | None:
+    with connect("postgres") as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            return None
+    with connect(name) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"public.{FILL_MARK}",)).fetchone()[0] is None:
+            return None
+        return int(conn.execute(f"SELECT n FROM public.{FILL_MARK}").fetchone()[0])
+
+
+def rounds_of_1k(
+    big: tuple[str, int, dict[str, str]], empty: tuple[str, dict[str, str]], rounds: int
+) -> dict[str, list[tuple[float, float]]]:
+    """Process 1,000 queued messages in the big database and 1,000 in the empty one, `rounds` times,
+    interleaved (A/B, then B/A, ...), each database reset before each of its runs so both sides repeat
+    the same work. The first round is the cold one: the big database's pages for that work have not
+    been read since the fill (or the previous invocation), though the OS may cache them; later rounds
+    are warm on both sides. Per side: [(run seconds from the run's report, tg-parser CPU seconds)]."""
+    big_name, n, big_env = big
+    empty_name, empty_env = empty
+    out: dict[str, list[tuple[float, float]]] = {"big": [], "empty": []}
+    for index in range(rounds):
+        order = [("big", big_name, n, big_env), ("empty", empty_name, None, empty_env)]
+        if index % 2:
+            order.reverse()
+        for side, name, size, env in order:
+            if index:
+                reset(name, size)
+            counts = process(env, 1000)
+            if counts["processed"] != 1000:
+                raise SystemExit(f"{side}: processed {counts['processed']} of 1,000 queued messages")
+            out[side].append((counts["duration_s"], counts["cpu_s"]))
+        print(
+            f"  round {index + 1}: {out['big'][-1][0]:.3f} s vs empty {out['empty'][-1][0]:.3f} s "
+            f"(load {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
+    return out
+
+
+EMPTY_N = 1000  # the empty database holds exactly the 1,000 messages it processes, all queued
+
+
+def empty_install(workdir: Path) -> tuple[str, dict[str, str]]:
+    """An install holding only EMPTY_N queued messages (the fill's shape, one per channel and date)."""
     name = "tgp_bench_scale_empty"
     _, env = fresh_install("postgres", workdir, name)
-    try:
-        with connect(name, autocommit=True) as conn:
-            conn.execute(MESSAGES, {"texts": TEXTS, "base": BASE, "lo": 1, "hi": 3000})
-            conn.execute(
-                "INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id) "
-                "SELECT source_ref, channel_id, date, source_id FROM raw.raw_messages"
-            )
-            conn.execute("VACUUM (ANALYZE)")
-        return [process(env, 1000)["duration_s"] for _ in range(3)]
-    finally:
-        drop_pg(name)
+    with connect(name, autocommit=True) as conn:
+        conn.execute(MESSAGES, {"texts": TEXTS, "base": BASE, "lo": 1, "hi": EMPTY_N})
+        conn.execute(RESET_EMPTY[-1])
+        conn.execute("VACUUM (ANALYZE)")
+    return name, env
 
 
 def counter_refresh(dbname: str, settings: Any) -> dict[str, tuple[int, int]]:
@@ -308,19 +417,20 @@ def table_sizes(dbname: str) -> str:
     return row[0]
 
 
-def measure(n: int, workdir: Path, compare_old: bool, keep: bool) -> dict[str, Any]:
-    name = f"tgp_bench_scale_{label(n).lower()}"
-    print(f"{label(n)}: filling {name} ...", flush=True)
-    settings, env = fresh_install("postgres", workdir, name)
-    out: dict[str, Any] = {}
+def measure(
+    n: int, workdir: Path, empty: tuple[str, dict[str, str]], args: argparse.Namespace
+) -> dict[str, Any]:
+    name = f"tgp_scale_{label(n).lower()}"
+    settings, env, fill_s = attach_or_fill(name, n, workdir, args.reuse)
+    out: dict[str, Any] = {"fill_s": fill_s}
     try:
-        out["fill_s"] = fill(name, n)
         out["db_size"] = table_sizes(name)
-        out["queued"] = n // PENDING_EVERY
+        out["queued"] = len(queued_refs(name, n))
         out["claim_first"] = explain(name, "pending_claim", claim_params())
         out["claim_middle"] = explain(name, "pending_claim", claim_params(middle_key(name)))
-        out["reconcile"] = explain(name, "pending_reconcile", {"retry_failed": False})
-        if compare_old:
+        if "pending_reconcile" in SqlCatalog.load("postgres"):
+            out["reconcile"] = explain(name, "pending_reconcile", {"retry_failed": False})
+        if args.compare_old:
             print(f"{label(n)}: the old anti-join selection ...", flush=True)
             out["old_select"] = explain(
                 name,
@@ -329,18 +439,27 @@ def measure(n: int, workdir: Path, compare_old: bool, keep: bool) -> dict[str, A
             )
         out["catalogue"] = explain(name, "topics_document_channels", {})
         out["catalogue_one"] = explain(name, "topics_document_channel", {"channel_id": FIRST_CHANNEL + 3})
-        print(f"{label(n)}: processing ...", flush=True)
-        first = process(env, 1000)
-        out["process_1k"] = first["duration_s"]
-        out["process_1k_n"] = first["processed"]
+        print(
+            f"{label(n)}: processing 1,000 queued messages, against the empty install, {args.rounds} rounds",
+            flush=True,
+        )
+        out["rounds"] = rounds_of_1k((name, n, env), empty, args.rounds)
+        reset(name, n)
         rest = process(env, None)
         out["process_rest"] = (rest["processed"], rest["duration_s"])
         print(f"{label(n)}: counter refresh ...", flush=True)
         out["hot"] = counter_refresh(name, settings)
+        reset(name, n)  # as filled, for the next invocation with --reuse
     finally:
-        if not keep:
+        if not args.keep:
             drop_pg(name)
     return out
+
+
+def queued_refs(dbname: str, n: int) -> list[str]:
+    with connect(dbname) as conn:
+        rows = conn.execute(f"SELECT 'tg:' || c || ':post:' || i FROM ({QUEUED}) AS q", {"n": n}).fetchall()
+    return [r[0] for r in rows]
 
 
 def fmt_explain(value: tuple[float, int]) -> str:
@@ -352,7 +471,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="1M,10M", help="message counts, e.g. 1M,10M (default) or 1M,3M")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch databases (tgp_bench_scale_*)")
+    parser.add_argument("--keep", action="store_true", help="keep the filled databases (tgp_scale_<size>)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="use a database kept by an earlier --keep run instead of filling"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of 1,000 (the first is the cold one)")
     parser.add_argument(
         "--compare-old", action="store_true", help="also time one page of the old anti-join selection"
     )
@@ -363,10 +486,11 @@ def main() -> None:
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         workdir = Path(tmp)
-        print("empty database: processing 1,000 messages x 3 ...", flush=True)
-        empty = baseline(workdir)
-        results = {n: measure(n, workdir, args.compare_old, args.keep) for n in sizes}
-    empty_s = statistics.median(empty)
+        empty = empty_install(workdir)
+        try:
+            results = {n: measure(n, workdir, empty, args) for n in sizes}
+        finally:
+            drop_pg(empty[0])
     heads = [label(n) for n in sizes]
     rows: list[tuple[str, list[str], str]] = []
 
@@ -377,7 +501,10 @@ def main() -> None:
         return f"{values[-1] / values[0]:.2f}x" if len(values) > 1 and values[0] else ""
 
     r = [results[n] for n in sizes]
-    add("fill (SQL), s / database size", [f"{x['fill_s']:.0f} s / {x['db_size']}" for x in r])
+    add(
+        "fill (SQL), s / database size",
+        [("reused" if x["fill_s"] is None else f"{x['fill_s']:.0f} s") + f" / {x['db_size']}" for x in r],
+    )
     add("queued (pending) messages", [f"{x['queued']:,}" for x in r])
     for key, what in (
         ("claim_first", f"claim page of {PAGE} (first)"),
@@ -389,11 +516,26 @@ def main() -> None:
     ):
         if all(key in x for x in r):
             add(what, [fmt_explain(x[key]) for x in r], ratio_of([float(x[key][1]) for x in r]) + " buffers")
-    add(
-        "process 1,000 pending (extractive, CLI)",
-        [f"{x['process_1k']:.2f} s ({x['process_1k_n']})" for x in r],
-        ", ".join(f"{x['process_1k'] / empty_s:.2f}x of empty" for x in r),
-    )
+
+    def side(x: dict[str, Any], which: str, cold: bool) -> list[tuple[float, float]]:
+        runs = x["rounds"][which]
+        return runs[:1] if cold else runs[1:]
+
+    for cold, what in ((True, "cold (round 1)"), (False, "warm (median of the other rounds)")):
+        if not cold and not all(len(x["rounds"]["big"]) > 1 for x in r):
+            continue
+        big = [statistics.median(t for t, _ in side(x, "big", cold)) for x in r]
+        small = [statistics.median(t for t, _ in side(x, "empty", cold)) for x in r]
+        big_cpu = [statistics.median(c for _, c in side(x, "big", cold)) for x in r]
+        small_cpu = [statistics.median(c for _, c in side(x, "empty", cold)) for x in r]
+        add(
+            f"process 1,000 queued, {what}: run s (CPU s) vs empty",
+            [
+                f"{b:.2f} ({bc:.2f}) vs {e:.2f} ({ec:.2f})"
+                for b, bc, e, ec in zip(big, big_cpu, small, small_cpu, strict=True)
+            ],
+            ", ".join(f"{b / e:.2f}x" for b, e in zip(big, small, strict=True)) + " of empty",
+        )
     add(
         "process the rest of the queue", [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)]
     )
@@ -402,9 +544,13 @@ def main() -> None:
         [", ".join(f"{t} {h:,}/{u:,} ({h / u:.0%})" for t, (h, u) in x["hot"].items()) or "none" for x in r],
     )
     print()
-    print(
-        f"empty database, 1,000 messages: {empty_s:.2f} s (median of {', '.join(f'{e:.2f}' for e in empty)})"
-    )
+    for n, x in zip(sizes, r, strict=True):
+        pairs = ", ".join(
+            f"{b:.2f}/{e:.2f}"
+            for (b, _), (e, _) in zip(x["rounds"]["big"], x["rounds"]["empty"], strict=True)
+        )
+        print(f"{label(n)}: process 1,000, every round (this size / empty, s): {pairs}")
+    print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     width = max(len(w) for w, _, _ in rows)
     cols = [max(len(h), *(len(c[i]) for _, c, _ in rows)) for i, h in enumerate(heads)]
     print(f"| {'':{width}} | " + " | ".join(f"{h:{cols[i]}}" for i, h in enumerate(heads)) + " | ratio |")

@@ -33,22 +33,29 @@ def fresh_install(dialect: str, workdir: Path, name: str) -> tuple[Settings, dic
         with psycopg.connect(**PG, dbname="postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        settings = load_settings(
-            _env_file=None,
-            db_type="postgres",
-            db_host=PG["host"],
-            db_port=PG["port"],
-            db_user=PG["user"],
-            db_name=name,
-        )
-        env = {
-            "DB_TYPE": "postgres",
-            "DB_HOST": PG["host"],
-            "DB_PORT": str(PG["port"]),
-            "DB_USER": PG["user"],
-            "DB_NAME": name,
-        }
+        settings, env = pg_settings(name)
     migrations.upgrade(settings)
+    return settings, env
+
+
+def pg_settings(name: str) -> tuple[Settings, dict[str, str]]:
+    """The settings of the PostgreSQL database `name` on the bench server, and the environment that
+    selects it."""
+    settings = load_settings(
+        _env_file=None,
+        db_type="postgres",
+        db_host=PG["host"],
+        db_port=PG["port"],
+        db_user=PG["user"],
+        db_name=name,
+    )
+    env = {
+        "DB_TYPE": "postgres",
+        "DB_HOST": PG["host"],
+        "DB_PORT": str(PG["port"]),
+        "DB_USER": PG["user"],
+        "DB_NAME": name,
+    }
     return settings, env
 
 

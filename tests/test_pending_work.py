@@ -216,18 +216,47 @@ def refs(rows: list[dict]) -> list[str]:
 def test_a_crash_between_the_document_commit_and_the_dequeue_is_harmless(db: Database) -> None:
     """What a crash right after the processing store's commit leaves (on SQLite the queue is another
     file): documents written, their queue rows still there. Nothing is selected twice, the dry run does
-    not count them, and the next run's reconcile takes them out."""
+    not count them, and the next run's claim takes them out when it reaches them."""
     seed_messages(db, 6, channel_id=9)
     store = ProcessingStore(db)
     done = [f"tg:9:post:{i}" for i in (1, 2, 3)]
     store.upsert_documents([document(r) for r in done])  # ... and the process died before dequeue
     assert queue_size(db) == 6
     assert refs(store.pending_page(limit=10)) == [f"tg:9:post:{i}" for i in (4, 5, 6)]
+    page = store.queue_page(limit=2)
+    assert page.rows == [] and page.done == done[:2] and page.last is not None  # not the end of the queue
     assert dry_run(db, ExtractiveDocumentProcessor(), ProcessOptions())["messages"] == 3
+    assert dry_run(db, ExtractiveDocumentProcessor(), ProcessOptions(page_size=2))["messages"] == 3
+    assert queue_size(db) == 6  # the dry run only reads
     report = extractive_run(db)
     assert report.counts.processed == 3 and report.counts.selected == 3
     assert queue_size(db) == 0
     assert {d: store.get_document(d).model for d in done} == dict.fromkeys(done, "m")  # not rewritten
+
+
+def test_a_claim_page_of_done_messages_does_not_end_the_run(db: Database) -> None:
+    """Claims smaller than the streak of done queued messages: each such page comes back with nothing
+    to process, is dequeued, and the run goes on to the messages after it."""
+    seed_messages(db, 9, channel_id=9)
+    store = ProcessingStore(db)
+    store.upsert_documents([document(f"tg:9:post:{i}") for i in range(1, 7)])
+    options = ProcessOptions(claim_batch=2, write_batch=2, concurrency=1)  # not tune_options' batches
+    report = ProcessCoordinator(db, ExtractiveDocumentProcessor(), options).run()
+    assert report.counts.processed == 3 and report.counts.selected == 3
+    assert queue_size(db) == 0
+    assert store.get_document("tg:9:post:1").model == "m"  # a done message is not processed again
+
+
+def test_a_run_reads_the_queue_it_takes_not_the_whole_queue(db: Database) -> None:
+    """No pass over the whole queue at the start of a run: done messages beyond what a run claims stay
+    queued (harmlessly: every claim passes them by) until a claim reaches them."""
+    seed_messages(db, 6, channel_id=9)
+    store = ProcessingStore(db)
+    store.upsert_documents([document(f"tg:9:post:{i}") for i in (4, 5, 6)])
+    assert extractive_run(db, limit=1).counts.processed == 1
+    assert queue_size(db) == 5
+    assert extractive_run(db).counts.processed == 2
+    assert queue_size(db) == 0
 
 
 def test_a_live_lease_hides_a_queued_message_until_it_lapses(db: Database) -> None:
@@ -386,8 +415,6 @@ def test_the_migration_computes_the_queue_of_an_existing_install_and_rolls_back(
         else:  # SQLite's raw file cannot see the processing file: every message, until the first run
             assert queued(settings) == [f"tg:1:post:{i}" for i in range(1, 7)]
             assert refs(ProcessingStore(db).pending_page(limit=10)) == expected  # never selected
-            assert ProcessingStore(db).reconcile_pending() == 3
-            assert queued(settings) == expected
         report = extractive_run(db)
         assert report.counts.processed == 3 and queue_size(db) == 0
     assert migrations.rollback(settings, "raw", steps=2) == both

@@ -2,12 +2,13 @@
 -- Messages waiting in the pending-work queue (raw.pending_work), a page at a time in (channel, date, ref)
 -- order after the key (:after_channel_id, :after_date, :after_ref): what a run would take, read without
 -- locking (the dry run). The page is :limit queue rows without a live lease (:now), taken in index order
--- first (the `page` step); only then are its rows joined to raw_messages and those with a document or a
--- permanent failure (unless :retry_failed) left out: a crash between the two stores' writes can leave
--- such a row, and pending_reconcile deletes it. A page can so return fewer rows than :limit while more
--- are queued: callers stop at an empty page. The columns are processing_select_candidates'. The checks
--- are probes per row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from turning them into anti-joins over whole
--- tables), so the cost is the page, whatever the size of raw_messages.
+-- first (the `page` step); only then are its rows joined to raw_messages. `done` marks a row whose
+-- message has a document or a permanent failure (unless :retry_failed) already: a crash between the two
+-- stores' writes can leave one queued, and on SQLite the migration that created the queue queued every
+-- stored message. Callers pass done rows by (the claim deletes them) and continue after the page's last
+-- row, done or not; the queue ends at an empty page. The other columns are processing_select_candidates'.
+-- The checks are probes per row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from turning them into joins over
+-- whole tables), so the cost is the page, whatever the size of raw_messages or of the queue.
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
 -- work_leases, raw_messages, raw_message_counters, processed_documents and processing_failures.
 -- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
@@ -27,26 +28,25 @@ WITH page AS MATERIALIZED (
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
-       r.media
+       r.media, EXISTS (
+           SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+       ) OR EXISTS (
+           SELECT 1 FROM processing.processing_failures AS f
+           WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
+           LIMIT 1 OFFSET 0
+       ) AS done
 FROM page
 JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
-WHERE NOT EXISTS (
-    SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
-) AND NOT EXISTS (
-    SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
-    LIMIT 1 OFFSET 0
-)
 ORDER BY page.channel_id, page.date, page.source_ref;
 
 -- name: pending_claim
--- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order
--- and columns; an empty page means the queue is done). SQLite has one writer: the claim transaction
--- (BEGIN IMMEDIATE) holds the database, so no other worker can take these rows before it leases them.
--- The PostgreSQL variant locks the page's queue rows FOR UPDATE SKIP LOCKED instead.
+-- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order,
+-- columns and `done` flag; an empty page means the queue is done). SQLite has one writer: the claim
+-- transaction (BEGIN IMMEDIATE) holds the database, so no other worker can take these rows before it
+-- leases them. The PostgreSQL variant locks the page's queue rows FOR UPDATE SKIP LOCKED instead.
 -- Served by: pending_work_channel_date_idx; the primary keys of work_leases, raw_messages,
--- processed_documents and processing_failures.
+-- raw_message_counters, processed_documents and processing_failures.
 -- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
 WITH page AS MATERIALIZED (
     SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
@@ -64,38 +64,17 @@ WITH page AS MATERIALIZED (
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
-       r.media
+       r.media, EXISTS (
+           SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+       ) OR EXISTS (
+           SELECT 1 FROM processing.processing_failures AS f
+           WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
+           LIMIT 1 OFFSET 0
+       ) AS done
 FROM page
 JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
-WHERE NOT EXISTS (
-    SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
-) AND NOT EXISTS (
-    SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
-    LIMIT 1 OFFSET 0
-)
 ORDER BY page.channel_id, page.date, page.source_ref;
-
--- name: pending_reconcile
--- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
--- :retry_failed). Run at the start of a `process` run: it repairs what a crash between the processing
--- store's commit and the queue's can leave (on SQLite the stores are separate files), and on SQLite it
--- completes the migration that queued every stored message. Reads the queue only (the work): the checks
--- are probes per queued row (`LIMIT 1 OFFSET 0` keeps PostgreSQL from hashing the documents table).
--- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
--- example: retry_failed=false
--- plan: seqscan-ok walks the whole queue at the start of a run by design, probing each row by primary key
-DELETE FROM raw.pending_work
-WHERE EXISTS (
-    SELECT 1 FROM processing.processed_documents AS d
-    WHERE d.source_ref = pending_work.source_ref
-    LIMIT 1 OFFSET 0
-) OR EXISTS (
-    SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = pending_work.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
-    LIMIT 1 OFFSET 0
-);
 
 -- name: pending_requeue_failed
 -- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one

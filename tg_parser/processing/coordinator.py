@@ -302,27 +302,27 @@ class ProcessCoordinator:
         return max(0, self.options.limit - done)
 
     def _prepare_queue(self) -> None:
-        """Before the first claim: with --retry-failed, queue the permanent failures again; then take
-        out of the queue what is done already (what a crash between the document write and the queue's
-        can leave, and on SQLite what the migration queued). Both read the queue or the journal only."""
+        """Before the first claim, with --retry-failed: queue the permanent failures again (reads the
+        journal). Queued messages that are done already (what a crash between the document write and
+        the queue's can leave, and on SQLite what the migration queued) leave the queue when a claim
+        reaches them, not in a pass over the whole queue at the start of every run: the run costs the
+        work it takes, whatever the length of the queue."""
         options = self.options
-        with self.db.transaction():
-            if options.retry_failed:
+        if options.retry_failed:
+            with self.db.transaction():
                 self.store.requeue_failed(source_id=options.source_id, channel_id=options.channel_id)
-            dropped = self.store.reconcile_pending(retry_failed=options.retry_failed)
-        if dropped:
-            logger.info("{} queued message(s) were done already and left the queue", dropped)
 
     def _claim_pending(self, room: int) -> tuple[list[Mapping[str, Any]], bool]:
         """The next chunk of the pending queue, leased in one transaction; (held rows, queue exhausted).
 
         The page continues after the key of the previous one, so a run passes each queued message once
         (one that fails transiently stays queued for the next run, not for this one); the queue is
-        exhausted when a page comes back empty.
+        exhausted when a page comes back empty. Queued messages the page finds done already leave the
+        queue, in their own transaction after the claim (on SQLite the queue is another file).
         """
         options = self.options
         with self.db.transaction():
-            rows = self.store.pending_page(
+            page = self.store.queue_page(
                 limit=room,
                 source_id=options.source_id,
                 channel_id=options.channel_id,
@@ -330,16 +330,15 @@ class ProcessCoordinator:
                 after=self._after,
                 lock=True,
             )
-            if rows:
-                last = rows[-1]
-                self._after = (last["channel_id"], last["date"], last["source_ref"])
-                self.counts.selected += len(rows)
-                held = self._claim(rows)
-            else:
-                held = []
-        # Only an empty page ends the queue: a page can come back short with more queued after it (it
-        # leaves out queued rows that turned out done, see pending_claim).
-        return held, not rows
+            if page.last is not None:
+                self._after = page.last
+            self.counts.selected += len(page.rows)
+            held = self._claim(page.rows) if page.rows else []
+        if page.done:
+            with self.db.transaction():
+                self.store.dequeue(page.done)
+            logger.info("{} queued message(s) were done already and left the queue", len(page.done))
+        return held, page.last is None
 
     def _candidates(self) -> Iterator[Mapping[str, Any]]:
         """Every candidate once, in (channel, date, ref) order: one selection query per page."""
@@ -463,7 +462,7 @@ class ProcessCoordinator:
         # locked before the lease rows, as a claim locks them, so the two cannot deadlock). On SQLite
         # after the commit, never with it: the queue is another file, a transaction over attached WAL
         # files is not atomic across them, and a crash in between must leave a done message queued
-        # (skipped by the claim, deleted by the next run's reconcile), not one neither done nor queued.
+        # (found done and dequeued by the next claim that reaches it), not one neither done nor queued.
         atomic = self.db.dialect == "postgres"
         with self.db.transaction():
             self.store.upsert_documents(documents)
@@ -588,28 +587,31 @@ def candidate_pages(store: ProcessingStore, options: ProcessOptions) -> Iterator
     dry run reads the pending queue (what a run claims); with either it scans raw_messages, which
     holds what the queue does not (documents to rebuild, permanent failures to retry)."""
     after: tuple[int, datetime, str] | None = None
-    scan = options.force or options.retry_failed
+    if not (options.force or options.retry_failed):
+        while True:
+            page = store.queue_page(
+                limit=options.page_size,
+                source_id=options.source_id,
+                channel_id=options.channel_id,
+                after=after,
+            )
+            if page.rows:
+                yield page.rows
+            if page.last is None:  # the queue ends at an empty page; rows found done are passed by
+                return
+            after = page.last
     while True:
-        if scan:
-            rows = store.select_candidates(
-                limit=options.page_size,
-                source_id=options.source_id,
-                channel_id=options.channel_id,
-                force=options.force,
-                retry_failed=options.retry_failed,
-                after=after,
-            )
-        else:
-            rows = store.pending_page(
-                limit=options.page_size,
-                source_id=options.source_id,
-                channel_id=options.channel_id,
-                after=after,
-            )
+        rows = store.select_candidates(
+            limit=options.page_size,
+            source_id=options.source_id,
+            channel_id=options.channel_id,
+            force=options.force,
+            retry_failed=options.retry_failed,
+            after=after,
+        )
         if rows:
             yield rows
-        # A short page ends a scan; the queue ends at an empty page (a short one may leave out done rows).
-        if (len(rows) < options.page_size) if scan else not rows:
+        if len(rows) < options.page_size:  # a short page ends a scan
             return
         last = rows[-1]
         after = (last["channel_id"], last["date"], last["source_ref"])

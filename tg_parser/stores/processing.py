@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,15 @@ def document_row(document: ProcessedDocument) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the pending queue (ProcessingStore.queue_page)."""
+
+    rows: list[dict[str, Any]]  # queued messages still to process, in queue order
+    done: list[str]  # queued refs whose message is done already: they only need to leave the queue
+    last: tuple[int, datetime, str] | None  # the key of the page's last row, done or not; None: empty page
+
+
 class ProcessingStore(Store):
     # --- selection and leases -----------------------------------------------------------------------
 
@@ -80,7 +90,11 @@ class ProcessingStore(Store):
 
     # --- the pending-work queue (raw.pending_work) --------------------------------------------------
 
-    def pending_page(
+    def pending_page(self, **page: Any) -> list[dict[str, Any]]:
+        """The messages still to process in the next page of the queue: `queue_page(**page).rows`."""
+        return self.queue_page(**page).rows
+
+    def queue_page(
         self,
         *,
         limit: int,
@@ -90,14 +104,16 @@ class ProcessingStore(Store):
         after: tuple[int, datetime, str] | None = None,
         now: datetime | None = None,
         lock: bool = False,
-    ) -> list[dict[str, Any]]:
-        """The next page of queued messages after the key `after` (the columns of `select_candidates`).
+    ) -> QueuePage:
+        """The next page of the pending queue after the key `after`: up to `limit` queued messages
+        without a live lease, split into those still to process and those done already (a document or a
+        permanent failure; the caller dequeues them), with the key the next page starts after.
 
         `lock=True` is the claim (pending_claim: on PostgreSQL the rows are locked FOR UPDATE SKIP
         LOCKED, so call it inside the transaction that leases them); otherwise a plain read (dry run).
         """
         after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
-        return self.db.fetch_all(
+        rows = self.db.fetch_all(
             "pending_claim" if lock else "pending_candidates",
             {
                 "limit": limit,
@@ -110,16 +126,21 @@ class ProcessingStore(Store):
                 "after_ref": after_ref,
             },
         )
+        last = (rows[-1]["channel_id"], rows[-1]["date"], rows[-1]["source_ref"]) if rows else None
+        todo: list[dict[str, Any]] = []
+        done: list[str] = []
+        for row in rows:
+            if row.pop("done"):
+                done.append(row["source_ref"])
+            else:
+                todo.append(row)
+        return QueuePage(rows=todo, done=done, last=last)
 
     def dequeue(self, refs: Sequence[str]) -> int:
         """Take refs whose document or permanent failure is written out of the pending queue."""
         if not refs:
             return 0
         return self.db.execute("pending_dequeue", {"refs": list(refs)})
-
-    def reconcile_pending(self, *, retry_failed: bool = False) -> int:
-        """Delete queued refs that are done (a document, or a permanent failure unless `retry_failed`)."""
-        return self.db.execute("pending_reconcile", {"retry_failed": retry_failed})
 
     def requeue_failed(self, *, source_id: str | None = None, channel_id: int | None = None) -> int:
         """Queue the permanent failures again (`process --retry-failed`)."""

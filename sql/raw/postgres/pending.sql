@@ -1,8 +1,8 @@
 -- name: pending_claim
--- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order
--- and columns; an empty page means the queue is done). The page's queue rows are locked FOR UPDATE SKIP
--- LOCKED until the claim transaction commits its leases: concurrent workers never wait for each other
--- here and never get the same row; each takes the lowest rows nobody else holds. (The lease insert still
+-- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order,
+-- columns and `done` flag; an empty page means the queue is done). The page's queue rows are locked FOR
+-- UPDATE SKIP LOCKED until the claim transaction commits its leases: concurrent workers never wait for
+-- each other here and never get the same row; each takes the lowest rows nobody else holds. (The lease insert still
 -- decides: a row passed over by a snapshot taken before another worker's commit is refused by
 -- processing_claim_leases.) The page is taken in index order before anything is joined, so the plan is
 -- an index walk of the queue whatever the planner guesses of the checks.
@@ -26,17 +26,16 @@ WITH page AS MATERIALIZED (
 SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
-       r.media
+       r.media, EXISTS (
+           SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+       ) OR EXISTS (
+           SELECT 1 FROM processing.processing_failures AS f
+           WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
+           LIMIT 1 OFFSET 0
+       ) AS done
 FROM page
 JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
-WHERE NOT EXISTS (
-    SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
-) AND NOT EXISTS (
-    SELECT 1 FROM processing.processing_failures AS f
-    WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
-    LIMIT 1 OFFSET 0
-)
 ORDER BY page.channel_id, page.date, page.source_ref;
 
 -- name: pending_enqueue
@@ -57,26 +56,3 @@ ON CONFLICT (source_ref) DO NOTHING;
 -- Served by: pending_work primary key.
 -- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 DELETE FROM raw.pending_work WHERE source_ref = ANY (ARRAY(SELECT jsonb_array_elements_text(:refs)));
-
--- name: pending_reconcile
--- Take out of the queue the messages that are done: a document exists, or a permanent failure (unless
--- :retry_failed). Run at the start of a `process` run (see the portable form). Rows another worker holds
--- (its claim or its batch write) are skipped, not waited for: that worker settles them, or the next
--- reconcile does. Reads the queue only: the checks are probes per queued row (`LIMIT 1 OFFSET 0` keeps
--- the planner from hashing the documents table).
--- Served by: a scan of pending_work; the primary keys of processed_documents and processing_failures.
--- example: retry_failed=false
--- plan: seqscan-ok walks the whole queue at the start of a run by design, probing each row by primary key
-DELETE FROM raw.pending_work AS q
-USING (
-    SELECT p.source_ref FROM raw.pending_work AS p
-    WHERE EXISTS (
-        SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = p.source_ref LIMIT 1 OFFSET 0
-    ) OR EXISTS (
-        SELECT 1 FROM processing.processing_failures AS f
-        WHERE f.source_ref = p.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
-        LIMIT 1 OFFSET 0
-    )
-    FOR UPDATE SKIP LOCKED
-) AS done
-WHERE q.source_ref = done.source_ref;

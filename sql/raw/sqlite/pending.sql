@@ -13,7 +13,7 @@ ON CONFLICT (source_ref) DO NOTHING;
 -- name: pending_dequeue
 -- Take messages whose document or permanent failure is written (a JSON array of refs) out of the queue;
 -- the process coordinator runs it in its own transaction after the one that wrote them (the stores are
--- separate files: a crash in between leaves a queued row that the claim skips and pending_reconcile
+-- separate files: a crash in between leaves a queued row that the next claim to reach it finds done and
 -- deletes, never a message that is neither done nor queued). Served by: pending_work primary key.
 -- example: refs='["tg:1500000001:post:1000","tg:1500000001:post:1001"]'
 DELETE FROM raw.pending_work WHERE source_ref IN (SELECT value FROM json_each(:refs));

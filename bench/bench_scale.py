@@ -147,12 +147,14 @@ RESET = [
     f"DELETE FROM processing.processing_failures WHERE source_ref IN (SELECT 'tg:' || c || ':post:' || i "
     f"FROM ({QUEUED}) AS q)",
     "DELETE FROM processing.work_leases",
+    "TRUNCATE raw.raw_message_counters",  # the counter refresh measures one update per counters row
     QUEUE,
 ]
 RESET_EMPTY = [
     "DELETE FROM processing.processed_documents",
     "DELETE FROM processing.processing_failures",
     "DELETE FROM processing.work_leases",
+    "TRUNCATE raw.raw_message_counters",
     "INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id) "
     "SELECT source_ref, channel_id, date, source_id FROM raw.raw_messages ON CONFLICT (source_ref) DO NOTHING",
 ]
@@ -282,8 +284,13 @@ def reset(dbname: str, n: int | None) -> None:
     with connect(dbname, autocommit=True) as conn:
         for statement in RESET if n is not None else RESET_EMPTY:
             conn.execute(statement, {"base": BASE, "n": n})
-        conn.execute("VACUUM (ANALYZE) raw.pending_work")
-        conn.execute("VACUUM (ANALYZE) processing.work_leases")
+        # What processing wrote, vacuumed as autovacuum would (the documents of a 10M fill only once,
+        # at the end: the big side of the rounds then takes new rows instead, see rounds_of_1k).
+        tables = ["raw.pending_work", "processing.work_leases", "raw.raw_message_counters"]
+        if n is None or queued_count(n) < 10_000:
+            tables.append("processing.processed_documents")
+        for table in tables:
+            conn.execute(f"VACUUM (ANALYZE) {table}")
 
 
 FILL_MARK = "bench_scale_fill"
@@ -338,34 +345,64 @@ def filled_with(name: str) -> int | None:
         return int(conn.execute(f"SELECT n FROM public.{FILL_MARK}").fetchone()[0])
 
 
+Run = tuple[float, float, int, int]  # run seconds, tg-parser CPU seconds, buffers hit, buffers read
+
+
 def rounds_of_1k(
     big: tuple[str, int, dict[str, str]], empty: tuple[str, dict[str, str]], rounds: int
-) -> dict[str, list[tuple[float, float]]]:
+) -> dict[str, list[Run]]:
     """Process 1,000 queued messages in the big database and 1,000 in the empty one, `rounds` times,
-    interleaved (A/B, then B/A, ...), each database reset before each of its runs so both sides repeat
-    the same work. The first round is the cold one: the big database's pages for that work have not
-    been read since the fill (or the previous invocation), though the OS may cache them; later rounds
-    are warm on both sides. Per side: [(run seconds from the run's report, tg-parser CPU seconds)]."""
+    interleaved (A/B, then B/A, ...). The empty install is reset before each of its later runs (the same
+    work again). The big one takes the next 1,000 of its queue each round when it holds enough (10M:
+    10,000 queued; each round's rows are new to the cache, as new work is), else it is reset too (1M:
+    1,000 queued; the same rows again). The first round is the cold one: the big database's pages
+    have not been read since the fill (or the previous invocation), though the OS may cache them. Per side and run: the run's seconds (from its report), the tg-parser
+    process's CPU seconds, and the shared buffers the database served (hit) and read (pg_stat_database:
+    the server's work, which the machine's load does not change)."""
     big_name, n, big_env = big
     empty_name, empty_env = empty
-    out: dict[str, list[tuple[float, float]]] = {"big": [], "empty": []}
+    big_resets = queued_count(n) < rounds * 1000
+    out: dict[str, list[Run]] = {"big": [], "empty": []}
     for index in range(rounds):
         order = [("big", big_name, n, big_env), ("empty", empty_name, None, empty_env)]
         if index % 2:
             order.reverse()
         for side, name, size, env in order:
-            if index:
+            if index and (side == "empty" or big_resets):
                 reset(name, size)
+            before = settled_blocks(name)
             counts = process(env, 1000)
+            after = settled_blocks(name)
             if counts["processed"] != 1000:
                 raise SystemExit(f"{side}: processed {counts['processed']} of 1,000 queued messages")
-            out[side].append((counts["duration_s"], counts["cpu_s"]))
+            out[side].append(
+                (counts["duration_s"], counts["cpu_s"], after[0] - before[0], after[1] - before[1])
+            )
+        big_run, empty_run = out["big"][-1], out["empty"][-1]
         print(
-            f"  round {index + 1}: {out['big'][-1][0]:.3f} s vs empty {out['empty'][-1][0]:.3f} s "
+            f"  round {index + 1}: {big_run[0]:.3f} s, {big_run[2] + big_run[3]:,} buffers ({big_run[3]:,} read) "
+            f"vs empty {empty_run[0]:.3f} s, {empty_run[2] + empty_run[3]:,} ({empty_run[3]:,} read) "
             f"(load {os.getloadavg()[0]:.1f})",
             flush=True,
         )
     return out
+
+
+def settled_blocks(dbname: str) -> tuple[int, int]:
+    """(blks_hit, blks_read) of a database once the counters stop moving: backends report them when they
+    go idle or exit, a moment after their client is done (deadline 10 s)."""
+    query = "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = %s"
+    deadline = time.monotonic() + 10
+    with connect("postgres", autocommit=True) as conn:
+        last = conn.execute(query, (dbname,)).fetchone()
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            now = conn.execute(query, (dbname,)).fetchone()
+            if now == last:
+                break
+            last = now
+    return int(last[0]), int(last[1])
 
 
 EMPTY_N = 1000  # the empty database holds exactly the 1,000 messages it processes, all queued
@@ -385,7 +422,8 @@ def empty_install(workdir: Path) -> tuple[str, dict[str, str]]:
 def counter_refresh(dbname: str, settings: Any) -> dict[str, tuple[int, int]]:
     """Refresh the counters of COUNTER_ROWS stored messages through the raw store; per table of the raw
     schema that was updated: (HOT updates, updates)."""
-    with connect(dbname, row_factory=dict_row) as conn:
+    with connect(dbname, row_factory=dict_row, autocommit=True) as conn:
+        conn.execute("TRUNCATE raw.raw_message_counters")  # a kept fill's earlier refreshes
         rows = conn.execute(
             "SELECT * FROM raw.raw_messages ORDER BY source_ref LIMIT %s",  # the primary key's order
             (COUNTER_ROWS,),
@@ -530,27 +568,38 @@ def main() -> None:
         if all(key in x for x in r):
             add(what, [fmt_explain(x[key]) for x in r], ratio_of([float(x[key][1]) for x in r]) + " buffers")
 
-    def side(x: dict[str, Any], which: str, cold: bool) -> list[tuple[float, float]]:
+    def side(x: dict[str, Any], which: str, cold: bool) -> list[Run]:
         runs = x["rounds"][which]
         return runs[:1] if cold else runs[1:]
+
+    def median_of(x: dict[str, Any], which: str, cold: bool, field: int) -> float:
+        return statistics.median(run[field] for run in side(x, which, cold))
 
     for cold, what in ((True, "cold (round 1)"), (False, "warm (median of the other rounds)")):
         if not cold and not all(len(x["rounds"]["big"]) > 1 for x in r):
             continue
-        big = [statistics.median(t for t, _ in side(x, "big", cold)) for x in r]
-        small = [statistics.median(t for t, _ in side(x, "empty", cold)) for x in r]
-        big_cpu = [statistics.median(c for _, c in side(x, "big", cold)) for x in r]
-        small_cpu = [statistics.median(c for _, c in side(x, "empty", cold)) for x in r]
+        big = [median_of(x, "big", cold, 0) for x in r]
+        small = [median_of(x, "empty", cold, 0) for x in r]
         add(
             f"process 1,000 queued, {what}: run s (CPU s) vs empty",
             [
-                f"{b:.2f} ({bc:.2f}) vs {e:.2f} ({ec:.2f})"
-                for b, bc, e, ec in zip(big, big_cpu, small, small_cpu, strict=True)
+                f"{b:.2f} ({median_of(x, 'big', cold, 1):.2f}) vs {e:.2f} ({median_of(x, 'empty', cold, 1):.2f})"
+                for b, e, x in zip(big, small, r, strict=True)
             ],
             ", ".join(f"{b / e:.2f}x" for b, e in zip(big, small, strict=True)) + " of empty",
         )
+        big_buf = [median_of(x, "big", cold, 2) + median_of(x, "big", cold, 3) for x in r]
+        small_buf = [median_of(x, "empty", cold, 2) + median_of(x, "empty", cold, 3) for x in r]
+        add(
+            f"  the same, {what}: buffers (read) vs empty",
+            [
+                f"{b:,.0f} ({median_of(x, 'big', cold, 3):,.0f}) vs {e:,.0f} ({median_of(x, 'empty', cold, 3):,.0f})"
+                for b, e, x in zip(big_buf, small_buf, r, strict=True)
+            ],
+            ", ".join(f"{b / e:.2f}x" for b, e in zip(big_buf, small_buf, strict=True)) + " of empty",
+        )
     add(
-        "process the rest of the queue", [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)]
+        "process the whole queue (after a reset)", [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)]
     )
     add(
         f"counter refresh of {COUNTER_ROWS:,}: HOT / updates",
@@ -559,8 +608,7 @@ def main() -> None:
     print()
     for n, x in zip(sizes, r, strict=True):
         pairs = ", ".join(
-            f"{b:.2f}/{e:.2f}"
-            for (b, _), (e, _) in zip(x["rounds"]["big"], x["rounds"]["empty"], strict=True)
+            f"{b[0]:.2f}/{e[0]:.2f}" for b, e in zip(x["rounds"]["big"], x["rounds"]["empty"], strict=True)
         )
         print(f"{label(n)}: process 1,000, every round (this size / empty, s): {pairs}")
     print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

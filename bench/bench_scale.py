@@ -599,7 +599,8 @@ def main() -> None:
             ", ".join(f"{b / e:.2f}x" for b, e in zip(big_buf, small_buf, strict=True)) + " of empty",
         )
     add(
-        "process the whole queue (after a reset)", [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)]
+        "process the whole queue (after a reset)",
+        [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)],
     )
     add(
         f"counter refresh of {COUNTER_ROWS:,}: HOT / updates",

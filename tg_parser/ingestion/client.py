@@ -479,6 +479,20 @@ class TelegramGateway:
         linked = getattr(full.full_chat, "linked_chat_id", None)
         return int(linked) if linked else None
 
+    def discussion_group(self, peer: types.InputPeerChannel) -> ChannelInfo | None:
+        """The channel's linked discussion group (one GetFullChannel), or None when comments are off.
+
+        A group this account may not see at all comes back with `access_hash` None.
+        """
+        full = self._run(self.client(functions.channels.GetFullChannelRequest(channel=peer)))
+        linked = getattr(full.full_chat, "linked_chat_id", None)
+        if not linked:
+            return None
+        for chat in full.chats:
+            if chat.id == linked and isinstance(chat, types.Channel) and not chat.min:
+                return channel_info(chat)
+        return ChannelInfo(channel_id=int(linked), access_hash=None, username=None, title=None)
+
     # --- messages ----------------------------------------------------------------------------------
 
     def history_after(
@@ -517,6 +531,18 @@ class TelegramGateway:
         if after_id > 0:
             kwargs["min_id"] = after_id
         return self._run(_drain(self.client.iter_messages(peer, **kwargs)))
+
+    def newest_id(self, peer: types.InputPeerChannel) -> int:
+        """The id of the newest message of a chat (0 when it is empty): one request."""
+        page = self._run(_drain(self.client.iter_messages(peer, limit=1, wait_time=0)))
+        if page.error is not None:
+            raise page.error
+        return max((m.id for m in page.messages), default=0)
+
+    def messages_by_id(self, peer: types.InputPeerChannel, ids: list[int]) -> list[Any]:
+        """The messages with these ids (one request per 100; a deleted one is left out)."""
+        found = self._run(self.client.get_messages(peer, ids=list(ids)))
+        return [m for m in found if m is not None]
 
 
 def channel_info(entity: types.Channel) -> ChannelInfo:

@@ -520,9 +520,16 @@ class TelegramGateway:
         return page
 
     def replies_after(
-        self, peer: types.InputPeerChannel, *, post_id: int, after_id: int, limit: int = PAGE_SIZE
+        self,
+        peer: types.InputPeerChannel,
+        *,
+        post_id: int,
+        after_id: int,
+        limit: int = PAGE_SIZE,
+        up_to_id: int | None = None,
     ) -> Page:
-        """Comments on a channel post (read from its discussion group), id > after_id, oldest first.
+        """Comments on a channel post (read from its discussion group), after_id < id <= up_to_id (no
+        upper bound when None), oldest first.
 
         Ids are those of the discussion group. A post without a discussion thread raises
         MsgIdInvalidError (returned in `Page.error`).
@@ -530,6 +537,8 @@ class TelegramGateway:
         kwargs: dict[str, Any] = {"limit": limit, "reverse": True, "reply_to": post_id, "wait_time": 0}
         if after_id > 0:
             kwargs["min_id"] = after_id
+        if up_to_id is not None:
+            kwargs["max_id"] = up_to_id + 1
         return self._run(_drain(self.client.iter_messages(peer, **kwargs)))
 
     def newest_id(self, peer: types.InputPeerChannel) -> int:

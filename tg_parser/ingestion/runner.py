@@ -251,6 +251,7 @@ class _Attempt:
         self.failures = 0  # consecutive retryable failures of the current request
         # post id → its MessageReplies, for posts seen this run (new or re-read)
         self.threads: dict[int, Any] = {}
+        self.thread_dates: dict[int, datetime | None] = {}
         # discussion-group thread root id → (channel post id or None for chatter, post date), this run
         self.roots: dict[int, tuple[int | None, datetime | None]] = {}
         self._new_roots: dict[int, tuple[int | None, datetime | None]] = {}  # not stored yet
@@ -396,6 +397,7 @@ class _Attempt:
     def _note_thread(self, message: Any) -> None:
         if convert.comments_channel(getattr(message, "replies", None)) and self._in_window(message.date):
             self.threads[message.id] = message.replies
+            self.thread_dates[message.id] = message.date
 
     # --- posts -----------------------------------------------------------------------------------
 
@@ -544,8 +546,8 @@ class _Attempt:
         )
 
     def _history_retry_due(self, cursor: DiscussionCursor) -> bool:
-        checked = cursor.checked_at
-        return checked is None or self.policy.clock() - checked >= HISTORY_RETRY
+        checked = cursor.checked_at  # stamped by the store's clock: compared with the same clock
+        return checked is None or self.ingestor.sources.now() - checked >= HISTORY_RETRY
 
     def _open_stream(self, info: ChannelInfo, cursor: DiscussionCursor | None) -> DiscussionCursor:
         """Point the stream at the group. A new stream starts after the group's newest message (one
@@ -690,17 +692,9 @@ class _Attempt:
                 )
             )
             self.counts.comments_fetched += 1
+        self._flush_roots(floor)
         sources = self.ingestor.sources
         source_id = self.source.source_id
-        if self._new_roots:
-            # What each root stands for, and (for a thread that starts above the stream's floor) that the
-            # thread holds nothing below the floor: the stream alone covers it.
-            with self._atomic():
-                sources.remember_discussion_threads(source_id, self._new_roots)
-                for root, (post_id, _date) in self._new_roots.items():
-                    if post_id is not None and floor > 0 and root > floor:
-                        sources.advance_comment_cursor(source_id, post_id, floor)
-            self._new_roots = {}
         for chunk, cursor in _chunks(records, position, self.policy.batch_size):
             if not chunk and cursor <= committed:
                 continue
@@ -752,7 +746,7 @@ class _Attempt:
         while True:
             page = self._page(
                 lambda p=position: self.gateway.replies_after(
-                    peer, post_id=post_id, after_id=p, limit=page_size
+                    peer, post_id=post_id, after_id=p, limit=page_size, up_to_id=floor or None
                 )
             )
             for message in page.messages:
@@ -760,6 +754,15 @@ class _Attempt:
                     continue
                 position = message.id
                 if convert.is_content(message):
+                    if (
+                        isinstance(message.reply_to, types.MessageReplyHeader)
+                        and _root(message) not in self.roots
+                    ):
+                        # what the stream needs to attach later comments on this thread to its post
+                        self.roots[_root(message)] = self._new_roots[_root(message)] = (
+                            post_id,
+                            self.thread_dates.get(post_id),
+                        )
                     pending.append(
                         convert.comment_record(
                             message,
@@ -771,7 +774,7 @@ class _Attempt:
                     self.counts.comments_fetched += 1
             exhausted = page.error is None and len(page.messages) < page_size
             if page.error is not None or exhausted or len(pending) + page_size > self.policy.batch_size:
-                self._commit_comments(post_id, pending, position, committed)
+                self._commit_comments(post_id, pending, position, committed, floor)
                 pending, committed = [], position
             if page.error is not None:
                 kind = classify(page.error).kind
@@ -794,8 +797,9 @@ class _Attempt:
                 return
 
     def _commit_comments(
-        self, post_id: int, records: list[RawMessage], position: int, committed: int
+        self, post_id: int, records: list[RawMessage], position: int, committed: int, floor: int
     ) -> None:
+        self._flush_roots(floor)
         for chunk, cursor in _chunks(records, position, self.policy.batch_size):
             if not chunk and cursor <= committed:
                 continue
@@ -803,6 +807,21 @@ class _Attempt:
                 result = self.ingestor.raw.store_batch(chunk) if chunk else BatchResult()
                 self.ingestor.sources.advance_comment_cursor(self.source.source_id, post_id, cursor)
             self._count(result, comments=True)
+
+    def _flush_roots(self, floor: int) -> None:
+        """Store what the thread roots learnt since the last commit stand for. A thread whose root is
+        above the stream's floor holds nothing below it: its cursor moves to the floor (the stream alone
+        covers it), so it is never read thread by thread."""
+        if not self._new_roots:
+            return
+        sources = self.ingestor.sources
+        source_id = self.source.source_id
+        with self._atomic():
+            sources.remember_discussion_threads(source_id, self._new_roots)
+            for root, (post_id, _date) in self._new_roots.items():
+                if post_id is not None and floor > 0 and root > floor:
+                    sources.advance_comment_cursor(source_id, post_id, floor)
+        self._new_roots = {}
 
 
 # Permanent errors on a thread read that mean the discussion group as a whole is out of reach.

@@ -9,14 +9,14 @@ groups whose history this account cannot read.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from support.fake_telegram import BASE_DATE, FakeChannel, FakeTelegram, SimulatedCrash
 from telethon import errors as tg_errors
 from telethon.tl import functions, types
-from test_ingest_telegram import CHANNEL, GROUP, add_source, ingest, stored
+from test_ingest_telegram import CHANNEL, GROUP, Clock, add_source, ingest, stored
 
 from tg_parser.config import Settings
 from tg_parser.db import migrations
@@ -258,7 +258,8 @@ def test_a_group_whose_history_cannot_be_read_is_read_thread_by_thread(
     assert listed["newsfeed"]["comments_read"] == "history"
 
 
-def test_a_flood_wait_in_the_stream_is_slept_and_the_stream_resumes(db, world, settings):
+def flooded_stream(db, world, settings, seconds: int) -> tuple[Any, list[float]]:
+    """150 new comments, and a FloodWait of `seconds` on the stream's second page."""
     channel = discussion(world, posts=2)
     add_source(db, world, include_comments=True)
     ingest(db, world, settings, "newsfeed")
@@ -266,33 +267,28 @@ def test_a_flood_wait_in_the_stream_is_slept_and_the_stream_resumes(db, world, s
         world.comment(channel, 1 + i % 2, f"c{i}")
     world.fail(
         functions.messages.GetHistoryRequest,
-        lambda r: tg_errors.FloodWaitError(r, capture=5),
+        lambda r: tg_errors.FloodWaitError(r, capture=seconds),
         skip=1,
         where=lambda r: r.peer.channel_id == GROUP,
     )
-    outcome, slept = ingest(db, world, settings, "newsfeed", batch_size=100)
+    return ingest(db, world, settings, "newsfeed", batch_size=100)
+
+
+def test_a_flood_wait_in_the_stream_is_slept_and_the_stream_resumes(db, world, settings):
+    outcome, slept = flooded_stream(db, world, settings, 5)
     assert outcome.status == "ok", outcome.message
     assert slept == [6] and sorted(stored(db, "comment")) == comment_ids(world)
 
 
 def test_a_long_flood_wait_parks_the_source_with_the_cursor_behind_stored_rows(db, world, settings):
-    channel = discussion(world, posts=2)
-    add_source(db, world, include_comments=True)
-    ingest(db, world, settings, "newsfeed")
-    for i in range(150):
-        world.comment(channel, 1 + i % 2, f"c{i}")
-    world.fail(
-        functions.messages.GetHistoryRequest,
-        lambda r: tg_errors.FloodWaitError(r, capture=3600),
-        skip=1,
-        where=lambda r: r.peer.channel_id == GROUP,
-    )
-    outcome, _ = ingest(db, world, settings, "newsfeed", batch_size=100)
+    outcome, _ = flooded_stream(db, world, settings, 3600)
     assert outcome.status == "rate_limited"
     cursor = IngestionStore(db).discussion_cursor("newsfeed").last_message_id
     kept = stored(db, "comment")
     assert kept and max(kept) <= cursor
     assert [i for i in comment_ids(world) if i <= cursor] == sorted(kept)
+    outcome, _ = ingest(db, world, settings, "newsfeed", clock=Clock(datetime.now(UTC) + timedelta(hours=2)))
+    assert outcome.status == "ok" and sorted(stored(db, "comment")) == comment_ids(world)
 
 
 def test_an_edited_comment_read_again_goes_to_the_versions_journal(db, world, settings):

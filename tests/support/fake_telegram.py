@@ -259,15 +259,17 @@ class FakeTelegram:
             group.roots[message_id] = root.id
         return message
 
-    def service(self, channel: FakeChannel, action: Any = None) -> types.MessageService:
+    def service(self, channel: FakeChannel, action: Any = None, **fields: Any) -> types.MessageService:
+        """A service message (a pin by default) in a channel (or, with `post=None`, a group)."""
         message_id = channel.next_id
         channel.next_id += 1
+        fields.setdefault("post", True)
         message = types.MessageService(
             id=message_id,
             peer_id=types.PeerChannel(channel.id),
             date=self._date(channel, message_id),
             action=action or types.MessageActionPinMessage(),
-            post=True,
+            **fields,
         )
         channel.messages[message_id] = message
         return message
@@ -318,17 +320,8 @@ class FakeTelegram:
     def group_service(self, channel: FakeChannel) -> types.MessageService:
         """A service message (someone joined) in the discussion group."""
         group = self.channels[channel.linked_chat_id]  # type: ignore[index]
-        message_id = group.next_id
-        group.next_id += 1
-        message = types.MessageService(
-            id=message_id,
-            peer_id=types.PeerChannel(group.id),
-            date=self._date(group, message_id),
-            action=types.MessageActionChatAddUser(users=[9191]),
-            from_id=types.PeerUser(9191),
-        )
-        group.messages[message_id] = message
-        return message
+        joined = types.MessageActionChatAddUser(users=[9191])
+        return self.service(group, joined, post=None, from_id=types.PeerUser(9191))
 
     def close_discussion_history(self, channel: FakeChannel) -> None:
         """The discussion group is private and this account has not joined it: its history cannot be read,

@@ -473,12 +473,6 @@ class TelegramGateway:
     def input_peer(channel_id: int, access_hash: int) -> types.InputPeerChannel:
         return types.InputPeerChannel(channel_id=channel_id, access_hash=access_hash)
 
-    def linked_discussion(self, peer: types.InputPeerChannel) -> int | None:
-        """The id of the channel's linked discussion group, or None when comments are off."""
-        full = self._run(self.client(functions.channels.GetFullChannelRequest(channel=peer)))
-        linked = getattr(full.full_chat, "linked_chat_id", None)
-        return int(linked) if linked else None
-
     def discussion_group(self, peer: types.InputPeerChannel) -> ChannelInfo | None:
         """The channel's linked discussion group (one GetFullChannel), or None when comments are off.
 

@@ -7,9 +7,16 @@ Per source, one *attempt* (a row in `ingest_runs`) under the source's lock:
    reply counters are fresh;
 3. page forward from `last_post_id`, oldest → newest (the first run starts at the source's `since` date
    and stops at `until`), committing rows and then the cursor every batch (≤ INGEST_BATCH_SIZE);
-4. with comments on: for each post with a non-zero comment count, page its thread forward from the
-   thread's own cursor; a post without a thread (MsgIdInvalidError) is marked and skipped from then on,
-   a channel without a discussion group is marked `comments_unavailable`.
+4. with comments on: page the linked discussion group's own history forward from the source's stream
+   cursor (`discussion_cursors`), attaching each reply to its channel post through its thread root (the
+   group's forwarded copy of the post: `fwd_from.channel_post`, remembered in `discussion_threads`, or
+   looked up 100 roots a request); chatter, service messages and the copies themselves are skipped and
+   counted. A new stream starts after the group's newest message (its floor); the threads of posts seen
+   this run that may hold comments below the floor are read thread by thread once, up to it (their own
+   cursors in `comment_cursors`). A group whose history cannot be read (a private group this account has
+   not joined) is read thread by thread for the posts seen this run, and the history tried again after a
+   day. A post without a thread (MsgIdInvalidError) is marked and skipped from then on, a channel without
+   a discussion group is marked `comments_unavailable`.
 
 The cursor never gets ahead of stored rows: a batch's rows are committed first (raw store), the cursor
 after them (ingestion store). On PostgreSQL both go in one transaction; on SQLite the stores are separate

@@ -409,3 +409,24 @@ def run_cli(settings: Settings):
         return result
 
     return invoke
+
+
+def test_a_history_refused_mid_stream_keeps_what_was_read_and_falls_back_to_threads(db, world, settings):
+    channel = discussion(world, posts=2)
+    add_source(db, world, include_comments=True)
+    ingest(db, world, settings, "newsfeed")
+    for i in range(150):
+        world.comment(channel, 1 + i % 2, f"c{i}")
+    world.fail(
+        functions.messages.GetHistoryRequest,
+        lambda r: tg_errors.ChannelPrivateError(r),
+        skip=1,
+        where=lambda r: r.peer.channel_id == GROUP,
+    )
+    outcome, _ = ingest(db, world, settings, "newsfeed", batch_size=100)
+    assert outcome.status == "ok", outcome.message
+    assert "thread by thread" in outcome.message
+    assert IngestionStore(db).get_source("newsfeed").status == "active"
+    assert IngestionStore(db).discussion_cursor("newsfeed").history_error.startswith("ChannelPrivateError")
+    # the first page came from the stream, the rest thread by thread: the exact set, once each
+    assert sorted(stored(db, "comment")) == comment_ids(world)

@@ -610,7 +610,6 @@ class _Attempt:
         position = committed = cursor.last_message_id
         pending: list[Any] = []
         page_size = min(PAGE_SIZE, self.policy.batch_size)
-        read_any = False
         while True:
             page = self._page(
                 lambda p=position: self.gateway.history_after(group, after_id=p, limit=page_size)
@@ -619,7 +618,6 @@ class _Attempt:
                 if message.id <= position:
                     continue
                 position = message.id
-                read_any = True
                 self.counts.discussion_read += 1
                 if self._classify(message):
                     pending.append(message)
@@ -631,8 +629,8 @@ class _Attempt:
                     self._commit_stream(group, pending, position, committed, cursor.floor_id)
                 pending, committed = [], position
             if page.error is not None:
-                if isinstance(page.error, _GROUP_UNREACHABLE) and not read_any:
-                    raise _HistoryUnreadable(page.error)
+                if isinstance(page.error, _GROUP_UNREACHABLE):
+                    raise _HistoryUnreadable(page.error)  # what was read before is committed above
                 self._retry_or_raise(page.error)
                 continue
             if exhausted:
@@ -674,7 +672,10 @@ class _Attempt:
         unknown = sorted(wanted - known.keys())
         for start in range(0, len(unknown), PAGE_SIZE):
             ids = unknown[start : start + PAGE_SIZE]
-            found = self._call(lambda ids=ids: self.gateway.messages_by_id(group, ids))
+            try:
+                found = self._call(lambda ids=ids: self.gateway.messages_by_id(group, ids))
+            except _GROUP_UNREACHABLE as exc:
+                raise _HistoryUnreadable(exc) from exc
             for root in ids:
                 self._new_roots[root] = (None, None)  # deleted, or the group's own chatter
             for message in found:

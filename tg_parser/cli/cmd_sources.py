@@ -11,9 +11,8 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.domain.channels import parse_channel_ref
-from tg_parser.domain.models import DiscussionCursor, Source, SourceStatus
-from tg_parser.ingestion.sources import add_source, remove_source, set_source_status
-from tg_parser.stores import IngestionStore
+from tg_parser.domain.models import SourceStatus
+from tg_parser.ingestion.sources import add_source, list_with_comments, remove_source, set_source_status
 
 
 class _ChannelArgCommand(click.Command):
@@ -117,57 +116,28 @@ def list_sources(app: AppContext, status: str | None, as_json: bool) -> None:
       tg-parser sources list
       tg-parser sources list --status error --json
     """
-    store = IngestionStore(app.database())
-    sources = store.list_sources(status)  # type: ignore[arg-type]
-    streams = store.discussion_cursors()
+    listed = list_with_comments(app.database(), status)  # type: ignore[arg-type]
     if as_json:
-        emit_json(
-            [
-                {
-                    **s.model_dump(mode="json"),
-                    "comments_read": comments_read(s, streams.get(s.source_id)),
-                    "discussion_last_id": (
-                        streams[s.source_id].last_message_id if s.source_id in streams else None
-                    ),
-                    "discussion_history_error": (
-                        streams[s.source_id].history_error if s.source_id in streams else None
-                    ),
-                }
-                for s in sources
-            ]
-        )
+        emit_json(listed)
         return
     rows = [
         {
-            "source_id": s.source_id,
-            "channel": (s.username and f"@{s.username}") or s.channel_id,
-            "kind": s.kind,
-            "status": s.status,
-            "comments": comments_read(s, streams.get(s.source_id)) or "off",
-            "last_post_id": s.last_post_id,
-            "last_success": s.last_success_at,
-            "fails": s.fail_count,
+            "source_id": s["source_id"],
+            "channel": (s["username"] and f"@{s['username']}") or s["channel_id"],
+            "kind": s["kind"],
+            "status": s["status"],
+            "comments": s["comments_read"] or "off",
+            "last_post_id": s["last_post_id"],
+            "last_success": s["last_success_at"],
+            "fails": s["fail_count"],
         }
-        for s in sources
+        for s in listed
     ]
     emit_table(
         rows,
         ["source_id", "channel", "kind", "status", "comments", "last_post_id", "last_success", "fails"],
         empty="No sources yet. Add one with: tg-parser sources add @channel",
     )
-
-
-def comments_read(source: Source, stream: DiscussionCursor | None) -> str | None:
-    """How a source's comments are read: None (off), "unavailable" (no discussion group, or out of
-    reach), "per thread" (the group's history cannot be read: one request per thread with news) or
-    "history" (one stream over the group's history)."""
-    if not source.include_comments:
-        return None
-    if source.comments_unavailable:
-        return "unavailable"
-    if stream is not None and stream.history_error is not None:
-        return "per thread"
-    return "history"
 
 
 def _set_status(app: AppContext, source_id: str, status: SourceStatus) -> None:

@@ -258,8 +258,8 @@ def test_a_group_whose_history_cannot_be_read_is_read_thread_by_thread(
     assert listed["newsfeed"]["comments_read"] == "history"
 
 
-def flooded_stream(db, world, settings, seconds: int) -> tuple[Any, list[float]]:
-    """150 new comments, and a FloodWait of `seconds` on the stream's second page."""
+def failing_stream(db, world, settings, make_error: Any) -> tuple[Any, list[float]]:
+    """150 new comments, and `make_error` on the stream's second page."""
     channel = discussion(world, posts=2)
     add_source(db, world, include_comments=True)
     ingest(db, world, settings, "newsfeed")
@@ -267,11 +267,15 @@ def flooded_stream(db, world, settings, seconds: int) -> tuple[Any, list[float]]
         world.comment(channel, 1 + i % 2, f"c{i}")
     world.fail(
         functions.messages.GetHistoryRequest,
-        lambda r: tg_errors.FloodWaitError(r, capture=seconds),
+        make_error,
         skip=1,
         where=lambda r: r.peer.channel_id == GROUP,
     )
     return ingest(db, world, settings, "newsfeed", batch_size=100)
+
+
+def flooded_stream(db, world, settings, seconds: int) -> tuple[Any, list[float]]:
+    return failing_stream(db, world, settings, lambda r: tg_errors.FloodWaitError(r, capture=seconds))
 
 
 def test_a_flood_wait_in_the_stream_is_slept_and_the_stream_resumes(db, world, settings):
@@ -412,18 +416,7 @@ def run_cli(settings: Settings):
 
 
 def test_a_history_refused_mid_stream_keeps_what_was_read_and_falls_back_to_threads(db, world, settings):
-    channel = discussion(world, posts=2)
-    add_source(db, world, include_comments=True)
-    ingest(db, world, settings, "newsfeed")
-    for i in range(150):
-        world.comment(channel, 1 + i % 2, f"c{i}")
-    world.fail(
-        functions.messages.GetHistoryRequest,
-        lambda r: tg_errors.ChannelPrivateError(r),
-        skip=1,
-        where=lambda r: r.peer.channel_id == GROUP,
-    )
-    outcome, _ = ingest(db, world, settings, "newsfeed", batch_size=100)
+    outcome, _ = failing_stream(db, world, settings, lambda r: tg_errors.ChannelPrivateError(r))
     assert outcome.status == "ok", outcome.message
     assert "thread by thread" in outcome.message
     assert IngestionStore(db).get_source("newsfeed").status == "active"

@@ -480,8 +480,10 @@ def test_unlinked_discussion_group_keeps_the_posts(db, world, ingestor):
     world.unlink_discussion(channel)
     outcome = ingestor().run_source(source_row(db, "newsfeed"))
     assert outcome.status == "ok", outcome.message
-    assert stored_posts(db) == [1, 2, 3] and outcome.counts.threads_unavailable == 3
-    assert source_row(db, "newsfeed").status == "active"
+    assert stored_posts(db) == [1, 2, 3] and "no discussion group" in outcome.message
+    assert outcome.counts.threads_unavailable == 0  # no thread is given up: the channel has no group
+    source = source_row(db, "newsfeed")
+    assert (source.status, source.comments_unavailable) == ("active", True)
 
 
 # --- 6: a 406 is not a dead session ------------------------------------------------------------------

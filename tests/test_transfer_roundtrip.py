@@ -71,6 +71,11 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
         ingestion.add_source(Source(source_id="export:Архив", kind="export", title=None))
         ingestion.record_failure("export:Архив", "boom\ttab\nline", permanent=False)
         ingestion.advance_comment_cursor("chan1", 5, 10)
+        ingestion.open_discussion("chan1", chat_id=2002, access_hash=-(2**62) + 1, top_id=40, restart=True)
+        ingestion.mark_discussion_unreadable(
+            "chan1", "ChannelPrivateError: «закрыт»", chat_id=2002, access_hash=-(2**62) + 1
+        )
+        ingestion.remember_discussion_threads("chan1", {41: (5, T0), 43: (None, None)})
         db.execute(
             "comment_thread_mark_unavailable",
             {"source_id": "chan1", "thread_id": 7, "reason": "MSG_ID_INVALID", "now": T0},
@@ -245,6 +250,8 @@ def read_everything(settings: Settings, refs: list[str]) -> dict[str, Any]:
         return {
             "sources": ingestion.list_sources(),
             "cursors": ingestion.comment_cursors("chan1"),
+            "discussion": ingestion.discussion_cursors(),
+            "roots": ingestion.discussion_threads("chan1", [41, 42, 43]),
             "unavailable": db.fetch_all("comment_threads_unavailable_list", {"source_id": "chan1"}),
             "runs": [r.model_copy(update={"id": None}) for r in ingestion.recent_runs("chan1")],
             "messages": [raw.get(ref) for ref in refs],

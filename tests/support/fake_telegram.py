@@ -26,7 +26,10 @@ The behaviours of a real server and of Telethon that the ingestion has to surviv
   here instead of Telethon's 5 s);
 * `world.page_cap` makes history pages shorter than asked although more messages follow, and
   `world.empty_ids` serves some message slots as `MessageEmpty`;
-* a discussion group can be made unreadable (`ban_from_discussion`) or unlinked (`unlink_discussion`).
+* a discussion group can be made unreadable (`ban_from_discussion`) or unlinked (`unlink_discussion`),
+  or its history closed while its threads stay readable through the channel (`close_discussion_history`:
+  a private group this account has not joined); it can hold its own chatter (`chatter`) and service
+  messages (`group_service`) besides the posts' forwarded copies and the comments.
 
 Only the login steps (`send_code_request`, `sign_in`) are overridden at a higher level: their real
 implementations need Telegram's SRP password exchange, which has nothing to do with tg-parser's code.
@@ -133,6 +136,7 @@ class FakeChannel:
     username: str | None = None
     megagroup: bool = False
     private: bool = False  # every request about it answers CHANNEL_PRIVATE
+    history_closed: bool = False  # its own history answers CHANNEL_PRIVATE (threads stay readable)
     linked_chat_id: int | None = None
     messages: dict[int, types.TypeMessage] = field(default_factory=dict)
     next_id: int = 1
@@ -255,15 +259,17 @@ class FakeTelegram:
             group.roots[message_id] = root.id
         return message
 
-    def service(self, channel: FakeChannel, action: Any = None) -> types.MessageService:
+    def service(self, channel: FakeChannel, action: Any = None, **fields: Any) -> types.MessageService:
+        """A service message (a pin by default) in a channel (or, with `post=None`, a group)."""
         message_id = channel.next_id
         channel.next_id += 1
+        fields.setdefault("post", True)
         message = types.MessageService(
             id=message_id,
             peer_id=types.PeerChannel(channel.id),
             date=self._date(channel, message_id),
             action=action or types.MessageActionPinMessage(),
-            post=True,
+            **fields,
         )
         channel.messages[message_id] = message
         return message
@@ -302,6 +308,25 @@ class FakeTelegram:
             max_id=message.id,
         )
         return message
+
+    def chatter(
+        self, channel: FakeChannel, text: str, *, reply_to: int | None = None, user_id: int = 5151
+    ) -> types.Message:
+        """A message in the discussion group that is not a comment on a post (optionally a reply to one)."""
+        group = self.channels[channel.linked_chat_id]  # type: ignore[index]
+        header = types.MessageReplyHeader(reply_to_msg_id=reply_to) if reply_to else None
+        return self._group_message(group, text, from_id=types.PeerUser(user_id), reply_to=header)
+
+    def group_service(self, channel: FakeChannel) -> types.MessageService:
+        """A service message (someone joined) in the discussion group."""
+        group = self.channels[channel.linked_chat_id]  # type: ignore[index]
+        joined = types.MessageActionChatAddUser(users=[9191])
+        return self.service(group, joined, post=None, from_id=types.PeerUser(9191))
+
+    def close_discussion_history(self, channel: FakeChannel) -> None:
+        """The discussion group is private and this account has not joined it: its history cannot be read,
+        its threads can (through the channel, as Telegram allows for comments)."""
+        self.channels[channel.linked_chat_id].history_closed = True  # type: ignore[index]
 
     def edit(self, channel: FakeChannel, message_id: int, text: str, *, at: datetime | None = None) -> None:
         message = channel.messages[message_id]
@@ -384,11 +409,31 @@ class FakeTelegram:
         if isinstance(request, functions.channels.GetFullChannelRequest):
             return self._full(request)
         if isinstance(request, functions.messages.GetHistoryRequest):
-            channel = self._channel_for(request.peer, request)
+            channel = self._readable(self._channel_for(request.peer, request), request)
             return self._slice(channel, list(channel.messages.values()), request)
+        if isinstance(request, functions.channels.GetMessagesRequest):
+            channel = self._readable(self._channel_for(request.channel, request), request)
+            ids = [getattr(i, "id", i) for i in request.id]
+            return types.messages.ChannelMessages(
+                pts=1,
+                count=len(ids),
+                messages=[
+                    channel.messages.get(i) or types.MessageEmpty(id=i, peer_id=types.PeerChannel(channel.id))
+                    for i in ids
+                ],
+                topics=[],
+                chats=[channel.tl()],
+                users=[],
+            )
         if isinstance(request, functions.messages.GetRepliesRequest):
             return self._replies(request)
         raise NotImplementedError(f"the fake does not serve {type(request).__name__}")
+
+    @staticmethod
+    def _readable(channel: FakeChannel, request: Any) -> FakeChannel:
+        if channel.history_closed:
+            raise tg_errors.ChannelPrivateError(request)
+        return channel
 
     def me(self) -> types.User:
         return types.User(

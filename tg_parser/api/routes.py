@@ -203,12 +203,14 @@ def _source_json(source: Any) -> dict[str, Any]:
 
 @v1.get("/sources", tags=["sources"], summary="Every source with its cursor and health.")
 def list_sources(request: Request, status: Literal["active", "paused", "error"] | None = None) -> Response:
-    from tg_parser.stores import IngestionStore
+    from tg_parser.ingestion.sources import list_with_comments
 
     state = _state(request)
     state.gate.require(request, "read", "read")
-    sources = IngestionStore(state.database()).list_sources(status)
-    return json_response({"items": [_source_json(s) for s in sources]})
+    listed = list_with_comments(state.database(), status)
+    for source in listed:
+        source.pop("access_hash", None)  # belongs to the Telegram account, not to API clients
+    return json_response({"items": listed})
 
 
 @v1.post("/sources", tags=["sources"], status_code=201, summary="Add a source (or update its options).")

@@ -12,8 +12,7 @@ from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.domain.channels import parse_channel_ref
 from tg_parser.domain.models import SourceStatus
-from tg_parser.ingestion.sources import add_source, remove_source, set_source_status
-from tg_parser.stores import IngestionStore
+from tg_parser.ingestion.sources import add_source, list_with_comments, remove_source, set_source_status
 
 
 class _ChannelArgCommand(click.Command):
@@ -117,22 +116,22 @@ def list_sources(app: AppContext, status: str | None, as_json: bool) -> None:
       tg-parser sources list
       tg-parser sources list --status error --json
     """
-    sources = IngestionStore(app.database()).list_sources(status)  # type: ignore[arg-type]
+    listed = list_with_comments(app.database(), status)  # type: ignore[arg-type]
     if as_json:
-        emit_json([s.model_dump(mode="json") for s in sources])
+        emit_json(listed)
         return
     rows = [
         {
-            "source_id": s.source_id,
-            "channel": (s.username and f"@{s.username}") or s.channel_id,
-            "kind": s.kind,
-            "status": s.status,
-            "comments": s.include_comments,
-            "last_post_id": s.last_post_id,
-            "last_success": s.last_success_at,
-            "fails": s.fail_count,
+            "source_id": s["source_id"],
+            "channel": (s["username"] and f"@{s['username']}") or s["channel_id"],
+            "kind": s["kind"],
+            "status": s["status"],
+            "comments": s["comments_read"] or "off",
+            "last_post_id": s["last_post_id"],
+            "last_success": s["last_success_at"],
+            "fails": s["fail_count"],
         }
-        for s in sources
+        for s in listed
     ]
     emit_table(
         rows,

@@ -78,6 +78,19 @@ class CommentCursor(Record):
     updated_at: UtcDatetime = Field(default_factory=utcnow)
 
 
+class DiscussionCursor(Record):
+    """Where a source's stream over its discussion group's history stands (see ingestion/runner.py)."""
+
+    source_id: str
+    chat_id: int | None = None
+    access_hash: int | None = None
+    last_message_id: int = 0
+    floor_id: int = 0
+    history_error: str | None = None
+    checked_at: UtcDatetime | None = None
+    updated_at: UtcDatetime = Field(default_factory=utcnow)
+
+
 class IngestRun(Record):
     id: int | None = None
     source_id: str

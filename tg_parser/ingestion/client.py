@@ -473,11 +473,19 @@ class TelegramGateway:
     def input_peer(channel_id: int, access_hash: int) -> types.InputPeerChannel:
         return types.InputPeerChannel(channel_id=channel_id, access_hash=access_hash)
 
-    def linked_discussion(self, peer: types.InputPeerChannel) -> int | None:
-        """The id of the channel's linked discussion group, or None when comments are off."""
+    def discussion_group(self, peer: types.InputPeerChannel) -> ChannelInfo | None:
+        """The channel's linked discussion group (one GetFullChannel), or None when comments are off.
+
+        A group this account may not see at all comes back with `access_hash` None.
+        """
         full = self._run(self.client(functions.channels.GetFullChannelRequest(channel=peer)))
         linked = getattr(full.full_chat, "linked_chat_id", None)
-        return int(linked) if linked else None
+        if not linked:
+            return None
+        for chat in full.chats:
+            if chat.id == linked and isinstance(chat, types.Channel) and not chat.min:
+                return channel_info(chat)
+        return ChannelInfo(channel_id=int(linked), access_hash=None, username=None, title=None)
 
     # --- messages ----------------------------------------------------------------------------------
 
@@ -506,9 +514,16 @@ class TelegramGateway:
         return page
 
     def replies_after(
-        self, peer: types.InputPeerChannel, *, post_id: int, after_id: int, limit: int = PAGE_SIZE
+        self,
+        peer: types.InputPeerChannel,
+        *,
+        post_id: int,
+        after_id: int,
+        limit: int = PAGE_SIZE,
+        up_to_id: int | None = None,
     ) -> Page:
-        """Comments on a channel post (read from its discussion group), id > after_id, oldest first.
+        """Comments on a channel post (read from its discussion group), after_id < id <= up_to_id (no
+        upper bound when None), oldest first.
 
         Ids are those of the discussion group. A post without a discussion thread raises
         MsgIdInvalidError (returned in `Page.error`).
@@ -516,7 +531,21 @@ class TelegramGateway:
         kwargs: dict[str, Any] = {"limit": limit, "reverse": True, "reply_to": post_id, "wait_time": 0}
         if after_id > 0:
             kwargs["min_id"] = after_id
+        if up_to_id is not None:
+            kwargs["max_id"] = up_to_id + 1
         return self._run(_drain(self.client.iter_messages(peer, **kwargs)))
+
+    def newest_id(self, peer: types.InputPeerChannel) -> int:
+        """The id of the newest message of a chat (0 when it is empty): one request."""
+        page = self._run(_drain(self.client.iter_messages(peer, limit=1, wait_time=0)))
+        if page.error is not None:
+            raise page.error
+        return max((m.id for m in page.messages), default=0)
+
+    def messages_by_id(self, peer: types.InputPeerChannel, ids: list[int]) -> list[Any]:
+        """The messages with these ids (one request per 100; a deleted one is left out)."""
+        found = self._run(self.client.get_messages(peer, ids=list(ids)))
+        return [m for m in found if m is not None]
 
 
 def channel_info(entity: types.Channel) -> ChannelInfo:

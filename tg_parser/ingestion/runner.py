@@ -7,9 +7,16 @@ Per source, one *attempt* (a row in `ingest_runs`) under the source's lock:
    reply counters are fresh;
 3. page forward from `last_post_id`, oldest → newest (the first run starts at the source's `since` date
    and stops at `until`), committing rows and then the cursor every batch (≤ INGEST_BATCH_SIZE);
-4. with comments on: for each post with a non-zero comment count, page its thread forward from the
-   thread's own cursor; a post without a thread (MsgIdInvalidError) is marked and skipped from then on,
-   a channel without a discussion group is marked `comments_unavailable`.
+4. with comments on: page the linked discussion group's own history forward from the source's stream
+   cursor (`discussion_cursors`), attaching each reply to its channel post through its thread root (the
+   group's forwarded copy of the post: `fwd_from.channel_post`, remembered in `discussion_threads`, or
+   looked up 100 roots a request); chatter, service messages and the copies themselves are skipped and
+   counted. A new stream starts after the group's newest message (its floor); the threads of posts seen
+   this run that may hold comments below the floor are read thread by thread once, up to it (their own
+   cursors in `comment_cursors`). A group whose history cannot be read (a private group this account has
+   not joined) is read thread by thread for the posts seen this run, and the history tried again after a
+   day. A post without a thread (MsgIdInvalidError) is marked and skipped from then on, a channel without
+   a discussion group is marked `comments_unavailable`.
 
 The cursor never gets ahead of stored rows: a batch's rows are committed first (raw store), the cursor
 after them (ingestion store). On PostgreSQL both go in one transaction; on SQLite the stores are separate
@@ -45,13 +52,14 @@ from typing import Any, Literal, TypeVar
 
 from loguru import logger
 from telethon import errors as tg_errors
+from telethon.tl import types
 
 from tg_parser.backoff import Backoff
 from tg_parser.db.base import Database
 from tg_parser.domain.channels import ChannelRef
-from tg_parser.domain.models import RawMessage, Source
+from tg_parser.domain.models import DiscussionCursor, RawMessage, Source
 from tg_parser.ingestion import convert
-from tg_parser.ingestion.client import PAGE_SIZE, Page, TelegramGateway
+from tg_parser.ingestion.client import PAGE_SIZE, ChannelInfo, Page, TelegramGateway
 from tg_parser.ingestion.errors import (
     ChannelNotFound,
     ErrorKind,
@@ -70,6 +78,7 @@ OutcomeStatus = Literal["ok", "failed", "rate_limited", "locked", "skipped", "un
 
 RECHECK_POSTS = PAGE_SIZE  # newest stored posts re-read every run (one request)
 MAX_FLOOD_SLEEPS = 10  # short FloodWaits slept per attempt before the source is parked instead
+HISTORY_RETRY = timedelta(days=1)  # a discussion history found unreadable is tried again after this
 
 
 @dataclass
@@ -82,6 +91,8 @@ class RunCounts:
     versions_recorded: int = 0
     threads_read: int = 0
     threads_unavailable: int = 0
+    discussion_read: int = 0  # messages read from the discussion group's history
+    discussion_skipped: int = 0  # of those, not comments on a channel post (chatter, service, post copies)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -247,6 +258,10 @@ class _Attempt:
         self.failures = 0  # consecutive retryable failures of the current request
         # post id → its MessageReplies, for posts seen this run (new or re-read)
         self.threads: dict[int, Any] = {}
+        self.thread_dates: dict[int, datetime | None] = {}
+        # discussion-group thread root id → (channel post id or None for chatter, post date), this run
+        self.roots: dict[int, tuple[int | None, datetime | None]] = {}
+        self._new_roots: dict[int, tuple[int | None, datetime | None]] = {}  # not stored yet
         self.re_resolved = False
         self.notes: list[str] = []  # shown with an "ok" outcome (identity refreshed, comments unavailable)
 
@@ -389,6 +404,7 @@ class _Attempt:
     def _note_thread(self, message: Any) -> None:
         if convert.comments_channel(getattr(message, "replies", None)) and self._in_window(message.date):
             self.threads[message.id] = message.replies
+            self.thread_dates[message.id] = message.date
 
     # --- posts -----------------------------------------------------------------------------------
 
@@ -480,28 +496,241 @@ class _Attempt:
     # --- comments --------------------------------------------------------------------------------
 
     def _comments(self, peer: Any) -> None:
+        """Comments through the discussion group's history (one stream from one cursor per source), with
+        per-thread reads where the stream cannot reach: the first backfill of a thread older than the
+        stream's floor, and groups whose history this account cannot read."""
+        sources = self.ingestor.sources
+        source_id = self.source.source_id
+        if self.source.comments_unavailable and not self.threads:
+            return  # no discussion group (or out of reach), and no post seen this run announces a thread
+        cursor = sources.discussion_cursor(source_id)
+        if (
+            cursor is None
+            or cursor.chat_id is None
+            or self.source.comments_unavailable
+            or self._relinked(cursor.chat_id)
+        ):
+            info = self._call(lambda: self.gateway.discussion_group(peer))
+            if info is None:
+                if not self.source.comments_unavailable:
+                    sources.set_comments_unavailable(source_id, True)
+                    self.notes.append("comments unavailable: the channel has no discussion group")
+                return
+            if self.source.comments_unavailable:
+                # Posts carry comment threads again: the channel has (re)linked a discussion group.
+                sources.set_comments_unavailable(source_id, False)
+            cursor = self._open_stream(info, cursor)
+        elif cursor.history_error is not None and self._history_retry_due(cursor):
+            cursor = self._open_stream(ChannelInfo(cursor.chat_id, cursor.access_hash, None, None), cursor)
+        if cursor.history_error is None:
+            try:
+                self._stream(cursor)
+            except _HistoryUnreadable as unreadable:
+                if not isinstance(unreadable.error, tg_errors.ChannelInvalidError):
+                    self._history_unreadable(unreadable.error, cursor.chat_id, cursor.access_hash)
+                    self._threads(peer, floor=0)
+                    return
+                # The stored access hash of the group went stale (another login): ask for it again, once.
+                info = self._call(lambda: self.gateway.discussion_group(peer))
+                cursor = self._open_stream(info, cursor) if info is not None else cursor
+                if info is None or cursor.history_error is not None:
+                    self._threads(peer, floor=0)
+                    return
+                try:
+                    self._stream(cursor)
+                except _HistoryUnreadable as again:
+                    self._history_unreadable(again.error, cursor.chat_id, cursor.access_hash)
+                    self._threads(peer, floor=0)
+                    return
+            self._threads(peer, floor=cursor.floor_id)
+            return
+        self._threads(peer, floor=0)  # the history cannot be read: thread by thread, as posts show them
+
+    def _relinked(self, chat_id: int) -> bool:
+        """Do posts seen this run name another discussion group than the one the stream reads?"""
+        return any(
+            getattr(replies, "channel_id", None) not in (None, chat_id) for replies in self.threads.values()
+        )
+
+    def _history_retry_due(self, cursor: DiscussionCursor) -> bool:
+        checked = cursor.checked_at  # stamped by the store's clock: compared with the same clock
+        return checked is None or self.ingestor.sources.now() - checked >= HISTORY_RETRY
+
+    def _open_stream(self, info: ChannelInfo, cursor: DiscussionCursor | None) -> DiscussionCursor:
+        """Point the stream at the group. A new stream starts after the group's newest message (one
+        request): only the threads of posts older than that are read one by one, once."""
+        sources = self.ingestor.sources
+        source_id = self.source.source_id
+        if info.access_hash is None:
+            self._history_unreadable("the discussion group is not accessible", info.channel_id, None)
+        else:
+            restart = (
+                cursor is None
+                or cursor.last_message_id == 0
+                or (cursor.chat_id is not None and cursor.chat_id != info.channel_id)
+            )
+            group = self.gateway.input_peer(info.channel_id, info.access_hash)
+            try:
+                top = self._call(lambda: self.gateway.newest_id(group)) if restart else 0
+            except _GROUP_UNREACHABLE as exc:
+                self._history_unreadable(exc, info.channel_id, info.access_hash)
+            else:
+                sources.open_discussion(
+                    source_id,
+                    chat_id=info.channel_id,
+                    access_hash=info.access_hash,
+                    top_id=top,
+                    restart=restart,
+                )
+        fresh = sources.discussion_cursor(source_id)
+        assert fresh is not None
+        return fresh
+
+    def _history_unreadable(
+        self, error: BaseException | str, chat_id: int | None, access_hash: int | None
+    ) -> None:
+        reason = error if isinstance(error, str) else describe(error)
+        self.ingestor.sources.mark_discussion_unreadable(
+            self.source.source_id, reason, chat_id=chat_id, access_hash=access_hash
+        )
+        self.notes.append(f"discussion history unreadable ({reason}): comments read thread by thread")
+        logger.info(
+            "{source}: the discussion group's history cannot be read ({reason}); reading comments thread "
+            "by thread",
+            source=self.source.source_id,
+            reason=reason,
+        )
+
+    # --- the discussion group's history ------------------------------------------------------------
+
+    def _stream(self, cursor: DiscussionCursor) -> None:
+        """Page the group's history forward from the cursor, committing comments, then the cursor."""
+        assert cursor.chat_id is not None and cursor.access_hash is not None
+        group = self.gateway.input_peer(cursor.chat_id, cursor.access_hash)
+        position = committed = cursor.last_message_id
+        pending: list[Any] = []
+        page_size = min(PAGE_SIZE, self.policy.batch_size)
+        while True:
+            page = self._page(
+                lambda p=position: self.gateway.history_after(group, after_id=p, limit=page_size)
+            )
+            for message in page.messages:
+                if message.id <= position:
+                    continue
+                position = message.id
+                self.counts.discussion_read += 1
+                if self._classify(message):
+                    pending.append(message)
+                else:
+                    self.counts.discussion_skipped += 1
+            exhausted = page.error is None and len(page.messages) < page_size
+            if page.error is not None or exhausted or len(pending) + page_size > self.policy.batch_size:
+                if pending or position > committed:
+                    self._commit_stream(group, pending, position, committed, cursor.floor_id)
+                pending, committed = [], position
+            if page.error is not None:
+                if isinstance(page.error, _GROUP_UNREACHABLE):
+                    raise _HistoryUnreadable(page.error)  # what was read before is committed above
+                self._retry_or_raise(page.error)
+                continue
+            if exhausted:
+                return
+
+    def _classify(self, message: Any) -> bool:
+        """True for a candidate comment (a reply in the group); a forwarded copy of one of the channel's
+        posts is remembered as a thread root. Everything else is skipped."""
+        if not convert.is_content(message):
+            return False  # service messages (joins, pins...) and empty slots
+        copy = self._post_copy(message)
+        if copy is not None:
+            self.roots[message.id] = self._new_roots[message.id] = copy
+            return False
+        reply = message.reply_to
+        return isinstance(reply, types.MessageReplyHeader) and bool(reply.reply_to_msg_id)
+
+    def _post_copy(self, message: Any) -> tuple[int, datetime | None] | None:
+        """(post id, post date) when the message is the group's forwarded copy of one of this channel's
+        posts (a thread root), else None."""
+        forward = getattr(message, "fwd_from", None)
+        if (
+            isinstance(forward, types.MessageFwdHeader)
+            and forward.channel_post
+            and isinstance(forward.from_id, types.PeerChannel)
+            and forward.from_id.channel_id == self.channel_id
+        ):
+            return forward.channel_post, forward.date
+        return None
+
+    def _resolve_roots(self, group: Any, messages: list[Any]) -> None:
+        """Learn which channel post each thread root stands for: this run's cache, the store, and for
+        the roots still unknown one request per 100 (the root is the post's forwarded copy)."""
+        wanted = {_root(m) for m in messages} - self.roots.keys()
+        if not wanted:
+            return
+        known = self.ingestor.sources.discussion_threads(self.source.source_id, sorted(wanted))
+        self.roots.update(known)
+        unknown = sorted(wanted - known.keys())
+        for start in range(0, len(unknown), PAGE_SIZE):
+            ids = unknown[start : start + PAGE_SIZE]
+            try:
+                found = self._call(lambda ids=ids: self.gateway.messages_by_id(group, ids))
+            except _GROUP_UNREACHABLE as exc:
+                raise _HistoryUnreadable(exc) from exc
+            for root in ids:
+                self._new_roots[root] = (None, None)  # deleted, or the group's own chatter
+            for message in found:
+                copy = self._post_copy(message)
+                if copy is not None:
+                    self._new_roots[message.id] = copy
+            self.roots.update({root: self._new_roots[root] for root in ids})
+
+    def _commit_stream(
+        self, group: Any, messages: list[Any], position: int, committed: int, floor: int
+    ) -> None:
+        self._resolve_roots(group, messages)
+        records: list[RawMessage] = []
+        for message in messages:
+            post_id, post_date = self.roots.get(_root(message), (None, None))
+            if post_id is None or not self._in_window(post_date):
+                self.counts.discussion_skipped += 1  # a reply in the group's chatter, or outside the window
+                continue
+            records.append(
+                convert.comment_record(
+                    message, channel_id=self.channel_id, post_id=post_id, source_id=self.source.source_id
+                )
+            )
+            self.counts.comments_fetched += 1
+        self._flush_roots(floor)
+        sources = self.ingestor.sources
+        source_id = self.source.source_id
+        for chunk, cursor in _chunks(records, position, self.policy.batch_size):
+            if not chunk and cursor <= committed:
+                continue
+            with self._atomic():
+                result = self.ingestor.raw.store_batch(chunk) if chunk else BatchResult()
+                sources.advance_discussion_cursor(source_id, cursor)
+            self._count(result, comments=True)
+
+    # --- thread by thread --------------------------------------------------------------------------
+
+    def _threads(self, peer: Any, *, floor: int) -> None:
+        """Read the threads of posts seen this run that the stream does not cover (their cursor is below
+        the stream's floor; floor 0 when there is no stream) and that announce comments past it."""
         sources = self.ingestor.sources
         if not self.threads:
-            # Nothing to read this run. Find out once whether the channel has a discussion at all, so
-            # `sources list` can say so (and later runs skip the check).
-            if not self.source.comments_unavailable:
-                linked = self._call(lambda: self.gateway.linked_discussion(peer))
-                if linked is None:
-                    sources.set_comments_unavailable(self.source.source_id, True)
             return
-        if self.source.comments_unavailable:
-            # Posts carry comment threads again: the channel has (re)linked a discussion group.
-            sources.set_comments_unavailable(self.source.source_id, False)
-        skipped = self.ingestor.sources.unavailable_threads(self.source.source_id)
+        skipped = sources.unavailable_threads(self.source.source_id)
         for post_id in sorted(self.threads):
             if post_id in skipped:
                 continue
             replies = self.threads[post_id]
             cursor = sources.comment_cursor(self.source.source_id, post_id)
+            if floor > 0 and cursor >= floor:
+                continue  # the stream covers this thread
             if replies.max_id is not None and replies.max_id <= cursor:
                 continue  # nothing new in this thread since the last run
             try:
-                self._thread(peer, post_id, cursor)
+                self._thread(peer, post_id, cursor, floor)
             except _DiscussionUnreachable as unreachable:
                 # The group itself is out of reach: the comments are, the posts are not. Later runs try
                 # once more (one request) while posts still announce threads, so an unban heals it.
@@ -517,7 +746,7 @@ class _Attempt:
                 )
                 return
 
-    def _thread(self, peer: Any, post_id: int, cursor: int) -> None:
+    def _thread(self, peer: Any, post_id: int, cursor: int, floor: int = 0) -> None:
         position = committed = cursor
         pending: list[RawMessage] = []
         page_size = min(PAGE_SIZE, self.policy.batch_size)
@@ -525,7 +754,7 @@ class _Attempt:
         while True:
             page = self._page(
                 lambda p=position: self.gateway.replies_after(
-                    peer, post_id=post_id, after_id=p, limit=page_size
+                    peer, post_id=post_id, after_id=p, limit=page_size, up_to_id=floor or None
                 )
             )
             for message in page.messages:
@@ -533,6 +762,15 @@ class _Attempt:
                     continue
                 position = message.id
                 if convert.is_content(message):
+                    if (
+                        isinstance(message.reply_to, types.MessageReplyHeader)
+                        and _root(message) not in self.roots
+                    ):
+                        # what the stream needs to attach later comments on this thread to its post
+                        self.roots[_root(message)] = self._new_roots[_root(message)] = (
+                            post_id,
+                            self.thread_dates.get(post_id),
+                        )
                     pending.append(
                         convert.comment_record(
                             message,
@@ -544,7 +782,7 @@ class _Attempt:
                     self.counts.comments_fetched += 1
             exhausted = page.error is None and len(page.messages) < page_size
             if page.error is not None or exhausted or len(pending) + page_size > self.policy.batch_size:
-                self._commit_comments(post_id, pending, position, committed)
+                self._commit_comments(post_id, pending, position, committed, floor)
                 pending, committed = [], position
             if page.error is not None:
                 kind = classify(page.error).kind
@@ -561,11 +799,15 @@ class _Attempt:
                 self._retry_or_raise(page.error)
                 continue
             if exhausted:
+                if floor > position:
+                    # Read to the end after the floor was fixed: every comment below it is stored.
+                    self.ingestor.sources.advance_comment_cursor(self.source.source_id, post_id, floor)
                 return
 
     def _commit_comments(
-        self, post_id: int, records: list[RawMessage], position: int, committed: int
+        self, post_id: int, records: list[RawMessage], position: int, committed: int, floor: int
     ) -> None:
+        self._flush_roots(floor)
         for chunk, cursor in _chunks(records, position, self.policy.batch_size):
             if not chunk and cursor <= committed:
                 continue
@@ -573,6 +815,21 @@ class _Attempt:
                 result = self.ingestor.raw.store_batch(chunk) if chunk else BatchResult()
                 self.ingestor.sources.advance_comment_cursor(self.source.source_id, post_id, cursor)
             self._count(result, comments=True)
+
+    def _flush_roots(self, floor: int) -> None:
+        """Store what the thread roots learnt since the last commit stand for. A thread whose root is
+        above the stream's floor holds nothing below it: its cursor moves to the floor (the stream alone
+        covers it), so it is never read thread by thread."""
+        if not self._new_roots:
+            return
+        sources = self.ingestor.sources
+        source_id = self.source.source_id
+        with self._atomic():
+            sources.remember_discussion_threads(source_id, self._new_roots)
+            for root, (post_id, _date) in self._new_roots.items():
+                if post_id is not None and floor > 0 and root > floor:
+                    sources.advance_comment_cursor(source_id, post_id, floor)
+        self._new_roots = {}
 
 
 # Permanent errors on a thread read that mean the discussion group as a whole is out of reach.
@@ -583,6 +840,20 @@ _GROUP_UNREACHABLE: tuple[type[BaseException], ...] = (
     tg_errors.ChannelPublicGroupNaError,
     tg_errors.ChannelInvalidError,
 )
+
+
+class _HistoryUnreadable(Exception):
+    """The discussion group's history refused reading: comments are read thread by thread instead."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(describe(error))
+        self.error = error
+
+
+def _root(message: Any) -> int:
+    """The thread root (the post's copy in the group) a reply hangs under: the top of a reply to a reply."""
+    reply = message.reply_to
+    return int(reply.reply_to_top_id or reply.reply_to_msg_id)
 
 
 class _DiscussionUnreachable(Exception):

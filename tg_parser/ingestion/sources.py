@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.domain.channels import parse_channel_ref
-from tg_parser.domain.models import Source, SourceStatus
+from tg_parser.domain.models import DiscussionCursor, Source, SourceStatus
 from tg_parser.errors import InvalidInput
 from tg_parser.stores import IngestionStore, RawStore
 
@@ -131,3 +132,35 @@ def resolve_channel_id(db: Database, text: str) -> int:
         if (candidate.username or "").lower() == wanted and candidate.channel_id is not None:
             return candidate.channel_id
     raise InvalidInput(f"no source with username @{ref.username} and a known channel id", _CHANNEL_HINT)
+
+
+def comments_read(source: Source, stream: DiscussionCursor | None) -> str | None:
+    """How a source's comments are read: None (off), "unavailable" (no discussion group, or out of
+    reach), "per thread" (the group's history cannot be read: one request per thread with news) or
+    "history" (one stream over the group's history)."""
+    if not source.include_comments:
+        return None
+    if source.comments_unavailable:
+        return "unavailable"
+    if stream is not None and stream.history_error is not None:
+        return "per thread"
+    return "history"
+
+
+def list_with_comments(db: Database, status: SourceStatus | None = None) -> list[dict[str, Any]]:
+    """Sources as JSON values (`sources list --json`, `GET /api/v1/sources`), each with how its comments
+    are read (`comments_read`), its discussion-history cursor and why that history cannot be read."""
+    store = IngestionStore(db)
+    streams = store.discussion_cursors()
+    listed = []
+    for source in store.list_sources(status):
+        stream = streams.get(source.source_id)
+        listed.append(
+            {
+                **source.model_dump(mode="json"),
+                "comments_read": comments_read(source, stream),
+                "discussion_last_id": stream.last_message_id if stream else None,
+                "discussion_history_error": stream.history_error if stream else None,
+            }
+        )
+    return listed

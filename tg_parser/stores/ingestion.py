@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tg_parser.domain.models import CommentCursor, IngestRun, Source, SourceStatus
+from tg_parser.domain.models import CommentCursor, DiscussionCursor, IngestRun, Source, SourceStatus
 from tg_parser.stores.base import Store
 
 
@@ -133,6 +133,73 @@ class IngestionStore(Store):
                 "last_comment_id": last_comment_id,
                 "now": self.now(),
             },
+        )
+
+    # --- the discussion group's history stream -----------------------------------------------------
+
+    def discussion_cursor(self, source_id: str) -> DiscussionCursor | None:
+        row = self.db.fetch_one("discussion_cursor_get", {"source_id": source_id})
+        return DiscussionCursor.model_validate(row) if row else None
+
+    def discussion_cursors(self) -> dict[str, DiscussionCursor]:
+        return {
+            row["source_id"]: DiscussionCursor.model_validate(row)
+            for row in self.db.fetch_all("discussion_cursors_list")
+        }
+
+    def open_discussion(
+        self, source_id: str, *, chat_id: int, access_hash: int, top_id: int, restart: bool
+    ) -> None:
+        """Point the stream at group `chat_id`; with `restart` it starts after `top_id` (its floor)."""
+        self.db.execute(
+            "discussion_cursor_open",
+            {
+                "source_id": source_id,
+                "chat_id": chat_id,
+                "access_hash": access_hash,
+                "last_message_id": top_id,
+                "restart": restart,
+                "now": self.now(),
+            },
+        )
+
+    def advance_discussion_cursor(self, source_id: str, last_message_id: int) -> None:
+        """Move the stream cursor forward (never back). Call after the comments it covers are committed."""
+        self.db.execute(
+            "discussion_cursor_advance",
+            {"source_id": source_id, "last_message_id": last_message_id, "now": self.now()},
+        )
+
+    def mark_discussion_unreadable(
+        self, source_id: str, error: str, *, chat_id: int | None, access_hash: int | None
+    ) -> None:
+        self.db.execute(
+            "discussion_history_unreadable",
+            {
+                "source_id": source_id,
+                "chat_id": chat_id,
+                "access_hash": access_hash,
+                "error": error[:500],
+                "now": self.now(),
+            },
+        )
+
+    def discussion_threads(self, source_id: str, roots: list[int]) -> dict[int, tuple[int | None, Any]]:
+        """root id → (channel post id or None for chatter, post date) for the known roots among `roots`."""
+        if not roots:
+            return {}
+        rows = self.db.fetch_all("discussion_threads_lookup", {"source_id": source_id, "roots": roots})
+        return {int(r["root_id"]): (r["post_id"], r["post_date"]) for r in rows}
+
+    def remember_discussion_threads(
+        self, source_id: str, threads: dict[int, tuple[int | None, datetime | None]]
+    ) -> None:
+        self.db.execute_many(
+            "discussion_thread_put",
+            [
+                {"source_id": source_id, "root_id": root, "post_id": post, "post_date": date}
+                for root, (post, date) in threads.items()
+            ],
         )
 
     # --- attempts journal ---------------------------------------------------------------------------

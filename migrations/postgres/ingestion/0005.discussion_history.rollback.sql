@@ -1,0 +1,2 @@
+DROP TABLE discussion_threads;
+DROP TABLE discussion_cursors;

@@ -111,6 +111,31 @@ class ProcessingStore(Store):
             },
         )
 
+    def lapsed_page(
+        self,
+        *,
+        limit: int,
+        worker_id: str,
+        source_id: str | None = None,
+        channel_id: int | None = None,
+        retry_failed: bool = False,
+        now: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Queued messages whose lease, held by another worker, lapsed (pending_lapsed): the ones a running
+        worker takes over. Columns as `pending_page`; on PostgreSQL the queue rows are locked, so call it
+        inside the transaction that leases them."""
+        return self.db.fetch_all(
+            "pending_lapsed",
+            {
+                "limit": limit,
+                "worker_id": worker_id,
+                "source_id": source_id,
+                "channel_id": channel_id,
+                "retry_failed": retry_failed,
+                "now": now or self.now(),
+            },
+        )
+
     def dequeue(self, refs: Sequence[str]) -> int:
         """Take refs whose document or permanent failure is written out of the pending queue."""
         if not refs:
@@ -303,6 +328,57 @@ class ProcessingStore(Store):
                 "error": report.error,
             },
         )
+
+    def run_progress(self, run_id: str, counts: dict[str, Any]) -> None:
+        """Record a running run's counts so far (kept if its process dies)."""
+        self.db.execute("runs_progress", {"run_id": run_id, "counts": counts})
+
+    # --- run heartbeats (a dead run's process is found by its lapsed lease) ------------------------
+
+    def hold_run(self, run_id: str, worker_id: str, lease: timedelta) -> None:
+        self.db.execute(
+            "run_leases_insert", {"run_id": run_id, "worker_id": worker_id, "expires_at": self.now() + lease}
+        )
+
+    def renew_run(self, run_id: str, worker_id: str, lease: timedelta) -> bool:
+        """Extend the run's heartbeat; False when another worker already declared the run abandoned."""
+        rows = self.db.fetch_all(
+            "run_leases_renew", {"run_id": run_id, "worker_id": worker_id, "expires_at": self.now() + lease}
+        )
+        return bool(rows)
+
+    def drop_run_lease(self, run_id: str) -> None:
+        self.db.execute("run_leases_delete", {"run_id": run_id})
+
+    def abandon_lapsed_runs(self, now: datetime | None = None) -> list[str]:
+        """Mark failed ('abandoned: ...') the runs whose heartbeat lapsed (their process died), with the
+        counts they last wrote; returns their ids. One transaction: one worker records each."""
+        now = now or self.now()
+        abandoned = []
+        with self.db.transaction():
+            for lease in self.db.fetch_all("run_leases_take_lapsed", {"now": now}):
+                expired = lease["expires_at"]
+                self.db.execute(
+                    "runs_abandon",
+                    {
+                        "run_id": lease["run_id"],
+                        "finished_at": expired,
+                        "error": (
+                            f"abandoned: its worker {lease['worker_id']} stopped renewing its lease, "
+                            f"which lapsed at {format_timestamp(expired)}"
+                        ),
+                    },
+                )
+                abandoned.append(lease["run_id"])
+        return abandoned
+
+    # --- the LLM pause shared by every process using one endpoint and key --------------------------
+
+    def publish_llm_pause(self, key_hash: str, until: datetime, now: datetime) -> None:
+        self.db.execute("llm_pause_publish", {"key_hash": key_hash, "paused_until": until, "now": now})
+
+    def llm_pause_until(self, key_hash: str) -> datetime | None:
+        return self.db.fetch_scalar("llm_pause_until", {"key_hash": key_hash})
 
     def get_run(self, run_id: str) -> RunReport | None:
         row = self.db.fetch_one("runs_get", {"run_id": run_id})

@@ -421,12 +421,12 @@ class ProcessCoordinator:
             return False
         options = self.options
         with self.db.transaction():
-            rows = self.store.lapsed_page(
+            rows = self.store.pending_page(
                 limit=room,
-                worker_id=self.worker_id,
                 source_id=options.source_id,
                 channel_id=options.channel_id,
                 retry_failed=options.retry_failed,
+                lapsed_for=self.worker_id,
             )
             held = self._claim(rows) if rows else []
         self.counts.selected += len(rows)

@@ -90,16 +90,21 @@ class ProcessingStore(Store):
         after: tuple[int, datetime, str] | None = None,
         now: datetime | None = None,
         lock: bool = False,
+        lapsed_for: str | None = None,
     ) -> list[dict[str, Any]]:
         """The next page of queued messages after the key `after` (the columns of `select_candidates`).
 
         `lock=True` is the claim (pending_claim: on PostgreSQL the rows are locked FOR UPDATE SKIP
         LOCKED, so call it inside the transaction that leases them); otherwise a plain read (dry run).
+        `lapsed_for=worker_id` is the takeover claim instead (pending_lapsed, locked the same way): the
+        queued messages whose lease lapsed under another worker (it died), whatever `after`.
         """
         after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
+        name = "pending_lapsed" if lapsed_for else "pending_claim" if lock else "pending_candidates"
         return self.db.fetch_all(
-            "pending_claim" if lock else "pending_candidates",
+            name,
             {
+                "worker_id": lapsed_for,
                 "limit": limit,
                 "source_id": source_id,
                 "channel_id": channel_id,
@@ -108,31 +113,6 @@ class ProcessingStore(Store):
                 "after_channel_id": after_channel_id,
                 "after_date": after_date,
                 "after_ref": after_ref,
-            },
-        )
-
-    def lapsed_page(
-        self,
-        *,
-        limit: int,
-        worker_id: str,
-        source_id: str | None = None,
-        channel_id: int | None = None,
-        retry_failed: bool = False,
-        now: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        """Queued messages whose lease, held by another worker, lapsed (pending_lapsed): the ones a running
-        worker takes over. Columns as `pending_page`; on PostgreSQL the queue rows are locked, so call it
-        inside the transaction that leases them."""
-        return self.db.fetch_all(
-            "pending_lapsed",
-            {
-                "limit": limit,
-                "worker_id": worker_id,
-                "source_id": source_id,
-                "channel_id": channel_id,
-                "retry_failed": retry_failed,
-                "now": now or self.now(),
             },
         )
 

@@ -43,7 +43,8 @@ ORDER BY page.channel_id, page.date, page.source_ref;
 -- Queued messages whose lease lapsed while another worker held it (its process died): what a running
 -- worker takes over, every quarter of its lease, besides its own pages (those pass a message once, so
 -- one leased by a worker that died behind the page's key would wait for the next run otherwise). Same
--- filters, order and columns as pending_claim; the queue rows are locked FOR UPDATE SKIP LOCKED as there.
+-- filters, order and columns as pending_claim; done messages are left out of the page itself, so they
+-- cannot fill it; the queue rows are locked FOR UPDATE SKIP LOCKED as there.
 -- Served by: a sequential scan of work_leases (the leases in flight), the primary keys of pending_work,
 -- raw_messages, raw_message_counters, processed_documents and processing_failures.
 WITH page AS MATERIALIZED (
@@ -51,6 +52,7 @@ WITH page AS MATERIALIZED (
     FROM processing.work_leases AS l
     JOIN raw.pending_work AS p ON p.source_ref = l.source_ref
     WHERE l.expires_at < :now AND l.worker_id <> :worker_id
+      AND NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = l.source_ref)
       AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
       AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
     ORDER BY p.channel_id, p.date, p.source_ref

@@ -219,12 +219,13 @@ def test_a_running_worker_takes_over_a_killed_workers_messages_and_marks_its_run
     assert dead is not None and dead.status == "failed" and dead.error.startswith("abandoned:")
     assert dead.counts["processed"] == 10
 
-    # taken over within a quarter of the lease after it lapsed (plus a request and a busy machine's slack)
+    # taken over at the first quarter-lease check after the lapse; written once the requests queued ahead
+    # of them (up to a high water mark of claims) and its own are done, with a busy machine's slack
     taken = [read(settings, lambda s, ref=ref: s.get_document(ref)) for ref in dead_leases]
     delays = [(doc.processed_at - lapsed_at).total_seconds() for doc in taken if doc is not None]
     print(f"takeover: {min(delays):.2f}-{max(delays):.2f} s after the lease lapsed (lease {lease} s)")
     assert len(delays) == len(dead_leases) and all(d > 0 for d in delays)
-    assert max(delays) < lease / 4 + 0.1 + 3.0
+    assert max(delays) < lease / 4 + 5.0
 
 
 def run_three_workers(settings, server: LlmServer, total: int, retry_after: float, **env: str):

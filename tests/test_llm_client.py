@@ -375,13 +375,13 @@ def test_429_honours_retry_after_then_succeeds(server):
 def test_a_429_pauses_every_thread_of_the_client(server, monkeypatch):
     server.on("first", srv.error(429, "slow down", retry_after=1), times=1)
     client = make_client(server)
-    paused, pause = threading.Event(), client._gate.pause
+    paused, pause = threading.Event(), client.gate.pause
 
     def pause_and_tell(seconds: float) -> None:
         pause(seconds)
         paused.set()
 
-    monkeypatch.setattr(client._gate, "pause", pause_and_tell)
+    monkeypatch.setattr(client.gate, "pause", pause_and_tell)
     worker = threading.Thread(target=complete, args=(client, "first"))
     worker.start()
     assert paused.wait(30), "the 429 never paused the client"

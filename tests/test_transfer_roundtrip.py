@@ -180,6 +180,10 @@ def populate(settings: Settings, messages: int = MESSAGES) -> dict[str, Any]:
         processing.finish_run(
             report.model_copy(update={"status": "ok", "counts": {"ok": 5}, "finished_at": T0})
         )
+        # A running run's heartbeat and a 429 pause shared by processes (processing 0006).
+        processing.start_run(RunReport(run_id="run-live", kind="process", started_at=T0))
+        processing.hold_run("run-live", "хост-1:42:run-live", timedelta(minutes=1))
+        processing.publish_llm_pause("ab" * 32, T0 + timedelta(seconds=30), T0)
         # The HTTP API's tables: a key (only its hash), a rate-limit window, a queued run with a webhook.
         api = ApiStore(db)
         api.add_key("0123456789ab", "ключ-1", "write", "f" * 64)

@@ -76,6 +76,41 @@ JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
 ORDER BY page.channel_id, page.date, page.source_ref;
 
+-- name: pending_lapsed
+-- Queued messages whose lease lapsed while another worker held it (its process died): what a running
+-- worker takes over, every quarter of its lease, besides its own pages (those pass a message once, so
+-- one leased by a worker that died behind the page's key would wait for the next run otherwise). Same
+-- filters, order, columns and `done` flag as pending_claim; messages with a document are left out of the
+-- page itself, so they cannot fill it.
+-- Served by: a sequential scan of work_leases (the leases in flight), the primary keys of pending_work,
+-- raw_messages, raw_message_counters, processed_documents and processing_failures.
+-- example: worker_id=host-a:4242 now=2025-06-01T12:00:00Z source_id=null channel_id=null limit=100 retry_failed=false
+WITH page AS MATERIALIZED (
+    SELECT p.source_ref, p.channel_id, p.date
+    FROM processing.work_leases AS l
+    JOIN raw.pending_work AS p ON p.source_ref = l.source_ref
+    WHERE l.expires_at < :now AND l.worker_id <> :worker_id
+      AND NOT EXISTS (SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = l.source_ref)
+      AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+      AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+    ORDER BY p.channel_id, p.date, p.source_ref
+    LIMIT :limit
+)
+SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.date, r.edit_date, r.text,
+       r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
+       COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
+       r.media, EXISTS (
+           SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
+       ) OR EXISTS (
+           SELECT 1 FROM processing.processing_failures AS f
+           WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
+           LIMIT 1 OFFSET 0
+       ) AS done
+FROM page
+JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
+ORDER BY page.channel_id, page.date, page.source_ref;
+
 -- name: pending_requeue_failed
 -- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one
 -- source or channel), not the skips (media only: nothing to send, retrying cannot change that); the run's writes take them out again when they succeed or fail for good.

@@ -51,9 +51,8 @@ STOPPING = (
 @click.option(
     "--lease-seconds",
     type=click.FloatRange(min=1),
-    default=600,
-    show_default=True,
-    help="How long a claimed message stays reserved for this worker (renewed while in flight).",
+    help="How long a claimed message stays reserved for this worker (renewed every quarter of it while "
+    "in flight; a dead worker's messages are taken over once it lapses). Default: PROCESS_LEASE_SECONDS (60).",
 )
 @click.option(
     "--list-failures", is_flag=True, help="Print the failure journal (newest first, up to --limit) and exit."
@@ -71,7 +70,7 @@ def command(
     force: bool,
     retry_failed: bool,
     dry_run: bool,
-    lease_seconds: float,
+    lease_seconds: float | None,
     list_failures: bool,
     processor: str | None,
     as_json: bool,
@@ -112,7 +111,8 @@ def command(
         limit=limit,
         force=force,
         retry_failed=retry_failed,
-        lease_ttl=lease_seconds,
+        lease_ttl=lease_seconds or settings.process_lease_seconds,
+        shared_pause=settings.llm_shared_pause,
     )
 
     kind, choice_line = choose_processor(settings, processor)

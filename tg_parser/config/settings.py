@@ -101,8 +101,17 @@ class Settings(BaseSettings):
         ge=0,
         description="retries of an answer that is not JSON or breaks the schema (within LLM_MAX_RETRIES)",
     )
+    llm_shared_pause: bool = Field(
+        True,
+        description="a 429's Retry-After pauses every process using the same endpoint and key (via the database)",
+    )
     prompts_dir: Path | None = None
     processor: Literal["auto", "llm", "extractive"] = "auto"
+    process_lease_seconds: float = Field(
+        60.0,
+        ge=1,
+        description="how long a claimed message (and a process run) stays reserved; renewed every quarter of it",
+    )
 
     # --- topics ---------------------------------------------------------------------------------
     topic_batch_tokens: int = Field(6000, ge=500, description="estimated tokens of documents per LLM prompt")

@@ -14,6 +14,8 @@
   model that cannot answer a message rarely can on the third try). Retries are ours, not the SDK's
   (`max_retries=0` on the SDK client): a 429 pauses *every* worker of this client until Retry-After has
   passed (a shared gate), not only the thread that received it, and waits can be cut short by Ctrl-C.
+  With LLM_SHARED_PAUSE (default on) the `process` coordinator shares that gate through the database
+  with every process using the same endpoint and key (see `RateGate`).
 - The body is encoded once (orjson) and posted with the SDK client's `post()` (its auth, headers,
   timeouts and typed errors), and the reply's JSON is read directly: `responses.create` walks the
   parameters against the API's typed schema on every call and the typed response objects cost about
@@ -24,6 +26,7 @@
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import logging
 import math
@@ -449,16 +452,34 @@ class LlmResult:
     api: Api
 
 
-class _RateGate:
-    """A pause shared by every thread using one client: after a 429, nobody sends until it has passed."""
+class RateGate:
+    """A pause shared by every thread using one client: after a 429, nobody sends until it has passed.
+
+    With LLM_SHARED_PAUSE the process coordinator also shares it with the other processes using the same
+    endpoint and key, through the database: it publishes this gate's new deadlines (`take_unpublished`)
+    and holds the gate until a deadline another process published (`hold_until`)."""
 
     def __init__(self) -> None:
         self._until = 0.0
+        self._unpublished: float | None = None  # wall-clock deadline (time.time()) not shared yet
         self._lock = threading.Lock()
 
     def pause(self, seconds: float) -> None:
         with self._lock:
             self._until = max(self._until, time.monotonic() + seconds)
+            deadline = time.time() + seconds
+            self._unpublished = max(self._unpublished or 0.0, deadline)
+
+    def hold_until(self, deadline: float) -> None:
+        """Pause until the wall-clock time `deadline` (a Retry-After another process received)."""
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + (deadline - time.time()))
+
+    def take_unpublished(self) -> float | None:
+        """The latest deadline this process set since the last call (wall clock), or None."""
+        with self._lock:
+            deadline, self._unpublished = self._unpublished, None
+        return deadline
 
     def wait(self, stop: threading.Event | None) -> None:
         while True:
@@ -490,7 +511,7 @@ class LlmClient:
         self.backoff = Backoff(
             base=backoff_base, cap=MAX_BACKOFF, max_attempts=config.max_retries + 1, jitter=0.25
         )
-        self._gate = _RateGate()
+        self.gate = RateGate()
         # httpx2 logs every request at INFO; keep the run's log about the run.
         logging.getLogger("httpx2").setLevel(logging.WARNING)
         # Built once (about 45 ms of CPU each): the context the SDK's HTTP client would build by default.
@@ -530,6 +551,13 @@ class LlmClient:
     def from_settings(cls, settings: Settings) -> LlmClient:
         return cls(LlmConfig.from_settings(settings))
 
+    @property
+    def pause_key(self) -> str:
+        """What identifies this client's quota across processes: sha256 of the endpoint and the API key
+        (stored in place of the key, which never leaves the process)."""
+        digest = hashlib.sha256(f"{self.config.base_url}\n{self.config.api_key}".encode())
+        return digest.hexdigest()
+
     def close(self) -> None:
         with self._clients_lock:
             clients, self._clients = self._clients, []
@@ -557,7 +585,7 @@ class LlmClient:
         attempt = 0
         bad_outputs = 0  # answers that were not JSON or broke the schema
         while True:
-            self._gate.wait(stop)
+            self.gate.wait(stop)
             try:
                 reply = self._send(body)
                 usage.add(reply.usage)
@@ -576,7 +604,7 @@ class LlmClient:
                         raise
                 delay = exc.retry_after if exc.retry_after is not None else self._backoff(attempt)
                 if isinstance(exc, LlmRateLimited):
-                    self._gate.pause(delay)
+                    self.gate.pause(delay)
                 else:
                     _sleep(delay, stop)
                 attempt += 1

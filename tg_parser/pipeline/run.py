@@ -157,7 +157,12 @@ class Pipeline:
         from tg_parser.processing.coordinator import ProcessCoordinator, ProcessOptions
         from tg_parser.processing.selection import build_document_processor
 
-        options = ProcessOptions(source_id=source.source_id, concurrency=self.concurrency)
+        options = ProcessOptions(
+            source_id=source.source_id,
+            concurrency=self.concurrency,
+            lease_ttl=self.settings.process_lease_seconds,
+            shared_pause=self.settings.llm_shared_pause,
+        )
         with build_document_processor(self.settings, self.processor_kind) as built:
             coordinator = ProcessCoordinator(
                 self.db,

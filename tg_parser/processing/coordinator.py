@@ -14,8 +14,17 @@ Threads and responsibilities:
   and the database never waits for them, so neither is the other's bottleneck.
 
 Several workers (processes, hosts) can run against one database: a message is sent to the LLM only by
-the worker holding its lease. A lease expires after `lease_ttl` unless renewed (in-flight leases are
-renewed every third of it), so the messages of a killed worker are picked up once it has lapsed.
+the worker holding its lease. A lease expires after `lease_ttl` (PROCESS_LEASE_SECONDS, 60 s) unless
+renewed. Every quarter of it the coordinator renews its in-flight leases and its run's heartbeat
+(processing.run_leases), and takes over what a dead worker left: queued messages whose lease lapsed
+(pending_lapsed) are claimed by this run, and runs whose heartbeat lapsed are marked failed with an
+error starting 'abandoned:' and the counts they had written (each batch write records them). So a
+killed worker's messages are taken over within about a lease and a quarter, by a worker already running.
+
+With `shared_pause` (LLM_SHARED_PAUSE) the coordinator also shares the LLM client's 429 pause with the
+other processes using the same endpoint and key: a Retry-After received here is published to
+processing.llm_pauses, and one published by another process holds this client's gate, so N processes
+do not hammer a quota each on its own (checked every PAUSE_SYNC_SECONDS).
 
 Stopping (`stop` event, set by Ctrl-C in the CLI): no new request starts; documents already finished
 are written; requests still in flight are abandoned and their leases released, so nothing is
@@ -49,6 +58,8 @@ from tg_parser.stores.processing import ProcessingStore
 
 # This many bad-request rejections in a row, before any success, means the settings are wrong.
 REJECTIONS_BEFORE_ABORT = 10
+# How often a coordinator publishes its client's 429 pause and reads the other processes' (seconds).
+PAUSE_SYNC_SECONDS = 0.25
 
 
 @dataclass
@@ -59,7 +70,8 @@ class ProcessOptions:
     limit: int | None = None
     force: bool = False
     retry_failed: bool = False
-    lease_ttl: float = 600.0  # seconds a claimed message stays reserved for this worker
+    lease_ttl: float = 60.0  # seconds a claimed message (and the run) stays reserved; renewed every 1/4
+    shared_pause: bool = True  # share the LLM client's 429 pause with other processes (same endpoint, key)
     write_batch: int = 100  # results written per transaction, at most
     flush_interval: float = 0.5  # seconds a finished result may wait for its batch
     page_size: int = 500  # candidates read per selection query
@@ -71,6 +83,7 @@ class ProcessCounts:
     selected: int = 0  # candidates read from the selection
     claimed: int = 0  # leased by this worker (the only ones it sends)
     skipped_leased: int = 0  # taken by another worker (or finished by one) in the meantime
+    taken_over: int = 0  # claimed after another worker's lease lapsed (that worker died)
     processed: int = 0  # documents written
     failed: int = 0
     failed_permanent: int = 0
@@ -199,6 +212,10 @@ class ProcessCoordinator:
         self._rejections = 0
         self._started = datetime.now(UTC)
         self._after: tuple[int, datetime, str] | None = None  # key of the last queued row claimed
+        # The LLM client's 429 gate, shared with other processes through the database (shared_pause).
+        client = getattr(processor, "client", None)
+        self._gate = getattr(client, "gate", None) if options.shared_pause else None
+        self._pause_key: str = getattr(client, "pause_key", "") if self._gate is not None else ""
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -217,9 +234,12 @@ class ProcessCoordinator:
             **self.run_params,
         }
         self._started = datetime.now(UTC)
-        self.store.start_run(
-            RunReport(run_id=self.run_id, kind="process", started_at=self._started, params=params)
-        )
+        with self.db.transaction():
+            self.store.start_run(
+                RunReport(run_id=self.run_id, kind="process", started_at=self._started, params=params)
+            )
+            self.store.hold_run(self.run_id, self.worker_id, self._lease)
+        self._abandon_dead_runs()
         logger.info(
             "process run {} started: worker {}, concurrency {}, model {}, prompt {}",
             self.run_id,
@@ -259,8 +279,9 @@ class ProcessCoordinator:
         # Claimed and not finished: busy workers plus one round queued. A fast processor (extractive)
         # claims in bigger batches so each message does not pay for its own claim transaction.
         high_water = 2 * max(options.concurrency, claim_batch)
-        renew_every = max(options.lease_ttl / 3, 0.05)
+        renew_every = max(options.lease_ttl / 4, 0.05)
         next_renewal = time.monotonic() + renew_every
+        next_pause_sync = 0.0
         while True:
             if self.stop.is_set() or self._fatal is not None:
                 self._cancel.set()
@@ -282,14 +303,19 @@ class ProcessCoordinator:
                     self._in_flight[row["source_ref"]] = row
                     self._work.put(row)
             if not self._in_flight:
-                if exhausted:
+                # Before leaving, the messages of a worker that died meanwhile (their leases lapsed).
+                if exhausted and not self._take_over(high_water):
                     break
                 continue  # every message of that chunk was taken by another worker: claim more
             self._collect(timeout=0.1)
             if self._due_for_write():
                 self._write()
-            if self._in_flight and time.monotonic() >= next_renewal:
-                self._renew()
+            now = time.monotonic()
+            if self._gate is not None and now >= next_pause_sync:
+                self._sync_pause()
+                next_pause_sync = now + PAUSE_SYNC_SECONDS
+            if now >= next_renewal:
+                self._heartbeat(high_water)
                 next_renewal = time.monotonic() + renew_every
         # Results that finished before we stopped are kept; whatever is still running is abandoned.
         self._collect(timeout=0)
@@ -358,15 +384,69 @@ class ProcessCoordinator:
         self.counts.skipped_leased += len(rows) - len(held)
         return [row for row in rows if row["source_ref"] in held]
 
-    def _renew(self) -> None:
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.options.lease_ttl)
+
+    def _heartbeat(self, high_water: int) -> None:
+        """Every quarter of the lease: renew this run's leases, then take over what dead workers left."""
         refs = list(self._in_flight)
         with self.db.transaction():
-            kept = set(
-                self.store.claim(refs, self.worker_id, timedelta(seconds=self.options.lease_ttl), force=True)
-            )
+            kept = set(self.store.claim(refs, self.worker_id, self._lease, force=True)) if refs else set()
+            alive = self.store.renew_run(self.run_id, self.worker_id, self._lease)
         lost = [ref for ref in refs if ref not in kept]
         if lost:
             logger.warning("{} lease(s) lapsed and were taken by another worker: {}", len(lost), lost[:5])
+        if not alive:
+            logger.warning(
+                "run {}: its heartbeat lapsed and another worker marked it abandoned; "
+                "this run's final report will replace that",
+                self.run_id,
+            )
+        self._abandon_dead_runs()
+        self._take_over(high_water)  # room of its own: a busy worker takes over too, over its high water
+
+    def _abandon_dead_runs(self) -> None:
+        for run_id in self.store.abandon_lapsed_runs():
+            logger.warning("run {} failed: its worker stopped renewing its lease (abandoned)", run_id)
+
+    def _take_over(self, room: int) -> bool:
+        """Claim queued messages whose lease lapsed under another worker (it died); True if any.
+
+        The pending pages pass each message once, so one leased by a dead worker behind the page's key
+        is found here. A `--force` run walks raw_messages instead and leaves them to the next run."""
+        room = min(room, self._remaining())
+        if self.options.force or room <= 0:
+            return False
+        options = self.options
+        with self.db.transaction():
+            rows = self.store.pending_page(
+                limit=room,
+                source_id=options.source_id,
+                channel_id=options.channel_id,
+                retry_failed=options.retry_failed,
+                lapsed_for=self.worker_id,
+            )
+            held = self._claim(rows) if rows else []
+        self.counts.selected += len(rows)
+        for row in held:
+            self._in_flight[row["source_ref"]] = row
+            self._work.put(row)
+        if held:
+            self.counts.taken_over += len(held)
+            logger.warning("took over {} message(s) whose worker stopped renewing its leases", len(held))
+        return bool(held)
+
+    def _sync_pause(self) -> None:
+        """Publish this process's new 429 deadline and hold the gate until any process's deadline."""
+        assert self._gate is not None
+        now = datetime.now(UTC)
+        deadline = self._gate.take_unpublished()
+        if deadline is not None:
+            self.store.publish_llm_pause(self._pause_key, datetime.fromtimestamp(deadline, UTC), now)
+        until = self.store.llm_pause_until(self._pause_key)
+        if until is not None and until > now:
+            self._gate.hold_until(until.timestamp())
 
     # --- results ------------------------------------------------------------------------------------
 
@@ -480,10 +560,18 @@ class ProcessCoordinator:
             if atomic:
                 self.store.dequeue(done)
             self.store.release(release, self.worker_id)
+            self.counts.processed += len(documents)
+            if documents or failures:  # what this run wrote, kept if its process dies
+                self.store.run_progress(self.run_id, self._progress_counts())
         if not atomic:
             self.store.dequeue(done)
         self._documents, self._failures, self._release = [], [], []
-        self.counts.processed += len(documents)
+
+    def _progress_counts(self) -> dict[str, Any]:
+        data = asdict(self.counts)
+        data["failures_by_class"] = dict(sorted(self._failure_classes.items()))
+        data["duration_s"] = round((datetime.now(UTC) - self._started).total_seconds(), 3)
+        return data
 
     # --- workers ------------------------------------------------------------------------------------
 
@@ -553,18 +641,20 @@ class ProcessCoordinator:
         )
         try:
             self._write()
-            self.store.finish_run(
-                RunReport(
-                    run_id=self.run_id,
-                    kind="process",
-                    started_at=self._started,
-                    finished_at=report.finished_at,
-                    status=status,  # type: ignore[arg-type]
-                    params=params,
-                    counts=report.counts_dict(),
-                    error=error,
+            with self.db.transaction():
+                self.store.drop_run_lease(self.run_id)
+                self.store.finish_run(
+                    RunReport(
+                        run_id=self.run_id,
+                        kind="process",
+                        started_at=self._started,
+                        finished_at=report.finished_at,
+                        status=status,  # type: ignore[arg-type]
+                        params=params,
+                        counts=report.counts_dict(),
+                        error=error,
+                    )
                 )
-            )
         except Exception:
             if not best_effort:
                 raise

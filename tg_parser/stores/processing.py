@@ -104,6 +104,7 @@ class ProcessingStore(Store):
         after: tuple[int, datetime, str] | None = None,
         now: datetime | None = None,
         lock: bool = False,
+        lapsed_for: str | None = None,
     ) -> QueuePage:
         """The next page of the pending queue after the key `after`: up to `limit` queued messages
         without a live lease, split into those still to process and those done already (a document or a
@@ -111,11 +112,15 @@ class ProcessingStore(Store):
 
         `lock=True` is the claim (pending_claim: on PostgreSQL the rows are locked FOR UPDATE SKIP
         LOCKED, so call it inside the transaction that leases them); otherwise a plain read (dry run).
+        `lapsed_for=worker_id` is the takeover claim instead (pending_lapsed, locked the same way): the
+        queued messages whose lease lapsed under another worker (it died), whatever `after`.
         """
         after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
+        name = "pending_lapsed" if lapsed_for else "pending_claim" if lock else "pending_candidates"
         rows = self.db.fetch_all(
-            "pending_claim" if lock else "pending_candidates",
+            name,
             {
+                "worker_id": lapsed_for,
                 "limit": limit,
                 "source_id": source_id,
                 "channel_id": channel_id,
@@ -324,6 +329,57 @@ class ProcessingStore(Store):
                 "error": report.error,
             },
         )
+
+    def run_progress(self, run_id: str, counts: dict[str, Any]) -> None:
+        """Record a running run's counts so far (kept if its process dies)."""
+        self.db.execute("runs_progress", {"run_id": run_id, "counts": counts})
+
+    # --- run heartbeats (a dead run's process is found by its lapsed lease) ------------------------
+
+    def hold_run(self, run_id: str, worker_id: str, lease: timedelta) -> None:
+        self.db.execute(
+            "run_leases_insert", {"run_id": run_id, "worker_id": worker_id, "expires_at": self.now() + lease}
+        )
+
+    def renew_run(self, run_id: str, worker_id: str, lease: timedelta) -> bool:
+        """Extend the run's heartbeat; False when another worker already declared the run abandoned."""
+        rows = self.db.fetch_all(
+            "run_leases_renew", {"run_id": run_id, "worker_id": worker_id, "expires_at": self.now() + lease}
+        )
+        return bool(rows)
+
+    def drop_run_lease(self, run_id: str) -> None:
+        self.db.execute("run_leases_delete", {"run_id": run_id})
+
+    def abandon_lapsed_runs(self, now: datetime | None = None) -> list[str]:
+        """Mark failed ('abandoned: ...') the runs whose heartbeat lapsed (their process died), with the
+        counts they last wrote; returns their ids. One transaction: one worker records each."""
+        now = now or self.now()
+        abandoned = []
+        with self.db.transaction():
+            for lease in self.db.fetch_all("run_leases_take_lapsed", {"now": now}):
+                expired = lease["expires_at"]
+                self.db.execute(
+                    "runs_abandon",
+                    {
+                        "run_id": lease["run_id"],
+                        "finished_at": expired,
+                        "error": (
+                            f"abandoned: its worker {lease['worker_id']} stopped renewing its lease, "
+                            f"which lapsed at {format_timestamp(expired)}"
+                        ),
+                    },
+                )
+                abandoned.append(lease["run_id"])
+        return abandoned
+
+    # --- the LLM pause shared by every process using one endpoint and key --------------------------
+
+    def publish_llm_pause(self, key_hash: str, until: datetime, now: datetime) -> None:
+        self.db.execute("llm_pause_publish", {"key_hash": key_hash, "paused_until": until, "now": now})
+
+    def llm_pause_until(self, key_hash: str) -> datetime | None:
+        return self.db.fetch_scalar("llm_pause_until", {"key_hash": key_hash})
 
     def get_run(self, run_id: str) -> RunReport | None:
         row = self.db.fetch_one("runs_get", {"run_id": run_id})

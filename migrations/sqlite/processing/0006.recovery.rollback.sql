@@ -1,0 +1,2 @@
+DROP TABLE llm_pauses;
+DROP TABLE run_leases;

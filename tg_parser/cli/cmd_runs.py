@@ -75,7 +75,7 @@ def show_run(app: AppContext, run_id: str, as_json: bool) -> None:
 
     \b
     Example:
-      tg-parser runs show 20261207T101500-3f2a9c
+      tg-parser runs show 46276ad56a62
     """
     from tg_parser.stores import ProcessingStore
 

@@ -11,12 +11,14 @@ import socket
 import pytest
 from click.testing import CliRunner
 from support.llm_server import LlmServer
-from support.process_data import cli_env, seed_messages
+from support.process_data import cli_env, llm_settings, seed_messages
 
 from tg_parser.cli.main import cli
 from tg_parser.domain.models import Source
+from tg_parser.pipeline.queue import QueueWorker
 from tg_parser.prices import DEFAULT_PRICES, estimate_cost, price_table
 from tg_parser.stores import IngestionStore
+from tg_parser.stores.run_queue import RunQueueStore
 
 SUMMARY_KEYS = {
     "run_id",
@@ -165,6 +167,59 @@ def test_a_pipeline_run_lists_its_steps_each_with_its_own_report(db, settings, t
     child = as_json(env, "runs", "show", process["run_id"])
     assert child["kind"] == "process" and child["documents"] == 4
     assert child["started_by"]["command"] == "run"
+
+
+def test_a_queued_run_counts_its_tokens_and_cost_and_names_the_key_that_queued_it(
+    db, settings, server, tmp_path
+):
+    IngestionStore(db).add_source(Source(source_id="news", kind="export", channel_id=100))
+    seed_messages(db, 3, source_id="news")
+    RunQueueStore(db).enqueue(
+        "api-q1",
+        ["process"],
+        source_id="news",
+        options={"processor": "llm"},
+        requested_by="ci",
+        webhook_url=None,
+    )
+    worker = QueueWorker(
+        db, llm_settings(settings, server.base_url), out_dir=tmp_path / "out", worker_id="w-1"
+    )
+    assert worker.drain() == 1
+    row = RunQueueStore(db).get("api-q1")
+    assert row is not None and row["status"] == "succeeded", row
+    counts = row["counts"]  # what GET /api/v1/runs/api-q1 shows
+    assert counts["input_tokens"] > 0 and counts["output_tokens"] > 0
+    cost = gpt5_mini_cost(counts["input_tokens"], counts["output_tokens"])
+    assert counts["estimated_cost_usd"] == pytest.approx(cost, abs=1e-6)
+
+    shown = as_json(cli_env(settings, server.base_url), "runs", "show", "api-q1")
+    assert (shown["kind"], shown["status"], shown["documents"]) == ("run", "ok", 3)
+    who = shown["started_by"]
+    assert (who["origin"], who["requested_by"], who["worker_id"]) == ("api", "ci", "w-1")
+    assert (shown["input_tokens"], shown["output_tokens"]) == (
+        counts["input_tokens"],
+        counts["output_tokens"],
+    )
+    assert shown["estimated_cost_usd"] == pytest.approx(cost, abs=1e-6)
+    (step,) = shown["steps"]
+    assert (step["step"], step["run_id"], step["model"]) == ("process", "api-q1-process-news", "gpt-5-mini")
+    assert step["estimated_cost_usd"] == pytest.approx(cost, abs=1e-6)
+    child = as_json(cli_env(settings, server.base_url), "runs", "show", step["run_id"])
+    assert (
+        child["started_by"]["origin"] == "api" and child["estimated_cost_usd"] == shown["estimated_cost_usd"]
+    )
+
+
+def test_process_prints_its_estimated_cost(db, settings, server):
+    seed_messages(db, 2)
+    env = cli_env(settings, server.base_url)
+    report = as_json(env, "process")
+    cost = gpt5_mini_cost(report["counts"]["input_tokens"], report["counts"]["output_tokens"])
+    assert report["estimated_cost_usd"] == pytest.approx(cost, abs=1e-6)
+    seed_messages(db, 1, first_id=10)
+    text = tg(env, "process")
+    assert text.exit_code == 0 and "est. cost $" in text.stdout
 
 
 def test_process_dry_run_estimates_the_cost(db, settings, server):

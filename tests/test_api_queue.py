@@ -119,6 +119,7 @@ def test_two_workers_execute_each_run_exactly_once(settings, tmp_path, monkeypat
             "sources": 1,
             "steps_ok": 2,
             "steps_failed": 0,
+            "documents": 0,
             "input_tokens": 0,
             "output_tokens": 0,
             "estimated_cost_usd": 0.0,

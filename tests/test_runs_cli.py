@@ -189,7 +189,7 @@ def test_a_queued_run_counts_its_tokens_and_cost_and_names_the_key_that_queued_i
     row = RunQueueStore(db).get("api-q1")
     assert row is not None and row["status"] == "succeeded", row
     counts = row["counts"]  # what GET /api/v1/runs/api-q1 shows
-    assert counts["input_tokens"] > 0 and counts["output_tokens"] > 0
+    assert counts["input_tokens"] > 0 and counts["output_tokens"] > 0 and counts["documents"] == 3
     cost = gpt5_mini_cost(counts["input_tokens"], counts["output_tokens"])
     assert counts["estimated_cost_usd"] == pytest.approx(cost, abs=1e-6)
 

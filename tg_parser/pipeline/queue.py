@@ -54,14 +54,11 @@ def _progress(report: CycleReport) -> dict[str, Any]:
 
 def _counts(report: CycleReport, prices: dict[str, TokenPrice]) -> dict[str, Any]:
     """The run's counters: steps, tokens and their estimated cost in USD (None: a model has no price)."""
-    done = report.step_results()
-    costs = [estimate_cost(st.model, st.input_tokens, st.output_tokens, prices) for _, st in done]
+    costs = [
+        estimate_cost(st.model, st.input_tokens, st.output_tokens, prices) for _, st in report.step_results()
+    ]
     return {
-        "sources": len(report.sources),
-        "steps_ok": sum(st.ok for _, st in done),
-        "steps_failed": sum(not st.ok for _, st in done),
-        "input_tokens": sum(st.input_tokens for _, st in done),
-        "output_tokens": sum(st.output_tokens for _, st in done),
+        **report.totals(),
         "estimated_cost_usd": None if None in costs else round(sum(c or 0.0 for c in costs), 6),
     }
 

@@ -104,6 +104,18 @@ class CycleReport:
             done.append((None, self.export))
         return done
 
+    def totals(self) -> dict[str, int]:
+        """The run's counters: sources, steps that succeeded and failed, documents written, tokens."""
+        done = [step for _, step in self.step_results()]
+        return {
+            "sources": len(self.sources),
+            "steps_ok": sum(step.ok for step in done),
+            "steps_failed": sum(not step.ok for step in done),
+            "documents": sum(step.documents for step in done),
+            "input_tokens": sum(step.input_tokens for step in done),
+            "output_tokens": sum(step.output_tokens for step in done),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -290,12 +302,7 @@ class Pipeline:
         record.status = status  # type: ignore[assignment]
         record.error = redact("; ".join(failed))[:2000] or None
         record.counts = {
-            "sources": len(report.sources),
-            "steps_ok": sum(step.ok for _, step in done),
-            "steps_failed": len(failed),
-            "documents": sum(step.documents for _, step in done),
-            "input_tokens": sum(step.input_tokens for _, step in done),
-            "output_tokens": sum(step.output_tokens for _, step in done),
+            **report.totals(),
             "steps": [{"source_id": source, **step.as_dict()} for source, step in done],
         }
         try:

@@ -96,11 +96,11 @@ def test_two_workers_execute_each_run_exactly_once(settings, tmp_path, monkeypat
             thread.join(timeout=60)
         assert not any(t.is_alive() for t in threads), "a worker did not finish"
         rows = {run_id: RunQueueStore(databases[0]).get(run_id) for run_id in runs}
-        processing_runs = {
-            r.run_id
-            for r in ProcessingStore(databases[0]).recent_runs(limit=100)
-            if r.run_id.startswith("run-")
-        }
+        reports = [
+            r for r in ProcessingStore(databases[0]).recent_runs(limit=100) if r.run_id.startswith("run-")
+        ]
+        processing_runs = {r.run_id for r in reports if r.kind == "process"}
+        pipeline_runs = {r.run_id: r for r in reports if r.kind == "run"}
     finally:
         for database in databases:
             database.close()
@@ -115,10 +115,32 @@ def test_two_workers_execute_each_run_exactly_once(settings, tmp_path, monkeypat
         assert row["lease_expires_at"] is None
         assert row["started_at"] <= row["finished_at"]
         assert [s["step"] for s in row["progress"]["steps_done"]] == ["process", "export"]
-        assert row["counts"] == {"sources": 1, "steps_ok": 2, "steps_failed": 0}
+        assert row["counts"] == {
+            "sources": 1,
+            "steps_ok": 2,
+            "steps_failed": 0,
+            "documents": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "estimated_cost_usd": 0.0,
+        }
         assert by_worker[row["worker_id"]] >= 1
-    # The processing step of every run left exactly one processing run of its own.
+    # The processing step of every run left exactly one processing run of its own, and every run one
+    # run report naming it among its steps, started by the worker on behalf of the key that queued it.
     assert processing_runs == {f"{run_id}-process-{EXAMPLE_SOURCE}" for run_id in runs}
+    assert set(pipeline_runs) == set(runs)
+    for run_id, report in pipeline_runs.items():
+        assert report.status == "ok"
+        assert [s.get("run_id") for s in report.counts["steps"]] == [
+            f"{run_id}-process-{EXAMPLE_SOURCE}",
+            None,
+        ]
+        who = report.params["started_by"]
+        assert (who["origin"], who["requested_by"], who["worker_id"]) == (
+            "api",
+            "test",
+            rows[run_id]["worker_id"],
+        )
 
 
 def test_a_run_that_fails_is_recorded_and_the_worker_goes_on(settings, tmp_path):
@@ -392,7 +414,9 @@ def test_two_worker_processes_share_the_queue(pg_only_settings, tmp_path):
         )
         rows = [store.get(r) for r in runs]
         processing_runs = [
-            r.run_id for r in ProcessingStore(db).recent_runs(limit=100) if r.run_id.startswith("run-")
+            r.run_id
+            for r in ProcessingStore(db).recent_runs("process", limit=100)
+            if r.run_id.startswith("run-")
         ]
     finally:
         db.close()

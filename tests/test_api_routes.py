@@ -377,7 +377,15 @@ def test_runs_execute_in_the_api_process(install, tmp_path, monkeypatch):
             what="the run to finish",
         )
     assert run["status"] == "succeeded", run
-    assert run["counts"] == {"sources": 0, "steps_ok": 1, "steps_failed": 0}
+    assert run["counts"] == {
+        "sources": 0,
+        "steps_ok": 1,
+        "steps_failed": 0,
+        "documents": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "estimated_cost_usd": 0.0,
+    }
     assert (tmp_path / "out" / "kb_entries.ndjson").exists()
 
 

@@ -197,7 +197,7 @@ def test_order_by_timestamp_is_time_order_across_offsets(db: Database) -> None:
     )  # 23:00 Jan 1 UTC
     _insert_run(db, "r_west", datetime(2025, 1, 1, 20, 0, tzinfo=MINUS7))  # 03:30 Jan 2 UTC
     _insert_run(db, "r_utc", datetime(2025, 1, 2, 1, 0, tzinfo=UTC))
-    rows = db.fetch_all("runs_recent", {"kind": None, "limit": 10})
+    rows = db.fetch_all("runs_recent", {"kind": None, "status": None, "limit": 10})
     assert [r["run_id"] for r in rows] == ["r_west", "r_utc", "r_east"]
 
 

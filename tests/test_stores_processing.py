@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 import sqlite3
 import threading
 import time
@@ -11,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from tg_parser import provenance
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.connect import open_database
@@ -368,7 +371,11 @@ def test_run_reports(store: ProcessingStore) -> None:
     third = RunReport(run_id="r3", kind="process", started_at=T0 + timedelta(hours=2))
     for report in (first, second, third):
         store.start_run(report)
-    assert store.get_run("r1") == first
+    stored = store.get_run("r1")
+    assert stored is not None
+    who = stored.params["started_by"]  # recorded by start_run: this process, started from code (no CLI)
+    assert (who["pid"], who["host"], who["origin"]) == (os.getpid(), socket.gethostname(), "cli")
+    assert stored == first.model_copy(update={"params": {**first.params, "started_by": who}})
     finished = first.model_copy(
         update={
             "finished_at": T0 + timedelta(minutes=5),
@@ -378,12 +385,26 @@ def test_run_reports(store: ProcessingStore) -> None:
         }
     )
     store.finish_run(finished)
-    assert store.get_run("r1") == finished
+    assert store.get_run("r1") == finished.model_copy(update={"params": stored.params})
     assert store.get_run("nope") is None
     assert [r.run_id for r in store.recent_runs()] == ["r3", "r2", "r1"]
     assert [r.run_id for r in store.recent_runs("process")] == ["r3", "r1"]
     assert [r.run_id for r in store.recent_runs(limit=1)] == ["r3"]
     assert store.recent_runs("export") == []
+    assert [r.run_id for r in store.recent_runs(status="running")] == ["r3", "r2"]
+    assert [r.run_id for r in store.recent_runs("process", status="partial")] == ["r1"]
+    assert store.recent_runs("topicize", status="partial") == []
+
+
+def test_run_origin_is_recorded_with_the_report(store: ProcessingStore) -> None:
+    with provenance.origin("api", requested_by="ci-key"):
+        store.start_run(RunReport(run_id="q1", kind="run", started_at=T0))
+    store.start_run(RunReport(run_id="q2", kind="run", started_at=T0, params={"started_by": {"origin": "x"}}))
+    first, second = store.get_run("q1"), store.get_run("q2")
+    assert first is not None and second is not None
+    assert first.params["started_by"]["origin"] == "api"
+    assert first.params["started_by"]["requested_by"] == "ci-key"
+    assert second.params["started_by"] == {"origin": "x"}  # given by the caller: kept as it is
 
 
 def test_single_and_batch_writes_store_identical_rows(store: ProcessingStore) -> None:

@@ -17,9 +17,12 @@ WHERE run_id = :run_id;
 SELECT * FROM processing.runs WHERE run_id = :run_id;
 
 -- name: runs_recent
--- The latest reports of one kind (or all when :kind is NULL), newest first. Served by: runs_kind_started_idx.
--- example: kind=process limit=20
+-- The latest reports of one kind (or all when :kind is NULL), optionally of one status, newest first
+-- (`runs list`, the last automatic prune). Served by: runs_kind_started_idx with a kind; without one, a
+-- scan of runs, which `db prune` keeps to PRUNE_RUNS_DAYS of reports.
+-- example: kind=process status=null limit=20
 SELECT * FROM processing.runs
 WHERE (CAST(:kind AS TEXT) IS NULL OR kind = :kind)
+  AND (CAST(:status AS TEXT) IS NULL OR status = :status)
 ORDER BY started_at DESC, run_id DESC
 LIMIT :limit;

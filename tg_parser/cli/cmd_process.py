@@ -16,6 +16,7 @@ from tg_parser.cli.signals import stop_on_signals
 from tg_parser.errors import InvalidInput
 from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.logging import STDERR_LOCK, live_line
+from tg_parser.prices import estimate_cost, format_cost, price_table
 from tg_parser.processing import (
     ProcessCoordinator,
     ProcessOptions,
@@ -123,6 +124,7 @@ def command(
         with build_document_processor(settings, kind, estimate_only=True) as built:
             estimate = estimate_run(db, built.processor, options)
         estimate["max_output_tokens"] = estimate["messages"] * built.max_output_tokens
+        _estimate_cost(estimate, min(settings.llm_estimated_output_tokens, built.max_output_tokens), settings)
         if as_json:
             emit_json(estimate)
         else:
@@ -137,6 +139,12 @@ def command(
                     else ""
                 )
             )
+        if not as_json and (estimate["estimated_input_tokens"] or estimate["estimated_output_tokens"]):
+            click.echo(
+                f"Estimated cost: {format_cost(estimate['estimated_cost_usd'])}, assuming "
+                f"{estimate['estimated_output_tokens_per_message']:,} output tokens per message "
+                "(LLM_ESTIMATED_OUTPUT_TOKENS; see 'tg-parser runs show' for a past run's real figure)."
+            )
         return
 
     with build_document_processor(settings, kind) as built:
@@ -150,16 +158,36 @@ def command(
             coordinator.on_progress = on_progress
             report = coordinator.run()
 
+    cost = estimate_cost(
+        built.processor.model,
+        report.counts.input_tokens,
+        report.counts.output_tokens,
+        price_table(settings.llm_prices),
+    )
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "estimated_cost_usd": None if cost is None else round(cost, 6)})
     else:
-        _print_report(report)
+        _print_report(report, cost)
     if report.fatal is not None:
         raise report.fatal
     if report.status == "interrupted":
         click.get_current_context().exit(EXIT_INTERRUPTED)
     if report.counts.failed:
         click.get_current_context().exit(1)
+
+
+def _estimate_cost(estimate: dict[str, Any], output_per_message: int, settings: Any) -> None:
+    """Add the dry run's estimated output tokens and cost (USD, None without a price for the model)."""
+    output = estimate["messages"] * output_per_message
+    cost = estimate_cost(
+        estimate["model"], estimate["estimated_input_tokens"], output, price_table(settings.llm_prices)
+    )
+    estimate["estimated_output_tokens_per_message"] = output_per_message
+    estimate["estimated_output_tokens"] = output
+    estimate["estimated_cost_usd"] = None if cost is None else round(cost, 6)
+    estimate["estimated_cost_per_message_usd"] = (
+        round(cost / estimate["messages"], 8) if cost is not None and estimate["messages"] else None
+    )
 
 
 @contextmanager
@@ -191,7 +219,7 @@ def _progress(quiet: bool) -> Iterator[Any]:
             click.echo("", err=True)
 
 
-def _print_report(report: ProcessReport) -> None:
+def _print_report(report: ProcessReport, cost: float | None) -> None:
     counts = report.counts
     line = (
         f"Run {report.run_id}: {report.status}. {counts.processed} document(s) written, "
@@ -202,6 +230,8 @@ def _print_report(report: ProcessReport) -> None:
         f"tokens in {counts.input_tokens:,} / out {counts.output_tokens:,}",
         f"requests {counts.requests} (retries {counts.retries})",
     ]
+    if counts.input_tokens or counts.output_tokens:
+        details.append(f"est. cost {format_cost(cost)}")
     if counts.skipped_no_text:
         details.append(f"{counts.skipped_no_text} without text skipped")
     if counts.skipped_leased:

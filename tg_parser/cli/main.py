@@ -130,6 +130,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Errors print one line (what, why, what to do); --debug shows the traceback.
     """
     ctx.obj = AppContext(debug=debug)
+    from tg_parser.provenance import reset_origin, set_origin
+
+    token = set_origin("cli", command=ctx.invoked_subcommand)  # who started the runs of this command
+    ctx.call_on_close(lambda: reset_origin(token))
 
 
 @cli.command()

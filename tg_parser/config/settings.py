@@ -6,12 +6,13 @@ Every field maps to an upper-case environment variable of the same name (``db_po
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tg_parser.errors import ConfigError
 
@@ -105,6 +106,11 @@ class Settings(BaseSettings):
         True,
         description="a 429's Retry-After pauses every process using the same endpoint and key (via the database)",
     )
+    # USD per million tokens by model, laid over tg_parser.prices.DEFAULT_PRICES (JSON in the environment).
+    llm_prices: Annotated[dict[str, dict[str, float]], NoDecode] = Field(default_factory=dict)
+    llm_estimated_output_tokens: int = Field(
+        400, ge=0, description="output tokens per message assumed by `process --dry-run`'s cost estimate"
+    )
     prompts_dir: Path | None = None
     processor: Literal["auto", "llm", "extractive"] = "auto"
     process_lease_seconds: float = Field(
@@ -161,6 +167,33 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_choice(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: object) -> object:
+        """LLM_PRICES='{"model": {"input": 0.25, "output": 2.0}}': USD per million tokens, both given."""
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError(
+                    'not JSON; write it like {"gpt-5-mini": {"input": 0.25, "output": 2.0}}'
+                ) from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object like {"gpt-5-mini": {"input": 0.25, "output": 2.0}}')
+        for model, price in value.items():
+            if (
+                not isinstance(price, dict)
+                or set(price) != {"input", "output"}
+                or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in price.values()
+                )
+            ):
+                raise ValueError(
+                    f'the price of {model!r} must be {{"input": USD, "output": USD}} per million tokens, '
+                    "both numbers >= 0"
+                )
+        return {str(model).lower(): price for model, price in value.items()}
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from loguru import logger
 
+from tg_parser import provenance
 from tg_parser.backoff import Backoff
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
@@ -30,6 +31,7 @@ from tg_parser.errors import TgParserError
 from tg_parser.logging import redact
 from tg_parser.pipeline import webhooks
 from tg_parser.pipeline.run import STEPS, CycleReport, Pipeline
+from tg_parser.prices import TokenPrice, estimate_cost, price_table
 from tg_parser.retention import auto_prune
 from tg_parser.stores.run_queue import RunQueueStore
 
@@ -42,25 +44,22 @@ def new_worker_id() -> str:
 
 
 def _progress(report: CycleReport) -> dict[str, Any]:
-    done = [
-        {"source_id": s.source_id, "step": st.step, "ok": st.ok, "detail": st.detail}
-        for s in report.sources
-        for st in s.steps
-    ]
-    if report.export is not None:
-        done.append(
-            {"source_id": None, "step": "export", "ok": report.export.ok, "detail": report.export.detail}
-        )
-    return {"steps_done": done}
-
-
-def _counts(report: CycleReport) -> dict[str, Any]:
     return {
-        "sources": len(report.sources),
-        "steps_ok": sum(st.ok for s in report.sources for st in s.steps)
-        + int(bool(report.export and report.export.ok)),
-        "steps_failed": sum(not st.ok for s in report.sources for st in s.steps)
-        + int(bool(report.export and not report.export.ok)),
+        "steps_done": [
+            {"source_id": source, "step": st.step, "ok": st.ok, "detail": st.detail}
+            for source, st in report.step_results()
+        ]
+    }
+
+
+def _counts(report: CycleReport, prices: dict[str, TokenPrice]) -> dict[str, Any]:
+    """The run's counters: steps, tokens and their estimated cost in USD (None: a model has no price)."""
+    costs = [
+        estimate_cost(st.model, st.input_tokens, st.output_tokens, prices) for _, st in report.step_results()
+    ]
+    return {
+        **report.totals(),
+        "estimated_cost_usd": None if None in costs else round(sum(c or 0.0 for c in costs), 6),
     }
 
 
@@ -78,6 +77,10 @@ class QueueWorker:
     @property
     def store(self) -> RunQueueStore:
         return RunQueueStore(self.db)
+
+    @property
+    def prices(self) -> dict[str, TokenPrice]:
+        return price_table(self.settings.llm_prices)
 
     @property
     def lease(self) -> timedelta:
@@ -135,7 +138,8 @@ class QueueWorker:
         if checked is not None and time.monotonic() - checked < PRUNE_CHECK_SECONDS:
             return
         self._prune_checked_at = time.monotonic()
-        auto_prune(self.db, self.settings)
+        with provenance.origin("worker", worker_id=self.worker_id):
+            auto_prune(self.db, self.settings)
 
     # --- one run ----------------------------------------------------------------------------------
 
@@ -151,7 +155,11 @@ class QueueWorker:
         try:
             pipeline, sources, strategy = self._prepare(row, steps, options, run_stop)
             renewer.start()
-            report = pipeline.cycle(sources, strategy, steps=steps, on_step=renewer.record)
+            requester = row.get("requested_by")
+            with provenance.origin(
+                "api" if requester else "worker", requested_by=requester, worker_id=self.worker_id
+            ):
+                report = pipeline.cycle(sources, strategy, steps=steps, on_step=renewer.record)
             status = "succeeded" if report.ok and not run_stop.is_set() else "failed"
             if run_stop.is_set():
                 error = "the worker was stopped during the run"
@@ -175,7 +183,7 @@ class QueueWorker:
             self.worker_id,
             status=status,
             progress=_progress(report) if report else {},
-            counts=_counts(report) if report else {},
+            counts=_counts(report, self.prices) if report else {},
             error=error,
         )
         if not finished:
@@ -272,7 +280,7 @@ class _LeaseRenewer:
 
     def record(self, report: CycleReport) -> None:
         with self._lock:
-            self._progress, self._counts = _progress(report), _counts(report)
+            self._progress, self._counts = _progress(report), _counts(report, self.worker.prices)
         self._renew()
 
     def halt(self) -> None:

@@ -19,12 +19,12 @@ from loguru import logger
 
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
-from tg_parser.domain.models import Source
+from tg_parser.domain.models import RunReport, Source
 from tg_parser.errors import InvalidInput
 from tg_parser.export import ExportFilters, export
 from tg_parser.logging import redact
 from tg_parser.processing.selection import ProcessorKind
-from tg_parser.stores import IngestionStore
+from tg_parser.stores import IngestionStore, ProcessingStore
 from tg_parser.topics.model import TopicGates
 from tg_parser.topics.runner import TopicStrategy, topicize
 
@@ -52,6 +52,23 @@ class StepResult:
     step: str
     ok: bool
     detail: str = ""
+    run_id: str | None = None  # the step's own run report (process, topicize), if it wrote one
+    model: str | None = None
+    documents: int = 0  # processed documents written (the process step)
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"step": self.step, "ok": self.ok, "detail": self.detail}
+        if self.run_id is not None:
+            shown.update(
+                run_id=self.run_id,
+                model=self.model,
+                documents=self.documents,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+            )
+        return shown
 
 
 @dataclass
@@ -78,6 +95,27 @@ class CycleReport:
     def ok(self) -> bool:
         return all(s.ok for s in self.sources) and (self.export is None or self.export.ok)
 
+    def step_results(self) -> list[tuple[str | None, StepResult]]:
+        """(source id, step) of every step done, in order; the export's source id is None."""
+        done: list[tuple[str | None, StepResult]] = [
+            (s.source_id, st) for s in self.sources for st in s.steps
+        ]
+        if self.export is not None:
+            done.append((None, self.export))
+        return done
+
+    def totals(self) -> dict[str, int]:
+        """The run's counters: sources, steps that succeeded and failed, documents written, tokens."""
+        done = [step for _, step in self.step_results()]
+        return {
+            "sources": len(self.sources),
+            "steps_ok": sum(step.ok for step in done),
+            "steps_failed": sum(not step.ok for step in done),
+            "documents": sum(step.documents for step in done),
+            "input_tokens": sum(step.input_tokens for step in done),
+            "output_tokens": sum(step.output_tokens for step in done),
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -90,7 +128,7 @@ class CycleReport:
                     "source_id": s.source_id,
                     "channel_id": s.channel_id,
                     "ok": s.ok,
-                    "steps": [{"step": st.step, "ok": st.ok, "detail": st.detail} for st in s.steps],
+                    "steps": [st.as_dict() for st in s.steps],
                 }
                 for s in self.sources
             ],
@@ -179,7 +217,16 @@ class Pipeline:
             detail += f", {counts.skipped_no_text} without text"
         if report.fatal is not None:
             detail += f" — {report.fatal.one_line()}"
-        return StepResult("process", report.status in ("ok",) and report.fatal is None, detail)
+        return StepResult(
+            "process",
+            report.status in ("ok",) and report.fatal is None,
+            detail,
+            run_id=report.run_id,
+            model=report.params.get("model"),
+            documents=counts.processed,
+            input_tokens=counts.input_tokens,
+            output_tokens=counts.output_tokens,
+        )
 
     def topicize(self, source: Source, strategy: TopicStrategy) -> StepResult:
         if source.channel_id is None:
@@ -195,7 +242,15 @@ class Pipeline:
         detail = f"{outcome.status}: {outcome.topics} topic(s)" + (
             f" — {outcome.error}" if outcome.error else ""
         )
-        return StepResult("topicize", outcome.status != "failed", detail)
+        return StepResult(
+            "topicize",
+            outcome.status != "failed",
+            detail,
+            run_id=report.run_id,
+            model=strategy.model,
+            input_tokens=report.input_tokens,
+            output_tokens=report.output_tokens,
+        )
 
     def export(self) -> StepResult:
         result = export(self.db, self.out_dir, ExportFilters())
@@ -219,6 +274,55 @@ class Pipeline:
         `on_step` is called with the report after every step (a queued run records its progress there).
         """
         report = CycleReport(run_id=self.run_id, processor=self.processor_kind, started_at=datetime.now(UTC))
+        record = RunReport(
+            run_id=self.run_id,
+            kind="run",
+            started_at=report.started_at,
+            params={
+                "steps": [step for step in STEPS if step in steps],
+                "sources": [s.source_id for s in sources],
+                "processor": self.processor_kind,
+                "concurrency": self.concurrency,
+            },
+        )
+        ProcessingStore(self.db).start_run(record)
+        try:
+            self._steps(report, sources, strategy, steps, on_step)
+        finally:
+            report.finished_at = datetime.now(UTC)
+            self._record(record, report)
+        return report
+
+    def _record(self, record: RunReport, report: CycleReport) -> None:
+        """Close the cycle's run report: its steps (each with its own run id and tokens) and status."""
+        done = report.step_results()
+        if self.stop.is_set():
+            status = "interrupted"
+        elif report.ok:
+            status = "ok"
+        else:
+            status = "partial" if any(step.ok for _, step in done) else "failed"
+        failed = [f"{source or 'all'} {step.step}: {step.detail}" for source, step in done if not step.ok]
+        record.finished_at = report.finished_at
+        record.status = status  # type: ignore[assignment]
+        record.error = redact("; ".join(failed))[:2000] or None
+        record.counts = {
+            **report.totals(),
+            "steps": [{"source_id": source, **step.as_dict()} for source, step in done],
+        }
+        try:
+            ProcessingStore(self.db).finish_run(record)
+        except Exception:  # the cycle's outcome is already printed and in its steps' own reports
+            logger.opt(exception=True).error("could not record the end of run {}", self.run_id)
+
+    def _steps(
+        self,
+        report: CycleReport,
+        sources: list[Source],
+        strategy: TopicStrategy | None,
+        steps: tuple[str, ...],
+        on_step: Callable[[CycleReport], None] | None,
+    ) -> None:
         per_source = [step for step in STEPS[:-1] if step in steps]
         for source in sources if per_source else []:
             if self.stop.is_set():
@@ -264,8 +368,6 @@ class Pipeline:
                 report.export = StepResult("export", False, f"{type(exc).__name__}: {_one_line(exc)}")
             if on_step is not None:
                 on_step(report)
-        report.finished_at = datetime.now(UTC)
-        return report
 
 
 def _one_line(exc: BaseException) -> str:

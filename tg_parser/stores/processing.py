@@ -15,6 +15,7 @@ from tg_parser.domain.models import (
     RunReport,
     WorkLease,
 )
+from tg_parser.provenance import started_by
 from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
 
 # The keyset below every candidate: (channel_id, date, source_ref) of the first page's lower bound.
@@ -316,7 +317,10 @@ class ProcessingStore(Store):
     # --- run reports --------------------------------------------------------------------------------
 
     def start_run(self, report: RunReport) -> None:
-        self.db.execute("runs_insert", report.model_dump(mode="python"))
+        """Open a run report; its params record who started it (`started_by`, tg_parser.provenance)."""
+        row = report.model_dump(mode="python")
+        row["params"] = {**row["params"], "started_by": row["params"].get("started_by") or started_by()}
+        self.db.execute("runs_insert", row)
 
     def finish_run(self, report: RunReport) -> None:
         self.db.execute(
@@ -385,6 +389,8 @@ class ProcessingStore(Store):
         row = self.db.fetch_one("runs_get", {"run_id": run_id})
         return RunReport.model_validate(row) if row else None
 
-    def recent_runs(self, kind: str | None = None, limit: int = 20) -> list[RunReport]:
-        rows = self.db.fetch_all("runs_recent", {"kind": kind, "limit": limit})
+    def recent_runs(
+        self, kind: str | None = None, limit: int = 20, status: str | None = None
+    ) -> list[RunReport]:
+        rows = self.db.fetch_all("runs_recent", {"kind": kind, "status": status, "limit": limit})
         return [RunReport.model_validate(r) for r in rows]

@@ -174,7 +174,7 @@ def topicize(
         run_id=run_id,
         kind="topicize",
         started_at=started,
-        params={"channels": channel_ids, "force": force, "strategy": strategy.name},
+        params={"channels": channel_ids, "force": force, "strategy": strategy.name, "model": strategy.model},
     )
     store.start_run(record)
     for channel_id in channels:

@@ -52,6 +52,17 @@ WHERE m.source_ref = :source_ref;
 -- example: source_ref=tg:1500000001:post:1000
 SELECT * FROM raw.raw_message_versions WHERE source_ref = :source_ref ORDER BY id;
 
+-- name: raw_posts_with_replies
+-- One source's stored posts that announce comments (a reply count above zero, the latest counters first),
+-- by id, with when their counters last changed: after an interrupted ingestion attempt, the threads it may
+-- have left unread are among them.
+-- Served by: raw_messages_source_idx (source_id, message_type, message_id), raw_message_counters primary key.
+SELECT m.message_id, m.date, c.observed_at AS counters_changed_at
+FROM raw.raw_messages AS m
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = m.source_ref
+WHERE m.source_id = :source_id AND m.message_type = 'post' AND COALESCE(c.replies, m.replies) > 0
+ORDER BY m.message_id;
+
 -- name: raw_count_messages
 -- How many messages (optionally of one channel and type) are stored. Served by: raw_messages_channel_date_idx
 -- when a channel is given; a full scan otherwise.

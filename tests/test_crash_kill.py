@@ -19,10 +19,7 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,17 @@ import pytest
 from click.testing import CliRunner
 from conftest import sqlite_settings
 from support import crash_child
+from support.child_runs import (
+    SEED,
+    add_telegram_sources,
+    child_env,
+    import_example,
+    read_until,
+    run_child,
+    sqlite_intact,
+    start_child,
+    stop,
+)
 from support.cli import db_env
 from support.waiting import wait_for
 
@@ -38,15 +46,11 @@ from tg_parser.cli.main import cli
 from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
-from tg_parser.domain.models import Source
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 from tg_parser.stores.run_queue import RunQueueStore
 from tg_parser.transfer import database_checksums
 
-SEED = int(os.environ.get("TG_PARSER_CRASH_SEED", "20251207"))
 POINTS = max(2, int(os.environ.get("TG_PARSER_CRASH_POINTS", "3")))
-CHILD = Path(crash_child.__file__)
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "channel_export" / "result.json"
 EXPORT_CHAT = 1500000777
 KILLED = -signal.SIGKILL
 
@@ -68,43 +72,6 @@ PIPELINE_MARKS = [
 # --- running the child -------------------------------------------------------------------------------
 
 
-def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        **db_env(settings),
-        **crash_child.telegram_env(),
-        "INGEST_BATCH_SIZE": "50",
-        "LOG_LEVEL": "WARNING",
-        **extra,
-    }
-
-
-def start_child(
-    settings: Settings, spec: dict[str, Any], *, stdin: int | None = None, **env: str
-) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), json.dumps(spec)],
-        env=child_env(settings, **env),
-        stdin=stdin if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: the test can reap helpers a kill leaves
-    )
-
-
-def run_child(settings: Settings, spec: dict[str, Any], **env: str) -> subprocess.CompletedProcess[str]:
-    proc = start_child(settings, spec, **env)
-    try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert "Traceback" not in err, err
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 def reference_run(
     settings: Settings, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> int:
@@ -120,17 +87,6 @@ def reference_run(
 
 
 # --- what a run leaves -------------------------------------------------------------------------------
-
-
-def sqlite_intact(settings: Settings) -> None:
-    if settings.db_type != "sqlite":
-        return
-    for name in STORE_FILES.values():
-        conn = sqlite3.connect(settings.db_sqlite_dir / name)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)], name
-        finally:
-            conn.close()
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
@@ -222,27 +178,6 @@ def write_export(path: Path, seed: int, phase: int) -> Path:
     return path
 
 
-def add_telegram_sources(settings: Settings) -> None:
-    world = crash_child.build_world(SEED)
-    db = open_database(settings)
-    try:
-        store = IngestionStore(db)
-        for channel_id, comments in ((crash_child.MAIN, True), (crash_child.SMALL, False)):
-            channel = world.channels[channel_id]
-            store.add_source(
-                Source(
-                    source_id=channel.username,
-                    channel_id=channel.id,
-                    username=channel.username,
-                    title=channel.title,
-                    access_hash=channel.access_hash,
-                    include_comments=comments,
-                )
-            )
-    finally:
-        db.close()
-
-
 def fresh_sqlite(sqlite_template: Path, directory: Path) -> Settings:
     directory.mkdir()
     for name in STORE_FILES.values():
@@ -320,40 +255,6 @@ def processed_exactly_once(settings: Settings) -> int:
         return len(documents)
     finally:
         db.close()
-
-
-def import_example(settings: Settings) -> None:
-    result = CliRunner().invoke(cli, ["ingest", "--from-export", str(EXAMPLE)], env=db_env(settings))
-    assert result.exit_code == 0, result.output
-
-
-def read_until(proc: subprocess.Popen[str], prefix: str, timeout: float = 120) -> list[str]:
-    """Lines of the child's stdout up to the first that starts with `prefix` (the test fails after
-    `timeout` seconds through pytest-timeout's own deadline and the check below)."""
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith(prefix):
-            return lines
-        assert time.monotonic() < deadline, f"no {prefix!r} within {timeout} s"
-    raise AssertionError(f"the process ended before {prefix!r}: {proc.wait()} {proc.stderr.read()}")
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    """Stop a paced process as its pause would (EOF on stdin), any other one with SIGTERM; then wait."""
-    if proc.poll() is None:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        else:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @pytest.mark.slow

@@ -59,10 +59,10 @@ def telegram_env() -> dict[str, str]:
     }
 
 
-def build_world(seed: int, phase: int = 1) -> FakeTelegram:
+def build_world(seed: int, phase: int = 1, size: int = 260) -> FakeTelegram:
     """A deterministic Telegram: the same seed and phase give the same channels, posts, comments, edits.
 
-    Phase 1: a channel of 260 posts (service messages and link previews among them) whose every 7th post
+    Phase 1: a channel of `size` posts (service messages and link previews among them) whose every 7th post
     has 1-4 comments, and a small channel of 40 posts. Phase 2 adds 60 posts, edits 10 of the newest
     posts (new versions on the next run's re-check) and adds comments under old posts."""
     rng = random.Random(seed)
@@ -81,16 +81,16 @@ def build_world(seed: int, phase: int = 1) -> FakeTelegram:
                 for n in range(rng.randint(1, 4)):
                     world.comment(main, post.id, f"comment {n} under {post.id}")
 
-    posts(260)
+    posts(size)
     for _ in range(40):
         world.post(small, f"small {small.next_id} {rng.randrange(10**6)}")
     if phase >= 2:
         posts(60)
-        newest = sorted(i for i, m in main.messages.items() if getattr(m, "post", False) and i <= 260)
+        newest = sorted(i for i, m in main.messages.items() if getattr(m, "post", False) and i <= size)
         for message_id in rng.sample(newest[-90:], 10):
             if hasattr(main.messages[message_id], "message"):
                 world.edit(main, message_id, f"edited {message_id} {rng.randrange(10**6)}")
-        for post_id in rng.sample([i for i in main.messages if i % 7 == 0 and i <= 260], 5):
+        for post_id in rng.sample([i for i in main.messages if i % 7 == 0 and i <= size], 5):
             world.comment(main, post_id, f"late comment under {post_id}")
     return world
 
@@ -165,7 +165,7 @@ def install(
     if world_spec is not None:
         from tg_parser.ingestion import client as client_module
 
-        world = build_world(world_spec["seed"], world_spec.get("phase", 1))
+        world = build_world(world_spec["seed"], world_spec.get("phase", 1), world_spec.get("size", 260))
         answer = world.answer
         connect_growth = world_spec.get("grow", 0)
 

@@ -18,6 +18,7 @@ import select
 import threading
 from pathlib import Path
 
+from tg_parser.db.locks import pid_alive
 from tg_parser.transfer.scan import Unit, UnitResult, check_unit
 from tg_parser.transfer.source import SqliteSource
 
@@ -42,21 +43,11 @@ def _end_with(parent_pid: int) -> None:
     except ProcessLookupError:
         os._exit(1)  # already gone
     except (AttributeError, OSError):  # no pidfd (not Linux, old kernel): look once a second
-        while _alive(parent_pid):
+        while pid_alive(parent_pid):
             threading.Event().wait(1.0)
         os._exit(1)
     select.select([fd], [], [])
     os._exit(1)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def scan(unit: Unit, strip_nul: bool, limit: int, check_utf8: bool) -> UnitResult:

@@ -57,9 +57,19 @@ def start_child(
     )
 
 
-def run_child(settings: Settings, spec: dict[str, Any], **env: str) -> subprocess.CompletedProcess[str]:
+def run_child(
+    settings: Settings, spec: dict[str, Any], *, kill_after: int | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the child to its end. With `kill_after`, the test sends SIGKILL once it has read that mark:
+    the child runs on meanwhile, so the kill lands at no chosen instruction (inside a commit, say)."""
     proc = start_child(settings, spec, **env)
     try:
+        if kill_after is not None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("mark ") and int(line.split()[1]) >= kill_after:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    break
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

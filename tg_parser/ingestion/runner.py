@@ -411,7 +411,7 @@ class _Attempt:
         cursors = {
             c.thread_id: c.updated_at for c in self.ingestor.sources.comment_cursors(self.source.source_id)
         }
-        for post_id, date, counted in self.ingestor.raw.posts_with_replies(self.source.source_id):
+        for post_id, date, counted in self.ingestor.raw.posts_with_replies(self.channel_id):
             moved = cursors.get(post_id)
             changed = moved is None or moved >= since or (counted is not None and counted >= since)
             if changed and self._in_window(date):

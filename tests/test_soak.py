@@ -72,7 +72,7 @@ def test_run_every_soak_keeps_memory_descriptors_and_connections_flat(settings, 
             proc.stdin.flush()
     finally:
         stop(proc)
-    assert proc.returncode == 0, (tmp_path / "stderr.log").read_text()
+    assert proc.returncode == 0, (proc.returncode, (tmp_path / "stderr.log").read_text()[-3000:])
     db = open_database(settings)
     try:
         grown = RawStore(db).count(1001, "post")

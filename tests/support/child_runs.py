@@ -140,7 +140,7 @@ def stop(proc: subprocess.Popen[str]) -> None:
         else:
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

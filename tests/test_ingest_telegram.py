@@ -345,6 +345,45 @@ def test_comments_through_the_discussion_group(db, world, settings):
     assert len(stored(db, "comment")) == 4
 
 
+def test_threads_an_interrupted_run_left_unread_are_read_by_the_next_run(db, world, settings):
+    """Found by tests/test_crash_kill.py: the post cursor is committed before the comments are read, so
+    threads of posts a killed run stored, or re-read with new comments, were never read once those posts
+    were no longer among the newest re-read ones."""
+    channel = world.add_channel(CHANNEL, "News", "newsfeed", discussion_id=GROUP)
+    for i in range(30):
+        world.post(channel, f"post {i}")
+    for post_id in (3, 10, 25):
+        world.comment(channel, post_id, f"on {post_id}")
+    add_source(db, world, include_comments=True)
+    replies = functions.messages.GetRepliesRequest
+    # Killed at its first thread request: the posts and their cursor are committed, no comment is.
+    world.fail(replies, lambda r: SimulatedCrash())
+    with pytest.raises(SimulatedCrash):
+        ingest(db, world, settings, "newsfeed", recheck_posts=5)
+    assert IngestionStore(db).get_source("newsfeed").last_post_id == 30 and stored(db, "comment") == {}
+    outcome, _ = ingest(db, world, settings, "newsfeed", recheck_posts=5)
+    assert outcome.status == "ok", outcome.message
+    assert sorted(stored(db, "comment").values()) == ["on 10", "on 25", "on 3"]
+
+    # A late comment under post 25 and 20 new posts; the run that sees them (it re-reads 25-30 and
+    # refreshes 25's counters) is killed after committing the new posts: the next run re-reads only 46-50.
+    world.comment(channel, 25, "late on 25")
+    for i in range(20):
+        world.post(channel, f"new post {i}")
+    world.fail(replies, lambda r: SimulatedCrash())
+    with pytest.raises(SimulatedCrash):
+        ingest(db, world, settings, "newsfeed", recheck_posts=6)
+    assert IngestionStore(db).get_source("newsfeed").last_post_id == 50
+    outcome, _ = ingest(db, world, settings, "newsfeed", recheck_posts=5)
+    assert outcome.status == "ok", outcome.message
+    assert "late on 25" in stored(db, "comment").values()
+
+    # After a run that finished, no thread is read again.
+    before = len(world.calls(replies))
+    outcome, _ = ingest(db, world, settings, "newsfeed", recheck_posts=5)
+    assert outcome.status == "ok" and world.calls(replies)[before:] == []
+
+
 def test_post_without_thread_is_marked_and_skipped(db, world, settings):
     from tg_parser.stores.ingestion import IngestionStore
 

@@ -52,6 +52,18 @@ WHERE m.source_ref = :source_ref;
 -- example: source_ref=tg:1500000001:post:1000
 SELECT * FROM raw.raw_message_versions WHERE source_ref = :source_ref ORDER BY id;
 
+-- name: raw_posts_with_replies
+-- One channel's stored posts that announce comments (a reply count above zero, the latest counters
+-- first), with when their counters last changed: after an interrupted ingestion attempt, the threads it
+-- may have left unread are among them. Unordered (the caller sorts the few it keeps).
+-- Served by: raw_messages_channel_date_idx (channel_id prefix), raw_message_counters primary key.
+-- example: channel_id=1500000002
+-- plan: seqscan-ok it reads every post of one channel, and only in the run after an interrupted attempt (the ingestion runner's catch-up of unread threads): for a channel holding a large share of the messages a scan is the cheaper plan
+SELECT m.message_id, m.date, c.observed_at AS counters_changed_at
+FROM raw.raw_messages AS m
+LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = m.source_ref
+WHERE m.channel_id = :channel_id AND m.message_type = 'post' AND COALESCE(c.replies, m.replies) > 0;
+
 -- name: raw_count_messages
 -- How many messages (optionally of one channel and type) are stored. Served by: raw_messages_channel_date_idx
 -- when a channel is given; a full scan otherwise.

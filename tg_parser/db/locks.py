@@ -28,6 +28,17 @@ from tg_parser.db.codec import dump_json
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
+def pid_alive(pid: int) -> bool:
+    """Is a process with this id running on this host (one of another user's counts)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class LockBusy(Exception):
     """Another process holds the named lock; `holder` describes it when that is known."""
 

@@ -37,7 +37,7 @@ from yoyo.exceptions import LockTimeout
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.connect import dialect_of, migration_target
-from tg_parser.db.locks import lock_key
+from tg_parser.db.locks import lock_key, pid_alive
 from tg_parser.db.resources import STORES, migrations_dir
 from tg_parser.db.sqlite import STORE_FILES, store_path
 from tg_parser.errors import ConfigError, LockHeld, SchemaOutdated, TgParserError
@@ -400,7 +400,7 @@ def _lock_row(backend: DatabaseBackend, settings: Settings) -> dict[str, Any] | 
             )
     else:
         local = host in (None, socket.gethostname())
-        stale = local and not _pid_alive(pid)
+        stale = local and not pid_alive(pid)
         reason = (
             "no such process on this host"
             if stale
@@ -414,16 +414,6 @@ def _lock_row(backend: DatabaseBackend, settings: Settings) -> dict[str, Any] | 
         "stale": stale,
         "reason": reason,
     }
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _holder(lock: dict[str, Any]) -> str:

@@ -256,7 +256,8 @@ class _Attempt:
         self.channel_id: int = source.channel_id or 0
         self.flood_sleeps = 0
         self.failures = 0  # consecutive retryable failures of the current request
-        # post id → its MessageReplies, for posts seen this run (new or re-read)
+        # post id → its MessageReplies, for posts seen this run (new or re-read); None for a thread an
+        # earlier, interrupted attempt may have left unread
         self.threads: dict[int, Any] = {}
         self.thread_dates: dict[int, datetime | None] = {}
         # discussion-group thread root id → (channel post id or None for chatter, post date), this run
@@ -339,6 +340,7 @@ class _Attempt:
         self._recheck(peer)
         self._posts(peer, limit)
         if self.source.include_comments:
+            self._threads_left_unread()
             self._comments(peer)
 
     def _re_resolve(self, error: BaseException) -> Any:
@@ -405,6 +407,32 @@ class _Attempt:
         if convert.comments_channel(getattr(message, "replies", None)) and self._in_window(message.date):
             self.threads[message.id] = message.replies
             self.thread_dates[message.id] = message.date
+
+    def _threads_left_unread(self) -> None:
+        """After attempts that did not finish (killed, crashed, rate-limited, Telegram gone), add the
+        threads they may have left unread: the post cursor is committed before the comments are read, so
+        threads of posts those attempts stored or re-read are otherwise only seen again while the posts
+        are among the newest re-read ones (and a cursor an attempt moved shifts that window). Possibly
+        unread, since the first of those attempts began: a stored post announcing comments without a
+        thread cursor, a thread whose cursor moved (the attempt may have stopped inside it), a post whose
+        counters changed (re-read with new replies). Only after such attempts, so a run after a successful
+        one reads nothing more; each thread costs one request when nothing is new."""
+        since = None
+        for run in self.ingestor.sources.recent_runs(self.source.source_id)[1:]:  # [0] is this attempt
+            if run.success:
+                break
+            since = run.started_at
+        if since is None:
+            return
+        cursors = {
+            c.thread_id: c.updated_at for c in self.ingestor.sources.comment_cursors(self.source.source_id)
+        }
+        for post_id, date, counted in self.ingestor.raw.posts_with_replies(self.channel_id):
+            moved = cursors.get(post_id)
+            changed = moved is None or moved >= since or (counted is not None and counted >= since)
+            if changed and self._in_window(date):
+                self.threads.setdefault(post_id, None)  # no MessageReplies at hand: read from the cursor
+                self.thread_dates.setdefault(post_id, date)
 
     # --- posts -----------------------------------------------------------------------------------
 
@@ -727,7 +755,7 @@ class _Attempt:
             cursor = sources.comment_cursor(self.source.source_id, post_id)
             if floor > 0 and cursor >= floor:
                 continue  # the stream covers this thread
-            if replies.max_id is not None and replies.max_id <= cursor:
+            if replies is not None and replies.max_id is not None and replies.max_id <= cursor:
                 continue  # nothing new in this thread since the last run
             try:
                 self._thread(peer, post_id, cursor, floor)

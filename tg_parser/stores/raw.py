@@ -271,6 +271,12 @@ class RawStore(Store):
             )
         )
 
+    def posts_with_replies(self, channel_id: int) -> list[tuple[int, datetime, datetime | None]]:
+        """(message id, date, when its counters last changed or None) of the channel's stored posts whose
+        reply count is above zero, in no particular order."""
+        rows = self.db.fetch_all("raw_posts_with_replies", {"channel_id": channel_id})
+        return [(int(r["message_id"]), r["date"], r["counters_changed_at"]) for r in rows]
+
     def stream_channel(self, channel_id: int) -> Iterator[RawMessage]:
         """The channel's messages in time order, read a batch at a time (each its own short read)."""
         batches = self.db.keyset_batches(

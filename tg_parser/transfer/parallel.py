@@ -88,7 +88,7 @@ def _pool(helpers: int, source: SqliteSource) -> ProcessPoolExecutor:
         max_workers=helpers,
         mp_context=context,
         initializer=worker.start,
-        initargs=(source.directory, tuple(source.stores), dict(source.files)),
+        initargs=(source.directory, tuple(source.stores), dict(source.files), os.getpid()),
     )
 
 

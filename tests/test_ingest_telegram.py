@@ -365,12 +365,17 @@ def test_threads_an_interrupted_run_left_unread_are_read_by_the_next_run(db, wor
     assert outcome.status == "ok", outcome.message
     assert sorted(stored(db, "comment").values()) == ["on 10", "on 25", "on 3"]
 
-    # A late comment under post 25 and 20 new posts; the run that sees them (it re-reads 25-30 and
-    # refreshes 25's counters) is killed after committing the new posts: the next run re-reads only 46-50.
+    # A late comment under post 25 and 20 new posts; the run that sees them is killed at its read of the
+    # discussion group's history, after committing the new posts: the next run re-reads only 46-50, and
+    # the stream (its cursor not moved) still brings the comment under the old post.
     world.comment(channel, 25, "late on 25")
     for i in range(20):
         world.post(channel, f"new post {i}")
-    world.fail(replies, lambda r: SimulatedCrash())
+    world.fail(
+        functions.messages.GetHistoryRequest,
+        lambda r: SimulatedCrash(),
+        where=lambda r: getattr(r.peer, "channel_id", None) == GROUP,
+    )
     with pytest.raises(SimulatedCrash):
         ingest(db, world, settings, "newsfeed", recheck_posts=6)
     assert IngestionStore(db).get_source("newsfeed").last_post_id == 50

@@ -259,9 +259,10 @@ def export_fields(message: Any) -> dict[str, Any] | None:
 
 # One checked message between the passes: (message_id, date, edit_date, text, parent_message_id,
 # media_type, media JSON, payload JSON, payload truncated?, payload size), dates as canonical UTC text
-# (db.codec.format_timestamp, what the raw store keeps) and JSON serialised, so the tuple is made of
-# builtins only (marshal) and is most of a stored row already (`export_tuple`).
-SpooledRow = tuple[int, str, str | None, str, int | None, str | None, str | None, str, bool, int]
+# (db.codec.format_timestamp, what the raw store keeps), texts and JSON as UTF-8 (marshal copies bytes
+# as they are but would encode and decode a str again), so the tuple is made of builtins only and is
+# most of a stored row already (`export_tuple`).
+SpooledRow = tuple[int, str, str | None, bytes, int | None, str | None, bytes | None, bytes, bool, int]
 
 
 def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow:
@@ -270,9 +271,8 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
     it cannot fail on its content. `nul_allowed=False` (PostgreSQL) refuses NUL characters, which
     PostgreSQL text and jsonb cannot hold (Telegram Desktop writes one as `\\x00`)."""
     message_id = fields["message_id"]
-    text = fields["text"]
     try:
-        text.encode("utf-8")  # the check only: a lone surrogate cannot be stored
+        text = fields["text"].encode("utf-8")
         payload = dump_json_bytes(fields["raw_payload"])
         media = None if fields["media"] is None else dump_json_bytes(fields["media"])
     except UnicodeEncodeError:
@@ -280,12 +280,11 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
             f"message {message_id} holds text that is not valid Unicode (a lone surrogate escape)"
         ) from None
     if len(payload) <= PAYLOAD_CAP_BYTES:
-        truncated, size, payload_text = False, len(payload), payload.decode("utf-8")
+        truncated, size = False, len(payload)
     else:
         capped = cap_payload_text(fields["raw_payload"], dump_json_bytes)
-        truncated, size, payload_text = True, capped.original_size, capped.text
-        payload = payload_text.encode("utf-8")
-    if not nul_allowed and ("\x00" in text or _json_has_nul(payload) or (media and _json_has_nul(media))):
+        payload, truncated, size = capped.text.encode("utf-8"), True, capped.original_size
+    if not nul_allowed and (b"\x00" in text or _json_has_nul(payload) or (media and _json_has_nul(media))):
         raise ExportMessageError(f"message {message_id} holds a NUL character, which PostgreSQL cannot store")
     edit_date = fields["edit_date"]
     return (
@@ -295,8 +294,8 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
         text,
         fields["parent_message_id"],
         fields["media_type"],
-        None if media is None else media.decode("utf-8"),
-        payload_text,
+        media,
+        payload,
         truncated,
         size,
     )
@@ -321,7 +320,7 @@ def export_tuple(
         "post",
         date,
         edit_date,
-        text,
+        text.decode("utf-8"),
         None,
         parent,
         None,
@@ -329,8 +328,8 @@ def export_tuple(
         None,
         None,
         media_type,
-        media,
-        payload,
+        None if media is None else media.decode("utf-8"),
+        payload.decode("utf-8"),
         truncated,
         size,
         inserted_at,

@@ -117,6 +117,7 @@ RAW_COLUMNS = (
     "inserted_at",
 )
 _TIMESTAMP_COLUMNS = ("date", "edit_date", "inserted_at")
+_QUEUE_COLUMNS = ("source_ref", "channel_id", "date", "source_id")  # pending_enqueue_rows, from RAW_COLUMNS
 _JSON_COLUMNS = ("media", "raw_payload")
 
 
@@ -246,7 +247,9 @@ class RawStore(Store):
             if len(set(refs)) != len(refs) or self.db.fetch_all("raw_latest_observations", {"refs": refs}):
                 return self.store_rows([row_of_tuple(row) for row in rows])
             self.db.execute_many_tuples("raw_insert_message", RAW_COLUMNS, rows)
-            self.db.execute("pending_enqueue", {"refs": refs})
+            self.db.execute_many_tuples(
+                "pending_enqueue_rows", _QUEUE_COLUMNS, [(r[0], r[2], r[5], r[1]) for r in rows]
+            )
         return BatchResult(inserted=len(rows))
 
     def _insert(self, rows: Sequence[dict[str, Any]]) -> None:

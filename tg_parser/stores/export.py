@@ -54,7 +54,10 @@ class ExportStore(Store):
             tuples=True,
         )
         with closing(batches):
-            if self.db.in_transaction:  # the batches must join the caller's transaction, in this thread
+            # Inside a transaction the batches must join it, in this thread. On PostgreSQL each batch is
+            # BEGIN, SELECT, COMMIT: read ahead, that short transaction would wait for the GIL while
+            # the writer formats, i.e. be open during the writer's work (tests/test_short_transactions).
+            if self.db.in_transaction or self.db.dialect != "sqlite":
                 yield from batches
             else:
                 yield from read_ahead(batches)
@@ -62,8 +65,9 @@ class ExportStore(Store):
 
 def read_ahead(batches: Iterator[_T]) -> Iterator[_T]:
     """The items of `batches`, each next one fetched in a worker thread while the caller works on the
-    current one: the database (the PostgreSQL server, or SQLite with the GIL released) produces batch
-    k+1 while the export formats and writes batch k, instead of the two taking turns.
+    current one: the database (SQLite, with the GIL released) produces batch
+    k+1 while the export formats and writes batch k, instead of the two taking turns. SQLite only (it
+    releases the GIL while it steps; see `document_batches` for why not PostgreSQL).
 
     Only for iterators that hold nothing open between items (keyset batches: each batch is its own
     short statement and transaction, closed before it is handed over), so the read ahead is one more

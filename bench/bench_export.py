@@ -4,8 +4,9 @@ Prints entries/s and the peak RSS of the export process at 50k and 200k document
 between the two (flat memory means a ratio near 1.0). Target: ≥ 50,000 entries/s. The rate is wall
 clock of the whole command (start-up included). A shared machine moves the wall clock a lot, so each
 export runs --repeat times (the median is reported, and the largest RSS) and the CPU seconds of the
-command (the client's: PostgreSQL's server work is not in them) and the load average are printed
-beside it.
+command (the client's, start-up included, also per entry) and the load average are printed beside
+it; on PostgreSQL the CPU seconds of the server backends serving the export are sampled from /proc (the
+server must run on this machine) and "entries/CPU s" counts client plus server CPU.
 
     python bench/bench_export.py [--sizes 50000,200000] [--dialects sqlite,postgres] [--repeat 3]
 """
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import drop_pg, fresh_install, run_measured, tg_parser_cmd
+from common import backend_pids, drop_pg, fresh_install, process_cpu, run_measured, tg_parser_cmd
 
 from tg_parser.db.connect import open_database
 from tg_parser.domain.models import Source
@@ -105,14 +106,22 @@ def populate(settings, count: int) -> None:
         db.close()
 
 
-def _measure_export(out: Path, env: dict[str, str]) -> tuple[float, int, float, float]:
-    """One export command: (wall seconds, peak RSS bytes, CPU seconds, 1-minute load before it)."""
+def _measure_export(out: Path, env: dict[str, str]) -> tuple[float, int, float, float, float]:
+    """One export command: (wall seconds, peak RSS bytes, CPU seconds, PostgreSQL backend CPU seconds
+    (0 on SQLite), 1-minute load before it)."""
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    seconds, peak = run_measured(tg_parser_cmd("export", "--out", str(out), "--silent"), env)
+    server: dict[int, float] = {}
+    pg_db = env.get("DB_NAME") if env.get("DB_TYPE") == "postgres" else None
+    # Backends already connected (none: the command opens its own) would count from their start.
+    start_cpu = {pid: process_cpu(pid) or 0.0 for pid in backend_pids(pg_db)} if pg_db else {}
+    seconds, peak = run_measured(
+        tg_parser_cmd("export", "--out", str(out), "--silent"), env, pg_db=pg_db, server_cpu=server
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return seconds, peak, cpu, load
+    server_cpu = sum(value - start_cpu.get(pid, 0.0) for pid, value in server.items())
+    return seconds, peak, cpu, server_cpu, load
 
 
 def main() -> None:
@@ -137,20 +146,24 @@ def main() -> None:
                 seconds = statistics.median(r[0] for r in runs)
                 peak = max(r[1] for r in runs)
                 cpu = statistics.median(r[2] for r in runs)
-                load = statistics.median(r[3] for r in runs)
+                server_cpu = statistics.median(r[3] for r in runs)
+                load = statistics.median(r[4] for r in runs)
                 with (out / "kb_entries.ndjson").open("rb") as handle:
                     lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-                rows.append((dialect, size, lines, seconds, lines / seconds, peak / 2**20, cpu, load))
+                rows.append(
+                    (dialect, size, lines, seconds, lines / seconds, peak / 2**20, cpu, server_cpu, load)
+                )
                 if dialect == "postgres":
                     drop_pg(name)
     print(
         f"{'dialect':<9} {'documents':>9} {'entries':>9} {'seconds':>8} {'entries/s':>10} {'peak RSS MB':>12}"
-        f" {'CPU s':>6} {'load':>5}"
+        f" {'CPU s':>6} {'us/entry':>9} {'server s':>9} {'srv us/e':>9} {'entries/CPU s':>14} {'load':>5}"
     )
-    for dialect, size, lines, seconds, rate, rss, cpu, load in rows:
+    for dialect, size, lines, seconds, rate, rss, cpu, server_cpu, load in rows:
         print(
             f"{dialect:<9} {size:>9} {lines:>9} {seconds:>8.2f} {rate:>10.0f} {rss:>12.1f}"
-            f" {cpu:>6.2f} {load:>5.2f}"
+            f" {cpu:>6.2f} {cpu / lines * 1e6:>9.1f} {server_cpu:>9.2f} {server_cpu / lines * 1e6:>9.1f}"
+            f" {lines / (cpu + server_cpu):>14,.0f} {load:>5.2f}"
         )
     for dialect in args.dialects.split(","):
         mine = [r for r in rows if r[0] == dialect]

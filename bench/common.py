@@ -64,19 +64,53 @@ def drop_pg(name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Run a command; return (wall seconds, peak RSS in bytes of it and its children)."""
+def backend_pids(dbname: str) -> list[int]:
+    """Process ids of the PostgreSQL backends connected to `dbname` (the server must be on this machine)."""
+    with psycopg.connect(**PG, dbname="postgres", autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process of this machine, from /proc (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_measured(
+    args: list[str], env: dict[str, str], pg_db: str | None = None, server_cpu: dict[int, float] | None = None
+) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS in bytes of it and its children).
+
+    With `pg_db`, the CPU seconds of each PostgreSQL backend serving that database are sampled while
+    the command runs (`server_cpu`: pid → last value seen; a backend's last ~0.1 s before it exits can
+    be missed, so the sum is a slight underestimate)."""
     full_env = {**os.environ, **env}
     started = time.perf_counter()
     process = subprocess.Popen(args, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     handle = psutil.Process(process.pid)
     peak = 0
+    polls = 0
     while process.poll() is None:
         try:
             rss = handle.memory_info().rss + sum(c.memory_info().rss for c in handle.children(recursive=True))
             peak = max(peak, rss)
         except psutil.Error:
             pass
+        if pg_db is not None and server_cpu is not None:
+            if polls % 5 == 0:
+                for pid in backend_pids(pg_db):
+                    server_cpu.setdefault(pid, 0.0)
+            for pid in server_cpu:
+                cpu = process_cpu(pid)
+                if cpu is not None:
+                    server_cpu[pid] = cpu
+        polls += 1
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
     if process.returncode != 0:

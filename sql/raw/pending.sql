@@ -111,6 +111,16 @@ JOIN raw.raw_messages AS r ON r.source_ref = page.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
 ORDER BY page.channel_id, page.date, page.source_ref;
 
+-- name: pending_enqueue_rows
+-- Queue newly stored messages given row by row (the bulk import's tuple path, RawStore.store_tuples),
+-- in the transaction that inserted them: the values are the ones just inserted into raw_messages, so no
+-- lookup of the stored row is needed. A ref already queued is left alone.
+-- Served by: pending_work primary key.
+-- example: source_ref=tg:1500000001:post:1000 channel_id=1500000001 date=2025-05-31T09:30:00Z source_id=durov
+INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
+VALUES (:source_ref, :channel_id, :date, :source_id)
+ON CONFLICT (source_ref) DO NOTHING;
+
 -- name: pending_requeue_failed
 -- `process --retry-failed`: queue again the messages journaled as permanent failures (optionally of one
 -- source or channel), not the skips (media only: nothing to send, retrying cannot change that); the run's writes take them out again when they succeed or fail for good.

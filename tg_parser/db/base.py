@@ -38,6 +38,9 @@ class Session(ABC):
     def execute_many(self, query: Query, rows: Sequence[Mapping[str, Any]]) -> int: ...
 
     @abstractmethod
+    def execute_many_tuples(self, query: Query, rows: Sequence[tuple[Any, ...]]) -> int: ...
+
+    @abstractmethod
     def stream(self, query: Query, params: Params, batch_size: int) -> Iterator[Row]: ...
 
     @abstractmethod
@@ -186,6 +189,21 @@ class Database(ABC):
             if batch:
                 total += session.execute_many(query, batch)
         return total
+
+    def execute_many_tuples(self, name: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
+        """Run a statement once per row, each row a plain tuple in the order `columns` names; one
+        transaction (the caller's, if any). The bulk writers' form: no dict per row, and on SQLite no
+        conversion either, so the values must be what the driver stores as they are (str, int, float,
+        bytes, None; timestamps as canonical text, JSON as serialised text). `columns` must be the
+        statement's parameters in order of first appearance (checked once per call)."""
+        query = self.query(name)
+        expected = query.numbered[1]
+        if tuple(columns) != expected:
+            raise ValueError(f"{name} takes the columns {expected}, not {tuple(columns)}")
+        with self.transaction():
+            session = self._tx.get()
+            assert session is not None
+            return session.execute_many_tuples(query, rows)
 
     @overload
     def keyset_batches(

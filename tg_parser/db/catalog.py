@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from tg_parser.db.params import to_pyformat
+from tg_parser.db.params import to_numbered, to_pyformat
 from tg_parser.db.resources import DIALECTS, STORES, sql_root
 from tg_parser.errors import QueryNotFound, SqlCatalogError
 
@@ -65,6 +65,12 @@ class Query:
         it is rewritten from its own text.
         """
         return to_pyformat(self.sql)[0]
+
+    @cached_property
+    def numbered(self) -> tuple[str, tuple[str, ...]]:
+        """The statement with numbered placeholders (`:name` → `?N`, SQLite) and the distinct parameter
+        names in that order: what `Database.execute_many_tuples` binds a tuple per row to."""
+        return to_numbered(self.sql)
 
 
 def parse_sql_file(path: Path, store: str, origin: str) -> list[Query]:

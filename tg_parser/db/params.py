@@ -72,6 +72,26 @@ def to_pyformat(sql: str) -> tuple[str, list[str]]:
     return "".join(out), names
 
 
+_PLACEHOLDER = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_]*)\)s|%%")
+
+
+def to_numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """`sql` with numbered placeholders (`:name` → `?N`, N the 1-based position of the name among the
+    distinct names in order of first appearance) and those names: SQLite binds a plain tuple to it.
+
+    Built from the psycopg form, where every literal `%` is doubled, so `%(name)s` can only be a
+    parameter and `%%` is put back as `%`."""
+    pyformat, names = to_pyformat(sql)
+    order = {name: None for name in names}
+    position = {name: index for index, name in enumerate(order, 1)}
+
+    def placeholder(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return "%" if name is None else f"?{position[name]}"
+
+    return _PLACEHOLDER.sub(placeholder, pyformat), tuple(order)
+
+
 def parameter_names(sql: str) -> list[str]:
     """The distinct `:name` parameters of a statement, in order of first appearance."""
     seen: dict[str, None] = {}

@@ -167,6 +167,10 @@ class PgSession(Session):
             cursor.executemany(self._sql(query), [adapt_pg_params(r) for r in rows])
             return cursor.rowcount
 
+    def execute_many_tuples(self, query: Query, rows: Sequence[tuple[Any, ...]]) -> int:
+        names = query.numbered[1]
+        return self.execute_many(query, [dict(zip(names, row, strict=True)) for row in rows])
+
     def stream(self, query: Query, params: Params, batch_size: int) -> Iterator[Row]:
         name = f"tgp_stream_{next(_cursor_ids)}"
         with self.connection.cursor(name=name, row_factory=dict_row) as cursor:

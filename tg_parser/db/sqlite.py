@@ -64,6 +64,9 @@ class SqliteSession(Session):
         cursor = self.connection.executemany(query.sql, [encode_sqlite_params(r) for r in rows])
         return cursor.rowcount
 
+    def execute_many_tuples(self, query: Query, rows: Sequence[tuple[Any, ...]]) -> int:
+        return self.connection.executemany(query.numbered[0], rows).rowcount
+
     def stream(self, query: Query, params: Params, batch_size: int) -> Iterator[Row]:
         cursor = self.connection.execute(query.sql, encode_sqlite_params(params))
         try:

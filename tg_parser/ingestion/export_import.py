@@ -38,19 +38,20 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tg_parser.db.base import Database
-from tg_parser.db.codec import JsonText, dump_json_bytes
+from tg_parser.db.codec import dump_json_bytes, format_timestamp
+from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import Source
 from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text
 from tg_parser.errors import InvalidInput, TgParserError
 from tg_parser.ingestion.export_reader import ChatHeader, ExportFormatError, ExportReader
 from tg_parser.ingestion.locks import source_lock
 from tg_parser.stores import IngestionStore, RawStore
-from tg_parser.stores.raw import raw_row
+from tg_parser.stores.raw import row_of_tuple
 
 _FROM_ID = re.compile(r"^(user|channel|chat|group)(-?\d+)$")
 _MEDIA_KINDS = {
@@ -74,8 +75,6 @@ _MEDIA_FIELDS = (
 )
 
 _MAX_ID = 2**63 - 1  # a 64-bit integer column on both dialects: a larger id is checked, not stored half-way
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # an odd number of backslashes, then u0000
 
 ProgressCallback = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
@@ -259,16 +258,18 @@ def export_fields(message: Any) -> dict[str, Any] | None:
 
 
 # One checked message between the passes: (message_id, date, edit_date, text, parent_message_id,
-# media_type, media JSON, payload JSON, payload truncated?, payload size), dates in microseconds since
-# the epoch and texts as UTF-8, so the tuple is made of builtins only (marshal).
-SpooledRow = tuple[int, int, int | None, bytes, int | None, str | None, bytes | None, bytes, bool, int]
+# media_type, media JSON, payload JSON, payload truncated?, payload size), dates as canonical UTC text
+# (db.codec.format_timestamp, what the raw store keeps), texts and JSON as UTF-8 (marshal copies bytes
+# as they are but would encode and decode a str again), so the tuple is made of builtins only and is
+# most of a stored row already (`export_tuple`).
+SpooledRow = tuple[int, str, str | None, bytes, int | None, str | None, bytes | None, bytes, bool, int]
 
 
 def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow:
     """Everything of one message that costs work or can fail — payload capped and serialised, media
-    serialised, texts encoded — done once, while the file is checked, so that storing it cannot fail
-    on its content. `nul_allowed=False` (PostgreSQL) refuses NUL characters, which PostgreSQL text and
-    jsonb cannot hold (Telegram Desktop writes one as `\\x00`)."""
+    serialised, dates formatted, texts checked — done once, while the file is checked, so that storing
+    it cannot fail on its content. `nul_allowed=False` (PostgreSQL) refuses NUL characters, which
+    PostgreSQL text and jsonb cannot hold (Telegram Desktop writes one as `\\x00`)."""
     message_id = fields["message_id"]
     try:
         text = fields["text"].encode("utf-8")
@@ -288,8 +289,8 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
     edit_date = fields["edit_date"]
     return (
         message_id,
-        (fields["date"] - _EPOCH) // _MICROSECOND,
-        None if edit_date is None else (edit_date - _EPOCH) // _MICROSECOND,
+        format_timestamp(fields["date"]),
+        None if edit_date is None else format_timestamp(edit_date),
         text,
         fields["parent_message_id"],
         fields["media_type"],
@@ -305,32 +306,52 @@ def _json_has_nul(data: bytes) -> bool:
     return b"\\u0000" in data and _JSON_NUL.search(data) is not None
 
 
+def export_tuple(
+    spooled: SpooledRow, ref_prefix: str, channel_id: int, source_id: str, inserted_at: str
+) -> tuple[Any, ...]:
+    """The raw-store row in tuple form (stores.raw.RAW_COLUMNS) of one checked export message;
+    `ref_prefix` is "tg:<channel id>:post:" and `inserted_at` canonical text (format_timestamp)."""
+    message_id, date, edit_date, text, parent, media_type, media, payload, truncated, size = spooled
+    return (
+        ref_prefix + str(message_id),
+        source_id,
+        channel_id,
+        message_id,
+        "post",
+        date,
+        edit_date,
+        text.decode("utf-8"),
+        None,
+        parent,
+        None,
+        None,
+        None,
+        None,
+        media_type,
+        None if media is None else media.decode("utf-8"),
+        payload.decode("utf-8"),
+        truncated,
+        size,
+        inserted_at,
+    )
+
+
 def export_row(
     spooled: SpooledRow, *, channel_id: int, source_id: str, inserted_at: datetime
 ) -> dict[str, Any]:
-    """The raw-store row (`raw_row`, for RawStore.store_rows) of one checked export message.
-
-    The same values `RawStore.row_of(RawMessage.build(...))` gives, without a pydantic model per
-    message: what a model would check is already checked by `export_fields` (a positive 64-bit id,
-    aware dates, flattened text, a dict or None for media).
-    """
-    message_id, date, edit_date, text, parent, media_type, media, payload, truncated, size = spooled
-    return raw_row(
-        channel_id=channel_id,
-        message_type="post",
-        message_id=message_id,
-        source_id=source_id,
-        date=_EPOCH + timedelta(0, 0, date),  # (days, seconds, microseconds): positional is faster
-        edit_date=None if edit_date is None else _EPOCH + timedelta(0, 0, edit_date),
-        text=text.decode("utf-8"),
-        parent_message_id=parent,
-        media_type=media_type,
-        media=None if media is None else JsonText(media.decode("utf-8")),
-        raw_payload=JsonText(payload.decode("utf-8")),
-        payload_truncated=truncated,
-        payload_size=size,
-        inserted_at=inserted_at,
+    """The raw-store row (`raw_row`, for RawStore.store_rows) of one checked export message: the same
+    values `RawStore.row_of(RawMessage.build(...))` gives, without a pydantic model per message (what
+    a model would check is already checked by `export_fields`: a positive 64-bit id, aware dates,
+    flattened text, a dict or None for media)."""
+    values = export_tuple(
+        spooled, ref_prefix(channel_id), channel_id, source_id, format_timestamp(inserted_at)
     )
+    return row_of_tuple(values)
+
+
+def ref_prefix(channel_id: int) -> str:
+    """The source_ref of a post of this chat, up to its message id (domain.ids.make_source_ref)."""
+    return make_source_ref(channel_id, "post", 1)[:-1]
 
 
 # --- the import ------------------------------------------------------------------------------------
@@ -628,13 +649,11 @@ class ExportImporter:
         self, spool: _Spool, channel_id: int, source_id: str, result: ImportResult, total: int
     ) -> None:
         """Store the spooled rows, one transaction per batch (the write lock is held only that long)."""
+        prefix = ref_prefix(channel_id)
         for rows, done in spool.batches():
-            inserted_at = datetime.now(UTC)
-            stored = self.raw.store_rows(
-                [
-                    export_row(r, channel_id=channel_id, source_id=source_id, inserted_at=inserted_at)
-                    for r in rows
-                ]
+            inserted_at = format_timestamp(datetime.now(UTC))
+            stored = self.raw.store_tuples(
+                [export_tuple(r, prefix, channel_id, source_id, inserted_at) for r in rows]
             )
             result.messages += len(rows)
             result.inserted += stored.inserted

@@ -4,13 +4,15 @@ anchor dates, and the documents themselves streamed in batches (named queries in
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, Store
 
 Row = dict[str, Any]
+_T = TypeVar("_T")
 
 
 class ExportStore(Store):
@@ -43,14 +45,36 @@ class ExportStore(Store):
         lo, hi = (channel_id, channel_id) if channel_id is not None else (BIGINT_MIN, BIGINT_MAX)
         params = {"channel_lo": lo, "channel_hi": hi, "since": since, "until": until}
         # Columns 0-2 are source_ref, channel_id, message_date: the keyset, handed back as read.
-        with closing(
-            self.db.keyset_batches(
-                "export_stream_documents",
-                params,
-                start={"after_channel": lo, "after_date": since, "after_ref": ""},
-                after=lambda row: {"after_channel": row[1], "after_date": row[2], "after_ref": row[0]},
-                batch_size=batch_size,
-                tuples=True,
-            )
-        ) as batches:
-            yield from batches
+        batches = self.db.keyset_batches(
+            "export_stream_documents",
+            params,
+            start={"after_channel": lo, "after_date": since, "after_ref": ""},
+            after=lambda row: {"after_channel": row[1], "after_date": row[2], "after_ref": row[0]},
+            batch_size=batch_size,
+            tuples=True,
+        )
+        with closing(batches):
+            # Inside a transaction the batches must join it, in this thread. On PostgreSQL each batch is
+            # BEGIN, SELECT, COMMIT: read ahead, that short transaction would wait for the GIL while
+            # the writer formats, i.e. be open during the writer's work (tests/test_short_transactions).
+            if self.db.in_transaction or self.db.dialect != "sqlite":
+                yield from batches
+            else:
+                yield from read_ahead(batches)
+
+
+def read_ahead(batches: Iterator[_T]) -> Iterator[_T]:
+    """The items of `batches`, each next one fetched in a worker thread while the caller works on the
+    current one: the database (SQLite, with the GIL released) produces batch
+    k+1 while the export formats and writes batch k, instead of the two taking turns. SQLite only (it
+    releases the GIL while it steps; see `document_batches` for why not PostgreSQL).
+
+    Only for iterators that hold nothing open between items (keyset batches: each batch is its own
+    short statement and transaction, closed before it is handed over), so the read ahead is one more
+    short read, never a transaction kept open across the caller's writes. At most one batch is read
+    ahead; an error reading it is raised here, where that batch would have been."""
+    with ThreadPoolExecutor(1, thread_name_prefix="tgp-read-ahead") as pool:
+        pending = pool.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield batch

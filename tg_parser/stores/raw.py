@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from tg_parser.db.codec import JsonText, dump_json, dump_json_bytes, format_timestamp
+from tg_parser.db.codec import JsonText, dump_json, dump_json_bytes, format_timestamp, parse_timestamp
 from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import RawMessage, RawMessageVersion, UtcDatetime
 from tg_parser.domain.payload import cap_payload_text
@@ -89,6 +89,48 @@ def raw_row(
         "payload_size": payload_size,
         "inserted_at": inserted_at,
     }
+
+
+# The columns of a raw message row in raw_insert_message's parameter order: the tuple form of a row
+# (`RawStore.store_tuples`), timestamps as canonical UTC text (db.codec.format_timestamp) and JSON as
+# serialised text.
+RAW_COLUMNS = (
+    "source_ref",
+    "source_id",
+    "channel_id",
+    "message_id",
+    "message_type",
+    "date",
+    "edit_date",
+    "text",
+    "thread_id",
+    "parent_message_id",
+    "grouped_id",
+    "views",
+    "forwards",
+    "replies",
+    "media_type",
+    "media",
+    "raw_payload",
+    "payload_truncated",
+    "payload_size",
+    "inserted_at",
+)
+_TIMESTAMP_COLUMNS = ("date", "edit_date", "inserted_at")
+_QUEUE_COLUMNS = ("source_ref", "channel_id", "date", "source_id")  # pending_enqueue_rows, from RAW_COLUMNS
+_JSON_COLUMNS = ("media", "raw_payload")
+
+
+def row_of_tuple(values: tuple[Any, ...]) -> dict[str, Any]:
+    """The `raw_row` of a row in tuple form (RAW_COLUMNS): timestamps parsed, JSON marked as serialised."""
+    row = dict(zip(RAW_COLUMNS, values, strict=True))
+    for key in _TIMESTAMP_COLUMNS:
+        if row[key] is not None:
+            row[key] = parse_timestamp(row[key])
+    for key in _JSON_COLUMNS:
+        if row[key] is not None:
+            row[key] = JsonText(row[key])
+    return row
 
 
 def _json_value(value: Any) -> Any:
@@ -187,6 +229,28 @@ class RawStore(Store):
             if refreshes:
                 self.db.execute_many("raw_refresh_counters", refreshes)
         return result
+
+    def store_tuples(self, rows: Sequence[tuple[Any, ...]]) -> BatchResult:
+        """`store_rows` for rows in tuple form (RAW_COLUMNS), the bulk importer's currency.
+
+        A batch of messages none of which is stored yet (a first import) is inserted as the tuples
+        are, on SQLite with no dict and no conversion per row; anything else (a re-import, where rows
+        are compared with what is stored, or PostgreSQL's one-statement batch) goes through
+        `store_rows`.
+        """
+        if not rows:
+            return BatchResult()
+        if self.db.dialect != "sqlite":
+            return self.store_rows([row_of_tuple(row) for row in rows])
+        with self.db.transaction():
+            refs = [row[0] for row in rows]
+            if len(set(refs)) != len(refs) or self.db.fetch_all("raw_latest_observations", {"refs": refs}):
+                return self.store_rows([row_of_tuple(row) for row in rows])
+            self.db.execute_many_tuples("raw_insert_message", RAW_COLUMNS, rows)
+            self.db.execute_many_tuples(
+                "pending_enqueue_rows", _QUEUE_COLUMNS, [(r[0], r[2], r[5], r[1]) for r in rows]
+            )
+        return BatchResult(inserted=len(rows))
 
     def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert new rows and queue them for processing (raw.pending_work), in the caller's transaction:

@@ -8,9 +8,12 @@
 -- Read in keyset batches (Database.keyset_batches), each its own short statement: the next batch
 -- starts after the last row's (channel_id, message_date, source_ref), given back as read (the
 -- message_date text). One channel is channel_lo = channel_hi, every channel the whole bigint range
--- (a range, not "NULL means any", so a generic plan still bounds the scan).
--- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary
--- keys for the joins (counters: the latest refresh, else the snapshot's).
+-- (a range, not "NULL means any", so a generic plan still bounds the scan). The lower bound is the
+-- keyset's row value alone (the first batch starts at (channel_lo, since, '')): with a separate
+-- `channel_id >= :channel_lo` SQLite seeks on that instead and every batch rescans the index from the
+-- start of the range (quadratic in the export); this way each batch seeks to where the last one ended.
+-- Served by: processed_documents_channel_date_idx for the seek and order, raw_messages and
+-- raw_message_counters primary keys for the joins (counters: the latest refresh, else the snapshot's).
 -- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
        d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
@@ -21,7 +24,7 @@ SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.proce
 FROM processing.processed_documents AS d
 JOIN raw.raw_messages AS r ON r.source_ref = d.source_ref
 LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = r.source_ref
-WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
+WHERE d.channel_id <= :channel_hi
   AND d.message_date >= :since
   AND d.message_date < :until
   AND (d.channel_id, d.message_date, d.source_ref) > (:after_channel, :after_date, :after_ref)

@@ -14,7 +14,7 @@
 -- start of the range (quadratic in the export); this way each batch seeks to where the last one ended.
 -- Served by: processed_documents_channel_date_idx for the seek and order, raw_messages and
 -- raw_message_counters primary keys for the joins (counters: the latest refresh, else the snapshot's).
--- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
+-- example: channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
        d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
        d.language, d.model, d.prompt_id, d.pipeline_version,

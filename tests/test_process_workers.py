@@ -52,7 +52,7 @@ def run_in_process(db, settings, server, **options):
         client.close()
 
 
-def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_for(condition, timeout: float = 90.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -116,7 +116,7 @@ def test_a_killed_workers_leases_lapse_and_its_messages_are_picked_up(db, settin
 
 
 def test_ctrl_c_keeps_finished_documents_and_writes_nothing_half_done(db, settings, server):
-    total = 20
+    total = 200  # finishing them all would take 200 / 2 × 0.4 = 40 s
     seed_messages(db, total)
     server.latency = 0.4
     worker = start_worker(settings, server, "--concurrency", "2", "--json")
@@ -133,7 +133,8 @@ def test_ctrl_c_keeps_finished_documents_and_writes_nothing_half_done(db, settin
     worker.send_signal(signal.SIGINT)
     interrupted_at = time.monotonic()
     stdout, stderr = worker.communicate(timeout=30)
-    assert time.monotonic() - interrupted_at < 5  # in-flight requests are abandoned, not waited for
+    # in-flight requests are abandoned and the queue is not finished (40 s); the bound leaves room for a loaded machine
+    assert time.monotonic() - interrupted_at < 15
     assert worker.returncode == 130, stderr
     assert "Stopping" in stderr and "Traceback" not in stderr
     report = json.loads(stdout)

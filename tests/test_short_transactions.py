@@ -461,8 +461,12 @@ def test_transaction_mode_locks_exclude_each_other_across_processes(probe_settin
         with pytest.raises(LockBusy) as busy, db.hold_lock("ingest:shared"):
             pass
         assert busy.value.holder and f"pid {child.pid} on {socket.gethostname()}" in busy.value.holder
-        # Held with no session state: no advisory lock, no transaction left open by the holder.
-        locks = watcher.conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+        # Held with no session state: no advisory lock, no transaction left open by the holder. Only this
+        # database's locks count: other test processes (and sessions) share the server.
+        locks = watcher.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
         assert locks == (0,)
         assert watcher.sample() == []
         with db.hold_lock("ingest:other"):  # another name is free

@@ -400,6 +400,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a large generated set: past 120 s on a loaded 2-core machine
 def test_plain_documents_take_the_fast_path_and_match(fast, reference):
     generator = Generator(seed=20240611)
     documents = [generator.document() for _ in range(3000)]

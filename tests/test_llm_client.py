@@ -415,6 +415,30 @@ def test_each_sending_thread_keeps_one_connection_of_its_own_and_close_ends_them
     assert all(sdk.is_closed() for sdk in sdks)  # shut, not just forgotten
 
 
+def test_requests_after_close_end_as_cancelled_not_as_errors(server):
+    """A run closes its client while requests it abandoned may still be in flight in worker threads (a
+    fatal 401 on one of them, Ctrl-C): those end as cancelled, with no traceback in the run's log."""
+    client = make_client(server)
+    complete(client, "before")  # the constructing thread's connection is open
+    client.close()
+    with pytest.raises(E.LlmCancelled):
+        complete(client, "same thread, after close")
+    outcome: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            complete(client, "new thread, after close")
+        except BaseException as exc:  # the test inspects what was raised
+            outcome.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(timeout=30)
+    assert len(outcome) == 1 and isinstance(outcome[0], E.LlmCancelled)
+    assert client._clients == []  # the new thread's client was closed, not kept
+    assert [r.user_text for r in server.requests if "after close" in r.user_text] == []
+
+
 def test_retry_after_longer_than_a_run_should_wait_stops_the_run(server):
     server.on("hello", srv.error(429, "quota exceeded", retry_after=3600))
     with pytest.raises(E.LlmRateLimitPause) as caught:

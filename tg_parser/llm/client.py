@@ -521,6 +521,7 @@ class LlmClient:
         self._local.sdk = self._sdk  # the constructing thread uses the first one
         self._clients = [self._sdk]
         self._clients_lock = threading.Lock()
+        self._closed = False  # set by close(): requests still in flight in other threads end as cancelled
         # The endpoint's path under the base URL: the body is posted there through the SDK client's own
         # request machinery (auth, headers, timeouts, typed errors) with `client.post`, as the SDK documents
         # for raw requests, rather than through `responses.create` / `chat.completions.create`: those walk
@@ -542,9 +543,13 @@ class LlmClient:
         """This thread's SDK client (made on its first request)."""
         sdk: openai.OpenAI | None = getattr(self._local, "sdk", None)
         if sdk is None:
-            sdk = self._local.sdk = self._new_sdk()
+            sdk = self._new_sdk()
             with self._clients_lock:
+                if self._closed:
+                    sdk.close()
+                    raise LlmCancelled("the run stopped: its LLM client is closed")
                 self._clients.append(sdk)
+            self._local.sdk = sdk
         return sdk
 
     @classmethod
@@ -559,7 +564,10 @@ class LlmClient:
         return digest.hexdigest()
 
     def close(self) -> None:
+        """Close every thread's connection. A run closes its client while requests it abandoned may still
+        be in flight in worker threads: those end as cancelled (LlmCancelled), not as errors."""
         with self._clients_lock:
+            self._closed = True
             clients, self._clients = self._clients, []
         for sdk in clients:
             sdk.close()
@@ -596,7 +604,7 @@ class LlmClient:
             except LlmError as exc:
                 exc.attempts = attempt + 1
                 exc.input_tokens, exc.output_tokens = usage.input_tokens, usage.output_tokens
-                if not exc.retryable or attempt >= self.config.max_retries:
+                if not exc.retryable or attempt >= self.config.max_retries or isinstance(exc, LlmCancelled):
                     raise
                 if isinstance(exc, LlmInvalidJson | LlmSchemaViolation):
                     bad_outputs += 1
@@ -613,10 +621,18 @@ class LlmClient:
         return self.backoff.delay(attempt)
 
     def _send(self, body: bytes) -> ReplyText:
+        sdk = self._thread_sdk()
         try:
-            content = self._thread_sdk().post(self._path, cast_to=bytes, content=body)
+            content = sdk.post(self._path, cast_to=bytes, content=body)
         except openai.OpenAIError as exc:
+            if self._closed:
+                raise LlmCancelled("the run stopped: its LLM client was closed mid-request") from None
             raise translate_sdk_error(exc, self.config) from None
+        except RuntimeError:
+            # httpx refuses to send through a closed client ("the client has been closed")
+            if self._closed:
+                raise LlmCancelled("the run stopped: its LLM client is closed") from None
+            raise
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:

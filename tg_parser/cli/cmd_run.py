@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -86,6 +87,7 @@ def command(
     strategy = build_topic_strategy(app.settings, kind)
     queue = QueueWorker(db, app.settings, out_dir=out_dir, stop=pipeline.stop)
     with stop_on_signals(pipeline.stop, "\nStopping after the current step (Ctrl-C again to quit now)…\n"):
+        cycle = 1
         while True:
             report = pipeline.cycle(sources, strategy)
             _print(report, out_dir, as_json)
@@ -96,9 +98,11 @@ def command(
             say(f"Next cycle in {every}.")
             if _pause_executing_queued_runs(queue, interval):
                 break
-            pipeline.run_id = (
-                f"{app.run_id}-{report.finished_at:%Y%m%dT%H%M%S}" if report.finished_at else pipeline.run_id
-            )
+            cycle += 1
+            # The cycle number keeps ids apart when two cycles end within one second (queued runs, a
+            # paced test); the time says when the cycle before it ended.
+            finished = report.finished_at or datetime.now(UTC)
+            pipeline.run_id = f"{app.run_id}-{finished:%Y%m%dT%H%M%S}-{cycle}"
             from tg_parser.db.migrations import require_current
 
             require_current(db)  # a newer release may have migrated meanwhile: only additive is fine

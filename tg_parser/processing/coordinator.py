@@ -360,11 +360,16 @@ class ProcessCoordinator:
                 self._after = page.last
             self.counts.selected += len(page.rows)
             held = self._claim(page.rows) if page.rows else []
-        if page.done:
-            with self.db.transaction():
-                self.store.dequeue(page.done)
-            logger.info("{} queued message(s) were done already and left the queue", len(page.done))
+        self._dequeue_done(page.done)
         return held, page.last is None
+
+    def _dequeue_done(self, refs: list[str]) -> None:
+        """Queued messages a page found done already leave the queue (own transaction: on SQLite the
+        queue is another file than the documents)."""
+        if refs:
+            with self.db.transaction():
+                self.store.dequeue(refs)
+            logger.info("{} queued message(s) were done already and left the queue", len(refs))
 
     def _candidates(self) -> Iterator[Mapping[str, Any]]:
         """Every candidate once, in (channel, date, ref) order: one selection query per page."""
@@ -420,15 +425,16 @@ class ProcessCoordinator:
             return False
         options = self.options
         with self.db.transaction():
-            rows = self.store.pending_page(
+            page = self.store.queue_page(
                 limit=room,
                 source_id=options.source_id,
                 channel_id=options.channel_id,
                 retry_failed=options.retry_failed,
                 lapsed_for=self.worker_id,
             )
-            held = self._claim(rows) if rows else []
-        self.counts.selected += len(rows)
+            held = self._claim(page.rows) if page.rows else []
+        self.counts.selected += len(page.rows)
+        self._dequeue_done(page.done)  # a dead worker's message that got a permanent failure meanwhile
         for row in held:
             self._in_flight[row["source_ref"]] = row
             self._work.put(row)

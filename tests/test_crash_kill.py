@@ -47,6 +47,7 @@ from tg_parser.cli.main import cli
 from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
+from tg_parser.domain.models import RunReport
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 from tg_parser.stores.run_queue import RunQueueStore
 from tg_parser.transfer import database_checksums
@@ -247,6 +248,20 @@ def test_ingest_killed_at_random_points_then_rerun_equals_an_uninterrupted_run(
 # --- run --every and worker killed mid-cycle ---------------------------------------------------------
 
 
+def no_run_left_running(settings: Settings) -> list[RunReport]:
+    """After the restarted process stopped: no run report of the killed process is still `running` (its
+    heartbeat lapsed, so the restart marked it abandoned with what it had recorded). Returns those."""
+    db = open_database(settings)
+    try:
+        runs = ProcessingStore(db).recent_runs(limit=1000)
+    finally:
+        db.close()
+    assert [r.run_id for r in runs if r.status == "running"] == []
+    abandoned = [r for r in runs if (r.error or "").startswith("abandoned:")]
+    assert all(r.status == "failed" and r.finished_at is not None for r in abandoned), abandoned
+    return abandoned
+
+
 def processed_exactly_once(settings: Settings) -> int:
     """Every raw message with text has one document, the queue is empty and no lease is left."""
     db = open_database(settings)
@@ -287,6 +302,7 @@ def test_run_every_killed_mid_cycle_resumes_cleanly(settings, tmp_path):
     finally:
         stop(restarted)
     assert restarted.returncode == 0, restarted.stderr.read()
+    no_run_left_running(settings)
     sqlite_intact(settings)
 
 
@@ -324,6 +340,9 @@ def test_worker_killed_mid_run_resumes_cleanly(settings, tmp_path):
         assert restarted.returncode == 0, restarted.stderr.read()
     finally:
         db.close()
+    # The killed worker's cycle report (kind run) and its process step's report were both abandoned.
+    abandoned = {r.kind for r in no_run_left_running(settings)}
+    assert abandoned == {"run", "process"}, abandoned
     sqlite_intact(settings)
 
 

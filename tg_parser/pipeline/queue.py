@@ -33,6 +33,7 @@ from tg_parser.pipeline import webhooks
 from tg_parser.pipeline.run import STEPS, CycleReport, Pipeline
 from tg_parser.prices import TokenPrice, estimate_cost, price_table
 from tg_parser.retention import auto_prune
+from tg_parser.stores import ProcessingStore
 from tg_parser.stores.run_queue import RunQueueStore
 
 # How often an idle worker asks whether the automatic prune is due (it runs every PRUNE_AUTO_HOURS).
@@ -125,6 +126,9 @@ class QueueWorker:
     def housekeeping(self) -> None:
         for run_id in self.store.fail_lapsed():
             logger.warning("run {} failed: its worker stopped renewing its lease", run_id)
+        # The run reports (`runs list`) of a dead process: its cycle's and its steps' heartbeats lapsed.
+        for run_id in ProcessingStore(self.db).abandon_lapsed_runs():
+            logger.warning("run report {} failed: its process stopped renewing its heartbeat", run_id)
         for row in self.store.webhooks_due():
             self._post_webhook(row)
         self._maybe_prune()

@@ -3,15 +3,23 @@
 One failing source does not stop the others: each step's outcome is recorded per source, and the
 cycle's status says whether everything succeeded. With an interval, cycles repeat until a stop is
 requested (Ctrl-C / SIGTERM), which ends the sleep at once or the running cycle after its current step.
+
+A cycle's own report (`runs` row, kind `run`) carries a heartbeat like a `process` run's
+(processing.run_leases, renewed every quarter of PROCESS_LEASE_SECONDS by a thread), and its counts so far
+are written after every step: a cycle whose process was killed is marked failed ('abandoned: ...') by the
+next run or worker once its heartbeat lapses, with the steps it had finished, instead of staying
+`running` for ever.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,16 +293,40 @@ class Pipeline:
                 "concurrency": self.concurrency,
             },
         )
-        ProcessingStore(self.db).start_run(record)
+        store = ProcessingStore(self.db)
+        heartbeat = _RunHeartbeat(
+            store,
+            self.run_id,
+            f"{socket.gethostname()}:{os.getpid()}:{self.run_id}",
+            timedelta(seconds=self.settings.process_lease_seconds),
+        )
+        with self.db.transaction():
+            store.start_run(record)
+            heartbeat.hold()
+        for dead in store.abandon_lapsed_runs():
+            logger.warning("run {} failed: its process stopped renewing its heartbeat (abandoned)", dead)
+
+        def step_done(report: CycleReport) -> None:
+            # What the cycle has done so far stays on record if its process dies before the end.
+            try:
+                store.run_progress(self.run_id, _run_counts(report))
+            except Exception as exc:  # a blip: the final report records it all anyway
+                logger.warning("run {}: could not record its progress: {}", self.run_id, _one_line(exc))
+            if on_step is not None:
+                on_step(report)
+
+        heartbeat.start()
         try:
-            self._steps(report, sources, strategy, steps, on_step)
+            self._steps(report, sources, strategy, steps, step_done)
         finally:
+            heartbeat.halt()
             report.finished_at = datetime.now(UTC)
             self._record(record, report)
         return report
 
     def _record(self, record: RunReport, report: CycleReport) -> None:
-        """Close the cycle's run report: its steps (each with its own run id and tokens) and status."""
+        """Close the cycle's run report: its steps (each with its own run id and tokens) and status, and
+        drop its heartbeat in the same transaction."""
         done = report.step_results()
         if self.stop.is_set():
             status = "interrupted"
@@ -306,12 +338,12 @@ class Pipeline:
         record.finished_at = report.finished_at
         record.status = status  # type: ignore[assignment]
         record.error = redact("; ".join(failed))[:2000] or None
-        record.counts = {
-            **report.totals(),
-            "steps": [{"source_id": source, **step.as_dict()} for source, step in done],
-        }
+        record.counts = _run_counts(report)
+        store = ProcessingStore(self.db)
         try:
-            ProcessingStore(self.db).finish_run(record)
+            with self.db.transaction():
+                store.drop_run_lease(self.run_id)
+                store.finish_run(record)
         except Exception:  # the cycle's outcome is already printed and in its steps' own reports
             logger.opt(exception=True).error("could not record the end of run {}", self.run_id)
 
@@ -368,6 +400,52 @@ class Pipeline:
                 report.export = StepResult("export", False, f"{type(exc).__name__}: {_one_line(exc)}")
             if on_step is not None:
                 on_step(report)
+
+
+def _run_counts(report: CycleReport) -> dict[str, Any]:
+    """A cycle's counts as its run report keeps them: the totals and each finished step."""
+    return {
+        **report.totals(),
+        "steps": [{"source_id": source, **step.as_dict()} for source, step in report.step_results()],
+    }
+
+
+class _RunHeartbeat:
+    """Holds a cycle's heartbeat (processing.run_leases) and renews it every quarter of the lease from a
+    thread, so a step that runs for long (an ingestion, a topicization) does not let it lapse."""
+
+    def __init__(self, store: ProcessingStore, run_id: str, worker_id: str, lease: timedelta) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.worker_id = worker_id
+        self.lease = lease
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{run_id}", daemon=True)
+
+    def hold(self) -> None:
+        self.store.hold_run(self.run_id, self.worker_id, self.lease)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def halt(self) -> None:
+        self._halt.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while not self._halt.wait(self.lease.total_seconds() / 4):
+            try:
+                alive = self.store.renew_run(self.run_id, self.worker_id, self.lease)
+            except Exception as exc:  # a blip: the next renewal, a quarter of the lease later, tries again
+                logger.warning("run {}: heartbeat renewal failed: {}", self.run_id, _one_line(exc))
+                continue
+            if not alive:
+                logger.warning(
+                    "run {}: its heartbeat lapsed and another process marked it abandoned; "
+                    "this cycle's final report will replace that",
+                    self.run_id,
+                )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -414,6 +414,33 @@ def test_transaction_mode_keeps_no_session_state(probe_settings, probe_sql) -> N
         db.close()
 
 
+@pytest.mark.parametrize("pool_mode", ["session", "transaction"])
+def test_an_exhausted_pool_is_one_line_naming_the_pool_settings(probe_settings, probe_sql, pool_mode) -> None:
+    """More concurrent work than DB_POOL_MAX_SIZE connections: a caller that gets none within
+    DB_POOL_TIMEOUT fails with one line naming both settings (not "cannot connect": the server is fine),
+    and the pool serves again once a connection is handed back."""
+    from tg_parser.errors import DatabaseUnavailable
+
+    db = _probe_db(
+        probe_settings,
+        probe_sql,
+        db_pool_mode=pool_mode,
+        db_pool_min_size=1,
+        db_pool_max_size=1,
+        db_pool_timeout=0.2,
+    )
+    try:
+        with db.connection(), pytest.raises(DatabaseUnavailable) as caught:  # the one connection is lent
+            db.fetch_one("probe_setting", {"name": "lock_timeout"})
+        line = caught.value.one_line()
+        assert "within 0.2 s (DB_POOL_TIMEOUT)" in line and "DB_POOL_MAX_SIZE (1)" in line, line
+        assert "cannot connect" not in line and "\n" not in line
+        assert caught.value.exit_code == 3
+        assert db.fetch_one("probe_setting", {"name": "lock_timeout"}) is not None  # handed back: served
+    finally:
+        db.close()
+
+
 HOLDER = """
 import sys
 from tg_parser.config import load_settings

@@ -313,7 +313,7 @@ class PostgresDatabase(Database):
         returns every connection through its worker thread, a thread switch per checkout (~40 µs of CPU
         here, a quarter of a readiness probe) before the connection can be lent again. A pool that
         cannot lend a connection in time, or a connection that broke under a statement, means the
-        database is unavailable: one DatabaseUnavailable (exit 5, HTTP 503), not a driver error.
+        database is unavailable: one DatabaseUnavailable (exit 3, HTTP 503), not a driver error.
         """
         try:
             with self.pool.connection(timeout=timeout) as connection:
@@ -326,7 +326,20 @@ class PostgresDatabase(Database):
                 finally:
                     connection.tgp_returned_at = time.monotonic()  # type: ignore[attr-defined]
         except PoolTimeout as exc:
-            raise describe_connect_error(self.target, exc) from None
+            raise self._pool_timeout(exc, self.pool.timeout if timeout is None else timeout) from None
+
+    def _pool_timeout(self, exc: PoolTimeout, waited: float) -> DatabaseUnavailable:
+        """No connection within the pool timeout: either every connection of the pool was lent out for
+        all that time (this process has more concurrent work than DB_POOL_MAX_SIZE connections: the
+        settings are the fix), or the pool could not open one (the server is the problem)."""
+        if self.pool.get_stats().get("pool_size", 0) < self.pool.max_size:
+            return describe_connect_error(self.target, exc)
+        return DatabaseUnavailable(
+            f"no connection to {self.target.describe()} came free within {waited:g} s (DB_POOL_TIMEOUT): "
+            f"all DB_POOL_MAX_SIZE ({self.pool.max_size}) connections of this process's pool were in use",
+            "raise DB_POOL_MAX_SIZE (within the server's max_connections) or DB_POOL_TIMEOUT,"
+            " or give the process less concurrent work",
+        )
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
@@ -473,7 +486,9 @@ class PostgresDatabase(Database):
                 finally:
                     if not connection.closed:
                         connection.autocommit = False
-        except (PoolTimeout, psycopg.Error) as exc:
+        except PoolTimeout as exc:
+            raise self._pool_timeout(exc, timeout) from None
+        except psycopg.Error as exc:
             raise describe_connect_error(self.target, exc) from None
 
     def applied_migrations(self, store: str) -> list[str] | None:

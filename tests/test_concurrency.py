@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 from click.testing import CliRunner
-from support.api_server import Client, ServeProcess, new_key
+from support.api_server import Client, ServeProcess, new_key, seed_example, wait_for
 from support.child_runs import SEED, add_telegram_sources, import_example, start_child
 from support.cli import db_env
 from support.crash_child import telegram_env
@@ -254,3 +254,76 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_postgres_database(
     assert handled == raw_count
     assert rows(settings, "SELECT count(*) FROM raw.pending_work") == [(0,)]
     assert rows(settings, "SELECT count(*) FROM processing.work_leases") == [(0,)]
+
+
+# --- DB_POOL_MAX_SIZE=1 --------------------------------------------------------------------------------
+
+ONE_CONNECTION = {"DB_POOL_MIN_SIZE": "1", "DB_POOL_MAX_SIZE": "1", "DB_POOL_TIMEOUT": "0.5"}
+
+
+def waiting_on_a_lock(settings: Settings) -> bool:
+    """A backend of tg-parser's is waiting for a table lock in the test database."""
+    return bool(
+        rows(
+            settings,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND application_name = %s",
+            (settings.db_application_name,),
+        )
+    )
+
+
+@pytest.mark.slow
+def test_serve_with_one_pooled_connection_answers_503_naming_the_pool_settings(pg_only_settings, tmp_path):
+    """One request holds the API process's only connection (its statement waits for a table lock the test
+    holds); every other request meanwhile, the streamed export too, gets a 503 JSON error naming
+    DB_POOL_MAX_SIZE and DB_POOL_TIMEOUT after DB_POOL_TIMEOUT, not a hang and not a 200 with a cut
+    body. Once the lock goes, the held request answers 200 and the API serves as before."""
+    settings = pg_only_settings
+    seed_example(settings, tmp_path / "seed-out")
+    db = open_database(settings)
+    try:
+        token = new_key(db, "reader")
+    finally:
+        db.close()
+    env = {**db_env(settings), **ONE_CONNECTION, "LOG_LEVEL": "WARNING", "API_RATE_LIMIT_READ": "100000"}
+    with ServeProcess(env, "serve", log=tmp_path / "serve.log", cwd=tmp_path) as server:
+        server.wait_healthy(60)
+        client = Client("127.0.0.1", server.port, token, timeout=60)
+        assert client.get("/api/v1/messages").status == 200  # the key is known (and cached) now
+        blocker = psycopg.connect(
+            host=settings.db_host, port=settings.db_port, user=settings.db_user, dbname=settings.db_name
+        )
+        try:
+            blocker.execute("LOCK TABLE raw.raw_messages IN ACCESS EXCLUSIVE MODE")
+            with ThreadPoolExecutor(8) as pool:
+                held = pool.submit(client.get, "/api/v1/messages")
+                wait_for(lambda: waiting_on_a_lock(settings), 60, what="the request to wait on the lock")
+                others = [
+                    "/api/v1/sources",
+                    "/api/v1/documents",
+                    "/api/v1/topics",
+                    "/api/v1/export/kb.ndjson",
+                ]
+                refused = list(pool.map(client.get, others * 2))
+                ready = client.get("/ready")
+                assert not held.done()
+                blocker.commit()  # the lock goes: the held request goes on
+                answer = held.result(timeout=60)
+        finally:
+            blocker.close()
+        assert answer.status == 200 and len(answer.json()["items"]) == 17, answer
+        for path, got in zip(others * 2, refused, strict=True):
+            assert got.status == 503, (path, got)
+            assert got.headers["content-type"] == "application/json", (path, got)
+            message = got.json()["error"]["message"]
+            assert "DB_POOL_MAX_SIZE (1)" in message and "within 0.5 s (DB_POOL_TIMEOUT)" in message, message
+        assert ready.status == 503 and "DB_POOL_MAX_SIZE (1)" in ready.body.decode(), ready
+        # Served as before: the export is whole.
+        for path in ["/ready", *others]:
+            assert client.get(path).status == 200, path
+        export = client.get("/api/v1/export/kb.ndjson").body
+        assert export == (tmp_path / "seed-out" / "kb_entries.ndjson").read_bytes()
+        assert server.terminate(timeout=30) == 0, server.output()[-3000:]
+    log = server.output()
+    assert "Traceback" not in log and "request failed" not in log, log[-3000:]

@@ -399,6 +399,18 @@ class _Spool:
 
     # --- the response's side ---
 
+    def started(self) -> None:
+        """Wait until the writer has written its first bytes or ended. A writer that failed before writing
+        anything (no pooled connection came free, the database is down) raises its error here, before the
+        headers go out, so the client gets the error's status and JSON body, not a 200 with a cut stream."""
+        with self._changed:
+            while self._written == 0 and not self._done:
+                self._changed.wait(1.0)
+            error = self._error if self._written == 0 else None
+        if error is not None:
+            self.file.close()
+            raise error
+
     def chunks(self) -> Iterator[bytes]:
         offset = 0
         try:
@@ -461,6 +473,7 @@ def export_kb(
             spool.finish()
 
     threading.Thread(target=produce, name="export-stream", daemon=True).start()
+    spool.started()
     return StreamingResponse(spool.chunks(), media_type="application/x-ndjson")
 
 

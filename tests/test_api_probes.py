@@ -187,6 +187,43 @@ def test_an_unexpected_error_is_a_500_with_a_request_id_and_nothing_else(setting
     assert not any("req-err-1" in m for m in (line["message"] for line in fine_lines))
 
 
+def test_an_export_cut_by_a_database_error_logs_one_line_and_no_traceback(settings, monkeypatch, json_log):
+    """The streamed export fails after its first bytes went out (a pool timeout, a lost server): the stream
+    is cut, which is all the client can be told, and the log says why in one line, without a traceback."""
+    from http.client import IncompleteRead
+
+    from support.process_data import seed_documents
+
+    from tg_parser.errors import DatabaseUnavailable
+    from tg_parser.stores.export import ExportStore
+
+    db = open_database(settings)
+    try:
+        token = new_key(db, "reader")
+        seed_documents(db, 200)  # ~250 KB of entries: the first chunks go out before the failure
+    finally:
+        db.close()
+    original = ExportStore.document_batches
+
+    def first_batch_then_fail(self, *args, **kwargs):
+        yield next(original(self, *args, **kwargs))
+        raise DatabaseUnavailable("no connection came free within 0.5 s (DB_POOL_TIMEOUT)", "raise it")
+
+    monkeypatch.setattr(ExportStore, "document_batches", first_batch_then_fail)
+    with ThreadedApi(settings) as api:
+        client = api.client(token)
+        with pytest.raises(IncompleteRead):
+            client.get("/api/v1/export/kb.ndjson", headers={"X-Request-ID": "req-cut-1"})
+        assert client.get("/api/v1/sources").status == 200
+    mine = [line for line in _lines(json_log) if (line.get("extra") or {}).get("request_id") == "req-cut-1"]
+    failed = [line for line in mine if line["level"] == "ERROR"]
+    assert [line["message"] for line in failed] == [
+        "request failed after its answer started: no connection came free within 0.5 s (DB_POOL_TIMEOUT)"
+        " — raise it"
+    ], mine
+    assert not failed[0].get("exception"), failed[0]
+
+
 def test_the_api_run_worker_survives_a_database_outage(proxied, tmp_path, monkeypatch):
     """`serve --execute-runs`: the worker thread in the API process outlives PostgreSQL going away."""
     proxy, settings = proxied

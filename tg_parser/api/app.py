@@ -312,9 +312,17 @@ class RequestContext:
         except Exception as exc:
             if too_large[0]:
                 return  # the 413 is sent; `finally` records it
-            logger.bind(request_id=request_id).opt(exception=exc).error(
-                "request failed: {}", type(exc).__name__
-            )
+            cause = exc.__cause__
+            if response_started[0] and isinstance(cause, TgParserError):
+                # A known failure after the headers went out (a streamed export whose database went
+                # away): the stream was cut, which is all the client can be told; the log gets one line.
+                logger.bind(request_id=request_id).error(
+                    "request failed after its answer started: {}", redact(cause.one_line())
+                )
+            else:
+                logger.bind(request_id=request_id).opt(exception=exc).error(
+                    "request failed: {}", type(exc).__name__
+                )
             if not response_started[0]:
                 await self._reply(
                     send, 500, "internal", f"internal error; request id {request_id}", request_id

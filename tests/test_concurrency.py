@@ -29,6 +29,8 @@ from support.api_server import Client, ServeProcess, new_key, seed_example, wait
 from support.child_runs import SEED, add_telegram_sources, import_example, start_child
 from support.cli import db_env
 from support.crash_child import telegram_env
+from support.llm_server import LlmServer
+from support.process_data import seed_messages
 from telethon.crypto import AuthKey
 from telethon.sessions import StringSession
 from test_crash_kill import fresh_sqlite, reference_run, snapshot, write_export
@@ -327,3 +329,36 @@ def test_serve_with_one_pooled_connection_answers_503_naming_the_pool_settings(p
         assert server.terminate(timeout=30) == 0, server.output()[-3000:]
     log = server.output()
     assert "Traceback" not in log and "request failed" not in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_cli_with_one_pooled_connection_serialises_its_work_or_refuses_in_one_line(
+    pg_only_settings, tmp_path
+):
+    """`process` with eight LLM requests in flight and one pooled connection: its threads (claims, lease
+    renewals, document writes) take the connection in turn and the run completes. `ingest` needs two
+    connections (one holds the source lock): it refuses at once with one line naming DB_POOL_MAX_SIZE,
+    exit 3, having written nothing."""
+    settings = pg_only_settings
+    db = open_database(settings)
+    try:
+        refs = seed_messages(db, 300)
+    finally:
+        db.close()
+    export = write_export(tmp_path / "export.json", SEED, 1)
+    with LlmServer(latency=0.02) as llm:
+        env = {**db_env(settings), **ONE_CONNECTION, "LOG_LEVEL": "WARNING", "LLM_MAX_RETRIES": "2"}
+        env.update({"OPENAI_BASE_URL": llm.base_url, "LLM_API": "responses", "LLM_MODEL": "gpt-5-mini"})
+        procs = {
+            "process": start_child(settings, {"argv": ["process", "--concurrency", "8", "--silent"]}, **env),
+            "ingest": start_child(settings, {"argv": ["ingest", "--from-export", str(export)]}, **env),
+        }
+        results = finish(procs, DEADLINE)
+    code, out, err = results["process"]
+    assert code == 0 and "Traceback" not in err, (code, out, err)
+    assert f"{len(refs)} document(s) written" in out, out
+    assert rows(settings, "SELECT count(*) FROM processing.processed_documents") == [(len(refs),)]
+    code, out, err = results["ingest"]
+    assert code == 3 and err.count("\n") == 1, (code, out, err)
+    assert "DB_POOL_MAX_SIZE is 1" in err and "set DB_POOL_MAX_SIZE to 2 or more" in err, err
+    assert rows(settings, "SELECT count(*) FROM raw.raw_messages") == [(len(refs),)]  # nothing imported

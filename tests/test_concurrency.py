@@ -1,7 +1,8 @@
 """Concurrency and pool exhaustion (issue 15, item 4): real `tg-parser` processes on one database at once.
 
-* Five processes — two `ingest` of the same Telegram source (the per-source lock), one of another source,
-  one `process` and one `topicize` — run against one PostgreSQL database while `tg-parser serve` answers
+* Six processes — three `ingest` of Telegram sources, each with its own session (two of them of the same
+  source: the per-source lock), an export import, one `process` and one `topicize` — run against one
+  database (PostgreSQL, and SQLite with its busy timeout) while `tg-parser serve` answers
   concurrent HTTP clients on the data routes. Nothing deadlocks (every process ends within a deadline);
   every raw message is stored once, with the rows, versions and cursors of the same ingests run one after
   the other (the reference, on a fresh SQLite install); every message is processed once (the run reports'
@@ -16,6 +17,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import sqlite3
 import subprocess
 import threading
 from collections import Counter
@@ -38,9 +41,10 @@ from test_crash_kill import fresh_sqlite, reference_run, snapshot, write_export
 from tg_parser.cli.main import cli
 from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
+from tg_parser.db.sqlite import STORE_FILES
 
 DEADLINE = 240  # seconds for the whole crowd to finish: far beyond a normal run, far short of a hang
-WORLD = {"seed": SEED}
+WORLD = {"seed": SEED, "size": 120}
 NEWS, SMALL = "newsfeed", "smallchan"
 OFFLINE = ["--processor", "extractive"]
 READ_ROUTES = [
@@ -63,7 +67,16 @@ def telegram_session(n: int) -> dict[str, str]:
 
 
 def rows(settings: Settings, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """What the database holds, read on a connection of the test's own (not through tg-parser)."""
+    """What the database holds, read on a connection of the test's own (not through tg-parser); on SQLite
+    the three store files attached under their schema names, as tg-parser attaches them."""
+    if settings.db_type == "sqlite":
+        conn = sqlite3.connect(":memory:")
+        try:
+            for store, name in STORE_FILES.items():
+                conn.execute(f"ATTACH DATABASE ? AS {store}", (str(settings.db_sqlite_dir / name),))
+            return conn.execute(query.replace("%s", "?"), params).fetchall()
+        finally:
+            conn.close()
     with psycopg.connect(
         host=settings.db_host, port=settings.db_port, user=settings.db_user, dbname=settings.db_name
     ) as conn:
@@ -142,10 +155,9 @@ def finish(procs: dict[str, subprocess.Popen[str]], timeout: float) -> dict[str,
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_ingest_process_topicize_and_the_api_at_once_on_one_postgres_database(
-    pg_only_settings, sqlite_template, tmp_path, monkeypatch
+def test_ingest_process_topicize_and_the_api_at_once_on_one_database(
+    settings, sqlite_template, tmp_path, monkeypatch
 ):
-    settings = pg_only_settings
     import_example(settings)  # documents to process and topicize from the first moment on
     add_telegram_sources(settings)
     db = open_database(settings)
@@ -175,6 +187,8 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_postgres_database(
             }
             results = finish(procs, DEADLINE)
         answers = load.answers
+        exits = {name: result[0] for name, result in results.items()}
+        print(f"\n{settings.db_type}: exit codes {exits}; {len(answers)} API answers under load")
         for name, (_, _, err) in results.items():
             assert "Traceback" not in err, (name, err)
         # The two ingests of one source: both succeed one after the other, or one is refused by the lock.
@@ -248,7 +262,12 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_postgres_database(
         assert (sum(a[1] for a in attempts), sum(a[2] for a in attempts)) == (posts, comments), source_id
 
     # Processing: each message handled by exactly one run (documents written once, no work lost).
-    runs = rows(settings, "SELECT status, counts FROM processing.runs WHERE kind = 'process'")
+    runs = [
+        (status, json.loads(counts) if isinstance(counts, str) else counts)
+        for status, counts in rows(
+            settings, "SELECT status, counts FROM processing.runs WHERE kind = 'process'"
+        )
+    ]
     assert len(runs) == 2 and all(status == "ok" for status, _ in runs), runs
     processed = sum(counts["processed"] for _, counts in runs)
     handled = processed + sum(counts["skipped_no_text"] for _, counts in runs)

@@ -1,7 +1,7 @@
 """Concurrency and pool exhaustion (issue 15, item 4): real `tg-parser` processes on one database at once.
 
-* Six processes — three `ingest` of Telegram sources, each with its own session (two of them of the same
-  source: the per-source lock), an export import, one `process` and one `topicize` — run against one
+* Seven processes — three `ingest` of Telegram sources, each with its own session (two of them of the same
+  source: the per-source lock), an export import, two `process` and one `topicize` — run against one
   database (PostgreSQL, and SQLite with its busy timeout) while `tg-parser serve` answers
   concurrent HTTP clients on the data routes. Nothing deadlocks (every process ends within a deadline);
   every raw message is stored once, with the rows, versions and cursors of the same ingests run one after
@@ -174,6 +174,7 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_database(
     }
     work = {
         "process": ["process", *OFFLINE, "--concurrency", "4", "--json", "--silent"],
+        "process-2": ["process", *OFFLINE, "--concurrency", "2", "--json", "--silent"],
         "topicize": ["topicize", *OFFLINE, "--json"],
     }
     env = {**db_env(settings), "LOG_LEVEL": "WARNING", "API_RATE_LIMIT_READ": "1000000"}
@@ -198,7 +199,7 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_database(
             if results[name][0] == 4:
                 assert "source 'newsfeed' is being ingested by another run" in results[name][2]
                 assert results[name][2].count("\n") == 1, results[name][2]
-        for name in ("ingest-small", "ingest-export", "process", "topicize"):
+        for name in ("ingest-small", "ingest-export", "process", "process-2", "topicize"):
             assert results[name][0] == 0, (name, results[name])
 
         # What `process` could not see yet (ingested after it selected its work) is processed now.
@@ -268,7 +269,7 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_database(
             settings, "SELECT status, counts FROM processing.runs WHERE kind = 'process'"
         )
     ]
-    assert len(runs) == 2 and all(status == "ok" for status, _ in runs), runs
+    assert len(runs) == 3 and all(status == "ok" for status, _ in runs), runs
     processed = sum(counts["processed"] for _, counts in runs)
     handled = processed + sum(counts["skipped_no_text"] for _, counts in runs)
     assert processed == doc_count

@@ -326,16 +326,18 @@ class PostgresDatabase(Database):
                 finally:
                     connection.tgp_returned_at = time.monotonic()  # type: ignore[attr-defined]
         except PoolTimeout as exc:
-            raise self._pool_timeout(exc, self.pool.timeout if timeout is None else timeout) from None
+            raise self._pool_timeout(exc, timeout) from None
 
-    def _pool_timeout(self, exc: PoolTimeout, waited: float) -> DatabaseUnavailable:
-        """No connection within the pool timeout: either every connection of the pool was lent out for
-        all that time (this process has more concurrent work than DB_POOL_MAX_SIZE connections: the
-        settings are the fix), or the pool could not open one (the server is the problem)."""
+    def _pool_timeout(self, exc: PoolTimeout, waited: float | None) -> DatabaseUnavailable:
+        """No connection within the pool timeout (or the caller's own wait, `waited`): either every
+        connection of the pool was lent out for all that time (this process has more concurrent work than
+        DB_POOL_MAX_SIZE connections: the settings are the fix), or the pool could not open one (the
+        server is the problem)."""
         if self.pool.get_stats().get("pool_size", 0) < self.pool.max_size:
             return describe_connect_error(self.target, exc)
+        within = f"{self.pool.timeout:g} s (DB_POOL_TIMEOUT)" if waited is None else f"{waited:g} s"
         return DatabaseUnavailable(
-            f"no connection to {self.target.describe()} came free within {waited:g} s (DB_POOL_TIMEOUT): "
+            f"no connection to {self.target.describe()} came free within {within}: "
             f"all DB_POOL_MAX_SIZE ({self.pool.max_size}) connections of this process's pool were in use",
             "raise DB_POOL_MAX_SIZE (within the server's max_connections) or DB_POOL_TIMEOUT,"
             " or give the process less concurrent work",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -399,14 +400,17 @@ class _Spool:
 
     # --- the response's side ---
 
-    def started(self) -> None:
-        """Wait until the writer has written its first bytes or ended. A writer that failed before writing
-        anything (no pooled connection came free, the database is down) raises its error here, before the
-        headers go out, so the client gets the error's status and JSON body, not a 200 with a cut stream."""
+    def started(self, deadline: float) -> None:
+        """Wait until the writer has written its first bytes or ended, for at most `deadline` seconds. A
+        writer that failed before writing anything (no pooled connection came free, the database is down)
+        raises its error here, before the headers go out, so the client gets the error's status and JSON
+        body, not a 200 with a cut stream. Past the deadline (a sparse filter over a large base writes
+        nothing for long) the headers go out anyway, so no proxy times out waiting for the first byte."""
+        until = time.monotonic() + deadline
         with self._changed:
-            while self._written == 0 and not self._done:
-                self._changed.wait(1.0)
-            error = self._error if self._written == 0 else None
+            while self._written == 0 and not self._done and time.monotonic() < until:
+                self._changed.wait(min(1.0, max(until - time.monotonic(), 0.0)))
+            error = self._error if self._written == 0 and self._done else None
         if error is not None:
             self.file.close()
             raise error
@@ -473,7 +477,8 @@ def export_kb(
             spool.finish()
 
     threading.Thread(target=produce, name="export-stream", daemon=True).start()
-    spool.started()
+    # Long enough for the pool's wait (DB_POOL_TIMEOUT), whose failure is the error worth a status code.
+    spool.started(deadline=state.settings.db_pool_timeout + 1.0)
     return StreamingResponse(spool.chunks(), media_type="application/x-ndjson")
 
 

@@ -251,6 +251,9 @@ class PostgresDatabase(Database):
         self.pool_mode = pool_mode
         self.timeouts = Timeouts(statement_timeout_ms, lock_timeout_ms, idle_in_transaction_timeout_ms)
         self.lock_ttl = lock_ttl
+        # Connections this process has lent out now (_lend), to tell an exhausted pool from an outage.
+        self._lent = 0
+        self._lent_lock = threading.Lock()
         # Set inside `long_statements()`: transactions opened there lift the statement timeout.
         self._unbounded: contextvars.ContextVar[bool] = contextvars.ContextVar(
             f"unbounded-{id(self)}", default=False
@@ -317,6 +320,8 @@ class PostgresDatabase(Database):
         """
         try:
             with self.pool.connection(timeout=timeout) as connection:
+                with self._lent_lock:
+                    self._lent += 1
                 try:
                     yield connection
                 except psycopg.OperationalError as exc:
@@ -324,6 +329,8 @@ class PostgresDatabase(Database):
                         raise describe_connect_error(self.target, exc) from None
                     raise
                 finally:
+                    with self._lent_lock:
+                        self._lent -= 1
                     connection.tgp_returned_at = time.monotonic()  # type: ignore[attr-defined]
         except PoolTimeout as exc:
             raise self._pool_timeout(exc, timeout) from None
@@ -333,14 +340,19 @@ class PostgresDatabase(Database):
         connection of the pool was lent out for all that time (this process has more concurrent work than
         DB_POOL_MAX_SIZE connections: the settings are the fix), or the pool could not open one (the
         server is the problem)."""
-        if self.pool.get_stats().get("pool_size", 0) < self.pool.max_size:
+        # Counted here, not from the pool's stats: the pool keeps a slot counted while it retries opening a
+        # connection to a server that went away, which is an outage, not exhaustion.
+        with self._lent_lock:
+            lent = self._lent
+        if lent < self.pool.max_size:
             return describe_connect_error(self.target, exc)
         within = f"{self.pool.timeout:g} s (DB_POOL_TIMEOUT)" if waited is None else f"{waited:g} s"
         return DatabaseUnavailable(
             f"no connection to {self.target.describe()} came free within {within}: "
             f"all DB_POOL_MAX_SIZE ({self.pool.max_size}) connections of this process's pool were in use",
-            "raise DB_POOL_MAX_SIZE (within the server's max_connections) or DB_POOL_TIMEOUT,"
-            " or give the process less concurrent work",
+            "raise DB_POOL_MAX_SIZE (within the server's max_connections)"
+            + (" or DB_POOL_TIMEOUT" if waited is None else "")
+            + ", or give the process less concurrent work",
         )
 
     @contextmanager

@@ -114,7 +114,12 @@ class ApiLoad:
         for path in itertools.islice(routes, self.limit):
             if self.stop.is_set():
                 return
-            answer = self.client.get(path)
+            try:
+                answer = self.client.get(path)
+            except Exception as exc:  # a timeout or a reset is a failed answer, not a silently dead client
+                with self._lock:
+                    self.answers.append((path, -1, repr(exc).encode()[:300]))
+                continue
             with self._lock:
                 self.answers.append((path, answer.status, answer.body[:300]))
 
@@ -183,7 +188,14 @@ def test_ingest_process_topicize_and_the_api_at_once_on_one_database(
         client = Client("127.0.0.1", server.port, token, timeout=60)
         with ApiLoad(client) as load:
             procs = {
-                name: start_child(settings, {"world": WORLD, "argv": argv}, **telegram_session(n))
+                # SQLite's busy wait polls rather than queues: a generous one, so a writer starved on a
+                # loaded machine waits instead of failing; the DEADLINE still catches a hang.
+                name: start_child(
+                    settings,
+                    {"world": WORLD, "argv": argv},
+                    **telegram_session(n),
+                    DB_SQLITE_BUSY_TIMEOUT=str(DEADLINE * 1000),
+                )
                 for n, (name, argv) in enumerate({**ingest, **work}.items())
             }
             results = finish(procs, DEADLINE)
@@ -308,7 +320,14 @@ def test_serve_with_one_pooled_connection_answers_503_naming_the_pool_settings(p
         token = new_key(db, "reader")
     finally:
         db.close()
-    env = {**db_env(settings), **ONE_CONNECTION, "LOG_LEVEL": "WARNING", "API_RATE_LIMIT_READ": "100000"}
+    # DB_LOCK_TIMEOUT=0: the held request waits for the test's table lock however long the rest takes.
+    env = {
+        **db_env(settings),
+        **ONE_CONNECTION,
+        "LOG_LEVEL": "WARNING",
+        "API_RATE_LIMIT_READ": "100000",
+        "DB_LOCK_TIMEOUT": "0",
+    }
     with ServeProcess(env, "serve", log=tmp_path / "serve.log", cwd=tmp_path) as server:
         server.wait_healthy(60)
         client = Client("127.0.0.1", server.port, token, timeout=60)

@@ -303,8 +303,11 @@ class Pipeline:
         with self.db.transaction():
             store.start_run(record)
             heartbeat.hold()
-        for dead in store.abandon_lapsed_runs():
-            logger.warning("run {} failed: its process stopped renewing its heartbeat (abandoned)", dead)
+        try:
+            for dead in store.abandon_lapsed_runs():
+                logger.warning("run {} failed: its process stopped renewing its heartbeat (abandoned)", dead)
+        except Exception as exc:  # housekeeping only: the next cycle or process run tries again
+            logger.warning("run {}: could not mark dead runs abandoned: {}", self.run_id, _one_line(exc))
 
         def step_done(report: CycleReport) -> None:
             # What the cycle has done so far stays on record if its process dies before the end.
@@ -434,13 +437,17 @@ class _RunHeartbeat:
             self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        lost = False
         while not self._halt.wait(self.lease.total_seconds() / 4):
             try:
-                alive = self.store.renew_run(self.run_id, self.worker_id, self.lease)
+                alive = lost or self.store.renew_run(self.run_id, self.worker_id, self.lease)
             except Exception as exc:  # a blip: the next renewal, a quarter of the lease later, tries again
-                logger.warning("run {}: heartbeat renewal failed: {}", self.run_id, _one_line(exc))
+                if not self._halt.is_set():
+                    logger.warning("run {}: heartbeat renewal failed: {}", self.run_id, _one_line(exc))
                 continue
-            if not alive:
+            if not alive and not self._halt.is_set():
+                # Said once: the report is marked abandoned until this cycle's final report replaces it.
+                lost = True
                 logger.warning(
                     "run {}: its heartbeat lapsed and another process marked it abandoned; "
                     "this cycle's final report will replace that",

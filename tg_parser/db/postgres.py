@@ -158,7 +158,9 @@ class PgSession(Session):
             return cursor.fetchone()
 
     def fetch_tuples(self, query: Query, params: Params = None) -> list[tuple[Any, ...]]:
-        with self.connection.cursor() as cursor:
+        # Binary results: integers and text arrive as they are stored (no int8out on the server, no
+        # parsing of digits in the client); the values are the same Python objects as in text format.
+        with self.connection.cursor(binary=True) as cursor:
             cursor.execute(self._sql(query), adapt_pg_params(params))
             return cursor.fetchall()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from support.process_data import seed_documents
 
 from tg_parser.db.base import Database
 from tg_parser.db.params import to_numbered
@@ -130,3 +131,35 @@ def test_sqlite_export_batches_seek_on_the_keyset(db: Database) -> None:
     }
     plan = "\n".join(db.explain("export_stream_documents", params))
     assert "(channel_id,message_date,source_ref)>(?,?,?)" in plan, plan
+
+
+def test_export_tuples_carry_the_same_values_as_dict_rows(db: Database) -> None:
+    """The export's tuple batches (binary results on PostgreSQL) hold exactly the values, and the Python
+    types, that the query's ordinary dict rows hold."""
+    seed_documents(db, 7, words=3, channel_id=-1001234567890)
+    params = {
+        "channel_lo": BIGINT_MIN,
+        "channel_hi": BIGINT_MAX,
+        "since": FAR_PAST,
+        "until": FAR_FUTURE,
+        "after_channel": BIGINT_MIN,
+        "after_date": FAR_PAST,
+        "after_ref": "",
+        "batch_size": 100,
+    }
+    rows = db.fetch_all("export_stream_documents", params)
+    batches = list(
+        db.keyset_batches(
+            "export_stream_documents",
+            params,
+            start={k: params[k] for k in ("after_channel", "after_date", "after_ref")},
+            after=lambda row: {"after_channel": row[1], "after_date": row[2], "after_ref": row[0]},
+            batch_size=100,
+            tuples=True,
+        )
+    )
+    assert len(rows) == 7 and len(batches) == 1
+    assert batches[0] == [tuple(row.values()) for row in rows]
+    first = batches[0][0]
+    assert [type(value) for value in first] == [type(value) for value in rows[0].values()]
+    assert first[1] == -1001234567890 and type(first[1]) is int

@@ -129,7 +129,9 @@ def test_db_checksum_refuses_a_column_type_it_cannot_render(settings):
         expected = "column raw.raw_messages.blobby has SQLite type BLOB, which the migrator does not know"
     else:
         refusal(settings, "ALTER TABLE raw_messages ADD COLUMN amount numeric")
-        expected = "column raw.raw_messages.amount has PostgreSQL type numeric, which the migrator does not know"
+        expected = (
+            "column raw.raw_messages.amount has PostgreSQL type numeric, which the migrator does not know"
+        )
     assert expected in checksum_error(settings)
 
 

@@ -8,6 +8,7 @@ watching a parent that ends, is already gone, or (no pidfd) must be polled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -42,10 +43,8 @@ def python(script: str, *args: str) -> subprocess.Popen[str]:
 
 
 def kill_group(proc: subprocess.Popen[str]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)
 
 

@@ -22,8 +22,11 @@ from support.cli import db_env
 from tests.test_transfer_roundtrip import options, table_counts_pg
 from tg_parser.cli.main import cli
 from tg_parser.config import Settings
+from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
+from tg_parser.domain.models import Source
 from tg_parser.errors import EXIT_CONFIG
+from tg_parser.stores import IngestionStore
 from tg_parser.transfer import run_transfer
 
 
@@ -140,3 +143,46 @@ def test_db_checksum_of_an_unchanged_schema_succeeds(settings):
     result = CliRunner().invoke(cli, ["db", "checksum", "--json", "--store", "raw"], env=db_env(settings))
     assert result.exit_code == 0, result.output
     assert '"raw.raw_messages"' in result.output
+
+
+def test_a_store_file_never_migrated_is_refused(sqlite_dir, pg_only_settings):
+    (sqlite_dir / STORE_FILES["ingestion"]).write_bytes(b"")  # an empty SQLite file: no tables at all
+    report = run_transfer(options(sqlite_dir, pg_only_settings))
+    assert report.status == "refused" and report.exit_code == EXIT_CONFIG
+    assert "the SQLite store 'ingestion' has no migrations applied" in (report.error or "")
+    assert "tg-parser init" in (report.error or "")
+    assert not any(table_counts_pg(pg_only_settings).values())
+
+
+def test_a_postgresql_schema_tg_parser_did_not_create_is_refused(sqlite_dir, pg_only_settings):
+    pg_ddl(pg_only_settings, "DROP TABLE processing._yoyo_migration")
+    report = run_transfer(options(sqlite_dir, pg_only_settings))
+    assert report.status == "refused" and report.exit_code == EXIT_CONFIG
+    assert "the PostgreSQL schema 'processing' was not created by tg-parser" in (report.error or "")
+    assert not any(table_counts_pg(pg_only_settings).values())
+
+
+def test_db_checksum_refuses_values_it_cannot_render(sqlite_dir):
+    """A value PostgreSQL could not hold (a NUL in text) has no canonical rendering: `db checksum` of
+    such a SQLite install stops with one line that says how to list every offender."""
+    from tests.conftest import sqlite_settings
+
+    settings = sqlite_settings(sqlite_dir)
+    db = open_database(settings)
+    try:
+        IngestionStore(db).add_source(Source(source_id="chan", channel_id=77, username="chan"))
+    finally:
+        db.close()
+    conn = sqlite3.connect(sqlite_dir / STORE_FILES["ingestion"])
+    try:
+        conn.execute("UPDATE sources SET title = 'a' || char(0) || 'b' WHERE source_id = 'chan'")
+        conn.commit()
+    finally:
+        conn.close()
+    result = CliRunner().invoke(cli, ["db", "checksum"], env=db_env(settings))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "1 value(s) cannot be rendered, e.g. " in line and "ingestion.sources" in line
+    assert "NUL character" in line
+    assert "tg-parser db migrate-to-postgres --dry-run" in line

@@ -77,10 +77,6 @@ def sqlite_migration_ids_sql(store: str) -> str:
     return f"SELECT migration_id FROM {q(store)}._yoyo_migration ORDER BY applied_at_utc, migration_id"
 
 
-def sqlite_snapshot_sql(store: str) -> str:
-    return f"SELECT count(*) FROM {q(store)}.sqlite_master"
-
-
 def _sqlite_problem(column: Column) -> str:
     """1 when the value cannot go into the PostgreSQL column as it is, else 0 (evaluated in SQLite)."""
     c = q(column.name)

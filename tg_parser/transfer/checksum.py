@@ -7,7 +7,6 @@ proves that the generated renderer agrees with it.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,11 +47,6 @@ class RangedSum:
     def __post_init__(self) -> None:
         if not self.parts:
             self.parts = [Sum() for _ in range(len(self.cuts) + 1)]
-
-    def add(self, key: tuple[Any, ...], value: int) -> None:
-        self.total.add(value)
-        if self.cuts:
-            self.parts[bisect.bisect_right(self.cuts, key)].add(value)
 
     def ranges(self, table: Table, *, raw: bool = False) -> list[KeyRange]:
         """The key ranges between the cuts; `raw` keeps text keys as the bytes SQLite stores."""

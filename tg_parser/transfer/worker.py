@@ -25,15 +25,12 @@ from tg_parser.transfer.source import SqliteSource
 _source: SqliteSource | None = None
 
 
-def start(
-    directory: Path, stores: tuple[str, ...], files: dict[str, str], parent_pid: int | None = None
-) -> None:
-    """Open this helper's read-only connection (closed when the helper exits); with `parent_pid` (the
-    migrator's), end this helper when that process ends."""
+def start(directory: Path, stores: tuple[str, ...], files: dict[str, str], parent_pid: int) -> None:
+    """Open this helper's read-only connection (closed when the helper exits), and end this helper when
+    `parent_pid` (the migrator) ends."""
     global _source
     _source = SqliteSource(directory, stores, readonly=True, files=files)
-    if parent_pid is not None:
-        threading.Thread(target=_end_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
+    threading.Thread(target=_end_with, args=(parent_pid,), name="parent-watch", daemon=True).start()
 
 
 def _end_with(parent_pid: int) -> None:

@@ -11,17 +11,16 @@ from tests.test_transfer_roundtrip import options, populated, table_counts_pg  #
 from tg_parser.db.connect import pg_target
 from tg_parser.transfer import run_transfer
 
+# Every test starts from a populated SQLite install and an empty target.
+pytestmark = pytest.mark.usefixtures("populated")
+
 
 def other_session(settings) -> psycopg.Connection:
     return psycopg.connect(**pg_target(settings).connect_kwargs())
 
 
 @pytest.mark.slow
-def test_a_session_writing_a_target_table_stops_the_load(
-    populated,  # noqa: F811 - the fixture
-    sqlite_dir,
-    pg_only_settings,
-):
+def test_a_session_writing_a_target_table_stops_the_load(sqlite_dir, pg_only_settings):
     writer = other_session(pg_only_settings)
     try:
         # What an application writing to the table holds until it commits.
@@ -41,11 +40,7 @@ def test_a_session_writing_a_target_table_stops_the_load(
 
 
 @pytest.mark.slow
-def test_a_session_reading_the_target_does_not_stop_the_load(
-    populated,  # noqa: F811 - the fixture
-    sqlite_dir,
-    pg_only_settings,
-):
+def test_a_session_reading_the_target_does_not_stop_the_load(sqlite_dir, pg_only_settings):
     reader = other_session(pg_only_settings)
     try:
         assert reader.execute("SELECT count(*) FROM raw.raw_messages").fetchone() == (0,)  # still open

@@ -70,17 +70,12 @@ def _date(value: str | None, field: str) -> datetime | None:
     text = _text(value, field)
     if text is None or text == "":
         return None
+    from tg_parser.domain.dates import parse_utc
+
     try:
-        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise bad_request(
-            "not a date; use YYYY-MM-DD or an ISO date-time like 2025-01-31T12:00:00Z", field
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    if not 1970 <= parsed.year <= 9998:
-        raise bad_request("out of range (1970-9998)", field)
-    return parsed.astimezone(UTC)
+        return parse_utc(text)
+    except ValueError as exc:
+        raise bad_request(str(exc), field) from None
 
 
 def _window(

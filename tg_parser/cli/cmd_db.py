@@ -8,6 +8,7 @@ import click
 
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option
+from tg_parser.config.settings import MAX_COUNT, MAX_DAYS
 from tg_parser.db import migrations
 from tg_parser.db.resources import STORES
 from tg_parser.retention import KINDS, RetentionPolicy, prune, record_prune
@@ -100,7 +101,7 @@ def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
 @command.command("rollback")
 @click.option("--store", required=True, type=click.Choice(STORES), help="The store to roll back.")
 @click.option(
-    "--steps", default=1, show_default=True, type=click.IntRange(min=1), help="How many migrations."
+    "--steps", default=1, show_default=True, type=click.IntRange(1, 1000), help="How many migrations."
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_app
@@ -146,7 +147,7 @@ def unlock(app: AppContext, store: str, force: bool) -> None:
     "--batch",
     default=5000,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1_000_000),
     help="Rows read per statement (each page is its own short statement).",
 )
 @json_option
@@ -189,7 +190,7 @@ def check_orphans(app: AppContext, batch: int, as_json: bool) -> None:
 def _days_option(name: str, setting: str, what: str) -> Any:
     return click.option(
         f"--{name}",
-        type=click.IntRange(min=0),
+        type=click.IntRange(0, MAX_DAYS),
         metavar="DAYS",
         help=f"Delete {what} older than DAYS (0 keeps them all). Default: {setting}.",
     )
@@ -210,7 +211,7 @@ def _days_option(name: str, setting: str, what: str) -> Any:
 @_days_option("versions-days", "PRUNE_VERSIONS_DAYS (365)", "journaled message versions")
 @click.option(
     "--versions-keep",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_COUNT),
     metavar="N",
     help="Always keep the N newest versions of each message. Default: PRUNE_VERSIONS_KEEP (10).",
 )

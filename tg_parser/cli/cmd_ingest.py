@@ -17,6 +17,7 @@ import click
 
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
+from tg_parser.config.settings import MAX_COUNT
 from tg_parser.domain.models import Source
 from tg_parser.errors import EXIT_FAILURE, InvalidInput, TgParserError
 from tg_parser.ingestion.errors import NotLoggedIn, RateLimited, SourceLocked, TelegramUnavailable
@@ -30,7 +31,9 @@ class IngestFailed(TgParserError):
 @click.command("ingest")
 @click.option("--source", "source_ids", multiple=True, metavar="ID", help="Ingest this source (repeatable).")
 @click.option("--all", "all_sources", is_flag=True, help="Ingest every active Telegram source.")
-@click.option("--limit", type=click.IntRange(min=1), help="At most N new posts per source in this run.")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_COUNT), help="At most N new posts per source in this run."
+)
 @click.option(
     "--from-export",
     "export_file",

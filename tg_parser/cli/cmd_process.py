@@ -13,6 +13,8 @@ from tg_parser.cli.cmd_topicize import PROCESSOR_OPTION
 from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, emit_table, json_option, say, show_progress, silent_option
 from tg_parser.cli.signals import stop_on_signals
+from tg_parser.cli.types import FiniteFloatRange
+from tg_parser.config.settings import MAX_COUNT, MAX_LEASE_SECONDS
 from tg_parser.errors import InvalidInput
 from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.logging import STDERR_LOCK, live_line
@@ -43,7 +45,7 @@ STOPPING = (
     show_default=True,
     help="LLM requests in flight at once.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Send at most this many messages.")
+@click.option("--limit", type=click.IntRange(1, MAX_COUNT), help="Send at most this many messages.")
 @click.option("--force", is_flag=True, help="Process messages that already have a document again.")
 @click.option("--retry-failed", is_flag=True, help="Also retry messages journaled as permanently failed.")
 @click.option(
@@ -51,7 +53,7 @@ STOPPING = (
 )
 @click.option(
     "--lease-seconds",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(1, MAX_LEASE_SECONDS),
     help="How long a claimed message stays reserved for this worker (renewed every quarter of it while "
     "in flight; a dead worker's messages are taken over once it lapses). Default: PROCESS_LEASE_SECONDS (60).",
 )

@@ -6,13 +6,14 @@ import ipaddress
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from typing import Any
 
 import click
 
 from tg_parser.cli.context import AppContext, pass_app
-from tg_parser.errors import ConfigError
+from tg_parser.errors import ConfigError, InvalidInput
 
 
 def _loopback(host: str) -> bool:
@@ -58,6 +59,7 @@ def command(app: AppContext, host: str, port: int, workers: int, execute_runs: b
             f"API_REQUIRE_KEYS is false, so the API will not listen on {host}",
             "listen on 127.0.0.1 (a reverse proxy can face the network), or require keys",
         )
+    _check_listen(host, port)
     app.database()  # fail now, with one line, if the database is unreachable or behind
     app.close()
     import uvicorn
@@ -89,6 +91,27 @@ def command(app: AppContext, host: str, port: int, workers: int, execute_runs: b
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail now, with one line, when --host names no address or the port cannot be bound (uvicorn would
+    log its own error and exit 1 or 3 after announcing that it serves)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:  # no such name; a label too long for IDNA
+        raise InvalidInput(
+            f"--host {host[:100]!r} is not an address: {exc}",
+            "give an IP address or a name of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            "give an address of this machine and a free --port",
+        ) from None
 
 
 def _stopped(signum: int, frame: Any) -> None:

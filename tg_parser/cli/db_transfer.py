@@ -90,13 +90,13 @@ def _stores_option(func: Callable[..., object]) -> Callable[..., object]:
     "--batch-size",
     default=500,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 1_000_000),
     help="Rows read from SQLite per fetch, and written to the COPY between looks at the scan's results;"
     " memory holds one batch, so lower it when single rows are very large (megabytes of JSON).",
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, 64),
     default=None,
     help="Processes scanning the source (hostile values, source checksums): N-1 helpers (at least one)"
     " beside the load, joined by this one after it. Default: CPU count (max 4).",

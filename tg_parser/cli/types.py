@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+from datetime import datetime
 from typing import Any
 
 import click
+
+from tg_parser.domain.dates import parse_utc
 
 
 class UtcDateTime(click.ParamType):
@@ -18,16 +21,9 @@ class UtcDateTime(click.ParamType):
             return value
         text = str(value).strip()
         try:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            self.fail(
-                f"{text!r} is not a date; use YYYY-MM-DD or an ISO date-time like 2025-01-31T12:00:00Z",
-                param,
-                ctx,
-            )
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+            return parse_utc(text)
+        except ValueError as exc:
+            self.fail(f"{text!r} is {exc}", param, ctx)
 
 
 UTC_DATETIME = UtcDateTime()
@@ -50,3 +46,13 @@ class KeyValue(click.ParamType):
 
 
 KEY_VALUE = KeyValue()
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that also refuses nan (which compares false to both bounds) and infinities."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number

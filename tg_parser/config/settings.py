@@ -16,6 +16,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tg_parser.errors import ConfigError
 
+# Upper bounds of counts, ages and durations an operator gives (settings and command options alike): far
+# above any real use, and low enough that date arithmetic and 64-bit SQL integers never overflow.
+MAX_COUNT = 1_000_000_000
+MAX_DAYS = 100_000  # about 270 years
+MAX_LEASE_SECONDS = 86_400.0
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -116,6 +122,7 @@ class Settings(BaseSettings):
     process_lease_seconds: float = Field(
         60.0,
         ge=1,
+        le=MAX_LEASE_SECONDS,
         description="how long a claimed message (and a process run) stays reserved; renewed every quarter of it",
     )
 
@@ -150,11 +157,19 @@ class Settings(BaseSettings):
     )
 
     # --- retention (`tg-parser db prune` and the automatic prune of `run`/`worker`) ---------------
-    prune_runs_days: int = Field(90, ge=0, description="run reports older than this go; 0 keeps all")
-    prune_ingest_runs_days: int = Field(90, ge=0, description="ingestion attempts; 0 keeps all")
-    prune_run_requests_days: int = Field(30, ge=0, description="finished queued runs; 0 keeps all")
-    prune_versions_days: int = Field(365, ge=0, description="message versions older than this; 0 keeps all")
-    prune_versions_keep: int = Field(10, ge=1, description="newest versions of each message always kept")
+    prune_runs_days: int = Field(
+        90, ge=0, le=MAX_DAYS, description="run reports older than this go; 0 keeps all"
+    )
+    prune_ingest_runs_days: int = Field(90, ge=0, le=MAX_DAYS, description="ingestion attempts; 0 keeps all")
+    prune_run_requests_days: int = Field(
+        30, ge=0, le=MAX_DAYS, description="finished queued runs; 0 keeps all"
+    )
+    prune_versions_days: int = Field(
+        365, ge=0, le=MAX_DAYS, description="message versions older than this; 0 keeps all"
+    )
+    prune_versions_keep: int = Field(
+        10, ge=1, le=MAX_COUNT, description="newest versions of each message always kept"
+    )
     prune_batch_size: int = Field(1000, ge=1, le=100_000, description="rows deleted per transaction")
     prune_auto_hours: float = Field(24.0, ge=0, description="run/worker prune at most this often; 0: never")
 
@@ -222,10 +237,20 @@ class Settings(BaseSettings):
             if url is None:
                 continue
             # The password inside the URL, decoded as the driver sees it (and may quote it in an error).
-            password = urlsplit(url.get_secret_value()).password
+            password = _url_password(url.get_secret_value())
             if password:
                 values.extend([password, unquote(password)])
         return values
+
+
+def _url_password(url: str) -> str | None:
+    """The password of a URL; also of one urlsplit refuses (an unclosed IPv6 "["), which is reported later
+    as an error that may quote it."""
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        userinfo, at, _ = url.partition("://")[2].partition("/")[0].rpartition("@")
+        return userinfo.partition(":")[2] or None if at else None
 
 
 def load_settings(**overrides: object) -> Settings:

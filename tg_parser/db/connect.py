@@ -59,7 +59,12 @@ def parse_database_url(url: str, variable: str = "DATABASE_URL") -> PgTarget:
     """Accept postgresql://, postgres:// and postgresql+psycopg:// URLs; the password stays percent-decoded."""
     from tg_parser.db.postgres import PgTarget
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed "[" of an IPv6 host, for one
+        raise ConfigError(
+            f"{variable} is not a URL ({exc})", "use postgresql://user:password@host:5432/dbname"
+        ) from None
     scheme = parts.scheme.split("+", 1)[0].lower()
     if scheme not in ("postgresql", "postgres"):
         raise ConfigError(

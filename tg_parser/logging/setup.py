@@ -22,8 +22,12 @@ from loguru import logger
 
 _secrets: set[str] = set()
 
-# DSN/URL credentials and key=value secrets that may arrive from a library's own message.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@", re.I)
+# DSN/URL credentials and key=value secrets that may arrive from a library's own message. Each pattern
+# starts at a literal or a word boundary and stops at a delimiter, so a long line (a megabyte of text a user
+# typed, quoted back in an error) is scanned in linear time: a leading `[a-z][a-z0-9+.-]*://` was tried at
+# every letter and scanned to the end of each run of letters, quadratic in the run's length. A URL's
+# userinfo cannot hold a "/" (RFC 3986), so the password stops there too.
+_URL_PASSWORD = re.compile(r"://(?P<user>[^:/@\s]*+):(?P<pw>[^@\s/]*+)@")
 _KV_SECRET = re.compile(
     r"(?P<key>\b(?:password|api_key|apikey|token|secret)\s*[=:]\s*)(?P<val>'(?:[^'\\]|\\.)*'|\S+)", re.I
 )
@@ -42,7 +46,7 @@ def redact(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _URL_PASSWORD.sub(lambda m: f"://{m['user']}:***@", text)
     text = _KV_SECRET.sub(lambda m: f"{m['key']}***", text)
     return _BEARER.sub(r"\1***", text)
 

@@ -46,7 +46,9 @@ _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_interval(text: str) -> float:
     """'15m', '1h30m', '90s', '1d' → seconds (at least 10 s, so a typo cannot hammer Telegram)."""
     compact = text.replace(" ", "")
-    parts = _INTERVAL.findall(compact)
+    # Longer text is no interval anyone means; the pattern is tried at every digit, so a long run of
+    # digits would be scanned quadratically (and past 4300 digits int() refuses it).
+    parts = _INTERVAL.findall(compact) if len(compact) <= 40 else []
     if not parts or "".join(f"{n}{u}" for n, u in parts).lower() != compact.lower():
         raise InvalidInput(f"--every {text!r} is not an interval", "write it like 15m, 1h, 1h30m or 90s")
     seconds = sum(int(n) * _UNIT[u.lower()] for n, u in parts)

@@ -37,8 +37,11 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def valid_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and len(url) <= 2000
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and len(url) <= 2000
+    except ValueError:  # an unclosed "[" of an IPv6 host, a port that is no number
+        return False
 
 
 def _non_global(address: str) -> bool:

@@ -21,6 +21,7 @@ from tg_parser.config.settings import MAX_COUNT
 from tg_parser.domain.models import Source
 from tg_parser.errors import EXIT_FAILURE, InvalidInput, TgParserError
 from tg_parser.ingestion.errors import NotLoggedIn, RateLimited, SourceLocked, TelegramUnavailable
+from tg_parser.ingestion.sources import MAX_SOURCE_ID
 from tg_parser.stores import IngestionStore
 
 
@@ -230,6 +231,10 @@ def _import_export(
     from tg_parser.ingestion.export_import import ExportImporter
 
     settings = app.settings
+    if source_id is not None and len(source_id) > MAX_SOURCE_ID:
+        raise InvalidInput(
+            f"--source-id is longer than {MAX_SOURCE_ID} characters", "give a shorter source id"
+        )
     if not path.exists():
         raise InvalidInput(f"{path} does not exist", "give the path of the export's result.json")
     db = app.database()

@@ -18,6 +18,10 @@ _CHANNEL_HINT = (
 )
 
 
+MAX_SOURCE_ID = 200
+MAX_TITLE = 500
+
+
 class SourceNotFound(InvalidInput):
     """An id the user gave names no source: bad input (exit 2; 404 over the API)."""
 
@@ -56,6 +60,11 @@ def add_source(
     source_id = source_id if source_id is not None else ref.default_source_id()
     if not source_id.strip():
         raise InvalidInput("--id is empty", "give a non-empty source id")
+    # The limits of the HTTP API's fields, for `tg-parser sources add` too: a megabyte title is a mistake.
+    if len(source_id) > MAX_SOURCE_ID:
+        raise InvalidInput(f"--id is longer than {MAX_SOURCE_ID} characters", "give a shorter source id")
+    if title is not None and len(title) > MAX_TITLE:
+        raise InvalidInput(f"--title is longer than {MAX_TITLE} characters", "give a shorter title")
     store = IngestionStore(db)
     from tg_parser.ingestion.resolve import resolve_channel
 

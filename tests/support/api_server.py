@@ -120,7 +120,9 @@ class Client:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the server answered early and closed; read its answer
             else:
-                connection.request(method, path, body=body, headers=sent)
+                # The server may answer a large body early (413) and close: read its answer.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
             return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
         finally:

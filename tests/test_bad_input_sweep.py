@@ -738,7 +738,7 @@ API_CURSORS = [
     ("other-kind", "WyJ4IiwxXQ"),
 ]
 QUERY_KINDS = {
-    "channel": API_IDS,
+    "channel": [*API_IDS, ("1mb", "x" * MB)],  # a megabyte request line: uvicorn's own 400
     "source": API_IDS,
     "topic": API_IDS,
     "since": API_DATES,
@@ -862,6 +862,8 @@ def _api_table() -> list[Api]:
                         {200, 422}
                         if (name, pname) in FILTERS
                         and kind in ("unknown", "quotes", "rtl-emoji", "surrogate")
+                        else {400}
+                        if kind == "1mb"
                         else {422}
                     )
                     rows.append(

@@ -92,8 +92,9 @@ def raw_row(
 
 
 # The columns of a raw message row in raw_insert_message's parameter order: the tuple form of a row
-# (`RawStore.store_tuples`), timestamps as canonical UTC text (db.codec.format_timestamp) and JSON as
-# serialised text.
+# (`RawStore.store_tuples`), timestamps as canonical UTC text (db.codec.format_timestamp); `text` and
+# the JSON columns (serialised) as str or as their UTF-8 bytes (what the export import spools, bound
+# as they are on SQLite: its raw_insert_message casts them to TEXT).
 RAW_COLUMNS = (
     "source_ref",
     "source_id",
@@ -122,14 +123,18 @@ _JSON_COLUMNS = ("media", "raw_payload")
 
 
 def row_of_tuple(values: tuple[Any, ...]) -> dict[str, Any]:
-    """The `raw_row` of a row in tuple form (RAW_COLUMNS): timestamps parsed, JSON marked as serialised."""
+    """The `raw_row` of a row in tuple form (RAW_COLUMNS): timestamps parsed, UTF-8 bytes decoded,
+    JSON marked as serialised."""
     row = dict(zip(RAW_COLUMNS, values, strict=True))
     for key in _TIMESTAMP_COLUMNS:
         if row[key] is not None:
             row[key] = parse_timestamp(row[key])
+    if isinstance(row["text"], bytes):
+        row["text"] = row["text"].decode("utf-8")
     for key in _JSON_COLUMNS:
-        if row[key] is not None:
-            row[key] = JsonText(row[key])
+        value = row[key]
+        if value is not None:
+            row[key] = JsonText(value.decode("utf-8") if isinstance(value, bytes) else value)
     return row
 
 

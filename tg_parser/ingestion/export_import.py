@@ -74,6 +74,20 @@ _MEDIA_FIELDS = (
     "performer",
 )
 
+# Every key export_media looks at.
+_MEDIA_KEYS = frozenset(
+    {
+        "photo",
+        "file",
+        "media_type",
+        "poll",
+        "location_information",
+        "contact_information",
+        "game_title",
+        "invoice_information",
+    }
+)
+
 _MAX_ID = 2**63 - 1  # a 64-bit integer column on both dialects: a larger id is checked, not stored half-way
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # an odd number of backslashes, then u0000
 
@@ -112,6 +126,22 @@ def flatten_text(value: Any) -> str:
 
 def parse_from_id(value: Any) -> dict[str, Any] | None:
     """ "channel123" → {"type": "channel", "id": 123}; older exports wrote a bare number (a user)."""
+    if type(value) is str:
+        # A chat's messages come from a few senders: the parsed form of each is kept (a copy is given).
+        known = _FROM_PEERS.get(value)
+        if known is None:
+            known = _parse_from_id(value)
+            if len(_FROM_PEERS) >= 4096:
+                _FROM_PEERS.clear()
+            _FROM_PEERS[value] = known
+        return dict(known)
+    return _parse_from_id(value)
+
+
+_FROM_PEERS: dict[str, dict[str, Any]] = {}
+
+
+def _parse_from_id(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -125,7 +155,8 @@ def parse_from_id(value: Any) -> dict[str, Any] | None:
     return {"type": "unknown", "raw": str(value)}
 
 
-def _unixtime(message: dict[str, Any], key: str) -> datetime | None:
+def _unixtime(message: dict[str, Any], key: str) -> str | None:
+    """The Unix time at `key` as canonical UTC text (db.codec.format_timestamp), or None if absent."""
     value = message.get(key)
     if value is None or value == "":
         return None
@@ -133,13 +164,28 @@ def _unixtime(message: dict[str, Any], key: str) -> datetime | None:
         seconds = int(value)
     except (TypeError, ValueError):
         raise ExportMessageError(f"'{key}' is {value!r}, not a Unix time") from None
-    try:
-        return datetime.fromtimestamp(seconds, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise ExportMessageError(f"'{key}' {seconds} is out of range") from None
+    # format_timestamp(datetime.fromtimestamp(seconds, UTC)), with the date part formatted once per
+    # day: a chat's messages share few days, and the time of day is plain arithmetic.
+    day, second = divmod(seconds, 86400)
+    prefix = _DAYS.get(day)
+    if prefix is None:
+        try:
+            prefix = format_timestamp(datetime.fromtimestamp(day * 86400, UTC))[:11]  # "YYYY-MM-DDT"
+        except (OverflowError, OSError, ValueError):
+            raise ExportMessageError(f"'{key}' {seconds} is out of range") from None
+        if len(_DAYS) >= 4096:
+            _DAYS.clear()
+        _DAYS[day] = prefix
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{prefix}{hour:02d}:{minute:02d}:{second:02d}.000000Z"
 
 
-def _local_date(message: dict[str, Any], key: str) -> datetime | None:
+_DAYS: dict[int, str] = {}
+
+
+def _local_date(message: dict[str, Any], key: str) -> str | None:
+    """The local date at `key` (taken as UTC when it has no zone) as canonical UTC text, or None."""
     value = message.get(key)
     if not isinstance(value, str) or not value:
         return None
@@ -147,11 +193,13 @@ def _local_date(message: dict[str, Any], key: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ExportMessageError(f"'{key}' is {value!r}, not a date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return format_timestamp(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
 
 
 def export_media(message: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
     """Media of an export message as metadata; files themselves are never read."""
+    if _MEDIA_KEYS.isdisjoint(message):
+        return None, None  # most messages: one pass over the keys instead of a lookup per kind
     if "photo" in message:
         meta = _file_meta("photo", message.get("photo"))
         for key in ("width", "height"):
@@ -207,13 +255,16 @@ def message_id_of(message: Any) -> int:
     return value
 
 
-def export_fields(message: Any) -> dict[str, Any] | None:
-    """The raw-record fields of one export message, or None for a service message.
+def export_fields(message: Any, message_id: int | None = None) -> dict[str, Any] | None:
+    """The raw-record fields of one export message, or None for a service message; dates are canonical
+    UTC text (db.codec.format_timestamp). `message_id`: what `message_id_of(message)` returned, if the
+    caller has it already.
 
     Raises ExportMessageError when the message cannot be understood (pass 1 reports it and imports
     nothing).
     """
-    message_id = message_id_of(message)
+    if message_id is None:
+        message_id = message_id_of(message)
     kind = message.get("type", "message")
     if kind != "message":
         return None  # service messages (and any future non-message kinds) carry no post content
@@ -286,11 +337,10 @@ def spool_row(fields: dict[str, Any], *, nul_allowed: bool = True) -> SpooledRow
         payload, truncated, size = capped.text.encode("utf-8"), True, capped.original_size
     if not nul_allowed and (b"\x00" in text or _json_has_nul(payload) or (media and _json_has_nul(media))):
         raise ExportMessageError(f"message {message_id} holds a NUL character, which PostgreSQL cannot store")
-    edit_date = fields["edit_date"]
     return (
         message_id,
-        format_timestamp(fields["date"]),
-        None if edit_date is None else format_timestamp(edit_date),
+        fields["date"],
+        fields["edit_date"],
         text,
         fields["parent_message_id"],
         fields["media_type"],
@@ -544,7 +594,7 @@ class ExportImporter:
                 try:
                     message_id = message_id_of(message)
                     if candidate:
-                        fields = export_fields(message)
+                        fields = export_fields(message, message_id)
                         if keep and fields is not None:
                             add(spool_row(fields, nul_allowed=nul_allowed))
                     else:

@@ -204,6 +204,52 @@ def test_date_unixtime_text_flattening_and_from_id_parsing():
     assert parse_from_id("channel1500000001") == {"type": "channel", "id": 1500000001}
     assert parse_from_id("chat77") == {"type": "chat", "id": 77}
     assert parse_from_id(99) == {"type": "user", "id": 99}
+    first = parse_from_id("user123")
+    assert first is not None
+    first["id"] = 0  # each call gives its own dict: a caller changing one changes no later result
+    assert parse_from_id("user123") == {"type": "user", "id": 123}
+    assert parse_from_id("someone") == {"type": "unknown", "raw": "someone"}
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0, 1, -1, 59, 86399, 86400, -86400, -86401, 951782400, 1735722000, 253402300799, -62135596800],
+)
+def test_unix_times_become_the_canonical_text_of_their_instant(seconds):
+    """Dates are formatted from the Unix time by day and arithmetic: the text must be exactly what the
+    raw store writes for that instant (format_timestamp), at day, leap-day and calendar edges."""
+    from tg_parser.db.codec import format_timestamp
+    from tg_parser.ingestion.export_import import _unixtime
+
+    expected = format_timestamp(datetime.fromtimestamp(seconds, UTC))
+    assert _unixtime({"at": str(seconds)}, "at") == expected
+    assert _unixtime({"at": seconds}, "at") == expected  # a number too, and the day now known
+
+
+@pytest.mark.parametrize("seconds", [253402300800, -62135596801, 10**20])
+def test_unix_times_beyond_the_calendar_are_refused(seconds):
+    from tg_parser.ingestion.export_import import ExportMessageError, _unixtime
+
+    with pytest.raises(ExportMessageError, match="out of range"):
+        _unixtime({"at": str(seconds)}, "at")
+
+
+def test_sqlite_stores_the_spooled_bytes_as_text(db, settings, tmp_path):
+    """The import binds text, media and payload as UTF-8 bytes on SQLite: they must land as TEXT (what
+    every other writer stores, and what readers and exports compare), never as BLOBs."""
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite storage classes")
+    import sqlite3
+
+    photo = message(2, "фото", photo="(File not included.)", width=10, height=20)
+    importer(db, settings).run(write(tmp_path / "b.json", chat(messages=[message(1, "привет"), photo])))
+    with sqlite3.connect(settings.db_sqlite_dir / "raw_storage.sqlite") as conn:
+        kinds = conn.execute(
+            "SELECT message_id, typeof(text), typeof(media), typeof(raw_payload) FROM raw_messages"
+            " ORDER BY message_id"
+        ).fetchall()
+        assert kinds == [(1, "text", "null", "text"), (2, "text", "text", "text")]
+        assert conn.execute("SELECT text FROM raw_messages WHERE message_id = 2").fetchone() == ("фото",)
 
 
 def test_old_export_without_unixtime_falls_back_to_date_as_utc(db, settings, tmp_path):

@@ -164,7 +164,11 @@ class ProcessingStore(Store):
         force: bool = False,
         now: datetime | None = None,
     ) -> list[str]:
-        """Lease refs for this worker; returns those it now holds (the only ones it may process)."""
+        """Lease refs for this worker; returns those it now holds (the only ones it may process).
+
+        Without `force` a message with a document is not leased (one lookup of processed_documents per
+        ref). The process coordinator passes `force` and runs `unclaim_done` next in the same
+        transaction, which looks the documents up anyway, with a later snapshot."""
         if not refs:
             return []
         now = now or self.now()

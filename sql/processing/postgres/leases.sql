@@ -2,6 +2,8 @@
 -- Claim a batch of messages (a JSON array of source_refs) for one worker until :expires_at. A message
 -- under another worker's live lease, or already processed (unless :force), is not claimed; an expired
 -- lease is taken over. Returns the refs this worker now holds: only those may be sent to the LLM.
+-- The process coordinator passes :force = true and runs processing_unclaim_done right after, which
+-- looks the documents up with a later snapshot (one probe per message rather than two).
 -- Concurrent claims of the same ref serialise on the primary key, so exactly one worker wins; rows go
 -- in ref order (so overlapping claims lock in one order and cannot deadlock) and once each (a repeated
 -- ref would make ON CONFLICT touch its row twice, which PostgreSQL refuses).

@@ -41,12 +41,15 @@ LEFT JOIN raw.raw_message_counters AS c ON c.source_ref = page.source_ref
 ORDER BY page.channel_id, page.date, page.source_ref;
 
 -- name: pending_claim
--- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order,
--- columns and `done` flag; an empty page means the queue is done). SQLite has one writer: the claim
--- transaction (BEGIN IMMEDIATE) holds the database, so no other worker can take these rows before it
--- leases them. The PostgreSQL variant locks the page's queue rows FOR UPDATE SKIP LOCKED instead.
+-- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order and
+-- columns; an empty page means the queue is done) but for `done`, which flags permanent failures only:
+-- whether a message has a document is looked up once, by processing_unclaim_done, which the claim runs
+-- in the same transaction after leasing the page (with a later snapshot; the refs it gives back are the
+-- page's done messages too). SQLite has one writer: the claim transaction (BEGIN IMMEDIATE) holds the
+-- database, so no other worker can take these rows before it leases them. The PostgreSQL variant locks
+-- the page's queue rows FOR UPDATE SKIP LOCKED instead.
 -- Served by: pending_work_channel_date_idx; the primary keys of work_leases, raw_messages,
--- raw_message_counters, processed_documents and processing_failures.
+-- raw_message_counters and processing_failures.
 -- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
 WITH page AS MATERIALIZED (
     SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
@@ -65,8 +68,6 @@ SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
        r.media, EXISTS (
-           SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
-       ) OR EXISTS (
            SELECT 1 FROM processing.processing_failures AS f
            WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
            LIMIT 1 OFFSET 0

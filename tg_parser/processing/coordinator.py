@@ -296,7 +296,7 @@ class ProcessCoordinator:
                     if not chunk:
                         exhausted = True
                         break
-                    held = self._claim(chunk)
+                    held, _ = self._claim(chunk)
                 else:
                     held, exhausted = self._claim_pending(room)
                 for row in held:
@@ -343,8 +343,9 @@ class ProcessCoordinator:
 
         The page continues after the key of the previous one, so a run passes each queued message once
         (one that fails transiently stays queued for the next run, not for this one); the queue is
-        exhausted when a page comes back empty. Queued messages the page finds done already leave the
-        queue, in their own transaction after the claim (on SQLite the queue is another file).
+        exhausted when a page comes back empty. Queued messages found done already (the page flags
+        permanent failures, the lease step documents) leave the queue, in their own transaction after
+        the claim (on SQLite the queue is another file).
         """
         options = self.options
         with self.db.transaction():
@@ -358,9 +359,9 @@ class ProcessCoordinator:
             )
             if page.last is not None:
                 self._after = page.last
-            self.counts.selected += len(page.rows)
-            held = self._claim(page.rows) if page.rows else []
-        self._dequeue_done(page.done)
+            held, done = self._claim(page.rows, queued=True) if page.rows else ([], [])
+            self.counts.selected += len(page.rows) - len(done)
+        self._dequeue_done(page.done + done)
         return held, page.last is None
 
     def _dequeue_done(self, refs: list[str]) -> None:
@@ -377,21 +378,30 @@ class ProcessCoordinator:
             self.counts.selected += len(rows)
             yield from rows
 
-    def _claim(self, rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    def _claim(
+        self, rows: list[Mapping[str, Any]], *, queued: bool = False
+    ) -> tuple[list[Mapping[str, Any]], list[str]]:
+        """Lease rows in one transaction; (the rows now held, the refs found done).
+
+        Whether a message has a document is looked up here, once (processing_unclaim_done): the claim
+        page does not, and the lease insert does not either. The refs given back for a document are
+        `done` when the rows come from the queue (`queued`: the caller dequeues them, as the refs its
+        page flagged); a --force run's, written by another worker since this run started, are skipped."""
         refs = [row["source_ref"] for row in rows]
         ttl = timedelta(seconds=self.options.lease_ttl)
         done_since = self._started if self.options.force else FAR_PAST
         # The lease insert looks no document up (force=True): processing_unclaim_done, next in this
         # transaction, does with a later snapshot and gives back every lease on a message with a document
-        # (with --force, one written since this run started), so a lookup in the insert too would be the
-        # same probe of processed_documents twice per message (the claim page's `done` flag a third).
+        # (with --force, one written since this run started); a lookup in the insert too would be the same
+        # probe of processed_documents twice per message.
         with self.db.transaction():
             claimed = self.store.claim(refs, self.worker_id, ttl, force=True)
             dropped = set(self.store.unclaim_done(claimed, self.worker_id, done_since)) if claimed else set()
         held = set(claimed) - dropped
+        done = [ref for ref in refs if ref in dropped] if queued else []
         self.counts.claimed += len(held)
-        self.counts.skipped_leased += len(rows) - len(held)
-        return [row for row in rows if row["source_ref"] in held]
+        self.counts.skipped_leased += len(rows) - len(held) - len(done)
+        return [row for row in rows if row["source_ref"] in held], done
 
     @property
     def _lease(self) -> timedelta:
@@ -436,9 +446,9 @@ class ProcessCoordinator:
                 retry_failed=options.retry_failed,
                 lapsed_for=self.worker_id,
             )
-            held = self._claim(page.rows) if page.rows else []
-        self.counts.selected += len(page.rows)
-        self._dequeue_done(page.done)  # a dead worker's message that got a permanent failure meanwhile
+            held, done = self._claim(page.rows, queued=True) if page.rows else ([], [])
+        self.counts.selected += len(page.rows) - len(done)
+        self._dequeue_done(page.done + done)  # a dead worker's message done meanwhile
         for row in held:
             self._in_flight[row["source_ref"]] = row
             self._work.put(row)

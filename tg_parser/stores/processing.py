@@ -113,6 +113,8 @@ class ProcessingStore(Store):
 
         `lock=True` is the claim (pending_claim: on PostgreSQL the rows are locked FOR UPDATE SKIP
         LOCKED, so call it inside the transaction that leases them); otherwise a plain read (dry run).
+        The claim's `done` holds the permanent failures only: the lease step that follows it looks the
+        documents up (`unclaim_done`), so the page does not probe them too.
         `lapsed_for=worker_id` is the takeover claim instead (pending_lapsed, locked the same way): the
         queued messages whose lease lapsed under another worker (it died), whatever `after`.
         """

@@ -1,13 +1,16 @@
 -- name: pending_claim
--- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order,
--- columns and `done` flag; an empty page means the queue is done). The page's queue rows are locked FOR
+-- The next page of queued messages for one worker's claim, as pending_candidates (same filters, order and
+-- columns; an empty page means the queue is done) but for `done`, which flags permanent failures only:
+-- whether a message has a document is looked up once, by processing_unclaim_done, which the claim runs
+-- in the same transaction after leasing the page (with a later snapshot; the refs it gives back are the
+-- page's done messages too). The page's queue rows are locked FOR
 -- UPDATE SKIP LOCKED until the claim transaction commits its leases: concurrent workers never wait for
 -- each other here and never get the same row; each takes the lowest rows nobody else holds. (The lease insert still
 -- decides: a row passed over by a snapshot taken before another worker's commit is refused by
 -- processing_claim_leases.) The page is taken in index order before anything is joined, so the plan is
 -- an index walk of the queue whatever the planner guesses of the checks.
 -- Served by: pending_work_channel_date_idx for the order and the keyset bound; the primary keys of
--- work_leases, raw_messages, raw_message_counters, processed_documents and processing_failures.
+-- work_leases, raw_messages, raw_message_counters and processing_failures.
 -- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null now=2025-06-01T12:00:00Z limit=100 retry_failed=false
 WITH page AS MATERIALIZED (
     SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
@@ -27,8 +30,6 @@ SELECT r.source_ref, r.source_id, r.channel_id, r.message_id, r.message_type, r.
        r.thread_id, r.parent_message_id, COALESCE(c.views, r.views) AS views,
        COALESCE(c.forwards, r.forwards) AS forwards, COALESCE(c.replies, r.replies) AS replies, r.media_type,
        r.media, EXISTS (
-           SELECT 1 FROM processing.processed_documents AS d WHERE d.source_ref = page.source_ref LIMIT 1 OFFSET 0
-       ) OR EXISTS (
            SELECT 1 FROM processing.processing_failures AS f
            WHERE f.source_ref = page.source_ref AND f.permanent AND (f.skipped OR NOT :retry_failed)
            LIMIT 1 OFFSET 0

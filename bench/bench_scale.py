@@ -4,7 +4,8 @@ For each size, a database `tgp_scale_<size>` is filled in SQL (generate_series, 
 with N messages over 200 channels, 99.9 % of them processed: their documents exist and they are not
 queued; every 1000th message is queued (raw.pending_work) and has no document. The fill takes long (10M:
 8 minutes on a quiet 2-core machine, ~17 GB), so `--keep` keeps the database and `--reuse` measures a kept
-one again (a marker table records the fill; the queue is put back as filled before and after). Then:
+one again (a marker table records the fill; the queue is put back as filled before and after, what
+processing wrote deleted and vacuumed, the documents' index entries included: see `reset`). Then:
 
 - claim page: EXPLAIN (ANALYZE, BUFFERS) of the claim statement (`pending_claim`, 500 rows, FOR UPDATE
   SKIP LOCKED; in a transaction rolled back) for the first page and a page in the middle: buffers
@@ -277,20 +278,27 @@ def env_of(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env}
 
 
-def reset(dbname: str, n: int | None) -> None:
+def reset(dbname: str, n: int | None, final: bool = False) -> None:
     """Queue the fill's pending messages again and drop what processing them wrote (see RESET; n=None:
     the empty install, whose every message is queued); then VACUUM (ANALYZE) the queue, as autovacuum
-    would, so every run starts from the same queue."""
+    would, so every run starts from the same queue (`final`: the documents too, whatever their number,
+    for the next invocation with --reuse)."""
     with connect(dbname, autocommit=True) as conn:
         for statement in RESET if n is not None else RESET_EMPTY:
             conn.execute(statement, {"base": BASE, "n": n})
         # What processing wrote, vacuumed as autovacuum would (the documents of a 10M fill only once,
         # at the end: the big side of the rounds then takes new rows instead, see rounds_of_1k).
         tables = ["raw.pending_work", "processing.work_leases", "raw.raw_message_counters"]
-        if n is None or queued_count(n) < 10_000:
+        if n is None or queued_count(n) < 10_000 or final:
             tables.append("processing.processed_documents")
         for table in tables:
             conn.execute(f"VACUUM (ANALYZE) {table}")
+        if "processing.processed_documents" in tables:
+            # The deleted documents' index entries too: a VACUUM skips the indexes when few heap pages
+            # hold dead rows (PostgreSQL 14+), which left the next run's probes of the primary key
+            # visiting the dead rows' heap pages and marking them (some 2,000 buffers per 1,000 at 1M,
+            # on whichever round came after such a VACUUM).
+            conn.execute("VACUUM (INDEX_CLEANUP ON) processing.processed_documents")
 
 
 FILL_MARK = "bench_scale_fill"
@@ -507,7 +515,7 @@ def measure(
         out["process_rest"] = (rest["processed"], rest["duration_s"])
         print(f"{label(n)}: counter refresh ...", flush=True)
         out["hot"] = counter_refresh(name, settings)
-        reset(name, n)  # as filled, for the next invocation with --reuse
+        reset(name, n, final=True)  # as filled, for the next invocation with --reuse
     finally:
         if not args.keep:
             drop_pg(name)

@@ -54,7 +54,7 @@ from tg_parser.llm.errors import LlmRejectedEverything
 from tg_parser.logging import redact
 from tg_parser.processing.processor import EmptyMessage, Processor
 from tg_parser.stores.base import FAR_PAST
-from tg_parser.stores.processing import ProcessingStore
+from tg_parser.stores.processing import DocumentRow, ProcessingStore
 
 # This many bad-request rejections in a row, before any success, means the settings are wrong.
 REJECTIONS_BEFORE_ABORT = 10
@@ -76,6 +76,7 @@ class ProcessOptions:
     flush_interval: float = 0.5  # seconds a finished result may wait for its batch
     page_size: int = 500  # candidates read per selection query
     claim_batch: int | None = None  # messages leased per claim transaction (default: the concurrency)
+    hand_off: int = 1  # messages a worker takes from the work queue at once (a fast processor: many)
 
 
 @dataclass
@@ -149,7 +150,7 @@ class _Result:
         self,
         kind: str,
         message: Mapping[str, Any],
-        document: ProcessedDocument | None = None,
+        document: ProcessedDocument | DocumentRow | None = None,
         error: ItemFailure | None = None,
     ) -> None:
         self.kind = kind  # ok | error | empty | cancelled
@@ -202,10 +203,16 @@ class ProcessCoordinator:
         # Set on Ctrl-C or a fatal error: workers start nothing new and cut their retry waits short.
         self._cancel = threading.Event()
         self._fatal: ItemFailure | None = None
-        self._work: queue.Queue[Mapping[str, Any] | None] = queue.Queue()
-        self._results: queue.Queue[_Result] = queue.Queue()
+        # Work goes to the workers and results come back in chunks of `hand_off` messages: one queue
+        # round trip per message would cost a fast processor (extractive) more than the message does.
+        self._work: queue.Queue[list[Mapping[str, Any]] | None] = queue.Queue()
+        self._results: queue.Queue[list[_Result]] = queue.Queue()
+        # A processor that builds the stored row itself (the extractive one) skips ProcessedDocument.
+        self._process_row: Callable[[Mapping[str, Any]], DocumentRow] | None = getattr(
+            processor, "process_row", None
+        )
         self._in_flight: dict[str, Mapping[str, Any]] = {}
-        self._documents: list[ProcessedDocument] = []
+        self._documents: list[ProcessedDocument | DocumentRow] = []
         self._failures: list[tuple[Mapping[str, Any], ItemFailure]] = []
         self._release: list[str] = []
         self._first_unwritten = 0.0
@@ -299,9 +306,7 @@ class ProcessCoordinator:
                     held, _ = self._claim(chunk)
                 else:
                     held, exhausted = self._claim_pending(room)
-                for row in held:
-                    self._in_flight[row["source_ref"]] = row
-                    self._work.put(row)
+                self._dispatch(held)
             if not self._in_flight:
                 # Before leaving, the messages of a worker that died meanwhile (their leases lapsed).
                 if exhausted and not self._take_over(high_water):
@@ -449,13 +454,19 @@ class ProcessCoordinator:
             held, done = self._claim(page.rows, queued=True) if page.rows else ([], [])
         self.counts.selected += len(page.rows) - len(done)
         self._dequeue_done(page.done + done)  # a dead worker's message done meanwhile
-        for row in held:
-            self._in_flight[row["source_ref"]] = row
-            self._work.put(row)
+        self._dispatch(held)
         if held:
             self.counts.taken_over += len(held)
             logger.warning("took over {} message(s) whose worker stopped renewing its leases", len(held))
         return bool(held)
+
+    def _dispatch(self, held: list[Mapping[str, Any]]) -> None:
+        """Claimed messages go in flight and to the workers, `hand_off` at a time."""
+        for row in held:
+            self._in_flight[row["source_ref"]] = row
+        step = max(1, self.options.hand_off)
+        for start in range(0, len(held), step):
+            self._work.put(held[start : start + step])
 
     def _sync_pause(self) -> None:
         """Publish this process's new 429 deadline and hold the gate until any process's deadline."""
@@ -472,13 +483,14 @@ class ProcessCoordinator:
 
     def _collect(self, timeout: float) -> None:
         try:
-            result = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+            results = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
         except queue.Empty:
             return
         while True:
-            self._handle(result)
+            for result in results:
+                self._handle(result)
             try:
-                result = self._results.get_nowait()
+                results = self._results.get_nowait()
             except queue.Empty:
                 break
         if self.on_progress is not None:
@@ -498,6 +510,10 @@ class ProcessCoordinator:
             assert result.document is not None
             document = result.document
             self._documents.append(document)
+            if isinstance(document, DocumentRow):  # one local call, no tokens
+                self.counts.requests += 1
+                self._rejections = 0
+                return
             self.counts.requests += int(document.metadata.get("attempts", 1))
             self.counts.retries += int(document.metadata.get("attempts", 1)) - 1
             self.counts.input_tokens += document.input_tokens or 0
@@ -597,34 +613,38 @@ class ProcessCoordinator:
 
     def _worker(self) -> None:
         while True:
-            message = self._work.get()
-            if message is None:
+            chunk = self._work.get()
+            if chunk is None:
                 return
-            if self._cancel.is_set():
-                self._results.put(_Result("cancelled", message))
-                continue
-            try:
-                document = self.processor.process(message, self._cancel)
-                self._results.put(_Result("ok", message, document=document))
-            except EmptyMessage:
-                self._results.put(_Result("empty", message))
-            except ItemFailure as exc:
-                self._results.put(_Result("error", message, error=exc))
-            except Exception as exc:  # a bug must cost one message, not the run
-                logger.opt(exception=exc).error("unexpected error on {}", message.get("source_ref"))
-                error = _InternalError(f"unexpected error: {type(exc).__name__}: {exc}")
-                self._results.put(_Result("error", message, error=error))
+            self._results.put([self._run_one(message) for message in chunk])
+
+    def _run_one(self, message: Mapping[str, Any]) -> _Result:
+        if self._cancel.is_set():
+            return _Result("cancelled", message)
+        try:
+            if self._process_row is not None:
+                return _Result("ok", message, document=self._process_row(message))
+            return _Result("ok", message, document=self.processor.process(message, self._cancel))
+        except EmptyMessage:
+            return _Result("empty", message)
+        except ItemFailure as exc:
+            return _Result("error", message, error=exc)
+        except Exception as exc:  # a bug must cost one message, not the run
+            logger.opt(exception=exc).error("unexpected error on {}", message.get("source_ref"))
+            error = _InternalError(f"unexpected error: {type(exc).__name__}: {exc}")
+            return _Result("error", message, error=error)
 
     def _shutdown(self, workers: list[threading.Thread], *, wait: bool) -> None:
         # Messages claimed but not started: give them back.
         while True:
             try:
-                message = self._work.get_nowait()
+                chunk = self._work.get_nowait()
             except queue.Empty:
                 break
-            if message is not None and self._in_flight.pop(message["source_ref"], None) is not None:
-                self._release.append(message["source_ref"])
-                self.counts.discarded += 1
+            for message in chunk or ():
+                if self._in_flight.pop(message["source_ref"], None) is not None:
+                    self._release.append(message["source_ref"])
+                    self.counts.discarded += 1
         for _ in workers:
             self._work.put(None)
         if wait:

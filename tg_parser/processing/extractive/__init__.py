@@ -83,6 +83,9 @@ EXTRACTIVE_THREADS = 2
 # Messages a worker takes at once (and returns the results of in one go): a queue round trip costs
 # about what a short message does, so a claim goes to the workers in chunks, not one message at a time.
 EXTRACTIVE_HAND_OFF = 100
+# Each message leaves a few dozen short-lived dicts and lists: a young-generation collection every 20,000
+# allocations instead of 700 (measured: ~10 % less CPU per document; with the collector off, hardly less).
+EXTRACTIVE_GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def tune_options(options: ProcessOptions) -> ProcessOptions:
@@ -90,6 +93,7 @@ def tune_options(options: ProcessOptions) -> ProcessOptions:
     options.concurrency = min(options.concurrency, EXTRACTIVE_THREADS)
     options.claim_batch = options.write_batch = EXTRACTIVE_BATCH
     options.hand_off = EXTRACTIVE_HAND_OFF
+    options.gc_thresholds = EXTRACTIVE_GC_THRESHOLDS
     options.page_size = EXTRACTIVE_PAGE
     return options
 

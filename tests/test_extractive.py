@@ -365,3 +365,36 @@ def test_common_word_scores_pick_the_same_language_as_counting_per_language():
 )
 def test_repeated_emoji_collapse(text, expected):
     assert clean_text(text) == expected
+
+
+def test_process_row_is_the_row_of_the_validated_document():
+    # The coordinator writes process_row's row, not process()'s model: both must store the same JSON,
+    # whatever the markup, entities, summary (or none) and message type.
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from tg_parser.processing.extractive import ExtractiveDocumentProcessor
+    from tg_parser.processing.processor import EmptyMessage
+    from tg_parser.stores.processing import ProcessingStore
+
+    processor = ExtractiveDocumentProcessor()
+    fixed = datetime(2025, 1, 1, tzinfo=UTC)
+    texts = [
+        "**Новости**: релиз 2.0 https://ex.com/a?utm_source=tg&id=7 @dev_chat info@ex.com #python $BTC",
+        "Звоните +7 (999) 123-45-67 до 18:00… 🔥🔥🔥",
+        "plain words without a sentence end",
+        "",
+    ]
+    for i, text in enumerate(texts, start=1):
+        # A date in another zone (what PostgreSQL may hand back) is stored as the same UTC instant.
+        date = datetime(2025, 5, i, 12, tzinfo=timezone(timedelta(hours=3)))
+        message = {"source_ref": f"tg:-100:comment:{i}", "channel_id": -100, "date": date, "text": text}
+        message["message_type"] = "comment"
+        if not text:
+            with pytest.raises(EmptyMessage):
+                processor.process_row(message)
+            continue
+        row = processor.process_row(message)
+        row.row["processed_at"] = fixed
+        document = processor.process(message).model_copy(update={"processed_at": fixed})
+        assert row.source_ref == document.source_ref
+        assert ProcessingStore.documents_json([row]) == ProcessingStore.documents_json([document])

@@ -358,3 +358,33 @@ def test_progress_is_reported(db, settings, server):
     coordinator.run()
     coordinator.processor.client.close()
     assert seen and max(seen) == 6
+
+
+# --- chunked hand-off (a fast processor) ---------------------------------------------------------------
+
+
+def test_chunked_hand_off_processes_each_message_once_and_restores_the_collector(db):
+    # Work goes to the workers `hand_off` messages at a time, in chunks that do not divide the claims
+    # nor the writes; a media-only message inside a chunk is journaled alone, the rest are written.
+    import gc
+
+    from tg_parser.processing.extractive import ExtractiveDocumentProcessor
+
+    texts = {i: "" if i % 7 == 0 else f"**Item {i}** #tag{i % 3} https://ex.com/{i}" for i in range(1, 41)}
+    refs = seed_messages(db, 40, text=texts.__getitem__)
+    before = gc.get_threshold()
+    options = ProcessOptions(
+        concurrency=2, claim_batch=9, write_batch=4, hand_off=3, gc_thresholds=(before[0] + 123, 5, 5)
+    )
+    report = ProcessCoordinator(db, ExtractiveDocumentProcessor(), options).run()
+    assert gc.get_threshold() == before
+    empty = [ref for i, ref in enumerate(refs, start=1) if not texts[i]]
+    assert report.status == "ok"
+    assert report.counts.processed == 40 - len(empty) and report.counts.skipped_no_text == len(empty)
+    assert report.counts.claimed == 40 and report.counts.requests == 40 - len(empty)
+    store = ProcessingStore(db)
+    documents = {d.source_ref: d for d in store.stream_documents()}
+    assert sorted(documents) == sorted(set(refs) - set(empty))
+    assert documents[refs[0]].text_clean == "Item 1 #tag1 https://ex.com/1"
+    assert [e.value for e in documents[refs[0]].entities] == ["#tag1", "https://ex.com/1"]
+    assert store.leases() == [] and store.count_pending() == 0

@@ -28,14 +28,16 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 from conftest import sqlite_settings
-from support import crash_child
 from support.child_runs import (
     SEED,
     add_telegram_sources,
     child_env,
     import_example,
+    processed_exactly_once,
     read_until,
+    reference_run,
     run_child,
+    snapshot,
     sqlite_intact,
     start_child,
     stop,
@@ -48,7 +50,7 @@ from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
 from tg_parser.domain.models import RunReport
-from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
+from tg_parser.stores import ProcessingStore
 from tg_parser.stores.run_queue import RunQueueStore
 from tg_parser.transfer import database_checksums
 
@@ -71,58 +73,7 @@ PIPELINE_MARKS = [
 ]
 
 
-# --- running the child -------------------------------------------------------------------------------
-
-
-def reference_run(
-    settings: Settings, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
-) -> int:
-    """The same command, uninterrupted, in this process with the same hooks; returns its mark count."""
-    lines: list[str] = []
-    with monkeypatch.context() as patch:
-        crash_child.install(spec, lines.append, patch.setattr)
-        result = CliRunner().invoke(
-            cli, spec["argv"], env={**db_env(settings), **env}, prog_name="tg-parser", catch_exceptions=False
-        )
-    assert result.exit_code == 0, result.output
-    return len(lines)
-
-
 # --- what a run leaves -------------------------------------------------------------------------------
-
-
-def snapshot(settings: Settings) -> dict[str, Any]:
-    """Raw rows (all but the insert time), their versions, the sources' cursors and the work queue."""
-    db = open_database(settings)
-    try:
-        raw = RawStore(db)
-        messages: dict[str, Any] = {}
-        versions: dict[str, Any] = {}
-        for channel in raw.channels():
-            for message in raw.stream_channel(channel["channel_id"]):
-                ref = message.source_ref
-                messages[ref] = message.model_dump(mode="json", exclude={"inserted_at"})
-                versions[ref] = [
-                    v.model_dump(mode="json", exclude={"id", "observed_at"}) for v in raw.versions(ref)
-                ]
-        ingestion = IngestionStore(db)
-        sources = {
-            s.source_id: (s.channel_id, s.kind, s.status, s.last_post_id, s.comments_unavailable)
-            for s in ingestion.list_sources()
-        }
-        cursors = {
-            source_id: sorted((c.thread_id, c.last_comment_id) for c in ingestion.comment_cursors(source_id))
-            for source_id in sources
-        }
-        return {
-            "messages": messages,
-            "versions": versions,
-            "sources": sources,
-            "cursors": cursors,
-            "pending": ProcessingStore(db).count_pending(),
-        }
-    finally:
-        db.close()
 
 
 def assert_whole_rows_and_cursors_behind(state: dict[str, Any], before: dict, after: dict) -> None:
@@ -260,23 +211,6 @@ def no_run_left_running(settings: Settings) -> list[RunReport]:
     abandoned = [r for r in runs if (r.error or "").startswith("abandoned:")]
     assert all(r.status == "failed" and r.finished_at is not None for r in abandoned), abandoned
     return abandoned
-
-
-def processed_exactly_once(settings: Settings) -> int:
-    """Every raw message with text has one document, the queue is empty and no lease is left."""
-    db = open_database(settings)
-    try:
-        raw = RawStore(db)
-        processing = ProcessingStore(db)
-        refs = {m.source_ref for c in raw.channels() for m in raw.stream_channel(c["channel_id"]) if m.text}
-        documents = [d.source_ref for d in processing.stream_documents()]
-        assert len(documents) == len(set(documents))
-        assert set(documents) == refs, (len(documents), len(refs))
-        assert processing.count_pending() == 0
-        assert processing.leases() == []
-        return len(documents)
-    finally:
-        db.close()
 
 
 @pytest.mark.slow

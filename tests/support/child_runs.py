@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from support import crash_child
@@ -23,7 +24,7 @@ from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
 from tg_parser.domain.models import Source
-from tg_parser.stores import IngestionStore
+from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 
 CHILD = Path(crash_child.__file__)
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "examples" / "channel_export" / "result.json"
@@ -145,3 +146,68 @@ def stop(proc: subprocess.Popen[str]) -> None:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def snapshot(settings: Settings) -> dict[str, Any]:
+    """Raw rows (all but the insert time), their versions, the sources' cursors and the work queue."""
+    db = open_database(settings)
+    try:
+        raw = RawStore(db)
+        messages: dict[str, Any] = {}
+        versions: dict[str, Any] = {}
+        for channel in raw.channels():
+            for message in raw.stream_channel(channel["channel_id"]):
+                ref = message.source_ref
+                messages[ref] = message.model_dump(mode="json", exclude={"inserted_at"})
+                versions[ref] = [
+                    v.model_dump(mode="json", exclude={"id", "observed_at"}) for v in raw.versions(ref)
+                ]
+        ingestion = IngestionStore(db)
+        sources = {
+            s.source_id: (s.channel_id, s.kind, s.status, s.last_post_id, s.comments_unavailable)
+            for s in ingestion.list_sources()
+        }
+        cursors = {
+            source_id: sorted((c.thread_id, c.last_comment_id) for c in ingestion.comment_cursors(source_id))
+            for source_id in sources
+        }
+        return {
+            "messages": messages,
+            "versions": versions,
+            "sources": sources,
+            "cursors": cursors,
+            "pending": ProcessingStore(db).count_pending(),
+        }
+    finally:
+        db.close()
+
+
+def processed_exactly_once(settings: Settings) -> int:
+    """Every raw message with text has one document, the queue is empty and no lease is left."""
+    db = open_database(settings)
+    try:
+        raw = RawStore(db)
+        processing = ProcessingStore(db)
+        refs = {m.source_ref for c in raw.channels() for m in raw.stream_channel(c["channel_id"]) if m.text}
+        documents = [d.source_ref for d in processing.stream_documents()]
+        assert len(documents) == len(set(documents))
+        assert set(documents) == refs, (len(documents), len(refs))
+        assert processing.count_pending() == 0
+        assert processing.leases() == []
+        return len(documents)
+    finally:
+        db.close()
+
+
+def reference_run(
+    settings: Settings, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> int:
+    """The same command, uninterrupted, in this process with the same hooks; returns its mark count."""
+    lines: list[str] = []
+    with monkeypatch.context() as patch:
+        crash_child.install(spec, lines.append, patch.setattr)
+        result = CliRunner().invoke(
+            cli, spec["argv"], env={**db_env(settings), **env}, prog_name="tg-parser", catch_exceptions=False
+        )
+    assert result.exit_code == 0, result.output
+    return len(lines)

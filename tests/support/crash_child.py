@@ -14,6 +14,8 @@ Hooks:
   each call, and `telegram_marks` one per request the fake answers: "mark N label";
 * `kill_at`: at mark N the process sends itself SIGKILL — no finally, no atexit, no flush, exactly a
   `kill -9` at a known point (the parent picks N from a seeded random generator);
+* `pause_at`: at mark N the process prints "paused N" and waits for a line on stdin (EOF too), so the
+  test can act at a known point (stop the database server under it) and then let it go on;
 * `paced`: `run --every` pauses on the test instead of the clock: after each cycle's queue drain the
   process prints "pause N" and waits for a line on stdin ("go", or EOF to stop), so the test measures the
   process between cycles and no test waits the 10 s minimum interval.
@@ -116,10 +118,15 @@ class Marks:
     """Numbered marks; SIGKILL at `kill_at`. `emit` receives each mark line."""
 
     def __init__(
-        self, kill_at: int | None, emit: Callable[[str], None], setattr_: Callable[..., None] = setattr
+        self,
+        kill_at: int | None,
+        emit: Callable[[str], None],
+        setattr_: Callable[..., None] = setattr,
+        pause_at: int | None = None,
     ) -> None:
         self.count = 0
         self.kill_at = kill_at
+        self.pause_at = pause_at
         self.emit = emit
         self.setattr = setattr_
 
@@ -128,6 +135,9 @@ class Marks:
         self.emit(f"mark {self.count} {label}")
         if self.count == self.kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.count == self.pause_at:
+            self.emit(f"paused {self.count}")
+            sys.stdin.readline()
 
     def wrap(self, target: str) -> None:
         """Mark before and after every call of `target` (after each item, when it returns a generator)."""
@@ -158,7 +168,7 @@ def install(
 ) -> Marks:
     """Install the spec's hooks in this process. The in-process reference runs use it too, with
     `monkeypatch.setattr` as `setattr_` so the hooks end with the test."""
-    marks = Marks(spec.get("kill_at"), emit, setattr_)
+    marks = Marks(spec.get("kill_at"), emit, setattr_, spec.get("pause_at"))
     for target in spec.get("marks", []):
         marks.wrap(target)
     world_spec = spec.get("world")

@@ -66,6 +66,10 @@ class _InterceptHandler(logging.Handler):
         message = record.getMessage()
         if record.name == "py.warnings":  # "file:line: Category: text" and the source line: keep the first
             message = message.strip().split("\n", 1)[0]
+        elif record.name.startswith("psycopg"):
+            # libpq's messages run over lines ("connection refused\n\tIs the server running ..."): one
+            # record, one line, as every other log line (the pool logs one per reconnect attempt).
+            message = " ".join(message.split())
         logger.bind(logger_name=record.name).opt(exception=record.exc_info, depth=0).log(level, message)
 
 

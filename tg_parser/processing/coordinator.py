@@ -50,7 +50,7 @@ from loguru import logger
 
 from tg_parser.db.base import Database
 from tg_parser.domain.models import ProcessedDocument, RunReport
-from tg_parser.errors import ItemFailure
+from tg_parser.errors import ItemFailure, TgParserError
 from tg_parser.llm.errors import LlmRejectedEverything
 from tg_parser.logging import redact
 from tg_parser.processing.processor import EmptyMessage, Processor
@@ -705,6 +705,12 @@ class ProcessCoordinator:
                         error=error,
                     )
                 )
+        except TgParserError as exc:
+            if not best_effort:
+                raise
+            # The database went away under the run (what stopped it, reported by the caller in one
+            # line): no traceback on top of that. A later run marks this one abandoned once its lease lapses.
+            logger.info("could not record the end of run {}: {}", self.run_id, exc.one_line())
         except Exception:
             if not best_effort:
                 raise

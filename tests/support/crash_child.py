@@ -115,7 +115,8 @@ def _resolve(target: str) -> tuple[Any, str]:
 
 
 class Marks:
-    """Numbered marks; SIGKILL at `kill_at`. `emit` receives each mark line."""
+    """Numbered marks; SIGKILL at `kill_at`, a pause on stdin at `pause_at`. `emit` receives each mark
+    line."""
 
     def __init__(
         self,

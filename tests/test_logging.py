@@ -100,6 +100,24 @@ def test_text_lines_carry_the_run_id_including_stdlib_loggers() -> None:
     assert parsed[2]["msg"] == "pool 'tg-parser' is ready to use"  # type: ignore[index]
 
 
+def test_a_libpq_message_over_several_lines_is_one_log_line() -> None:
+    """The pool logs each failed reconnect attempt with libpq's message, which runs over two lines."""
+    sink = io.StringIO()
+    setup_logging("INFO", "text", run_id="run-pq", sink=sink)
+    refused = (
+        'connection failed: connection to server at "127.0.0.1", port 5999 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?"
+    )
+    logging.getLogger("psycopg.pool").warning("error connecting in %r: %s", "tg-parser", refused)
+    lines = [line for line in sink.getvalue().splitlines() if "run-pq" in line or line.startswith("\t")]
+    assert len(lines) == 1, lines
+    match = TEXT_LINE.match(lines[0])
+    assert match and match["name"] == "psycopg.pool", lines
+    assert match["msg"].endswith(
+        "Connection refused Is the server running on that host and accepting TCP/IP connections?"
+    )
+
+
 def test_json_lines_are_objects_with_run_id_logger_and_utc_time() -> None:
     sink = io.StringIO()
     setup_logging("INFO", "json", run_id="run-json1", sink=sink)

@@ -49,7 +49,8 @@ from tg_parser.config import Settings, load_settings
 from tg_parser.db import migrations
 from tg_parser.db.connect import open_database
 from tg_parser.db.sqlite import STORE_FILES
-from tg_parser.stores import ProcessingStore
+from tg_parser.domain.models import Source
+from tg_parser.stores import IngestionStore, ProcessingStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -195,18 +196,24 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def assert_one_clear_line(code: int, err: str, codes: tuple[int, ...] = (EXIT_UNAVAILABLE,)) -> str:
-    """A run the outage stopped: a non-zero exit (3, database unavailable, unless `codes` says otherwise)
-    and one error line naming the database; no traceback, and no other line but whole log lines (the
-    pool's warnings about its reconnect attempts among them) and the processor's choice."""
+def assert_whole_lines(err: str) -> list[str]:
+    """No traceback, and nothing on stderr but whole log lines (the pool's warnings about its reconnect
+    attempts among them), the processor's choice and "Error:" lines; returns the latter."""
     assert "Traceback" not in err, err
-    assert code in codes, (code, err)
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("Error: ")]
-    assert len(errors) == 1, err
-    assert "PostgreSQL" in errors[0] and "127.0.0.1" in errors[0], errors[0]
     others = [line for line in lines if line not in errors and not line.startswith("processor: ")]
     assert all(LOG_LINE.match(line) for line in others), others
+    return errors
+
+
+def assert_one_clear_line(code: int, err: str, codes: tuple[int, ...] = (EXIT_UNAVAILABLE,)) -> str:
+    """A run the outage stopped: a non-zero exit (3, database unavailable, unless `codes` says otherwise)
+    and one error line naming the database."""
+    errors = assert_whole_lines(err)
+    assert code in codes, (code, err)
+    assert len(errors) == 1, err
+    assert "PostgreSQL" in errors[0] and "127.0.0.1" in errors[0], errors[0]
     return errors[0]
 
 
@@ -232,28 +239,36 @@ def settings_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 PROCESS = ["process", "--processor", "extractive", "--concurrency", "1"]
+RUN = ["run", "--processor", "extractive"]
 WRITE = "tg_parser.processing.coordinator:ProcessCoordinator._write"
 UPSERT = "tg_parser.stores.processing:ProcessingStore.upsert_documents"
 
 
 @pytest.mark.parametrize(
-    ("outage", "mark", "pause_at"),
+    ("outage", "mark", "pause_at", "argv"),
     [
         # The coordinator paused before its second batch write (no transaction open; the first batch
         # committed, its connection back in the pool): the server restarts.
-        ("restart", WRITE, 3),
+        ("restart", WRITE, 3, PROCESS),
         # Paused inside a batch's write transaction, its documents written but not committed: the
         # server crashes, and the process goes on against a dead server.
-        ("down", UPSERT, 2 * 2),
+        ("down", UPSERT, 2 * 2, PROCESS),
+        # The same outage under `tg-parser run` (its process step).
+        ("down", UPSERT, 2 * 2, RUN),
     ],
+    ids=["process-restart", "process-down", "run-down"],
 )
-def test_process_across_a_restart(cluster, pg, outage, mark, pause_at):
+def test_process_across_a_restart(cluster, pg, outage, mark, pause_at, argv, tmp_path):
     db = open_database(pg)
     try:
-        seed_messages(db, 4200)  # the extractive processor writes 2000 documents a batch
+        # An export source (nothing to fetch: `run` goes straight to processing its messages).
+        IngestionStore(db).add_source(Source(source_id="export-100", channel_id=100, kind="export"))
+        seed_messages(db, 4200, source_id="export-100")  # the extractive processor writes 2000 a batch
     finally:
         db.close()
-    spec = {"marks": [mark], "pause_at": pause_at, "argv": PROCESS}
+    if argv[0] == "run":
+        argv = [*argv, "--out", str(tmp_path / "out")]
+    spec = {"marks": [mark], "pause_at": pause_at, "argv": argv}
     proc = start_child(pg, spec, stdin=subprocess.PIPE, **DB_ENV)
     try:
         read_until(proc, f"paused {pause_at}", timeout=90)
@@ -275,7 +290,13 @@ def test_process_across_a_restart(cluster, pg, outage, mark, pause_at):
         assert "Traceback" not in err, err
         processed_exactly_once(pg)
         return
-    assert_one_clear_line(code, err)
+    if argv[0] == "run":
+        # `run` goes on with its other steps (each fails the same way) and exits 1, its steps' outcome
+        # in one log line each.
+        assert code == EXIT_FAILURE and not assert_whole_lines(err), (code, err)
+        assert "process: FAILED (DatabaseUnavailable: cannot connect to PostgreSQL" in err, err
+    else:
+        assert_one_clear_line(code, err)
     # Nothing half-written: a message is documented and out of the queue, or queued without a document;
     # the batch that was in its transaction at the crash is not there.
     refs, queued, documented = queue_and_documents(pg)

@@ -28,7 +28,7 @@ from loguru import logger
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.domain.models import RunReport, Source
-from tg_parser.errors import InvalidInput
+from tg_parser.errors import InvalidInput, TgParserError
 from tg_parser.export import ExportFilters, export
 from tg_parser.logging import redact
 from tg_parser.processing.selection import ProcessorKind
@@ -349,6 +349,8 @@ class Pipeline:
             with self.db.transaction():
                 store.drop_run_lease(self.run_id)
                 store.finish_run(record)
+        except TgParserError as exc:  # the database went away: the steps said so already, no traceback
+            logger.warning("could not record the end of run {}: {}", self.run_id, exc.one_line())
         except Exception:  # the cycle's outcome is already printed and in its steps' own reports
             logger.opt(exception=True).error("could not record the end of run {}", self.run_id)
 

@@ -24,7 +24,7 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,34 @@ def finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, err
 
 
+def through_outage(
+    cluster: Cluster,
+    proc: subprocess.Popen[str],
+    pause_at: int,
+    outage: str,
+    at_pause: Callable[[], Any] = lambda: None,
+) -> tuple[int, str, Any]:
+    """Once the child is paused at `pause_at` (and `at_pause` has looked at the database): `restart`
+    stops and starts the server, then lets the child go on; `down` crashes the server, lets the child go
+    on against it, and starts the server once the child has ended. The child's exit code and stderr, and
+    what `at_pause` returned."""
+    try:
+        read_until(proc, f"paused {pause_at}", timeout=90)
+        seen = at_pause()
+        if outage == "restart":
+            cluster.stop("fast")
+            cluster.start()
+            return (*finish(proc), seen)
+        cluster.stop("immediate")
+        code, err = finish(proc)
+        cluster.start()
+        return code, err, seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def assert_whole_lines(err: str) -> list[str]:
     """No traceback, and nothing on stderr but whole log lines (the pool's warnings about its reconnect
     attempts among them), the processor's choice and "Error:" lines; returns the latter."""
@@ -270,22 +298,10 @@ def test_process_across_a_restart(cluster, pg, outage, mark, pause_at, argv, tmp
         argv = [*argv, "--out", str(tmp_path / "out")]
     spec = {"marks": [mark], "pause_at": pause_at, "argv": argv}
     proc = start_child(pg, spec, stdin=subprocess.PIPE, **DB_ENV)
-    try:
-        read_until(proc, f"paused {pause_at}", timeout=90)
-        refs, queued, committed = queue_and_documents(pg)
-        assert committed and queued, f"paused mid-run: {len(refs)} {len(queued)} {len(committed)}"
-        if outage == "restart":
-            cluster.stop("fast")
-            cluster.start()
-            code, err = finish(proc)
-        else:
-            cluster.stop("immediate")
-            code, err = finish(proc)
-            cluster.start()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, err, (refs, queued, committed) = through_outage(
+        cluster, proc, pause_at, outage, lambda: queue_and_documents(pg)
+    )
+    assert committed and queued, f"paused mid-run: {len(refs)} {len(queued)} {len(committed)}"
     if code == 0:
         assert "Traceback" not in err, err
         processed_exactly_once(pg)
@@ -355,20 +371,7 @@ def test_ingest_across_a_restart_then_rerun_equals_an_uninterrupted_run(
     add_telegram_sources(pg)
     pause_at = marks // 2
     proc = start_child(pg, {**spec, "pause_at": pause_at}, stdin=subprocess.PIPE, **DB_ENV)
-    try:
-        read_until(proc, f"paused {pause_at}", timeout=90)
-        if outage == "restart":
-            cluster.stop("fast")
-            cluster.start()
-            code, err = finish(proc)
-        else:
-            cluster.stop("immediate")
-            code, err = finish(proc)
-            cluster.start()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, err, _ = through_outage(cluster, proc, pause_at, outage)
     if code != 0:
         # A source the outage stopped fails (exit 1, retried by the next run) while the others go on.
         assert_one_clear_line(code, err, (EXIT_FAILURE, EXIT_UNAVAILABLE))

@@ -320,10 +320,12 @@ class PostgresDatabase(Database):
         cannot lend a connection in time, or a connection that broke under a statement, means the
         database is unavailable: one DatabaseUnavailable (exit 3, HTTP 503), not a driver error.
         """
+        held: psycopg.Connection | None = None
         try:
             with self.pool.connection(timeout=timeout) as connection:
                 with self._lent_lock:
                     self._lent += 1
+                held = connection
                 try:
                     yield connection
                 except psycopg.OperationalError as exc:
@@ -336,6 +338,12 @@ class PostgresDatabase(Database):
                     connection.tgp_returned_at = time.monotonic()  # type: ignore[attr-defined]
         except PoolTimeout as exc:
             raise self._pool_timeout(exc, timeout) from None
+        except psycopg.OperationalError as exc:
+            # The pool commits a connection's implicit transaction as it takes it back: a server that
+            # went away after the statement breaks that commit, outside the block above.
+            if held is not None and (held.broken or held.closed):
+                raise describe_connect_error(self.target, exc) from None
+            raise
 
     def _pool_timeout(self, exc: PoolTimeout, waited: float | None) -> DatabaseUnavailable:
         """No connection within the pool timeout (or the caller's own wait, `waited`): either every

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Literal, overload
 
 from tg_parser.db.catalog import Query, SqlCatalog
+from tg_parser.db.locks import HeldLock
 
 Row = dict[str, Any]
 Params = Mapping[str, Any] | None
@@ -89,8 +90,9 @@ class Database(ABC):
         """Pool or connection statistics for health checks."""
 
     @abstractmethod
-    def hold_lock(self, name: str) -> AbstractContextManager[None]:
-        """Hold the named lock for the block across processes, or raise `db.locks.LockBusy` at once."""
+    def hold_lock(self, name: str) -> AbstractContextManager[HeldLock]:
+        """Hold the named lock for the block across processes, or raise `db.locks.LockBusy` at once. The
+        block gets a `HeldLock` whose `check()` raises `db.locks.LockLost` once the lock is lost."""
 
     def long_statements(self) -> AbstractContextManager[None]:
         """Lift the statement timeout for the transactions this thread opens in the block: for work that

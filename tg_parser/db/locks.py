@@ -8,6 +8,13 @@
 * SQLite: an exclusive `flock` on `<DB_SQLITE_DIR>/locks/<name>-<hash>.lock`. The kernel releases it when
   the process exits, however it exits. It covers every process on the host that uses the same data
   directory (SQLite itself should not be shared across hosts over a network file system).
+
+The block receives a `HeldLock`. A PostgreSQL lock can be lost while its block runs: the connection holding
+an advisory lock breaks (a server restart, `pg_terminate_backend`), or, in transaction pool mode, the lock
+row expires and another run takes it over. `HeldLock.check()` raises `LockLost` then; work guarded by the
+lock calls it inside each write transaction, just before the commit, so a run that lost its lock stops
+before writing anything more. A SQLite file lock cannot be lost while the process lives: `check()` does
+nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +24,14 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tg_parser.db.codec import dump_json
+from tg_parser.errors import TgParserError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -46,6 +54,37 @@ class LockBusy(Exception):
         super().__init__(f"lock {name!r} is held" + (f" by {holder}" if holder else ""))
         self.name = name
         self.holder = holder
+
+
+class LockLost(TgParserError):
+    """A lock this run held is no longer held: the work it guarded stopped before its next commit."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(
+            f"lost the lock {name!r} ({why}), so this run stopped: another run may hold it now",
+            "run it again; nothing after the last committed batch was written",
+        )
+        self.name = name
+        self.why = why
+
+
+# Why a lock is lost, as `LockLost` tells it.
+CONNECTION_BROKE = "the database connection holding it broke"
+ROW_TAKEN_OVER = "its lock row expired and was taken over"
+
+
+class HeldLock:
+    """A lock held for a block. `check()` raises `LockLost` when it is no longer held; `probe` answers
+    why it was lost, or None while it is held (no probe: a lock that cannot be lost)."""
+
+    def __init__(self, name: str, probe: Callable[[], str | None] | None = None) -> None:
+        self.name = name
+        self._probe = probe
+
+    def check(self) -> None:
+        why = self._probe() if self._probe is not None else None
+        if why is not None:
+            raise LockLost(self.name, why)
 
 
 def lock_key(name: str) -> int:
@@ -81,7 +120,7 @@ def _lock_exclusive(handle: Any) -> bool:
 
 
 @contextmanager
-def file_lock(path: Path, name: str) -> Iterator[None]:
+def file_lock(path: Path, name: str) -> Iterator[HeldLock]:
     """Hold an exclusive flock on `path` for the block, or raise LockBusy naming the holder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # "a+" never truncates: a holder's diagnostics stay readable until we own the lock.
@@ -102,7 +141,7 @@ def file_lock(path: Path, name: str) -> Iterator[None]:
             )
         )
         handle.flush()
-        yield
+        yield HeldLock(name)  # the kernel keeps the flock while the descriptor is open: it cannot be lost
     finally:
         handle.close()  # closing the descriptor releases the flock
 

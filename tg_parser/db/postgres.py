@@ -37,7 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import adapt_pg_params
-from tg_parser.db.locks import LockBusy, lock_key
+from tg_parser.db.locks import CONNECTION_BROKE, ROW_TAKEN_OVER, HeldLock, LockBusy, lock_key
 from tg_parser.errors import ConfigError, DatabaseTimeout, DatabaseUnavailable, TgParserError
 
 _cursor_ids = itertools.count(1)
@@ -426,13 +426,13 @@ class PostgresDatabase(Database):
             assert isinstance(session, PgSession)
             return session.copy_rows(schema, table, columns, rows)
 
-    def hold_lock(self, name: str) -> AbstractContextManager[None]:
+    def hold_lock(self, name: str) -> AbstractContextManager[HeldLock]:
         if self.pool_mode == "transaction":
             return self._hold_table_lock(name)
         return self._hold_advisory_lock(name)
 
     @contextmanager
-    def _hold_table_lock(self, name: str) -> Iterator[None]:
+    def _hold_table_lock(self, name: str) -> Iterator[HeldLock]:
         # No session state survives a transaction behind PgBouncer, so the lock is a row: taken with one
         # short statement, kept alive by a heartbeat thread (short statements too), deleted at the end. No
         # transaction stays open for the block. A crashed holder's row expires after `lock_ttl` seconds.
@@ -445,12 +445,14 @@ class PostgresDatabase(Database):
                 who = f"pid {holder['pid']} on {holder['host']} since {holder['acquired_at'].isoformat()}"
             raise LockBusy(name, who)
         stop = threading.Event()
+        lost = threading.Event()  # set by the heartbeat; the holder's check() reads it (no round trip)
 
         def heartbeat() -> None:
             while not stop.wait(self.lock_ttl / 3):
                 try:
                     if self.execute("lock_table_renew", params) == 0:
                         logger.error("lock {!r} was lost (taken over after it expired)", name)
+                        lost.set()
                         return
                 except Exception as exc:  # the next beat retries; the lock lasts lock_ttl
                     logger.warning("lock {!r}: renewing failed: {}", name, type(exc).__name__)
@@ -458,7 +460,7 @@ class PostgresDatabase(Database):
         beat = threading.Thread(target=heartbeat, name=f"lock-{name}", daemon=True)
         beat.start()
         try:
-            yield
+            yield HeldLock(name, lambda: ROW_TAKEN_OVER if lost.is_set() else None)
         finally:
             stop.set()
             beat.join(timeout=self.pool.timeout + 1)
@@ -466,7 +468,7 @@ class PostgresDatabase(Database):
                 self.execute("lock_table_release", params)
 
     @contextmanager
-    def _hold_advisory_lock(self, name: str) -> Iterator[None]:
+    def _hold_advisory_lock(self, name: str) -> Iterator[HeldLock]:
         # A session-level advisory lock lives on one connection, held (in autocommit, so no transaction
         # stays open) for the whole block; the block's own work needs a second connection from the pool.
         if self.pool.max_size < 2:
@@ -482,8 +484,18 @@ class PostgresDatabase(Database):
                 row = session.fetch_one(self.query("session_lock_try"), key)
                 if not row or not row["acquired"]:
                     raise LockBusy(name, self._lock_holder(key))
+
+                def probe() -> str | None:
+                    # Only this session can release its advisory lock, so the lock is held exactly as
+                    # long as the connection works: one round trip on it tells.
+                    try:
+                        connection.execute("SELECT 1").fetchone()
+                    except psycopg.Error:
+                        return CONNECTION_BROKE
+                    return None
+
                 try:
-                    yield
+                    yield HeldLock(name, probe)
                 finally:
                     # If the connection is gone, so is the lock: nothing is left to release.
                     with suppress(psycopg.Error):

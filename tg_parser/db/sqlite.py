@@ -20,7 +20,7 @@ from typing import Any
 from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import encode_sqlite_params, register_sqlite_converters
-from tg_parser.db.locks import file_lock, lock_file
+from tg_parser.db.locks import HeldLock, file_lock, lock_file
 from tg_parser.db.resources import STORES
 from tg_parser.errors import DatabaseUnavailable, LockHeld
 
@@ -192,7 +192,7 @@ class SqliteDatabase(Database):
             }
         }
 
-    def hold_lock(self, name: str) -> AbstractContextManager[None]:
+    def hold_lock(self, name: str) -> AbstractContextManager[HeldLock]:
         return file_lock(lock_file(self.directory, name), name)
 
     def ping(self, timeout: float) -> None:

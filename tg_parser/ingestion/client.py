@@ -47,7 +47,7 @@ from telethon.tl import functions, types
 
 from tg_parser.backoff import Backoff
 from tg_parser.config import Settings
-from tg_parser.db.locks import LockBusy
+from tg_parser.db.locks import HeldLock, LockBusy
 from tg_parser.domain.channels import ChannelRef
 from tg_parser.errors import TgParserError
 from tg_parser.ingestion.errors import (
@@ -293,6 +293,7 @@ class TelegramGateway:
         self._loop = asyncio.new_event_loop()
         self._open = False
         self._locks = ExitStack()
+        self._held: list[HeldLock] = []  # the session lock, once taken
 
     @classmethod
     def from_settings(cls, settings: Settings, *, for_login: bool = False) -> TelegramGateway:
@@ -346,7 +347,7 @@ class TelegramGateway:
         if name is None:
             return
         try:
-            self._locks.enter_context(db.hold_lock(name))
+            self._held.append(self._locks.enter_context(db.hold_lock(name)))
         except LockBusy as busy:
             if busy.name != name:
                 raise
@@ -392,12 +393,19 @@ class TelegramGateway:
         self.reconnects += 1
         self._connect(at_open=False)
 
+    def check_locks(self) -> None:
+        """Raise `LockLost` if the session lock taken at `open(db=...)` is no longer held (its PostgreSQL
+        connection broke): another run may be using the session now. No lock taken: nothing to check."""
+        for held in self._held:
+            held.check()
+
     def is_authorized(self) -> bool:
         return bool(self._run(self.client.is_user_authorized()))
 
     def close(self) -> None:
         if self._loop.is_closed():
             self._locks.close()
+            self._held.clear()
             return
         try:
             if self._open or self.client.is_connected():
@@ -414,6 +422,7 @@ class TelegramGateway:
             self._open = False
             self._loop.close()
             self._locks.close()  # the session lock goes last: the session file is closed by now
+            self._held.clear()
 
     def __enter__(self) -> TelegramGateway:
         return self

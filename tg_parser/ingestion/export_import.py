@@ -36,7 +36,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from typing import Any
 
 from tg_parser.db.base import Database
 from tg_parser.db.codec import dump_json_bytes, format_timestamp
+from tg_parser.db.locks import HeldLock
 from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import Source
 from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text
@@ -669,12 +670,12 @@ class ExportImporter:
                 escapes_fixed=reader.escapes_fixed,
                 chats_in_file=len(scans),
             )
-            with source_lock(self.db, source.source_id):
+            with source_lock(self.db, source.source_id) as lock:
                 run_pk = self.sources.start_run(source.source_id, self.run_id)
                 self.sources.record_attempt(source.source_id)
                 counts: dict[str, int] = {}
                 try:
-                    self._store(spool, int(header.id or 0), source.source_id, result, before[0])
+                    self._store(spool, int(header.id or 0), source.source_id, result, before[0], lock)
                 except Exception as exc:
                     counts = {"posts_fetched": result.messages, "posts_inserted": result.inserted}
                     counts["versions_recorded"] = result.versions
@@ -696,15 +697,24 @@ class ExportImporter:
         return result
 
     def _store(
-        self, spool: _Spool, channel_id: int, source_id: str, result: ImportResult, total: int
+        self,
+        spool: _Spool,
+        channel_id: int,
+        source_id: str,
+        result: ImportResult,
+        total: int,
+        lock: HeldLock,
     ) -> None:
-        """Store the spooled rows, one transaction per batch (the write lock is held only that long)."""
+        """Store the spooled rows, one transaction per batch (the write lock is held only that long). Each
+        batch checks the source lock before it commits (`LockLost`: nothing more is written)."""
         prefix = ref_prefix(channel_id)
         for rows, done in spool.batches():
             inserted_at = format_timestamp(datetime.now(UTC))
-            stored = self.raw.store_tuples(
-                [export_tuple(r, prefix, channel_id, source_id, inserted_at) for r in rows]
-            )
+            with self.db.transaction() if self.db.dialect == "postgres" else nullcontext():
+                stored = self.raw.store_tuples(
+                    [export_tuple(r, prefix, channel_id, source_id, inserted_at) for r in rows]
+                )
+                lock.check()
             result.messages += len(rows)
             result.inserted += stored.inserted
             result.versions += stored.versions

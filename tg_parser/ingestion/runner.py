@@ -22,7 +22,10 @@ The cursor never gets ahead of stored rows: a batch's rows are committed first (
 after them (ingestion store). On PostgreSQL both go in one transaction; on SQLite the stores are separate
 files whose joint commit is not atomic across files in WAL mode, so the two commits are sequential. A
 crash between them leaves the cursor *behind*, the next run re-reads that batch and `store_batch` finds
-it unchanged: the same set of rows, no duplicates.
+it unchanged: the same set of rows, no duplicates. Every batch's transaction checks, before it commits,
+that the run still holds its source lock and the Telegram session lock (a PostgreSQL lock is lost when the
+connection holding it breaks): a run that lost one stops with `LockLost` (the source fails, exit 1) and
+the batch rolls back, so a second run that took the lock meanwhile never writes alongside it.
 
 Failures are classified by exception type (ingestion/errors.py): short FloodWaits are slept (through the
 injectable `sleep`) after committing what was fetched, long ones set `rate_limit_until` and end the
@@ -44,7 +47,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,6 +59,7 @@ from telethon.tl import types
 
 from tg_parser.backoff import Backoff
 from tg_parser.db.base import Database
+from tg_parser.db.locks import HeldLock
 from tg_parser.domain.channels import ChannelRef
 from tg_parser.domain.models import DiscussionCursor, RawMessage, Source
 from tg_parser.ingestion import convert
@@ -188,19 +192,19 @@ class Ingestor:
                 retry_at=source.rate_limit_until,
             )
         try:
-            with source_lock(self.db, source.source_id):
-                return self._attempt(source, limit)
+            with source_lock(self.db, source.source_id) as lock:
+                return self._attempt(source, limit, lock)
         except SourceLocked as exc:
             return SourceOutcome(source.source_id, "locked", message=exc.one_line())
 
     # --- one attempt -----------------------------------------------------------------------------
 
-    def _attempt(self, source: Source, limit: int | None) -> SourceOutcome:
+    def _attempt(self, source: Source, limit: int | None, lock: HeldLock) -> SourceOutcome:
         # Re-read under the lock: a run that finished since the sources were listed may have moved the cursor.
         fresh = self.sources.get_source(source.source_id) or source
         run_pk = self.sources.start_run(fresh.source_id, self.run_id)
         self.sources.record_attempt(fresh.source_id)
-        attempt = _Attempt(self, fresh)
+        attempt = _Attempt(self, fresh, lock)
         try:
             attempt.execute(limit)
         except RateLimited as exc:
@@ -246,8 +250,9 @@ class Ingestor:
 class _Attempt:
     """The state of one attempt on one source: where paging stands and what is waiting to be committed."""
 
-    def __init__(self, ingestor: Ingestor, source: Source) -> None:
+    def __init__(self, ingestor: Ingestor, source: Source, lock: HeldLock) -> None:
         self.ingestor = ingestor
+        self.lock = lock
         self.db = ingestor.db
         self.gateway = ingestor.gateway
         self.policy = ingestor.policy
@@ -268,10 +273,17 @@ class _Attempt:
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    def _atomic(self) -> AbstractContextManager[Any]:
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
         # PostgreSQL: rows and cursor in one transaction. SQLite: two sequential commits, rows first (the
         # stores are separate files and a transaction spanning attached WAL files is not atomic as a set).
-        return self.db.transaction() if self.db.dialect == "postgres" else nullcontext()
+        # Before the commit, the locks this run holds are checked (one round trip each on PostgreSQL, once
+        # a batch; SQLite's file locks cannot be lost): a run that lost one raises LockLost, and the
+        # batch rolls back.
+        with self.db.transaction() if self.db.dialect == "postgres" else nullcontext():
+            yield
+            self.lock.check()
+            self.gateway.check_locks()
 
     def _retry_or_raise(self, error: BaseException) -> None:
         """Decide what to do about a failed request: return to retry it, or raise to end the attempt."""

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
+import psycopg
 import pytest
+from conftest import sqlite_settings
+from support import crash_child
+from support.child_runs import (
+    SEED,
+    add_telegram_sources,
+    child_env,
+    read_until,
+    reference_run,
+    snapshot,
+    start_child,
+)
+from support.waiting import wait_for
+from telethon.sessions import StringSession
 
+from tg_parser.config import Settings
 from tg_parser.db.connect import open_database
-from tg_parser.db.locks import lock_file, lock_key
+from tg_parser.db.locks import CONNECTION_BROKE, ROW_TAKEN_OVER, LockLost, lock_file, lock_key
+from tg_parser.ingestion.client import session_lock_name
 from tg_parser.ingestion.errors import SourceLocked
 from tg_parser.ingestion.locks import lock_name, source_lock
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ \| (WARNING|ERROR) \| ")
 
 
 def test_lock_excludes_a_second_holder_and_is_released(db, settings):
@@ -116,3 +136,177 @@ def test_lock_key_is_the_one_earlier_versions_used():
 
     digest = hashlib.blake2b(b"tg-parser:ingest:durov", digest_size=8).digest()
     assert lock_key(lock_name("durov")) == int.from_bytes(digest, "big", signed=True)
+
+
+# --- a lock lost while its run goes on --------------------------------------------------------------
+
+
+def _connect(settings: Settings) -> psycopg.Connection:
+    return psycopg.connect(
+        host=settings.db_host,
+        port=settings.db_port,
+        user=settings.db_user,
+        dbname=settings.db_name,
+        autocommit=True,
+    )
+
+
+def advisory_holder(settings: Settings, name: str) -> int | None:
+    """The pid of the backend holding the advisory lock `name` in the test's database, or None."""
+    key = lock_key(name)
+    with _connect(settings) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND classid = %s AND objid = %s AND objsubid = 1",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def terminate_advisory_holder(settings: Settings, name: str) -> int | None:
+    """pg_terminate_backend the backend holding the advisory lock `name`; its pid (None when no backend
+    holds it), once that backend has gone."""
+    pid = advisory_holder(settings, name)
+    if pid is None:
+        return None
+    with _connect(settings) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        wait_for(
+            lambda: (
+                conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+                == (0,)
+            ),
+            30,
+            what=f"backend {pid} to end",
+        )
+    return pid
+
+
+def test_advisory_lock_is_lost_with_its_connection(pg_only_settings):
+    db = open_database(pg_only_settings)
+    other = open_database(pg_only_settings)
+    try:
+        with db.hold_lock("ingest:chan") as held:
+            held.check()  # held: nothing raised, and checking twice costs nothing more than a round trip
+            held.check()
+            assert terminate_advisory_holder(pg_only_settings, "ingest:chan") is not None
+            with pytest.raises(LockLost) as caught:
+                held.check()
+            line = caught.value.one_line()
+            assert "'ingest:chan'" in line and CONNECTION_BROKE in line and "run it again" in line
+            assert caught.value.exit_code == 1
+            with source_lock(other, "chan"):  # it really is free: another run takes it
+                pass
+        with db.hold_lock("ingest:chan") as again:  # the pool replaced the broken connection
+            again.check()
+    finally:
+        other.close()
+        db.close()
+
+
+@pytest.mark.slow
+def test_table_lock_taken_over_is_lost(pg_only_settings):
+    """DB_POOL_MODE=transaction: the lock is a row. Another run taking it over (as after it expired) is
+    seen by the heartbeat; check() raises from then on, and the end of the block leaves the taker's row."""
+    db = open_database(pg_only_settings.model_copy(update={"db_pool_mode": "transaction"}))
+    try:
+        db.lock_ttl = 3.0  # type: ignore[attr-defined]  # a beat every second
+        with _connect(pg_only_settings) as conn:
+            with db.hold_lock("ingest:chan") as held:
+                held.check()
+                taken = conn.execute(
+                    "UPDATE ingestion.named_locks SET owner = 'another-run', host = 'elsewhere'"
+                    " WHERE name = 'ingest:chan'"
+                ).rowcount
+                assert taken == 1
+
+                def lost() -> bool:
+                    try:
+                        held.check()
+                    except LockLost as exc:
+                        assert ROW_TAKEN_OVER in exc.one_line()
+                        return True
+                    return False
+
+                wait_for(lost, 30, what="the heartbeat to see the lock taken over")
+            owner = conn.execute(
+                "SELECT owner FROM ingestion.named_locks WHERE name = 'ingest:chan'"
+            ).fetchone()
+            assert owner == ("another-run",)  # the loser did not delete the taker's row
+    finally:
+        db.close()
+
+
+STORE_BATCH = "tg_parser.stores.raw:RawStore.store_batch"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["source", "session"])
+def test_ingest_that_loses_a_lock_stops_and_a_rerun_completes(
+    which, pg_only_settings, sqlite_dir, monkeypatch
+):
+    """A real `ingest` paused before its second batch's rows are written; the backend holding the source
+    lock (or the Telegram session lock) is terminated; the run goes on, meets the loss before that batch
+    commits and stops with one clear line. What is stored is whole committed batches up to the cursor; a re-run completes the set
+    exactly as an uninterrupted run does."""
+    spec: dict[str, Any] = {"world": {"seed": SEED}, "marks": [STORE_BATCH], "argv": ["ingest", "--all"]}
+    reference = sqlite_settings(sqlite_dir)
+    add_telegram_sources(reference)
+    ref_env = {k: v for k, v in child_env(reference).items() if k.startswith(("TELEGRAM_", "INGEST_"))}
+    reference_run(reference, spec, monkeypatch, ref_env)
+    expected = snapshot(reference)
+
+    pg = pg_only_settings
+    add_telegram_sources(pg)
+    session = StringSession(crash_child.telegram_env()["TELEGRAM_SESSION"])
+    # store_batch:before of the second batch: one batch committed, the next one's transaction open
+    pause_at = 3
+    proc = start_child(pg, {**spec, "pause_at": pause_at}, stdin=subprocess.PIPE)
+    try:
+        read_until(proc, f"paused {pause_at}", timeout=90)
+        held = [s for s in expected["sources"] if advisory_holder(pg, lock_name(s)) is not None]
+        assert len(held) == 1, held  # one source is being ingested
+        (lost,) = held
+        name = lock_name(lost) if which == "source" else session_lock_name(session)
+        assert terminate_advisory_holder(pg, name) is not None
+        out, err = proc.communicate("go\n", timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, err
+    assert f"lost the lock '{name}' ({CONNECTION_BROKE})" in errors[0], errors[0]
+    if which == "session":  # the run stopped: no source after the one that met the loss was attempted
+        attempted = [
+            line.split(":")[0] for line in out.splitlines() if line.startswith(tuple(expected["sources"]))
+        ]
+        assert attempted[-1] == lost, out
+    assert all(LOG_LINE.match(line) for line in err.splitlines() if line.strip() and line not in errors), err
+
+    state = snapshot(pg)
+    for ref, row in state["messages"].items():
+        assert row == expected["messages"][ref], f"half-written {ref}"
+    channel_id, *_ = expected["sources"][lost]
+    cursor = state["sources"][lost][3]
+    assert 0 < cursor < expected["sources"][lost][3]  # a batch was committed, and the run stopped early
+
+    def posts(snap: dict[str, Any]) -> set[str]:
+        return {
+            ref
+            for ref, m in snap["messages"].items()
+            if m["channel_id"] == channel_id and m["message_type"] == "post" and m["message_id"] <= cursor
+        }
+
+    assert posts(state) == posts(expected)  # every post up to the cursor, and none past it
+    assert all(m["message_id"] <= cursor for m in state["messages"].values() if m["channel_id"] == channel_id)
+
+    rerun = start_child(pg, spec)
+    _, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    state = snapshot(pg)
+    for key in ("messages", "versions", "sources", "cursors", "pending"):
+        assert state[key] == expected[key], f"{key} differ"

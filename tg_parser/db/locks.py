@@ -71,6 +71,7 @@ class LockLost(TgParserError):
 # Why a lock is lost, as `LockLost` tells it.
 CONNECTION_BROKE = "the database connection holding it broke"
 ROW_TAKEN_OVER = "its lock row expired and was taken over"
+ROW_EXPIRED = "its lock row was not renewed in time and expired"
 
 
 class HeldLock:

@@ -37,7 +37,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tg_parser.db.base import Database, Params, Row, Session
 from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import adapt_pg_params
-from tg_parser.db.locks import CONNECTION_BROKE, ROW_TAKEN_OVER, HeldLock, LockBusy, lock_key
+from tg_parser.db.locks import CONNECTION_BROKE, ROW_EXPIRED, ROW_TAKEN_OVER, HeldLock, LockBusy, lock_key
 from tg_parser.errors import ConfigError, DatabaseTimeout, DatabaseUnavailable, TgParserError
 
 _cursor_ids = itertools.count(1)
@@ -437,6 +437,7 @@ class PostgresDatabase(Database):
         # short statement, kept alive by a heartbeat thread (short statements too), deleted at the end. No
         # transaction stays open for the block. A crashed holder's row expires after `lock_ttl` seconds.
         params = {"name": name, "owner": uuid.uuid4().hex, "ttl": float(self.lock_ttl)}
+        renewed = [time.monotonic()]  # when the last successful take or renewal was sent
         row = self.fetch_one("lock_table_try", {**params, "host": socket.gethostname(), "pid": os.getpid()})
         if row is None:
             holder = self.fetch_one("lock_table_holder", {"name": name})
@@ -450,17 +451,29 @@ class PostgresDatabase(Database):
         def heartbeat() -> None:
             while not stop.wait(self.lock_ttl / 3):
                 try:
+                    sent = time.monotonic()
                     if self.execute("lock_table_renew", params) == 0:
                         logger.error("lock {!r} was lost (taken over after it expired)", name)
                         lost.set()
                         return
+                    renewed[0] = sent
                 except Exception as exc:  # the next beat retries; the lock lasts lock_ttl
                     logger.warning("lock {!r}: renewing failed: {}", name, type(exc).__name__)
 
         beat = threading.Thread(target=heartbeat, name=f"lock-{name}", daemon=True)
         beat.start()
+
+        def probe() -> str | None:
+            # The heartbeat saw the row taken over; or it has not renewed the row for lock_ttl seconds
+            # (the database was unreachable), so the row has expired and any run may take it.
+            if lost.is_set():
+                return ROW_TAKEN_OVER
+            if time.monotonic() - renewed[0] >= self.lock_ttl:
+                return ROW_EXPIRED
+            return None
+
         try:
-            yield HeldLock(name, lambda: ROW_TAKEN_OVER if lost.is_set() else None)
+            yield HeldLock(name, probe)
         finally:
             stop.set()
             beat.join(timeout=self.pool.timeout + 1)

@@ -59,7 +59,7 @@ from telethon.tl import types
 
 from tg_parser.backoff import Backoff
 from tg_parser.db.base import Database
-from tg_parser.db.locks import HeldLock
+from tg_parser.db.locks import HeldLock, LockLost
 from tg_parser.domain.channels import ChannelRef
 from tg_parser.domain.models import DiscussionCursor, RawMessage, Source
 from tg_parser.ingestion import convert
@@ -110,11 +110,13 @@ class SourceOutcome:
     message: str = ""
     retry_at: datetime | None = None
     auth_failed: bool = False
+    session_lock_lost: bool = False
 
     @property
     def stops_run(self) -> bool:
-        """Every later source would fail the same way: the session is dead or Telegram is unreachable."""
-        return self.auth_failed or self.status == "unavailable"
+        """Every later source would fail the same way: the session is dead, Telegram is unreachable, or
+        this run lost the Telegram session lock (another run may be using the session)."""
+        return self.auth_failed or self.session_lock_lost or self.status == "unavailable"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -241,6 +243,7 @@ class Ingestor:
                 attempt.counts,
                 message=f"{describe(exc)} ({what})",
                 auth_failed=kind is ErrorKind.AUTH,
+                session_lock_lost=isinstance(exc, LockLost) and exc.name != lock.name,
             )
         self.sources.record_success(fresh.source_id)
         self.sources.finish_run(run_pk, success=True, counts=attempt.counts.as_dict())

@@ -280,11 +280,13 @@ def test_ingest_that_loses_a_lock_stops_and_a_rerun_completes(
     errors = [line for line in err.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1, err
     assert f"lost the lock '{name}' ({CONNECTION_BROKE})" in errors[0], errors[0]
-    if which == "session":  # the run stopped: no source after the one that met the loss was attempted
-        attempted = [
-            line.split(":")[0] for line in out.splitlines() if line.startswith(tuple(expected["sources"]))
-        ]
-        assert attempted[-1] == lost, out
+    # The lost source met the loss in its second batch (the first one attempted). A lost source lock fails
+    # that source and the run goes on to the next; a lost session lock stops the run there.
+    attempted = [
+        line.split(":")[0] for line in out.splitlines() if line.startswith(tuple(expected["sources"]))
+    ]
+    assert attempted[0] == lost, out
+    assert len(attempted) == (len(expected["sources"]) if which == "source" else 1), out
     assert all(LOG_LINE.match(line) for line in err.splitlines() if line.strip() and line not in errors), err
 
     state = snapshot(pg)
@@ -310,3 +312,36 @@ def test_ingest_that_loses_a_lock_stops_and_a_rerun_completes(
     state = snapshot(pg)
     for key in ("messages", "versions", "sources", "cursors", "pending"):
         assert state[key] == expected[key], f"{key} differ"
+
+
+def test_export_import_that_loses_its_source_lock_stops_after_the_last_whole_batch(
+    pg_only_settings, tmp_path, monkeypatch
+):
+    from test_export_import import all_rows, chat, importer, message, write
+
+    from tg_parser.stores import IngestionStore, RawStore
+
+    db = open_database(pg_only_settings)
+    try:
+        path = write(tmp_path / "result.json", chat(messages=[message(i, f"post {i}") for i in range(1, 31)]))
+        calls: list[int] = []
+        real = RawStore.store_tuples
+
+        def store_tuples(self: RawStore, rows: Any) -> Any:
+            calls.append(len(rows))
+            if len(calls) == 2:  # the second batch: the first is committed
+                assert terminate_advisory_holder(pg_only_settings, lock_name("export-42")) is not None
+            return real(self, rows)
+
+        monkeypatch.setattr(RawStore, "store_tuples", store_tuples)
+        with pytest.raises(LockLost) as caught:
+            importer(db, pg_only_settings, batch_size=10).run(path)
+        assert "'ingest:export-42'" in caught.value.one_line()
+        assert sorted(all_rows(db, 42)) == list(range(1, 11))  # the first batch whole, nothing of the second
+        source = IngestionStore(db).get_source("export-42")
+        assert source is not None and source.last_post_id == 0  # the cursor moves only after the whole file
+        monkeypatch.setattr(RawStore, "store_tuples", real)
+        importer(db, pg_only_settings, batch_size=10).run(path)  # a re-run completes
+        assert sorted(all_rows(db, 42)) == list(range(1, 31))
+    finally:
+        db.close()

@@ -285,8 +285,8 @@ class _Attempt:
         # batch rolls back.
         with self.db.transaction() if self.db.dialect == "postgres" else nullcontext():
             yield
+            self.gateway.check_locks()  # first: a lost session lock stops the whole run
             self.lock.check()
-            self.gateway.check_locks()
 
     def _retry_or_raise(self, error: BaseException) -> None:
         """Decide what to do about a failed request: return to retry it, or raise to end the attempt."""

@@ -35,6 +35,7 @@ from support.child_runs import (
     import_example,
     processed_exactly_once,
     read_until,
+    reference_marks,
     reference_run,
     run_child,
     snapshot,
@@ -343,3 +344,41 @@ def test_migrator_killed_mid_copy_leaves_the_target_unchanged_and_a_rerun_succee
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert json.loads(rerun.stdout)["status"] == "ok"
     assert database_checksums(target)["tables"] == database_checksums(source)["tables"]
+
+
+@pytest.mark.slow
+def test_ingest_killed_between_a_threads_last_comments_and_its_floor_then_rerun_equals_reference(
+    settings, sqlite_template, tmp_path, monkeypatch
+):
+    """A kill right after a backfilled thread's last comments are committed (cursor = its newest comment)
+    and before its cursor moves to the stream's floor: the re-run re-reads that post with its reply
+    counter (newest comment = the cursor), and must still move the thread's cursor to the floor, as an
+    uninterrupted run does (found by the seeded kills above: thread cursor 238, reference 338)."""
+    reference = fresh_sqlite(sqlite_template, tmp_path / "reference")
+    ref_env = {k: v for k, v in child_env(reference).items() if k.startswith(("TELEGRAM_", "INGEST_"))}
+    add_telegram_sources(reference)
+    add_telegram_sources(settings)
+    spec = {"world": {"seed": SEED, "phase": 1}, "telegram_marks": True, "marks": INGEST_MARKS,
+            "argv": ["ingest", "--all"]}  # fmt: skip
+    lines = reference_marks(reference, spec, monkeypatch, ref_env)
+    expected = snapshot(reference)
+    labels = [line.split()[2] for line in lines]
+    # a thread's last chunk committed (its cursor advanced to its newest comment; on PostgreSQL the
+    # transaction commits after the `after` mark), then the floor advance: killed at the latter's `before`
+    points = [
+        n + 2
+        for n in range(len(labels) - 1)
+        if labels[n] == "IngestionStore.advance_comment_cursor:after"
+        and labels[n + 1] == "IngestionStore.advance_comment_cursor:before"
+    ]
+    assert points, "a thread read to its end below the floor"
+    # the last such thread: its post is among the newest ones the re-run re-reads (with its counters)
+    killed = run_child(settings, {**spec, "kill_at": points[-1]})
+    assert killed.returncode == KILLED, killed.stderr
+    behind = snapshot(settings)["cursors"]["newsfeed"]
+    assert 0 < len(set(behind) - set(expected["cursors"]["newsfeed"])) == 1, "one thread cursor left behind"
+    finished = run_child(settings, spec)
+    assert finished.returncode == 0, finished.stderr
+    state = snapshot(settings)
+    for key in ("messages", "versions", "sources", "cursors"):
+        assert state[key] == expected[key], f"{key} differ"

@@ -203,6 +203,13 @@ def reference_run(
     settings: Settings, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> int:
     """The same command, uninterrupted, in this process with the same hooks; returns its mark count."""
+    return len(reference_marks(settings, spec, monkeypatch, env))
+
+
+def reference_marks(
+    settings: Settings, spec: dict[str, Any], monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> list[str]:
+    """As reference_run, returning its mark lines ("mark N label"), so a test can pick a kill point."""
     lines: list[str] = []
     with monkeypatch.context() as patch:
         crash_child.install(spec, lines.append, patch.setattr)
@@ -210,4 +217,4 @@ def reference_run(
             cli, spec["argv"], env={**db_env(settings), **env}, prog_name="tg-parser", catch_exceptions=False
         )
     assert result.exit_code == 0, result.output
-    return len(lines)
+    return lines

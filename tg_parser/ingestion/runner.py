@@ -771,7 +771,12 @@ class _Attempt:
             if floor > 0 and cursor >= floor:
                 continue  # the stream covers this thread
             if replies is not None and replies.max_id is not None and replies.max_id <= cursor:
-                continue  # nothing new in this thread since the last run
+                # Nothing new in this thread since the last run. Below the floor, every comment is stored
+                # (up to the cursor, the newest there is): the cursor moves to the floor as a read to the
+                # end would (an attempt killed between the last rows and that move left it behind).
+                if floor > cursor:
+                    sources.advance_comment_cursor(self.source.source_id, post_id, floor)
+                continue
             try:
                 self._thread(peer, post_id, cursor, floor)
             except _DiscussionUnreachable as unreachable:

@@ -55,7 +55,7 @@ from tg_parser.llm.errors import LlmRejectedEverything
 from tg_parser.logging import redact
 from tg_parser.processing.processor import EmptyMessage, Processor
 from tg_parser.stores.base import FAR_PAST
-from tg_parser.stores.processing import DocumentRow, ProcessingStore
+from tg_parser.stores.processing import DocumentRow, ProcessingStore, QueuePage
 
 # This many bad-request rejections in a row, before any success, means the settings are wrong.
 REJECTIONS_BEFORE_ABORT = 10
@@ -362,6 +362,14 @@ class ProcessCoordinator:
         permanent failures, the lease step documents) leave the queue, in their own transaction after
         the claim (on SQLite the queue is another file).
         """
+        page, held = self._lease_queue_page(room, after=self._after, lock=True)
+        if page.last is not None:
+            self._after = page.last
+        return held, page.last is None
+
+    def _lease_queue_page(self, room: int, **where: Any) -> tuple[QueuePage, list[Mapping[str, Any]]]:
+        """One page of the queue (`where`: after a key, or lapsed under other workers) leased in one
+        transaction; its rows found done already leave the queue afterwards. Returns (page, held rows)."""
         options = self.options
         with self.db.transaction():
             page = self.store.queue_page(
@@ -369,15 +377,12 @@ class ProcessCoordinator:
                 source_id=options.source_id,
                 channel_id=options.channel_id,
                 retry_failed=options.retry_failed,
-                after=self._after,
-                lock=True,
+                **where,
             )
-            if page.last is not None:
-                self._after = page.last
             held, done = self._claim(page.rows, queued=True) if page.rows else ([], [])
-            self.counts.selected += len(page.rows) - len(done)
+        self.counts.selected += len(page.rows) - len(done)
         self._dequeue_done(page.done + done)
-        return held, page.last is None
+        return page, held
 
     def _dequeue_done(self, refs: list[str]) -> None:
         """Queued messages a page found done already leave the queue (own transaction: on SQLite the
@@ -452,18 +457,7 @@ class ProcessCoordinator:
         room = min(room, self._remaining())
         if self.options.force or room <= 0:
             return False
-        options = self.options
-        with self.db.transaction():
-            page = self.store.queue_page(
-                limit=room,
-                source_id=options.source_id,
-                channel_id=options.channel_id,
-                retry_failed=options.retry_failed,
-                lapsed_for=self.worker_id,
-            )
-            held, done = self._claim(page.rows, queued=True) if page.rows else ([], [])
-        self.counts.selected += len(page.rows) - len(done)
-        self._dequeue_done(page.done + done)  # a dead worker's message done meanwhile
+        _, held = self._lease_queue_page(room, lapsed_for=self.worker_id)
         self._dispatch(held)
         if held:
             self.counts.taken_over += len(held)

@@ -65,6 +65,7 @@ from tg_parser.llm.errors import (
     LlmTimeout,
 )
 from tg_parser.llm.structured import StructuredFormat
+from tg_parser.llm.transport import LeanTransport, lean_transport_applies
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # A Retry-After longer than this is a quota, not a burst: the run stops instead of sleeping.
@@ -516,6 +517,7 @@ class LlmClient:
         logging.getLogger("httpx2").setLevel(logging.WARNING)
         # Built once (about 45 ms of CPU each): the context the SDK's HTTP client would build by default.
         self._tls = httpx2.create_ssl_context()
+        self._lean = lean_transport_applies()
         self._sdk = self._new_sdk()
         self._local = threading.local()
         self._local.sdk = self._sdk  # the constructing thread uses the first one
@@ -531,12 +533,15 @@ class LlmClient:
         self._path = "/responses" if config.api == "responses" else "/chat/completions"
 
     def _new_sdk(self) -> openai.OpenAI:
+        # One connection per thread: the lean transport does what httpx's pool of one would, for about a
+        # third of the CPU (see tg_parser.llm.transport); a proxy in the environment keeps httpx's own.
+        transport = LeanTransport(self._tls) if self._lean else None
         return openai.OpenAI(
             api_key=self.config.api_key,
             base_url=self.config.base_url,
             timeout=self.config.timeout,
             max_retries=0,  # retries are ours: see the module docstring
-            http_client=openai.DefaultHttpxClient(verify=self._tls),
+            http_client=openai.DefaultHttpxClient(verify=self._tls, transport=transport),
         )
 
     def _thread_sdk(self) -> openai.OpenAI:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,49 +39,50 @@ class RawServer:
     connections: list[int] = field(default_factory=list)  # per request: its connection's number
 
     def __post_init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        owner = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                with owner._lock:
+                    owner._accepted += 1
+                    number = owner._accepted
+                while owner._answer(self.rfile, self.connection, number):
+                    pass
+
         self._accepted = 0
         self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
     def close(self) -> None:
-        self._listener.close()
+        self._server.shutdown()
+        self._server.server_close()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            self._accepted += 1
-            threading.Thread(target=self._serve, args=(conn, self._accepted), daemon=True).start()
-
-    def _serve(self, conn: socket.socket, number: int) -> None:
-        with conn, conn.makefile("rb") as reader:
-            while True:
-                line = reader.readline()
-                if not line:
-                    return
-                target = line.split()[1].decode()
-                length = 0
-                while (header := reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = header.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = json.loads(reader.read(length) or b"{}")
-                with self._lock:
-                    self.targets.append(target)
-                    self.connections.append(number)
-                    step = self.steps[min(len(self.targets), len(self.steps)) - 1]
-                data, close = step(LlmRequest(target, body, {}, 0.0))
-                if data is not None:
-                    conn.sendall(data)
-                if close:
-                    return
+    def _answer(self, reader, conn: socket.socket, number: int) -> bool:
+        """Read one request and answer it; False when the connection is done."""
+        line = reader.readline()
+        if not line:
+            return False
+        target = line.split()[1].decode()
+        length = 0
+        while (header := reader.readline()) not in (b"\r\n", b""):
+            name, _, value = header.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = json.loads(reader.read(length) or b"{}")
+        with self._lock:
+            self.targets.append(target)
+            self.connections.append(number)
+            step = self.steps[min(len(self.targets), len(self.steps)) - 1]
+        data, close = step(LlmRequest(target, body, {}, 0.0))
+        if data is not None:
+            conn.sendall(data)
+        return not close
 
 
 def answer(request: LlmRequest) -> bytes:
@@ -136,7 +138,8 @@ def raw():
         server.close()
 
 
-def test_the_sdk_client_sends_through_the_lean_transport_without_a_proxy():
+def test_the_sdk_client_sends_through_the_lean_transport_without_a_proxy(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "localhost")  # bypasses for no proxy: not a proxy
     client = make_client("http://127.0.0.1:9/v1")
     try:
         assert isinstance(client._sdk._client._transport, LeanTransport)

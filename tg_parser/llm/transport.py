@@ -31,8 +31,9 @@ _MAX_HEADERS = 200
 
 
 def lean_transport_applies() -> bool:
-    """False when a proxy is configured in the environment (httpx would route through it)."""
-    return not urllib.request.getproxies()
+    """False when a proxy is configured in the environment (httpx would route through it); NO_PROXY
+    alone configures none."""
+    return not {"http", "https", "all"} & set(urllib.request.getproxies())
 
 
 class _Stale(Exception):

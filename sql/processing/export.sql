@@ -9,3 +9,15 @@ ORDER BY channel_id, source_id;
 -- Every topic bundle (supporting items), for resolving topic membership during export.
 -- Served by: topic_bundles primary key (full scan; one row per topic).
 SELECT * FROM processing.topic_bundles ORDER BY topic_id;
+
+-- name: export_count_documents
+-- How many documents an export's window holds (optionally one channel): decides whether the export is
+-- split over processes (tg-parser export --jobs) and where the parts end.
+-- Served by: processed_documents_channel_date_idx (an index-only range scan).
+-- plan: seqscan-ok a whole export counts every document: the planner reads them by a scan or an index-only scan, whichever it costs lower
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31
+SELECT count(*) AS documents
+FROM processing.processed_documents AS d
+WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
+  AND d.message_date >= :since
+  AND d.message_date < :until;

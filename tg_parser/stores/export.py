@@ -12,6 +12,9 @@ from typing import Any, TypeVar
 from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, Store
 
 Row = dict[str, Any]
+# A position in the export's order: (channel_id, message_date as export_stream_documents returns it,
+# source_ref).
+ExportKey = tuple[int, Any, str]
 _T = TypeVar("_T")
 
 
@@ -35,20 +38,39 @@ class ExportStore(Store):
         return self.db.fetch_all("export_document_dates", {"refs": list(refs)}) if refs else []
 
     def document_batches(
-        self, channel_id: int | None, since: datetime, until: datetime, batch_size: int = 2000
+        self,
+        channel_id: int | None,
+        since: datetime,
+        until: datetime,
+        batch_size: int = 2000,
+        *,
+        after: ExportKey | None = None,
+        upto: ExportKey | None = None,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """Documents to export, as plain tuples in `export_stream_documents`' column order, a batch at
         a time (the export's hot loop formats every column itself).
 
         Each batch is its own short read (keyset paging): no transaction or cursor stays open while the
-        caller writes a batch out, however slow the file or the HTTP client is."""
-        lo, hi = (channel_id, channel_id) if channel_id is not None else (BIGINT_MIN, BIGINT_MAX)
-        params = {"channel_lo": lo, "channel_hi": hi, "since": since, "until": until}
+        caller writes a batch out, however slow the file or the HTTP client is. `after` (exclusive) and
+        `upto` (inclusive) narrow the stream to one part of the export's order (keys from `split_keys`).
+        """
+        lo, hi = _channel_range(channel_id)
+        first = after or (lo, since, "")
+        last = upto or (hi, until, "")
+        params = {
+            "channel_lo": lo,
+            "channel_hi": hi,
+            "since": since,
+            "until": until,
+            "upto_channel": last[0],
+            "upto_date": last[1],
+            "upto_ref": last[2],
+        }
         # Columns 0-2 are source_ref, channel_id, message_date: the keyset, handed back as read.
         batches = self.db.keyset_batches(
             "export_stream_documents",
             params,
-            start={"after_channel": lo, "after_date": since, "after_ref": ""},
+            start={"after_channel": first[0], "after_date": first[1], "after_ref": first[2]},
             after=lambda row: {"after_channel": row[1], "after_date": row[2], "after_ref": row[0]},
             batch_size=batch_size,
             tuples=True,
@@ -61,6 +83,37 @@ class ExportStore(Store):
                 yield from batches
             else:
                 yield from read_ahead(batches)
+
+    def count_documents(self, channel_id: int | None, since: datetime, until: datetime) -> int:
+        """The documents in an export's window (one channel or all, [since, until) on message dates)."""
+        return int(self.db.fetch_scalar("export_count_documents", _window(channel_id, since, until)) or 0)
+
+    def split_keys(
+        self, channel_id: int | None, since: datetime, until: datetime, parts: int, documents: int
+    ) -> list[ExportKey]:
+        """Where the `documents` (`count_documents`) of an export's window split into `parts` parts of
+        about equal size, in the export's order: the last key of every part but the last (fewer keys
+        when there are fewer documents than parts; none for an empty window). Each key is given to
+        `document_batches` as `upto` of its part and `after` of the next one."""
+        window = _window(channel_id, since, until)
+        keys: list[ExportKey] = []
+        for skip in sorted({documents * part // parts - 1 for part in range(1, parts)}):
+            if skip < 0:
+                continue
+            row = self.db.fetch_one("export_split_key", {**window, "skip": skip})
+            if row is None:  # documents deleted since the count: the rest is one part
+                break
+            keys.append((int(row["channel_id"]), row["message_date"], row["source_ref"]))
+        return keys
+
+
+def _channel_range(channel_id: int | None) -> tuple[int, int]:
+    return (channel_id, channel_id) if channel_id is not None else (BIGINT_MIN, BIGINT_MAX)
+
+
+def _window(channel_id: int | None, since: datetime, until: datetime) -> dict[str, Any]:
+    lo, hi = _channel_range(channel_id)
+    return {"channel_lo": lo, "channel_hi": hi, "since": since, "until": until}
 
 
 def read_ahead(batches: Iterator[_T]) -> Iterator[_T]:

@@ -10,9 +10,11 @@
 -- starts after the last row's (channel_id, message_date, source_ref), given back as read (the
 -- message_date text cast back to timestamptz). One channel is channel_lo = channel_hi, every channel
 -- the whole bigint range (a range, not "NULL means any", so a generic plan still bounds the scan).
+-- The upper bound (upto_*, inclusive) ends one part of an export split over processes (tg-parser
+-- export --jobs); a whole export passes (channel_hi, until, ''), above every row of the window.
 -- Served by: processed_documents_channel_date_idx for the scan and order, raw_messages and raw_message_counters primary
 -- keys for the joins (counters: the latest refresh, else the snapshot's).
--- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' upto_channel=9223372036854775807 upto_date=9999-12-31 upto_ref='' batch_size=2000
 SELECT d.source_ref, d.channel_id,
        to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date,
        to_char(d.processed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS processed_at,
@@ -30,6 +32,7 @@ WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
   AND d.message_date >= :since
   AND d.message_date < :until
   AND (d.channel_id, d.message_date, d.source_ref) > (:after_channel, CAST(:after_date AS TIMESTAMPTZ), :after_ref)
+  AND (d.channel_id, d.message_date, d.source_ref) <= (:upto_channel, CAST(:upto_date AS TIMESTAMPTZ), :upto_ref)
 ORDER BY d.channel_id, d.message_date, d.source_ref
 LIMIT :batch_size;
 
@@ -41,3 +44,19 @@ LIMIT :batch_size;
 SELECT d.source_ref, d.message_date, d.channel_id
 FROM processing.processed_documents AS d
 WHERE d.source_ref IN (SELECT jsonb_array_elements_text(:refs));
+
+-- name: export_split_key
+-- The export key (channel_id, message_date, source_ref) of the document at position :skip of the
+-- export's order within its window: where one part of an export split over processes ends (tg-parser
+-- export --jobs). message_date comes back as export_stream_documents returns it, so the key can be
+-- handed to that query as is. Counts documents only (the stream's join to raw_messages is left out: the
+-- parts need not be equal, only disjoint and in order).
+-- Served by: processed_documents_channel_date_idx (an index-only range scan of :skip entries).
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 skip=100
+SELECT d.channel_id, to_char(d.message_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS message_date, d.source_ref
+FROM processing.processed_documents AS d
+WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
+  AND d.message_date >= :since
+  AND d.message_date < :until
+ORDER BY d.channel_id, d.message_date, d.source_ref
+LIMIT 1 OFFSET :skip;

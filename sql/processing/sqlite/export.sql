@@ -12,9 +12,11 @@
 -- keyset's row value alone (the first batch starts at (channel_lo, since, '')): with a separate
 -- `channel_id >= :channel_lo` SQLite seeks on that instead and every batch rescans the index from the
 -- start of the range (quadratic in the export); this way each batch seeks to where the last one ended.
+-- The upper bound (upto_*, inclusive) ends one part of an export split over processes (tg-parser
+-- export --jobs); a whole export passes (channel_hi, until, ''), above every row of the window.
 -- Served by: processed_documents_channel_date_idx for the seek and order, raw_messages and
 -- raw_message_counters primary keys for the joins (counters: the latest refresh, else the snapshot's).
--- example: channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' batch_size=2000
+-- example: channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 after_channel=-9223372036854775808 after_date=1970-01-01 after_ref='' upto_channel=9223372036854775807 upto_date=9999-12-31 upto_ref='' batch_size=2000
 SELECT d.source_ref, d.channel_id, d.message_date || '' AS message_date, d.processed_at || '' AS processed_at,
        d.text_clean, d.summary, CAST(d.topics AS BLOB) AS topics, CAST(d.entities AS BLOB) AS entities,
        d.language, d.model, d.prompt_id, d.pipeline_version,
@@ -28,6 +30,7 @@ WHERE d.channel_id <= :channel_hi
   AND d.message_date >= :since
   AND d.message_date < :until
   AND (d.channel_id, d.message_date, d.source_ref) > (:after_channel, :after_date, :after_ref)
+  AND (d.channel_id, d.message_date, d.source_ref) <= (:upto_channel, :upto_date, :upto_ref)
 ORDER BY d.channel_id, d.message_date, d.source_ref
 LIMIT :batch_size;
 
@@ -39,3 +42,19 @@ LIMIT :batch_size;
 SELECT d.source_ref, d.message_date, d.channel_id
 FROM processing.processed_documents AS d
 WHERE d.source_ref IN (SELECT value FROM json_each(:refs));
+
+-- name: export_split_key
+-- The export key (channel_id, message_date, source_ref) of the document at position :skip of the
+-- export's order within its window: where one part of an export split over processes ends (tg-parser
+-- export --jobs). message_date comes back as export_stream_documents returns it, so the key can be
+-- handed to that query as is. Counts documents only (the stream's join to raw_messages is left out: the
+-- parts need not be equal, only disjoint and in order).
+-- Served by: processed_documents_channel_date_idx (an index-only range scan of :skip entries).
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 skip=100
+SELECT d.channel_id, d.message_date || '' AS message_date, d.source_ref
+FROM processing.processed_documents AS d
+WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
+  AND d.message_date >= :since
+  AND d.message_date < :until
+ORDER BY d.channel_id, d.message_date, d.source_ref
+LIMIT 1 OFFSET :skip;

@@ -6,9 +6,11 @@ clock of the whole command (start-up included). A shared machine moves the wall 
 export runs --repeat times (the median is reported, and the largest RSS) and the CPU seconds of the
 command (the client's, start-up included, also per entry) and the load average are printed beside
 it; on PostgreSQL the CPU seconds of the server backends serving the export are sampled from /proc (the
-server must run on this machine) and "entries/CPU s" counts client plus server CPU.
+server must run on this machine) and "entries/CPU s" counts client plus server CPU. The client's CPU
+includes the helper processes of a split export (they are its children, waited for); --jobs is passed
+to the command (default: the command's own choice, 2 processes at these sizes on 2 or more CPUs).
 
-    python bench/bench_export.py [--sizes 50000,200000] [--dialects sqlite,postgres] [--repeat 3]
+    python bench/bench_export.py [--sizes 50000,200000] [--dialects sqlite,postgres] [--repeat 3] [--jobs N]
 """
 
 from __future__ import annotations
@@ -106,7 +108,9 @@ def populate(settings, count: int) -> None:
         db.close()
 
 
-def _measure_export(out: Path, env: dict[str, str]) -> tuple[float, int, float, float, float]:
+def _measure_export(
+    out: Path, env: dict[str, str], jobs: int | None = None
+) -> tuple[float, int, float, float, float]:
     """One export command: (wall seconds, peak RSS bytes, CPU seconds, PostgreSQL backend CPU seconds
     (0 on SQLite), 1-minute load before it)."""
     load = os.getloadavg()[0]
@@ -116,7 +120,10 @@ def _measure_export(out: Path, env: dict[str, str]) -> tuple[float, int, float, 
     # Backends already connected (none: the command opens its own) would count from their start.
     start_cpu = {pid: process_cpu(pid) or 0.0 for pid in backend_pids(pg_db)} if pg_db else {}
     seconds, peak = run_measured(
-        tg_parser_cmd("export", "--out", str(out), "--silent"), env, pg_db=pg_db, server_cpu=server
+        tg_parser_cmd("export", "--out", str(out), "--silent", *(["--jobs", str(jobs)] if jobs else [])),
+        env,
+        pg_db=pg_db,
+        server_cpu=server,
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -131,6 +138,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="50000,200000")
     parser.add_argument("--dialects", default="sqlite,postgres")
     parser.add_argument("--repeat", type=int, default=3, help="exports per size (median reported)")
+    parser.add_argument("--jobs", type=int, default=None, help="export --jobs (default: the command's)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
@@ -142,7 +150,7 @@ def main() -> None:
                 settings, env = fresh_install(dialect, work, name)
                 populate(settings, size)
                 out = work / f"out_{dialect}_{size}"
-                runs = [_measure_export(out, env) for _ in range(max(args.repeat, 1))]
+                runs = [_measure_export(out, env, args.jobs) for _ in range(max(args.repeat, 1))]
                 seconds = statistics.median(r[0] for r in runs)
                 peak = max(r[1] for r in runs)
                 cpu = statistics.median(r[2] for r in runs)

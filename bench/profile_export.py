@@ -43,7 +43,7 @@ class _Replay:
     def __init__(self, batches: list[list[tuple[Any, ...]]]) -> None:
         self.batches = batches
 
-    def document_batches(self, *_: Any) -> Any:
+    def document_batches(self, *_: Any, **__: Any) -> Any:
         return (batch for batch in self.batches)
 
 

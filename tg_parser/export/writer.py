@@ -22,13 +22,15 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.codec import format_timestamp
 from tg_parser.domain.ids import kb_topic_id
 from tg_parser.errors import TgParserError
+from tg_parser.export import parallel
 from tg_parser.export.links import channel_link, message_path
 from tg_parser.stores.base import FAR_FUTURE, FAR_PAST
-from tg_parser.stores.export import ExportStore
+from tg_parser.stores.export import ExportKey, ExportStore
 
 TITLE_MAX = 120
 _FOLDER_HINT = "check that --out names a folder you can write to"
@@ -94,24 +96,41 @@ class _AtomicFiles:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.pending: list[tuple[Path, Path]] = []
+        self.scratches: list[Path] = []
 
     def open(self, name: str, *, binary: bool = False) -> Any:
         final = self.out_dir / name
-        temp = self.out_dir / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+        temp = self._temp_name(name)
         self.pending.append((temp, final))
         if binary:
             return temp.open("wb", buffering=1 << 20)
         return temp.open("w", encoding="utf-8", newline="\n")
 
+    def scratch(self, name: str) -> Path:
+        """A temporary file beside the others that is never renamed into place: removed at the end."""
+        temp = self._temp_name(name)
+        self.scratches.append(temp)
+        return temp
+
+    def _temp_name(self, name: str) -> Path:
+        return self.out_dir / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
     def commit(self) -> None:
         for temp, final in self.pending:
             os.replace(temp, final)
         self.pending.clear()
+        self._clear_scratches()
 
     def abort(self) -> None:
         for temp, _ in self.pending:
             temp.unlink(missing_ok=True)
         self.pending.clear()
+        self._clear_scratches()
+
+    def _clear_scratches(self) -> None:
+        for temp in self.scratches:
+            temp.unlink(missing_ok=True)
+        self.scratches.clear()
 
 
 def export(
@@ -119,7 +138,14 @@ def export(
     out_dir: Path,
     filters: ExportFilters | None = None,
     on_entry: Callable[[], None] | None = None,
+    *,
+    jobs: int | None = 1,
+    settings: Settings | None = None,
 ) -> ExportResult:
+    """Write the export into `out_dir`. With `jobs` > 1 (None: `parallel.auto_jobs` decides) and the
+    `settings` `db` was opened with, the message entries are written by that many processes
+    (export/parallel.py); the files are the same bytes either way. Inside a transaction the export runs
+    in one process (helpers would not see its writes)."""
     filters = filters or ExportFilters()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,8 +163,9 @@ def export(
     files = _AtomicFiles(out_dir)
     try:
         with files.open("kb_entries.ndjson", binary=True) as ndjson:
+            split = _split(plan, filters, jobs, settings, files)
             result.message_entries, exported_cards = _write_kb(
-                plan, ndjson, filters, docs_for_topics, on_entry
+                plan, ndjson, filters, docs_for_topics, on_entry, split
             )
             result.topic_entries = len(exported_cards)
         bundles = plan.bundles
@@ -203,26 +230,52 @@ def _plan(store: ExportStore, filters: ExportFilters) -> _Plan:
     return _Plan(store, usernames, cards, bundles, membership, allowed, cited)
 
 
+@dataclass
+class _Split:
+    """The export cut into len(keys) + 1 ranges, written by that many processes."""
+
+    keys: list[ExportKey]
+    settings: Settings
+    files: _AtomicFiles
+
+
+def _split(
+    plan: _Plan, filters: ExportFilters, jobs: int | None, settings: Settings | None, files: _AtomicFiles
+) -> _Split | None:
+    if jobs == 1 or settings is None or plan.store.db.in_transaction:
+        return None
+    window = (filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE)
+    documents = plan.store.count_documents(*window)
+    jobs = parallel.auto_jobs(documents) if jobs is None else jobs
+    keys = plan.store.split_keys(*window, parts=jobs, documents=documents) if jobs > 1 else []
+    return _Split(keys, settings, files) if keys else None
+
+
 def _write_kb(
     plan: _Plan,
     out: BinaryIO,
     filters: ExportFilters,
     docs_for_topics: dict[str, dict[str, Any]],
     on_entry: Callable[[], None] | None = None,
+    split: _Split | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Write the knowledge-base entries (messages, then the topics they cite); returns the message
     count and the topic cards written."""
-    count = _write_message_entries(
-        plan.store,
-        out,
-        filters,
-        plan.usernames,
-        plan.membership,
-        plan.allowed,
-        plan.cited,
-        docs_for_topics,
-        on_entry,
-    )
+    context = parallel.EntryContext(filters, plan.usernames, plan.membership, plan.allowed, plan.cited)
+    if split is None:
+        count = _write_part(plan.store, out, context, None, None, docs_for_topics, on_entry)
+    else:
+        count = parallel.write_parts(
+            plan.store,
+            out,
+            context,
+            split.keys,
+            settings=split.settings,
+            spool=lambda index: split.files.scratch(f"kb_entries.ndjson.part{index}"),
+            write_part=_write_part,
+            docs_for_topics=docs_for_topics,
+            on_entry=on_entry,
+        )
     exported_cards = [c for c in plan.cards if any(a["source_ref"] in docs_for_topics for a in c["anchors"])]
     for card in exported_cards:
         out.write(_line(_topic_entry(card, plan.bundles.get(card["topic_id"]), docs_for_topics)))
@@ -277,6 +330,31 @@ def _json_value(value: bytes | str) -> Any:
         return json.loads(value)
 
 
+def _write_part(
+    store: ExportStore,
+    out: BinaryIO,
+    context: parallel.EntryContext,
+    after: ExportKey | None,
+    upto: ExportKey | None,
+    docs_for_topics: dict[str, dict[str, Any]],
+    on_entry: Callable[[], None] | None,
+) -> int:
+    """The message entries of one range of the export's order (all of it with no bounds)."""
+    return _write_message_entries(
+        store,
+        out,
+        context.filters,
+        context.usernames,
+        context.membership,
+        context.allowed,
+        context.cited,
+        docs_for_topics,
+        on_entry,
+        after=after,
+        upto=upto,
+    )
+
+
 def _write_message_entries(
     store: ExportStore,
     out: BinaryIO,
@@ -287,8 +365,12 @@ def _write_message_entries(
     cited: set[str],
     docs_for_topics: dict[str, dict[str, Any]],
     on_entry: Callable[[], None] | None,
+    *,
+    after: ExportKey | None = None,
+    upto: ExportKey | None = None,
 ) -> int:
-    """Stream the message entries into `out`; returns how many were written.
+    """Stream the message entries into `out` (those after `after` up to `upto`, when given); returns
+    how many were written.
 
     The hot path of the export, so it is written for speed: rows arrive as tuples a batch at a time
     (no dict per row), every name the loop uses is local, a channel's link base is built once, and each
@@ -296,7 +378,7 @@ def _write_message_entries(
     order below.
     """
     batches = store.document_batches(
-        filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE
+        filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE, after=after, upto=upto
     )
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
     write, title_of, link_in, json_value = out.write, make_title, message_path, _json_value

@@ -74,10 +74,13 @@ def make_title(summary: str | None, text: str) -> str:
     source = (summary or "").strip() or text.strip()
     end = _SENTENCE_END.search(source)
     first = " ".join((source[: end.start()] if end else source).split())
-    if len(first) > TITLE_MAX:
-        cut = first[:TITLE_MAX].rsplit(" ", 1)[0] or first[:TITLE_MAX]
-        first = cut.rstrip(",;:-–— ") + "…"
-    return first or "(untitled)"
+    return (first if len(first) <= TITLE_MAX else _cut_title(first)) or "(untitled)"
+
+
+def _cut_title(first: str) -> str:
+    """A first sentence longer than TITLE_MAX, cut at a word boundary."""
+    cut = first[:TITLE_MAX].rsplit(" ", 1)[0] or first[:TITLE_MAX]
+    return cut.rstrip(",;:-–— ") + "…"
 
 
 def topic_file_name(topic_id: str) -> str:
@@ -380,11 +383,12 @@ def _write_message_entries(
     batches = store.document_batches(
         filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE, after=after, upto=upto
     )
-    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    write, title_of, link_in, json_value = out.write, make_title, message_path, _json_value
+    dumps, newline, fragment = orjson.dumps, orjson.OPT_APPEND_NEWLINE, orjson.Fragment
+    write, link_in, json_value, sentence_end = out.write, message_path, _json_value, _SENTENCE_END.search
     no_topics: list[str] = []
     topic_ids_of = {ref: sorted(ids) for ref, ids in membership.items()}
-    link_bases: dict[int, str] = {}
+    # Rows come in channel order: a channel's username and link base are looked up when it changes.
+    channel, username, base = None, None, ""
     count = 0
     with closing(batches):
         for batch in batches:
@@ -414,13 +418,22 @@ def _write_message_entries(
             ) in batch:
                 if allowed is not None and ref not in allowed:
                     continue
-                username = usernames.get(channel_id)
-                base = link_bases.get(channel_id)
-                if base is None:
-                    base = link_bases[channel_id] = channel_link(channel_id, username)
-                url = base + link_in(message_type, message_id, thread_id)
+                if channel_id != channel:
+                    channel, username = channel_id, usernames.get(channel_id)
+                    base = channel_link(channel_id, username)
+                url = base + (
+                    f"/{message_id}"
+                    if message_type != "comment"
+                    else link_in(message_type, message_id, thread_id)
+                )
+                # make_title and the content rule, inlined (the loop's largest share after orjson):
+                # each side stripped once.
                 summary = summary or ""
-                title = title_of(summary, text)
+                stripped, text_stripped = summary.strip(), text.strip()
+                head = stripped or text_stripped
+                end = sentence_end(head)
+                title = " ".join((head[: end.start()] if end else head).split())
+                title = (title if len(title) <= TITLE_MAX else _cut_title(title)) or "(untitled)"
                 write(
                     dumps(
                         {
@@ -434,12 +447,14 @@ def _write_message_entries(
                             "message_id": message_id,
                             "title": title,
                             "content": f"{summary}\n\n{text}"
-                            if summary and summary.strip() != text.strip()
+                            if summary and stripped != text_stripped
                             else text,
                             "summary": summary,
-                            "topics": json_value(topics),
+                            "topics": fragment(topics) if type(topics) is bytes else json_value(topics),
                             "topic_ids": topic_ids_of.get(ref, no_topics),
-                            "entities": json_value(entities),
+                            "entities": fragment(entities)
+                            if type(entities) is bytes
+                            else json_value(entities),
                             "language": language or "und",
                             "url": url,
                             "message_date": message_date,

@@ -314,6 +314,7 @@ def _cli_table() -> list[Cli]:
     add(_rows("export", "topic_id", IDS, lambda v: [*export, "--topic", v]))
     add(_rows("export", "since", DATES, lambda v: [*export, "--since", v]))
     add(_rows("export", "until", DATES, lambda v: [*export, "--until", v]))
+    add(_rows("export", "jobs", [*INTS, ("zero", "0")], lambda v: [*export, "--jobs", v]))
     # ingest
     add(_rows("ingest", "source_ids", IDS, lambda v: ["ingest", "--source", v]))
     add(_rows("ingest", "limit", INTS, lambda v: ["ingest", "--all", "--limit", v]))

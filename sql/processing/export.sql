@@ -21,3 +21,20 @@ FROM processing.processed_documents AS d
 WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
   AND d.message_date >= :since
   AND d.message_date < :until;
+
+-- name: export_split_key
+-- The export key (channel_id, message_date, source_ref) of the document at position :skip of the
+-- export's order within its window: where one part of an export split over processes ends (tg-parser
+-- export --jobs). The key is only handed back to export_stream_documents (its after_*/upto_* bounds), so
+-- message_date comes back as its plain text (`|| ''`: the stored text on SQLite, the session's timestamptz
+-- output on PostgreSQL, which the stream's CAST reads back to the same instant). Counts documents only
+-- (the stream's join to raw_messages is left out: the parts need not be equal, only disjoint and in order).
+-- Served by: processed_documents_channel_date_idx (an index range scan of :skip entries).
+-- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 skip=100
+SELECT d.channel_id, d.message_date || '' AS message_date, d.source_ref
+FROM processing.processed_documents AS d
+WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
+  AND d.message_date >= :since
+  AND d.message_date < :until
+ORDER BY d.channel_id, d.message_date, d.source_ref
+LIMIT 1 OFFSET :skip;

@@ -42,19 +42,3 @@ LIMIT :batch_size;
 SELECT d.source_ref, d.message_date, d.channel_id
 FROM processing.processed_documents AS d
 WHERE d.source_ref IN (SELECT value FROM json_each(:refs));
-
--- name: export_split_key
--- The export key (channel_id, message_date, source_ref) of the document at position :skip of the
--- export's order within its window: where one part of an export split over processes ends (tg-parser
--- export --jobs). message_date comes back as export_stream_documents returns it, so the key can be
--- handed to that query as is. Counts documents only (the stream's join to raw_messages is left out: the
--- parts need not be equal, only disjoint and in order).
--- Served by: processed_documents_channel_date_idx (an index-only range scan of :skip entries).
--- example: channel_lo=-9223372036854775808 channel_hi=9223372036854775807 since=1970-01-01 until=9999-12-31 skip=100
-SELECT d.channel_id, d.message_date || '' AS message_date, d.source_ref
-FROM processing.processed_documents AS d
-WHERE d.channel_id BETWEEN :channel_lo AND :channel_hi
-  AND d.message_date >= :since
-  AND d.message_date < :until
-ORDER BY d.channel_id, d.message_date, d.source_ref
-LIMIT 1 OFFSET :skip;

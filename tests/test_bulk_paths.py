@@ -127,6 +127,9 @@ def test_sqlite_export_batches_seek_on_the_keyset(db: Database) -> None:
         "after_channel": 1,
         "after_date": FAR_PAST,
         "after_ref": "",
+        "upto_channel": BIGINT_MAX,
+        "upto_date": FAR_FUTURE,
+        "upto_ref": "",
         "batch_size": 10,
     }
     plan = "\n".join(db.explain("export_stream_documents", params))
@@ -145,6 +148,9 @@ def test_export_tuples_carry_the_same_values_as_dict_rows(db: Database) -> None:
         "after_channel": BIGINT_MIN,
         "after_date": FAR_PAST,
         "after_ref": "",
+        "upto_channel": BIGINT_MAX,
+        "upto_date": FAR_FUTURE,
+        "upto_ref": "",
         "batch_size": 100,
     }
     rows = db.fetch_all("export_stream_documents", params)

@@ -1,0 +1,1 @@
+-- Nothing was changed on PostgreSQL (see 0004.raw_checks.sql).

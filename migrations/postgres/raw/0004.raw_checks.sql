@@ -1,0 +1,5 @@
+-- depends: 0003.counters_hygiene
+-- compatibility: additive (nothing changes on PostgreSQL)
+-- On SQLite this migration turns raw_messages' CHECK triggers into table constraints (issue 14).
+-- PostgreSQL has had those constraints since 0003 (raw_messages_message_id_check,
+-- raw_messages_source_ref_check): nothing to do here; the file keeps both dialects' histories aligned.

@@ -19,7 +19,7 @@ from tg_parser.config import Settings
 from tg_parser.db import migrations
 from tg_parser.db.base import Database
 from tg_parser.db.connect import dialect_of, open_database, pg_target
-from tg_parser.db.resources import STORES
+from tg_parser.db.resources import STORES, migrations_dir
 from tg_parser.db.sqlite import store_path
 from tg_parser.domain.models import Entity, ProcessedDocument, RawMessage, RunReport, Source
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
@@ -240,6 +240,43 @@ def test_an_older_sqlite_install_upgrades_and_transfers_with_checksums_passing(
     for entry in report.tables:
         assert entry.match and entry.rows_source == entry.rows_target, entry
     assert read_everything(pg_only_settings, refs) == read_everything(lite, refs)
+
+
+def test_sqlite_raw_checks_rebuild_keeps_rows_and_refuses_foreign_keys_on(sqlite_dir) -> None:
+    """raw 0004 (SQLite) rebuilds raw_messages with its CHECKs as table constraints: the rows (and their
+    rowids) and the rows that reference them survive, the triggers are gone; run on a connection that
+    enforces foreign keys (where DROP TABLE would cascade to those rows), it stops before any change."""
+    lite = sqlite_settings(sqlite_dir)
+    db = open_database(lite)
+    try:
+        raw = RawStore(db)
+        raw.store_batch([msg(1, views=10), msg(2), msg(3)])
+        raw.store_batch([msg(3, "edited")])
+    finally:
+        db.close()
+    everything = "SELECT rowid, * FROM {} ORDER BY rowid"
+    tables = ("raw_messages", "raw_message_versions", "pending_work")
+    before = {t: _direct(lite, "raw", everything.format(t)) for t in tables}
+    assert len(before["raw_message_versions"]) == 1 and len(before["pending_work"]) == 3
+    assert migrations.rollback(lite, "raw", 1) == ["0004.raw_checks"]
+    triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'raw_messages'"
+    assert len(_direct(lite, "raw", triggers)) == 2
+
+    forward = (migrations_dir("sqlite", "raw") / "0004.raw_checks.sql").read_text("utf-8")
+    conn = sqlite3.connect(store_path(sqlite_dir, "raw"), isolation_level=None)
+    try:
+        conn.execute("PRAGMA foreign_keys = ON")
+        with pytest.raises(sqlite3.IntegrityError, match="run_this_migration_with_foreign_keys_off"):
+            conn.executescript(forward)
+    finally:
+        conn.close()
+    assert {t: _direct(lite, "raw", everything.format(t)) for t in tables} == before
+    assert len(_direct(lite, "raw", triggers)) == 2
+
+    migrations.upgrade(lite)
+    assert {t: _direct(lite, "raw", everything.format(t)) for t in tables} == before
+    assert _direct(lite, "raw", triggers) == []
+    assert _direct(lite, "raw", "PRAGMA foreign_key_check") == []
 
 
 def test_postgres_keys_collate_c_payloads_lz4_counters_fillfactor_brin(pg_only_settings: Settings) -> None:

@@ -763,9 +763,9 @@ class ExportImporter:
 @contextmanager
 def _no_cycle_collection() -> Iterator[None]:
     """Pass 1 without Python's cycle collector. Each message allocates a dozen dicts and lists (the
-    decoded JSON, the payload, the fields), so the collector ran every few messages and re-scanned the
-    survivors, about a tenth of the pass; none of them is part of a cycle (decoded JSON cannot be), so
-    reference counting frees each message's objects as before and memory stays flat."""
+    decoded JSON, the payload, the fields), so the collector ran every few messages for nothing: none
+    of them is part of a cycle (decoded JSON cannot be), reference counting frees each message's
+    objects as before, and memory stays flat. (Pass 2 allocates far less: measured, no gain there.)"""
     enabled = gc.isenabled()
     gc.disable()
     try:

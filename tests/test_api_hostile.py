@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from support.api_server import ThreadedApi, checksums, new_key, seed_example
 
 from tg_parser.db.connect import open_database
+from tg_parser.ingestion.sources import MAX_SOURCE_ID, MAX_TITLE
 
 # Already percent-encoded, so broken UTF-8 and NUL reach the server as bytes.
 PAYLOADS = [
@@ -227,6 +228,21 @@ def test_hostile_json_bodies_are_refused_cleanly(hostile):
             problems.append(f"POST {path} {raw[:80]!r}: {why}: {answer}")
     assert not problems, "\n".join(problems)
     assert checksums(server.state.settings) == before
+
+
+def test_source_ids_and_titles_up_to_the_cli_limits_are_accepted_and_longer_ones_are_422(hostile):
+    """The API's field limits are the ones `tg-parser sources add` applies (one constant each)."""
+    _, client = hostile
+    for field, limit in (("source_id", MAX_SOURCE_ID), ("title", MAX_TITLE)):
+        refused = client.post("/api/v1/sources", {"channel": "@durov", field: "a" * (limit + 1)})
+        assert refused.status == 422, (field, refused)
+        assert refused.json()["error"]["message"].startswith(f"{field}: "), refused
+    longest = {"channel": "@durov", "source_id": "s" * MAX_SOURCE_ID, "title": "t" * MAX_TITLE}
+    assert client.post("/api/v1/sources", longest).status == 201
+    listed = client.get("/api/v1/sources").json()["items"]
+    assert [(s["source_id"], s["title"]) for s in listed] == [("s" * MAX_SOURCE_ID, "t" * MAX_TITLE)]
+    assert client.post("/api/v1/runs", {"source": "s" * (MAX_SOURCE_ID + 1)}).status == 422
+    assert client.post("/api/v1/runs", {"source": "s" * MAX_SOURCE_ID, "steps": ["export"]}).status == 202
 
 
 def test_channel_ids_beyond_a_bigint_are_422(hostile):

@@ -20,6 +20,7 @@ from tg_parser.api import pagination
 from tg_parser.api.app import ApiState, json_response
 from tg_parser.api.errors import bad_request, not_found
 from tg_parser.errors import TgParserError
+from tg_parser.ingestion.sources import MAX_SOURCE_ID, MAX_TITLE
 
 probes = APIRouter(tags=["probes"])
 v1 = APIRouter(prefix="/api/v1")
@@ -184,8 +185,8 @@ class SourceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: str = Field(max_length=MAX_TEXT, description="@username, t.me link or numeric channel id")
-    source_id: str | None = Field(None, max_length=200)
-    title: str | None = Field(None, max_length=MAX_TEXT)
+    source_id: str | None = Field(None, max_length=MAX_SOURCE_ID)
+    title: str | None = Field(None, max_length=MAX_TITLE)
     comments: bool = False
     since: str | None = None
     until: str | None = None
@@ -496,7 +497,7 @@ class RunIn(BaseModel):
         default_factory=lambda: ["ingest", "process", "topicize", "export"], min_length=1, max_length=4
     )
     source: str | None = Field(
-        None, max_length=200, description="A source id; every active source when absent."
+        None, max_length=MAX_SOURCE_ID, description="A source id; every active source when absent."
     )
     options: RunOptions = Field(default_factory=RunOptions)
     webhook_url: str | None = Field(

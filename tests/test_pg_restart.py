@@ -313,7 +313,10 @@ def test_process_across_a_restart(cluster, pg, outage, mark, pause_at, argv, tmp
         assert code == EXIT_FAILURE and not assert_whole_lines(err), (code, err)
         assert "process: FAILED (DatabaseUnavailable: cannot connect to PostgreSQL" in err, err
     else:
-        assert_one_clear_line(code, err)
+        # The database went away mid-run: the work ran and failed (exit 1, as `ingest` and `run`), not
+        # the configuration error (3) of a database unreachable from the start.
+        line = assert_one_clear_line(code, err, codes=(EXIT_FAILURE,))
+        assert line.startswith("Error: the database went away during the run: "), line
     # Nothing half-written: a message is documented and out of the queue, or queued without a document;
     # the batch that was in its transaction at the crash is not there.
     refs, queued, documented = queue_and_documents(pg)

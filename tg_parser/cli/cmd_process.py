@@ -15,7 +15,7 @@ from tg_parser.cli.output import emit_json, emit_table, json_option, say, show_p
 from tg_parser.cli.signals import stop_on_signals
 from tg_parser.cli.types import FiniteFloatRange
 from tg_parser.config.settings import MAX_COUNT, MAX_LEASE_SECONDS
-from tg_parser.errors import InvalidInput
+from tg_parser.errors import EXIT_FAILURE, DatabaseUnavailable, InvalidInput, TgParserError
 from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
 from tg_parser.logging import STDERR_LOCK, live_line
 from tg_parser.prices import estimate_cost, format_cost, price_table
@@ -30,6 +30,15 @@ from tg_parser.processing.selection import build_document_processor, choose_proc
 from tg_parser.stores import IngestionStore, ProcessingStore
 
 EXIT_INTERRUPTED = 130
+
+
+class DatabaseLost(TgParserError):
+    """The database went away after the run had started: the work ran and failed (exit 1, as `ingest`
+    and `run` do), not a configuration error. What was committed is kept and the next run resumes."""
+
+    exit_code = EXIT_FAILURE
+
+
 STOPPING = (
     "\nStopping: writing finished documents, abandoning requests in flight (Ctrl-C again to quit now)…\n"
 )
@@ -158,7 +167,14 @@ def command(
         )
         with _progress(silent or as_json) as on_progress, stop_on_signals(coordinator.stop, STOPPING):
             coordinator.on_progress = on_progress
-            report = coordinator.run()
+            try:
+                report = coordinator.run()
+            except DatabaseUnavailable as exc:
+                raise DatabaseLost(
+                    f"the database went away during the run: {exc.message}",
+                    (exc.hint + "; " if exc.hint else "")
+                    + "what was committed is kept, the next run takes over the rest once its leases lapse",
+                ) from exc
 
     cost = estimate_cost(
         built.processor.model,

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import jsonschema
@@ -131,6 +130,7 @@ def test_one_failing_source_does_not_stop_the_others(settings, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)  # a real process's first cycle; minutes on a loaded machine
 def test_every_stops_cleanly_on_sigterm(sqlite_dir, tmp_path):
     env = {**os.environ, "DB_TYPE": "sqlite", "DB_SQLITE_DIR": str(sqlite_dir)}
     subprocess.run(
@@ -159,14 +159,12 @@ def test_every_stops_cleanly_on_sigterm(sqlite_dir, tmp_path):
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     try:
-        assert sleeping.wait(60), "".join(lines)
+        assert sleeping.wait(180), "".join(lines)
     finally:
-        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        proc.wait(timeout=120)  # a stop that did not cut the 1 h sleep short fails here
         reader.join(timeout=30)
     err = "".join(lines)
-    assert time.monotonic() - started < 10
     assert proc.returncode == 0, err
     assert "Next cycle in 1h" in err and "Stopped." in err
     assert "Traceback" not in err

@@ -629,7 +629,15 @@ def test_unreachable_database_is_one_line_naming_host_and_port() -> None:
             "DB_CONNECT_TIMEOUT": "3",
         }
     )
-    for args in (["sources", "list"], ["db", "status"], ["init"], ["sql", "explain", "sources_get"]):
+    # `process` too: a database unreachable from the start is configuration (3); one lost mid-run is 1
+    # (tests/test_pg_restart.py)
+    for args in (
+        ["sources", "list"],
+        ["db", "status"],
+        ["init"],
+        ["sql", "explain", "sources_get"],
+        ["process"],
+    ):
         result = run(*args)
         assert result.exit_code == EXIT_CONFIG, (args, result.output)
         line = one_error_line(result)

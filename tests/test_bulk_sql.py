@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import random
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from tg_parser.db.base import Database
 from tg_parser.db.catalog import SqlCatalog
-from tg_parser.db.codec import JsonText, dump_json, format_timestamp
+from tg_parser.db.codec import JsonText, NaiveDatetimeError, dump_json, format_timestamp
 from tg_parser.domain.models import Entity, ProcessedDocument
-from tg_parser.stores.processing import ProcessingStore, document_row
+from tg_parser.stores.processing import DocumentRow, ProcessingStore, document_row
 from tg_parser.stores.raw import RawStore, raw_row
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -255,3 +255,35 @@ def test_a_document_written_alone_equals_one_written_in_a_batch(db: Database) ->
         assert a is not None and b is not None
         skip = {"source_ref", "id"}
         assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+def test_upsert_documents_stores_what_the_canonical_rows_do(db: Database) -> None:
+    # On PostgreSQL upsert_documents sends the rows as orjson dumps them (RFC 3339 timestamps, JSON
+    # nulls), not the canonical text: a row in another zone, with microseconds and a NULL, stored by
+    # either form, reads back the same.
+    store = ProcessingStore(db)
+    zone = timezone(timedelta(hours=3))
+    row = document_row(a_document("tg:-1001:post:1"))
+    row.update(
+        message_date=T0.astimezone(zone), processed_at=(T0 + timedelta(microseconds=1)).astimezone(zone)
+    )
+    row.update(summary=None, metadata={"k": 1})
+    store.upsert_documents([DocumentRow(row["source_ref"], row)])
+    twin = {**row, "source_ref": "tg:-1002:post:1", "id": "doc:tg:-1002:post:1"}
+    db.execute(
+        "processing_upsert_documents", {"rows": ProcessingStore.documents_json([DocumentRow("x", twin)])}
+    )
+    a = db.fetch_one("processing_get_document", {"source_ref": row["source_ref"]})
+    b = db.fetch_one("processing_get_document", {"source_ref": twin["source_ref"]})
+    assert a is not None and b is not None
+    assert a["message_date"] == T0 and a["summary"] is None
+    skip = {"source_ref", "id"}
+    assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+def test_a_naive_document_timestamp_is_refused(db: Database) -> None:
+    row = document_row(a_document("tg:-1001:post:1"))
+    row["message_date"] = T0.replace(tzinfo=None)
+    with pytest.raises(NaiveDatetimeError):
+        ProcessingStore(db).upsert_documents([DocumentRow(row["source_ref"], row)])
+    assert ProcessingStore(db).count_documents() == 0

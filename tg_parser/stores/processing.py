@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tg_parser.db.codec import JsonText, dump_json, format_timestamp
+from tg_parser.db.codec import JsonText, NaiveDatetimeError, dump_json, format_timestamp
 from tg_parser.domain.models import (
     ProcessedDocument,
     ProcessingFailure,
@@ -233,26 +233,39 @@ class ProcessingStore(Store):
         """
         if not documents:
             return 0
+        rows = self.documents_json(documents, canonical=self.db.dialect != "postgres")
         with self.db.transaction():
-            self.db.execute("processing_upsert_documents", {"rows": self.documents_json(documents)})
+            self.db.execute("processing_upsert_documents", {"rows": rows})
             self.db.execute("processing_delete_failures", {"refs": [d.source_ref for d in documents]})
         return len(documents)
 
     @staticmethod
-    def documents_json(documents: Sequence[ProcessedDocument | DocumentRow]) -> JsonText:
+    def documents_json(
+        documents: Sequence[ProcessedDocument | DocumentRow], *, canonical: bool = True
+    ) -> JsonText:
         """`documents` as the `rows` parameter of processing_upsert_documents (`batch_json` of their
         `document_row`s).
 
         A ref given twice is written once, with its last document (what one upsert each would leave);
         rows go in ref order, so concurrent batches lock rows in one order.
+        `canonical=False` (PostgreSQL, whose statement casts the timestamps to timestamptz): the rows are
+        dumped as they are, timestamps in orjson's RFC 3339 and NULLs as JSON nulls, which the statement
+        reads as the canonical form (the same stored values), without a copy of each row in Python.
         """
         latest = {document.source_ref: document for document in documents}
-        return ProcessingStore.batch_json(
-            [
-                document.row if isinstance(document, DocumentRow) else document_row(document)
-                for _, document in sorted(latest.items())
-            ]
-        )
+        rows = [
+            document.row if isinstance(document, DocumentRow) else document_row(document)
+            for _, document in sorted(latest.items())
+        ]
+        if not canonical:
+            for row in rows:  # what format_timestamp refuses: a naive timestamp has no one instant
+                if row["message_date"].tzinfo is None or row["processed_at"].tzinfo is None:
+                    raise NaiveDatetimeError(f"{row['source_ref']}: a naive timestamp in its document")
+            try:
+                return JsonText(dump_json(rows))
+            except TypeError:
+                pass  # what only the standard library encoder takes (see dump_json_bytes): the canonical form
+        return ProcessingStore.batch_json(rows)
 
     @staticmethod
     def batch_json(rows: Sequence[dict[str, Any]]) -> JsonText:

@@ -2,8 +2,9 @@
 -- Write documents, the one current document of each message (a re-run replaces it): the only statement
 -- that writes processed_documents, for one document or a batch (one statement per batch: a statement per
 -- row costs the server and the client far more than parsing one JSON array), so its SET list is the
--- only one. `rows` is a JSON array of objects keyed by column name (ProcessingStore.batch_json):
--- timestamps as canonical UTC text, topics/entities/metadata as JSON values. Values are taken by name,
+-- only one. `rows` is a JSON array of objects keyed by column name (ProcessingStore.documents_json):
+-- timestamps as ISO 8601 text with an offset (as orjson writes them; canonical UTC text reads the same),
+-- topics/entities/metadata as JSON values. Values are taken by name,
 -- never by position; a key left out is NULL, as a JSON null is. A batch holds each source_ref once (ON
 -- CONFLICT cannot update a row twice in one statement). Served by: processed_documents primary key.
 -- example: rows='[{"source_ref":"tg:1500000001:post:1000","id":"doc:tg:1500000001:post:1000","channel_id":1500000001,"message_date":"2025-05-31T09:30:00Z","processed_at":"2025-06-01T12:00:00Z","summary":"A short summary","language":"en"}]'

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import backend_pids, drop_pg, fresh_install, process_cpu, tg_parser_cmd  # noqa: E402
+from common import drop_pg, fresh_install, sample_backends, tg_parser_cmd  # noqa: E402
 from support.llm_server import LlmServer  # noqa: E402
 
 from tg_parser.db.connect import open_database  # noqa: E402
@@ -142,13 +142,7 @@ def run_process(
         polls = 0
         while not stop.is_set():
             if pg_db is not None:
-                if polls % 5 == 0:
-                    for pid in backend_pids(pg_db):
-                        server_cpu.setdefault(pid, 0.0)
-                for pid in server_cpu:
-                    seen = process_cpu(pid)
-                    if seen is not None:
-                        server_cpu[pid] = seen
+                sample_backends(pg_db, server_cpu, find=polls % 5 == 0)
             polls += 1
             for i, handle in enumerate(handles):
                 try:

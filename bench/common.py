@@ -82,6 +82,18 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sample_backends(pg_db: str, server_cpu: dict[int, float], *, find: bool) -> None:
+    """One sample of the CPU seconds of the backends serving `pg_db` into `server_cpu` (pid → last value
+    seen); with `find`, first look for backends that connected since (a query of pg_stat_activity)."""
+    if find:
+        for pid in backend_pids(pg_db):
+            server_cpu.setdefault(pid, 0.0)
+    for pid in server_cpu:
+        cpu = process_cpu(pid)
+        if cpu is not None:
+            server_cpu[pid] = cpu
+
+
 def run_measured(
     args: list[str], env: dict[str, str], pg_db: str | None = None, server_cpu: dict[int, float] | None = None
 ) -> tuple[float, int]:
@@ -103,13 +115,7 @@ def run_measured(
         except psutil.Error:
             pass
         if pg_db is not None and server_cpu is not None:
-            if polls % 5 == 0:
-                for pid in backend_pids(pg_db):
-                    server_cpu.setdefault(pid, 0.0)
-            for pid in server_cpu:
-                cpu = process_cpu(pid)
-                if cpu is not None:
-                    server_cpu[pid] = cpu
+            sample_backends(pg_db, server_cpu, find=polls % 5 == 0)
         polls += 1
         time.sleep(0.02)
     elapsed = time.perf_counter() - started

@@ -7,13 +7,18 @@ proxy. No database is involved, so these tests run once.
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import socketserver
+import ssl
+import subprocess
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx2
 import pytest
 from support import llm_server as srv
 from support.llm_server import LlmRequest, LlmServer
@@ -35,19 +40,30 @@ class RawServer:
     repeats); records each request's target and which connection carried it."""
 
     steps: list[Step]
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this context
     targets: list[str] = field(default_factory=list)
     connections: list[int] = field(default_factory=list)  # per request: its connection's number
+    handshakes_failed: int = 0
 
     def __post_init__(self) -> None:
         owner = self
 
-        class Handler(socketserver.StreamRequestHandler):
+        class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
+                conn = self.request
+                if owner.tls is not None:
+                    try:
+                        conn = owner.tls.wrap_socket(conn, server_side=True)
+                    except OSError:  # the client refused the certificate
+                        with owner._lock:
+                            owner.handshakes_failed += 1
+                        return
                 with owner._lock:
                     owner._accepted += 1
                     number = owner._accepted
-                while owner._answer(self.rfile, self.connection, number):
-                    pass
+                with conn.makefile("rb") as reader:
+                    while owner._answer(reader, conn, number):
+                        pass
 
         self._accepted = 0
         self._lock = threading.Lock()
@@ -57,7 +73,11 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return self.url_for("127.0.0.1")
+
+    def url_for(self, host: str) -> str:
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self._server.server_address[1]}/v1"
 
     def close(self) -> None:
         self._server.shutdown()
@@ -129,8 +149,8 @@ def no_proxy(monkeypatch):
 def raw():
     servers: list[RawServer] = []
 
-    def start(*steps: Step) -> RawServer:
-        servers.append(RawServer(list(steps)))
+    def start(*steps: Step, tls: ssl.SSLContext | None = None) -> RawServer:
+        servers.append(RawServer(list(steps), tls))
         return servers[-1]
 
     yield start
@@ -244,3 +264,207 @@ def test_close_from_another_thread_ends_a_request_in_flight_as_cancelled():
         thread.join(timeout=30)  # the reply would take a minute: the close ends the wait
         assert not thread.is_alive()
         assert len(outcome) == 1 and isinstance(outcome[0], E.LlmCancelled)
+
+
+# --- TLS: a self-signed certificate for "localhost", trusted the way a user trusts a custom CA ------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[str, ssl.SSLContext]:
+    """The certificate file (its own CA, for DNS:localhost only) and a TLS 1.3 server context serving
+    it (TLS 1.3 servers send session tickets after the handshake: the idle check must not take them for a
+    close)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    command += ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"]
+    command += ["-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:TRUE"]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert, key)
+    return str(cert), context
+
+
+@pytest.fixture
+def trust(monkeypatch):
+    """SSL_CERT_FILE as a user sets it for a gateway with its own CA (read when the LLM client starts)."""
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    return lambda path: monkeypatch.setenv("SSL_CERT_FILE", path)
+
+
+def test_tls_with_a_custom_ca_keeps_one_connection_alive(raw, certificate, trust):
+    path, context = certificate
+    trust(path)
+    server = raw(sized, chunked, sized, tls=context)
+    client = make_client(server.url_for("localhost"))
+    try:
+        outputs = [complete(client, f"over TLS #{n}").output for n in range(6)]
+    finally:
+        client.close()
+    assert [o.text_clean for o in outputs] == [f"over TLS #{n}" for n in range(6)]
+    assert server.connections == [1] * 6  # the session tickets did not make the idle connection "closed"
+
+
+def test_an_untrusted_certificate_is_refused_with_the_reason(raw, certificate, trust):
+    server = raw(sized, tls=certificate[1])  # SSL_CERT_FILE unset: the system's CAs only
+    client = make_client(server.url_for("localhost"))
+    try:
+        with pytest.raises(E.LlmConnectionError) as caught:
+            complete(client, "hello")
+    finally:
+        client.close()
+    assert "certificate" in str(caught.value) and "self-signed" in str(caught.value)
+    assert "SSL_CERT_FILE" in caught.value.hint
+    assert server.targets == []
+
+
+def test_a_certificate_for_another_host_is_refused(raw, certificate, trust):
+    path, context = certificate
+    trust(path)
+    server = raw(sized, tls=context)
+    client = make_client(server.url_for("127.0.0.1"))  # the certificate names localhost only
+    try:
+        with pytest.raises(E.LlmConnectionError) as caught:
+            complete(client, "hello")
+    finally:
+        client.close()
+    assert "mismatch, certificate is not valid for '127.0.0.1'" in str(caught.value)
+    assert server.targets == []
+
+
+def test_close_from_another_thread_ends_a_tls_handshake_in_progress():
+    """A server that accepts the connection but never answers the TLS hello: close() ends the wait."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+        client = make_client(f"https://127.0.0.1:{listener.getsockname()[1]}/v1", llm_timeout=120.0)
+        outcome: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                complete(client, "hello")
+            except BaseException as exc:  # the test inspects what was raised
+                outcome.append(exc)
+
+        thread = threading.Thread(target=send, daemon=True)
+        thread.start()
+        accepted, _ = listener.accept()  # the client is connected: its hello waits for an answer
+        with accepted:
+            client.close()
+            thread.join(timeout=30)  # the handshake would wait two minutes: the close ends it
+            assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], E.LlmCancelled)
+
+
+# --- framing edge cases (RFC 9112), through the real SDK and through httpx's client --------------------
+
+
+@pytest.mark.parametrize("coding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_reply_is_decoded(raw, coding, compress):
+    def compressed(request: LlmRequest) -> tuple[bytes, bool]:
+        body = compress(answer(request))
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\n"
+        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, False
+
+    server = raw(compressed)
+    client = make_client(server.url)
+    try:
+        outputs = [complete(client, f"packed #{n}").output for n in range(2)]
+    finally:
+        client.close()
+    assert [o.text_clean for o in outputs] == ["packed #0", "packed #1"]
+    assert server.connections == [1, 1]
+
+
+def reply(head: bytes, body: bytes = b"", *, close: bool = False) -> Step:
+    return lambda request: (head + b"\r\n\r\n" + body, close)
+
+
+def send(server: RawServer, count: int) -> list[httpx2.Response]:
+    """`count` requests through httpx's client on one lean transport."""
+    with httpx2.Client(transport=LeanTransport(ssl.create_default_context()), timeout=30) as client:
+        return [client.post(f"{server.url}/responses", json={"n": n}) for n in range(count)]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 204 No Content",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234",  # the length of what was not sent
+    ],
+)
+def test_a_reply_that_has_no_body_is_not_read_to_the_close(raw, head):
+    server = raw(reply(head), reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok"))
+    first, second = send(server, 2)  # hung until the read timeout when the body was read to the close
+    assert (first.content, second.content) == (b"", b"ok")
+    assert server.connections == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "head, reused",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2", False),  # HTTP/1.0 closes unless it says keep-alive
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2", True),  # repeated, equal
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2", True),
+    ],
+)
+def test_when_a_connection_is_reused(raw, head, reused):
+    server = raw(reply(head, b"ok"))  # the server never closes: the client decides
+    assert [r.content for r in send(server, 2)] == [b"ok", b"ok"]
+    assert server.connections == ([1, 1] if reused else [1, 2])
+
+
+def test_chunked_wins_over_a_content_length_and_the_connection_is_not_reused(raw):
+    server = raw(
+        reply(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked", b"2\r\nok\r\n0\r\n\r\n")
+    )
+    assert [r.content for r in send(server, 2)] == [b"ok", b"ok"]
+    assert server.connections == [1, 2]
+
+
+def test_differing_content_lengths_are_refused(raw):
+    server = raw(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3", b"ok!"))
+    with pytest.raises(httpx2.RemoteProtocolError, match="Content-Length"):
+        send(server, 1)
+
+
+def test_an_obs_fold_continues_the_header_field(raw):
+    server = raw(reply(b"HTTP/1.1 200 OK\r\nX-Note: one\r\n  two\r\nContent-Length: 2", b"ok"))
+    (response,) = send(server, 1)
+    assert response.headers["x-note"] == "one two" and response.content == b"ok"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_reply_far_bigger_than_the_read_buffer_is_read_whole(raw, framing):
+    body = bytes(range(256)) * 8192  # 2 MiB
+    if framing == "length":
+        step = reply(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % len(body), body)
+    else:
+        pieces = b"".join(b"%x\r\n%s\r\n" % (65536, body[i : i + 65536]) for i in range(0, len(body), 65536))
+        step = reply(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", pieces + b"0\r\n\r\n")
+    server = raw(step)
+    assert [r.content == body for r in send(server, 2)] == [True, True]
+    assert server.connections == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "answer_line",
+    [
+        b"POST /v1/responses HTTP/1.1 Authorization: Bearer sk-proj-SECRET1234\r\n\r\n",  # status line
+        b"HTTP/1.1 400 Bad Request\r\nAuthorization Bearer sk-proj-SECRET1234\r\n\r\n",  # header line
+        b"HTTP/1.1 200 OK\r\nContent-Length: sk-proj-SECRET1234\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nBearer sk-proj-SECRET1234\r\n",
+    ],
+)
+def test_an_error_quoting_the_server_never_shows_an_api_key_it_echoed(raw, answer_line):
+    server = raw(lambda request: (answer_line, True))
+    with pytest.raises(httpx2.RemoteProtocolError) as caught:
+        send(server, 1)
+    assert "SECRET1234" not in str(caught.value) and "<redacted>" in str(caught.value)

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import re
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -400,11 +401,27 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return (exc.message or "")[:300]
 
 
+def _certificate_refused(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused (not trusted, or not for that host), if that is why the
+    connection failed: the reason names the certificate, never the request."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "not verified")[:200]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def translate_sdk_error(exc: openai.OpenAIError, config: LlmConfig) -> LlmError:
     """Map an SDK exception (by type, never by message text) to our typed error."""
     if isinstance(exc, openai.APITimeoutError):
         return LlmTimeout(f"no reply within {config.timeout:g} s", "raise LLM_TIMEOUT if the model is slow")
     if isinstance(exc, openai.APIConnectionError):
+        if untrusted := _certificate_refused(exc):
+            return LlmConnectionError(
+                f"the TLS certificate of {urlsplit(config.base_url).netloc} was refused: {untrusted}",
+                "if a proxy or gateway with its own CA sits in between, point SSL_CERT_FILE at that CA's bundle",
+            )
         return LlmConnectionError(
             f"cannot reach {urlsplit(config.base_url).netloc}: {type(exc.__cause__ or exc).__name__}",
             "check OPENAI_BASE_URL and that the server is running",

@@ -18,6 +18,7 @@ environment (`lean_transport_applies`): proxies keep httpx's own transports.
 from __future__ import annotations
 
 import contextlib
+import re
 import select
 import socket
 import ssl
@@ -48,6 +49,7 @@ class LeanTransport(httpx2.BaseTransport):
         self._origin: tuple[bytes, str, int] | None = None
         self._sock: socket.socket | None = None
         self._reader: BinaryIO | None = None
+        self._connecting: socket.socket | None = None  # during the TLS handshake: for close() to end it
         self._closed = False
 
     # --- httpx's transport interface ------------------------------------------------------------------
@@ -71,6 +73,9 @@ class LeanTransport(httpx2.BaseTransport):
         client closes every thread's SDK client when a run stops): the shutdown ends that wait, and the
         request is not sent again."""
         self._closed = True
+        connecting = self._connecting
+        if connecting is not None:
+            _shutdown(connecting)  # the handshake's wait ends
         self._drop()
 
     def _drop(self) -> None:
@@ -78,8 +83,7 @@ class LeanTransport(httpx2.BaseTransport):
         self._sock = self._reader = None
         self._origin = None
         if sock is not None:
-            with contextlib.suppress(OSError):  # not connected any more
-                sock.shutdown(socket.SHUT_RDWR)
+            _shutdown(sock)
         if reader is not None:
             reader.close()
         if sock is not None:
@@ -103,17 +107,29 @@ class LeanTransport(httpx2.BaseTransport):
         if self._sock is not None:
             return True
         scheme, host, port = origin
+        sock = None
         try:
             sock = socket.create_connection((host, port), timeout=connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if scheme == b"https":
-                sock = self._ssl.wrap_socket(sock, server_hostname=host)
-        except TimeoutError as exc:
-            raise httpx2.ConnectTimeout(str(exc) or "connect timed out") from exc
+                sock = self._ssl.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
+                self._connecting = sock
+                if self._closed:  # closed while connecting: no handshake
+                    raise OSError("the transport is closed")
+                sock.do_handshake()
         except OSError as exc:
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, TimeoutError):
+                raise httpx2.ConnectTimeout(str(exc) or "connect timed out") from exc
             raise httpx2.ConnectError(str(exc) or type(exc).__name__) from exc
+        finally:
+            self._connecting = None
         self._sock, self._origin = sock, origin
         self._reader = sock.makefile("rb")
+        if self._closed:  # closed while connecting; set after the socket, so one of us drops it
+            self._drop()
+            raise httpx2.ConnectError("the transport is closed")
         return False
 
     def _exchange(
@@ -149,10 +165,10 @@ class LeanTransport(httpx2.BaseTransport):
                 raise httpx2.RemoteProtocolError(
                     "the server closed the connection without a reply", request=request
                 )
-            status, headers = _read_head(status_line, reader, request)
+            status, http10, headers = _read_head(status_line, reader, request)
             while 100 <= status < 200:  # interim replies (100 Continue) precede the real one
-                status, headers = _read_head(reader.readline(_MAX_LINE + 1), reader, request)
-            content, keep = _read_body(reader, headers, request)
+                status, http10, headers = _read_head(reader.readline(_MAX_LINE + 1), reader, request)
+            content, keep = _read_body(reader, status, http10, headers, request)
         except TimeoutError as exc:
             self._drop()
             raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
@@ -174,6 +190,13 @@ class LeanTransport(httpx2.BaseTransport):
         )
 
 
+def _shutdown(sock: socket.socket) -> None:
+    """End any wait on `sock` in another thread. The plain socket's shutdown, also for a TLS socket: its
+    own drops its TLS state first, which a thread reading or shaking hands on it may be using."""
+    with contextlib.suppress(OSError):  # not connected (any more)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _readable(sock: socket.socket) -> bool:
     """An idle connection with something to read was closed (or broken) by the server."""
     try:
@@ -185,21 +208,36 @@ def _readable(sock: socket.socket) -> bool:
 
 def _read_head(
     status_line: bytes, reader: BinaryIO, request: httpx2.Request
-) -> tuple[int, list[tuple[bytes, bytes]]]:
+) -> tuple[int, bool, list[tuple[bytes, bytes]]]:
+    """The status, whether the reply is HTTP/1.0, and the header fields (an obs-fold continuation line
+    joined to its field with a space, as RFC 9112 section 5.2 asks of a user agent)."""
     parts = status_line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-        raise httpx2.RemoteProtocolError(f"malformed status line: {status_line[:80]!r}", request=request)
+        raise httpx2.RemoteProtocolError(f"malformed status line: {_quote(status_line)}", request=request)
     headers: list[tuple[bytes, bytes]] = []
     while True:
         line = reader.readline(_MAX_LINE + 1)
         if line in (b"\r\n", b"\n"):
-            return int(parts[1]), headers
+            return int(parts[1]), parts[0] == b"HTTP/1.0", headers
         if not line or len(line) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
             raise httpx2.RemoteProtocolError("malformed or truncated reply headers", request=request)
+        if line[:1] in (b" ", b"\t") and headers:  # obs-fold: the previous field goes on
+            name, value = headers.pop()
+            headers.append((name, (value + b" " + line.strip()).strip()))
+            continue
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
-            raise httpx2.RemoteProtocolError(f"malformed header line: {line[:80]!r}", request=request)
+            raise httpx2.RemoteProtocolError(f"malformed header line: {_quote(line)}", request=request)
         headers.append((name, value.strip()))
+
+
+_SECRET = re.compile(rb"(?i)(bearer\s+|sk-|key[=:]\s*)\S+")
+
+
+def _quote(raw: bytes) -> str:
+    """The start of a line the server sent, for an error message: a server or proxy echoing the request
+    back could quote our API key, so anything shaped like a credential is elided."""
+    return repr(_SECRET.sub(rb"\1<redacted>", raw[:80]))
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -211,22 +249,25 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 
 
 def _read_body(
-    reader: BinaryIO, headers: list[tuple[bytes, bytes]], request: httpx2.Request
+    reader: BinaryIO, status: int, http10: bool, headers: list[tuple[bytes, bytes]], request: httpx2.Request
 ) -> tuple[bytes, bool]:
-    """The reply body, and whether the connection can be reused after it."""
-    keep = b"close" not in (_header(headers, b"connection") or b"").lower()
-    if request.method == "HEAD":
+    """The reply body (RFC 9112 section 6.3), and whether the connection can be reused after it."""
+    connection = (_header(headers, b"connection") or b"").lower()
+    keep = b"keep-alive" in connection if http10 else b"close" not in connection
+    if request.method == "HEAD" or status in (204, 304):  # never a body, whatever the headers say
         return b"", keep
     encoding = (_header(headers, b"transfer-encoding") or b"").lower()
     if encoding:
         if encoding.rsplit(b",", 1)[-1].strip() != b"chunked":
             return reader.read(), False  # an encoding we do not frame: the body runs to the close
-        return _read_chunked(reader, request), keep
+        # chunked wins over a Content-Length, but such a reply may be a smuggling attempt: not reused
+        return _read_chunked(reader, request), keep and _header(headers, b"content-length") is None
     length = _header(headers, b"content-length")
     if length is None:
         return reader.read(), False
-    if not length.strip().isdigit():
-        raise httpx2.RemoteProtocolError(f"bad Content-Length: {length[:40]!r}", request=request)
+    values = {value.strip() for value in length.split(b",")}  # repeated but equal values are one
+    if len(values) != 1 or not (length := values.pop()).isdigit():
+        raise httpx2.RemoteProtocolError(f"bad Content-Length: {_quote(length)}", request=request)
     size = int(length)
     content = reader.read(size)
     if len(content) < size:
@@ -242,7 +283,7 @@ def _read_chunked(reader: BinaryIO, request: httpx2.Request) -> bytes:
         try:
             size = int(size_text, 16)
         except ValueError:
-            raise httpx2.RemoteProtocolError(f"bad chunk size: {line[:40]!r}", request=request) from None
+            raise httpx2.RemoteProtocolError(f"bad chunk size: {_quote(line)}", request=request) from None
         if size == 0:
             while reader.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
                 pass  # trailers: not used

@@ -468,3 +468,28 @@ def test_an_error_quoting_the_server_never_shows_an_api_key_it_echoed(raw, answe
     with pytest.raises(httpx2.RemoteProtocolError) as caught:
         send(server, 1)
     assert "SECRET1234" not in str(caught.value) and "<redacted>" in str(caught.value)
+
+
+def test_a_reply_sent_before_the_body_was_read_is_returned():
+    """A server that answers 413 after the request head and closes with the body unread: the send
+    fails (connection reset), and the reply it had sent is what the caller gets."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(30)
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(30)
+                received = b""
+                while b"\r\n\r\n" not in received:
+                    received += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        with httpx2.Client(transport=LeanTransport(ssl.create_default_context()), timeout=30) as client:
+            response = client.post(
+                f"http://127.0.0.1:{listener.getsockname()[1]}/v1", content=b"x" * 8_000_000
+            )
+        thread.join(timeout=30)
+    assert (response.status_code, response.content) == (413, b"too large")

@@ -151,7 +151,10 @@ class LeanTransport(httpx2.BaseTransport):
             self._drop()
             raise httpx2.WriteTimeout(str(exc) or "write timed out", request=request) from exc
         except OSError as exc:
+            early = _early_reply(reader, request)
             self._drop()
+            if early is not None:
+                return early
             if reused:
                 raise _Stale from exc
             raise httpx2.WriteError(str(exc) or type(exc).__name__, request=request) from exc
@@ -182,12 +185,27 @@ class LeanTransport(httpx2.BaseTransport):
             raise
         if not keep:
             self._drop()
-        return httpx2.Response(
-            status,
-            headers=headers,
-            stream=httpx2.ByteStream(content),
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return _response(status, headers, content)
+
+
+def _response(status: int, headers: list[tuple[bytes, bytes]], content: bytes) -> httpx2.Response:
+    return httpx2.Response(
+        status, headers=headers, stream=httpx2.ByteStream(content), extensions={"http_version": b"HTTP/1.1"}
+    )
+
+
+def _early_reply(reader: BinaryIO, request: httpx2.Request) -> httpx2.Response | None:
+    """The reply a server sent before it stopped reading the request's body (a 413, a 401), which is why
+    sending failed; None if there is none. Read with the socket's current (write) timeout."""
+    try:
+        status_line = reader.readline(_MAX_LINE + 1)
+        if not status_line:
+            return None
+        status, http10, headers = _read_head(status_line, reader, request)
+        content, _ = _read_body(reader, status, http10, headers, request)
+    except (OSError, httpx2.RemoteProtocolError):
+        return None
+    return _response(status, headers, content)
 
 
 def _shutdown(sock: socket.socket) -> None:
@@ -221,12 +239,12 @@ def _read_head(
             return int(parts[1]), parts[0] == b"HTTP/1.0", headers
         if not line or len(line) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
             raise httpx2.RemoteProtocolError("malformed or truncated reply headers", request=request)
-        if line[:1] in (b" ", b"\t") and headers:  # obs-fold: the previous field goes on
-            name, value = headers.pop()
-            headers.append((name, (value + b" " + line.strip()).strip()))
-            continue
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
+            if line[:1] in (b" ", b"\t") and headers:  # obs-fold: the previous field goes on
+                name, value = headers.pop()
+                headers.append((name, (value + b" " + line.strip()).strip()))
+                continue
             raise httpx2.RemoteProtocolError(f"malformed header line: {_quote(line)}", request=request)
         headers.append((name, value.strip()))
 
@@ -265,9 +283,10 @@ def _read_body(
     length = _header(headers, b"content-length")
     if length is None:
         return reader.read(), False
-    values = {value.strip() for value in length.split(b",")}  # repeated but equal values are one
-    if len(values) != 1 or not (length := values.pop()).isdigit():
-        raise httpx2.RemoteProtocolError(f"bad Content-Length: {_quote(length)}", request=request)
+    if not length.isdigit():
+        values = {value.strip() for value in length.split(b",")}  # repeated but equal values are one
+        if len(values) != 1 or not (length := values.pop()).isdigit():
+            raise httpx2.RemoteProtocolError(f"bad Content-Length: {_quote(length)}", request=request)
     size = int(length)
     content = reader.read(size)
     if len(content) < size:

@@ -10,6 +10,10 @@ request building, auth, headers, timeouts and typed errors are unchanged: the tr
 and raises httpx's exceptions (ConnectError, ReadTimeout, RemoteProtocolError, ...) so the SDK maps them
 as it always does.
 
+Framing follows RFC 9112 section 6.3 (no body on 204/304/HEAD, chunked over Content-Length, HTTP/1.0
+closes unless keep-alive); the read timeout applies to each receive, as httpx's does. Error messages
+quote only the server's bytes, with credential-shaped text elided.
+
 A reused connection that fails before any byte of the reply arrived (the server closed it while idle)
 is reconnected once and the request sent again, as a pool would. Used only without a proxy in the
 environment (`lean_transport_applies`): proxies keep httpx's own transports.

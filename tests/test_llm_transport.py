@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import socketserver
 import ssl
@@ -484,3 +485,27 @@ def test_a_reply_sent_before_the_body_was_read_is_returned():
             )
         thread.join(timeout=30)
     assert (response.status_code, response.content) == (413, b"too large")
+
+
+def test_a_connection_on_a_descriptor_past_1023_is_kept_alive(raw):
+    """select() refuses descriptors past FD_SETSIZE (1024): the idle check must not take that for a
+    close, which would reconnect every request of a process with many files open."""
+    server = raw(sized)
+    copies = [os.dup(0)]
+    try:
+        while copies[-1] < 1100:  # every descriptor up to 1100 taken (the lowest free one comes next)
+            copies.append(os.dup(0))
+        for fd in copies[-40:]:  # the client's sockets get 1061..1100
+            os.close(fd)
+        del copies[-40:]
+        client = make_client(server.url)
+        try:
+            outputs = [complete(client, f"high fd #{n}").output for n in range(3)]
+            assert client._sdk._client._transport._sock.fileno() > 1023
+        finally:
+            client.close()
+    finally:
+        for fd in copies:
+            os.close(fd)
+    assert [o.text_clean for o in outputs] == [f"high fd #{n}" for n in range(3)]
+    assert server.connections == [1, 1, 1]

@@ -220,12 +220,14 @@ def _shutdown(sock: socket.socket) -> None:
 
 
 def _readable(sock: socket.socket) -> bool:
-    """An idle connection with something to read was closed (or broken) by the server."""
+    """An idle connection with something to read was closed (or broken) by the server. poll, not
+    select: select refuses descriptors past 1023, which would reconnect every request of a busy process."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _read_head(

@@ -509,3 +509,29 @@ def test_a_connection_on_a_descriptor_past_1023_is_kept_alive(raw):
             os.close(fd)
     assert [o.text_clean for o in outputs] == [f"high fd #{n}" for n in range(3)]
     assert server.connections == [1, 1, 1]
+
+
+def test_a_reply_that_stalls_times_out_and_the_retry_goes_on_a_new_connection(raw):
+    """The read timeout bounds each wait for bytes (as httpx's does): a reply that stops mid-body ends as
+    our timeout, which the client retries, on a fresh connection (the stalled one is dropped)."""
+    stalled = reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5000", b'{"id": "resp_')
+    server = raw(stalled, sized)
+    client = make_client(server.url, llm_timeout=0.5, llm_max_retries=1)
+    try:
+        result = complete(client, "after a stall")
+    finally:
+        client.close()
+    assert result.output.text_clean == "after a stall"
+    assert result.attempts == 2
+    assert server.connections == [1, 2]
+
+
+def test_a_stalled_reply_without_retries_is_a_transient_timeout(raw):
+    server = raw(reply(b"HTTP/1.1 200 OK\r\nContent-Length: 5000", b'{"id": "resp_'))
+    client = make_client(server.url, llm_timeout=0.5)
+    try:
+        with pytest.raises(E.LlmTimeout) as caught:
+            complete(client, "stalls")
+    finally:
+        client.close()
+    assert caught.value.transient and len(server.targets) == 1

@@ -13,6 +13,7 @@ import os
 import socket
 import socketserver
 import ssl
+import struct
 import subprocess
 import threading
 import zlib
@@ -32,8 +33,8 @@ from tg_parser.llm.transport import LeanTransport
 from tg_parser.processing.schema import processed_document_format
 
 # What the raw server does with one request: the bytes to send (None: send nothing) and whether to close
-# the connection afterwards.
-Step = Callable[[LlmRequest], tuple[bytes | None, bool]]
+# the connection afterwards (True, or "reset" to close it with a TCP reset).
+Step = Callable[[LlmRequest], tuple[bytes | None, bool | str]]
 
 
 @dataclass
@@ -104,6 +105,9 @@ class RawServer:
         data, close = step(LlmRequest(target, body, {}, 0.0))
         if data is not None:
             conn.sendall(data)
+        if close == "reset":  # close now, with a TCP reset rather than a FIN (no shutdown first)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            os.close(conn.detach())
         return not close
 
 
@@ -535,3 +539,18 @@ def test_a_stalled_reply_without_retries_is_a_transient_timeout(raw):
     finally:
         client.close()
     assert caught.value.transient and len(server.targets) == 1
+
+
+def test_a_reused_connection_reset_mid_reply_is_not_sent_again(raw):
+    """Once the reply has begun the server has done the work: a reset then is an error (the client's
+    retries decide), not a stale connection to send the request on again."""
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 50000\r\n\r\n" + b'{"id": "resp_' * 2000
+    server = raw(sized, lambda request: (cut, "reset"))
+    client = make_client(server.url)
+    try:
+        complete(client, "first")
+        with pytest.raises(E.LlmConnectionError):
+            complete(client, "second")
+    finally:
+        client.close()
+    assert server.connections == [1, 1]  # sent once

@@ -162,6 +162,7 @@ class LeanTransport(httpx2.BaseTransport):
             if reused:
                 raise _Stale from exc
             raise httpx2.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+        status_line = b""
         try:
             sock.settimeout(timeouts.get("read"))
             status_line = reader.readline(_MAX_LINE + 1)
@@ -181,7 +182,7 @@ class LeanTransport(httpx2.BaseTransport):
             raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
         except OSError as exc:
             self._drop()
-            if reused and isinstance(exc, ConnectionResetError):
+            if reused and not status_line and isinstance(exc, ConnectionResetError):  # nothing came back
                 raise _Stale from exc
             raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
         except httpx2.RemoteProtocolError:

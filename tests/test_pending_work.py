@@ -405,9 +405,9 @@ def test_the_migration_computes_the_queue_of_an_existing_install_and_rolls_back(
         store.record_failure(
             "tg:1:post:4", channel_id=1, error_class="timeout", error_message="x", permanent=False
         )
-    # Back before the queue (the counters table of raw/0003 goes first), then up again.
-    both = ["0003.counters_hygiene", "0002.pending_work"]
-    assert migrations.rollback(settings, "raw", steps=2) == both
+    # Back before the queue (raw/0004's CHECKs and raw/0003's counters table go first), then up again.
+    both = ["0004.raw_checks", "0003.counters_hygiene", "0002.pending_work"]
+    assert migrations.rollback(settings, "raw", steps=3) == both
     with pytest.raises(SchemaOutdated):
         open_database(settings)
     assert migrations.upgrade(settings) == {"ingestion": [], "raw": both[::-1], "processing": []}
@@ -420,7 +420,7 @@ def test_the_migration_computes_the_queue_of_an_existing_install_and_rolls_back(
             assert refs(ProcessingStore(db).pending_page(limit=10)) == expected  # never selected
         report = extractive_run(db)
         assert report.counts.processed == 3 and queue_size(db) == 0
-    assert migrations.rollback(settings, "raw", steps=2) == both
+    assert migrations.rollback(settings, "raw", steps=3) == both
     with pytest.raises((psycopg.errors.UndefinedTable, sqlite3.OperationalError)):
         queued(settings)
     assert migrations.upgrade(settings)["raw"] == both[::-1]

@@ -287,3 +287,17 @@ def test_a_naive_document_timestamp_is_refused(db: Database) -> None:
     with pytest.raises(NaiveDatetimeError):
         ProcessingStore(db).upsert_documents([DocumentRow(row["source_ref"], row)])
     assert ProcessingStore(db).count_documents() == 0
+
+
+def test_documents_in_another_zone_are_found_by_their_instant(db: Database) -> None:
+    # Where the database stores the JSON's timestamp text as sent (SQLite: text order is time order,
+    # `json_timestamps_cast` is off) upsert_documents must send canonical UTC text: a date sent as
+    # 06:04+03:00 would sort after 03:04:05.000001Z and fall out of a window around its instant.
+    store = ProcessingStore(db)
+    zone = timezone(timedelta(hours=3))
+    row = document_row(a_document("tg:-1001:post:1"))
+    row.update(message_date=T0.astimezone(zone), processed_at=T0.astimezone(zone))
+    row["metadata"] = {"k": 1}  # a_document's has an integer orjson refuses (its fallback is canonical)
+    store.upsert_documents([DocumentRow(row["source_ref"], row)])
+    window = store.stream_documents(since=T0, until=T0 + timedelta(microseconds=1))
+    assert [d.source_ref for d in window] == [row["source_ref"]]

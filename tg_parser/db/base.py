@@ -58,6 +58,11 @@ class Database(ABC):
 
     dialect: str
     catalog: SqlCatalog
+    # What stores ask instead of the dialect (DESIGN.md: dialect differences live in db/ and sql/).
+    # Whether statements that read rows out of a JSON parameter cast its timestamps to a timestamp type
+    # (PostgreSQL's jsonb_to_recordset(... timestamptz)), so any ISO 8601 text with an offset stores the
+    # same instant; where False (SQLite) the text is stored as sent and must be the canonical form.
+    json_timestamps_cast: bool = False
 
     def __init__(self) -> None:
         self._tx: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

@@ -233,7 +233,7 @@ class ProcessingStore(Store):
         """
         if not documents:
             return 0
-        rows = self.documents_json(documents, canonical=self.db.dialect != "postgres")
+        rows = self.documents_json(documents, canonical=not self.db.json_timestamps_cast)
         with self.db.transaction():
             self.db.execute("processing_upsert_documents", {"rows": rows})
             self.db.execute("processing_delete_failures", {"refs": [d.source_ref for d in documents]})
@@ -248,9 +248,10 @@ class ProcessingStore(Store):
 
         A ref given twice is written once, with its last document (what one upsert each would leave);
         rows go in ref order, so concurrent batches lock rows in one order.
-        `canonical=False` (PostgreSQL, whose statement casts the timestamps to timestamptz): the rows are
-        dumped as they are, timestamps in orjson's RFC 3339 and NULLs as JSON nulls, which the statement
-        reads as the canonical form (the same stored values), without a copy of each row in Python.
+        `canonical=False` (a database whose `json_timestamps_cast` is set: PostgreSQL, whose statement
+        casts the timestamps to timestamptz): the rows are dumped as they are, timestamps in orjson's
+        RFC 3339 and NULLs as JSON nulls, which the statement reads as the canonical form (the same
+        stored values), without a copy of each row in Python.
         """
         latest = {document.source_ref: document for document in documents}
         rows = [

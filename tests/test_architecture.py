@@ -126,6 +126,23 @@ def test_stores_read_long_results_in_keyset_batches():
     assert not offenders, offenders
 
 
+# Stores that still branch on the dialect, each to be moved to a Database capability (db/base.py).
+DIALECT_BRANCHES_LEFT = {"raw.py"}
+
+
+def test_stores_do_not_branch_on_the_dialect():
+    """Dialect differences live in db/ and sql/<store>/<dialect>/ (DESIGN.md 4.1): a store asks the
+    database for a capability (`json_timestamps_cast`, `reads_ahead`), never `db.dialect`."""
+    offenders = []
+    for path in sorted((PACKAGE / "stores").glob("*.py")):
+        if path.name in DIALECT_BRANCHES_LEFT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr == "dialect":
+                offenders.append(f"{_where(path, node)} .dialect")
+    assert not offenders, offenders
+
+
 @pytest.mark.parametrize(
     "rule", [test_only_db_imports_a_driver, test_nothing_outside_db_reaches_for_a_pool_session_or_connection]
 )
@@ -141,3 +158,12 @@ def test_the_rules_catch_an_offender(rule, monkeypatch, tmp_path):
     monkeypatch.setattr(f"{__name__}._modules", lambda outside=("db",): [bad / "ingestion" / "bad.py"])
     with pytest.raises(AssertionError):
         rule()
+
+
+def test_the_dialect_rule_catches_a_store_that_branches(monkeypatch, tmp_path):
+    bad = tmp_path / "tg_parser_fake"
+    (bad / "stores").mkdir(parents=True)
+    (bad / "stores" / "bad.py").write_text("def f(db):\n    return db.dialect == 'sqlite'\n")
+    monkeypatch.setattr(f"{__name__}.PACKAGE", bad)
+    with pytest.raises(AssertionError, match=r"stores/bad\.py:2 \.dialect"):
+        test_stores_do_not_branch_on_the_dialect()

@@ -63,6 +63,10 @@ class Database(ABC):
     # (PostgreSQL's jsonb_to_recordset(... timestamptz)), so any ISO 8601 text with an offset stores the
     # same instant; where False (SQLite) the text is stored as sent and must be the canonical form.
     json_timestamps_cast: bool = False
+    # Whether a reader thread may fetch the next keyset batch while the caller works on this one: on
+    # SQLite a batch is an in-process read that releases the GIL; on PostgreSQL each batch is a server
+    # transaction, which would stay open while the reader thread waits for the GIL.
+    reads_ahead: bool = False
 
     def __init__(self) -> None:
         self._tx: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

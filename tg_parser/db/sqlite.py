@@ -106,6 +106,7 @@ def _busy_error(exc: sqlite3.OperationalError, directory: Path) -> Exception:
 
 class SqliteDatabase(Database):
     dialect = "sqlite"
+    reads_ahead = True
 
     def __init__(self, directory: Path, catalog: SqlCatalog, busy_timeout_ms: int = 30_000) -> None:
         super().__init__()

@@ -76,10 +76,11 @@ class ExportStore(Store):
             tuples=True,
         )
         with closing(batches):
-            # Inside a transaction the batches must join it, in this thread. On PostgreSQL each batch is
-            # BEGIN, SELECT, COMMIT: read ahead, that short transaction would wait for the GIL while
-            # the writer formats, i.e. be open during the writer's work (tests/test_short_transactions).
-            if self.db.in_transaction or self.db.dialect != "sqlite":
+            # Inside a transaction the batches must join it, in this thread. Where the database does not
+            # read ahead (PostgreSQL: each batch is BEGIN, SELECT, COMMIT), that short transaction would
+            # wait for the GIL while the writer formats, i.e. be open during the writer's work
+            # (tests/test_short_transactions).
+            if self.db.in_transaction or not self.db.reads_ahead:
                 yield from batches
             else:
                 yield from read_ahead(batches)

@@ -26,6 +26,7 @@ import httpx2
 import pytest
 from support import llm_server as srv
 from support.llm_server import LlmRequest, LlmServer
+from support.waiting import wait_for
 
 from tg_parser.config import load_settings
 from tg_parser.llm import errors as E
@@ -318,31 +319,41 @@ def test_tls_with_a_custom_ca_keeps_one_connection_alive(raw, certificate, trust
     assert server.connections == [1] * 6  # the session tickets did not make the idle connection "closed"
 
 
-def test_an_untrusted_certificate_is_refused_with_the_reason(raw, certificate, trust):
+def test_an_untrusted_certificate_is_refused_with_the_reason_and_not_retried(raw, certificate, trust):
     server = raw(sized, tls=certificate[1])  # SSL_CERT_FILE unset: the system's CAs only
-    client = make_client(server.url_for("localhost"))
+    client = make_client(server.url_for("localhost"), llm_max_retries=3)
     try:
-        with pytest.raises(E.LlmConnectionError) as caught:
+        with pytest.raises(E.LlmCertificateRefused) as caught:
             complete(client, "hello")
     finally:
         client.close()
-    assert "certificate" in str(caught.value) and "self-signed" in str(caught.value)
-    assert "SSL_CERT_FILE" in caught.value.hint
-    assert server.targets == []
+    port = server.url.rsplit(":", 1)[1].split("/")[0]
+    message = str(caught.value)
+    assert message.startswith(f"the TLS certificate of localhost:{port} was refused")
+    assert "certificate verify failed: self-signed certificate" in message and "\n" not in message
+    assert "SSL_CERT_FILE" in caught.value.hint and "CA" in caught.value.hint
+    # a configuration problem: the run stops (exit status 3), and the message is not blamed for it
+    assert caught.value.fatal and not caught.value.retryable and not caught.value.permanent
+    assert caught.value.exit_code == 3 and caught.value.attempts == 1
+    # the server counts the refused handshake in its own thread, after the client gave up
+    wait_for(lambda: server.handshakes_failed, timeout=10, what="the refused handshake")
+    assert server.handshakes_failed == 1 and server.targets == []
 
 
 def test_a_certificate_for_another_host_is_refused(raw, certificate, trust):
     path, context = certificate
     trust(path)
     server = raw(sized, tls=context)
-    client = make_client(server.url_for("127.0.0.1"))  # the certificate names localhost only
+    client = make_client(server.url_for("127.0.0.1"), llm_max_retries=2)  # it names localhost only
     try:
-        with pytest.raises(E.LlmConnectionError) as caught:
+        with pytest.raises(E.LlmCertificateRefused) as caught:
             complete(client, "hello")
     finally:
         client.close()
     assert "mismatch, certificate is not valid for '127.0.0.1'" in str(caught.value)
-    assert server.targets == []
+    assert "OPENAI_BASE_URL" in caught.value.hint and caught.value.attempts == 1
+    wait_for(lambda: server.handshakes_failed, timeout=10, what="the refused handshake")
+    assert server.handshakes_failed == 1 and server.targets == []
 
 
 def test_close_from_another_thread_ends_a_tls_handshake_in_progress():

@@ -52,6 +52,7 @@ from tg_parser.llm.errors import (
     LlmBadReply,
     LlmBadRequest,
     LlmCancelled,
+    LlmCertificateRefused,
     LlmConnectionError,
     LlmContentFiltered,
     LlmError,
@@ -418,9 +419,12 @@ def translate_sdk_error(exc: openai.OpenAIError, config: LlmConfig) -> LlmError:
         return LlmTimeout(f"no reply within {config.timeout:g} s", "raise LLM_TIMEOUT if the model is slow")
     if isinstance(exc, openai.APIConnectionError):
         if untrusted := _certificate_refused(exc):
-            return LlmConnectionError(
-                f"the TLS certificate of {urlsplit(config.base_url).netloc} was refused: {untrusted}",
-                "if a proxy or gateway with its own CA sits in between, point SSL_CERT_FILE at that CA's bundle",
+            # A configuration problem, not a network one: retrying would be refused the same way.
+            return LlmCertificateRefused(
+                f"the TLS certificate of {urlsplit(config.base_url).netloc} was refused "
+                f"(certificate verify failed: {untrusted})",
+                "point SSL_CERT_FILE at the bundle of the CA that signed the endpoint's certificate (a gateway "
+                "or inspecting proxy has its own), or use the host name it was issued for in OPENAI_BASE_URL",
             )
         return LlmConnectionError(
             f"cannot reach {urlsplit(config.base_url).netloc}: {type(exc.__cause__ or exc).__name__}",

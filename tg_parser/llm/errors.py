@@ -7,8 +7,8 @@ behaviours matter to the coordinator:
   message is journaled as *not* permanent, so the next run tries it again.
 - `retry_output` (invalid JSON, schema violation, unreadable reply): the model produced something
   unusable; retried, then journaled as permanent (``--retry-failed`` tries again).
-- `fatal` (bad API key, unknown model or endpoint, a long rate-limit pause): every request would fail
-  the same way, so the run stops; the message is journaled as not permanent.
+- `fatal` (bad API key, unknown model or endpoint, a refused TLS certificate, a long rate-limit pause):
+  every request would fail the same way, so the run stops; the message is journaled as not permanent.
 
 Everything else (400 bad request, refusal, length cut-off, content filter) is permanent at once.
 """
@@ -97,6 +97,15 @@ class LlmAuthError(LlmError):
 
 class LlmNotFound(LlmError):
     error_class = "not_found"
+    fatal = True
+    exit_code = EXIT_CONFIG
+
+
+class LlmCertificateRefused(LlmError):
+    """The endpoint's TLS certificate failed verification (not trusted, or not for that host): every
+    connection would fail the same way until the trusted CAs or the base URL change, so no retries."""
+
+    error_class = "tls_certificate"
     fatal = True
     exit_code = EXIT_CONFIG
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import httpx2
 import pytest
+from httpx2._decoders import SUPPORTED_DECODERS
 from support import llm_server as srv
 from support.llm_server import LlmRequest, LlmServer
 from support.waiting import wait_for
@@ -47,6 +48,7 @@ class RawServer:
     steps: list[Step]
     tls: ssl.SSLContext | None = None  # serve HTTPS with this context
     targets: list[str] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # per request, names in lower case
     connections: list[int] = field(default_factory=list)  # per request: its connection's number
     handshakes_failed: int = 0
 
@@ -94,17 +96,17 @@ class RawServer:
         if not line:
             return False
         target = line.split()[1].decode()
-        length = 0
+        headers: dict[str, str] = {}
         while (header := reader.readline()) not in (b"\r\n", b""):
             name, _, value = header.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        body = json.loads(reader.read(length) or b"{}")
+            headers[name.strip().lower().decode()] = value.strip().decode()
+        body = json.loads(reader.read(int(headers.get("content-length", 0))) or b"{}")
         with self._lock:
             self.targets.append(target)
+            self.headers.append(headers)
             self.connections.append(number)
             step = self.steps[min(len(self.targets), len(self.steps)) - 1]
-        data, close = step(LlmRequest(target, body, {}, 0.0))
+        data, close = step(LlmRequest(target, body, headers, 0.0))
         if data is not None:
             conn.sendall(data)
         if close == "reset":  # close now, with a TCP reset rather than a FIN (no shutdown first)
@@ -387,6 +389,66 @@ def test_a_compressed_reply_is_decoded(raw, coding, compress):
         client.close()
     assert [o.text_clean for o in outputs] == ["packed #0", "packed #1"]
     assert server.connections == [1, 1]
+
+
+def encoded(coding: str, status: int = 200) -> Step:
+    """A reply whose body claims the content coding `coding` (its bytes are not in any coding)."""
+
+    def step(request: LlmRequest) -> tuple[bytes, bool]:
+        body = b"\x1b\x00\x00\x00 not JSON in any coding"
+        head = f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\n"
+        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body, False
+
+    return step
+
+
+@pytest.mark.parametrize("via", ["lean", "proxy"])
+def test_the_client_asks_only_for_the_codings_it_decodes(raw, monkeypatch, via):
+    server = raw(sized)
+    url = server.url
+    if via == "proxy":  # httpx's own transports
+        monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/v1"))
+        url = "http://127.0.0.1:9/v1"
+    client = make_client(url)
+    try:
+        complete(client, "hello")
+    finally:
+        client.close()
+    asked = [c.strip() for c in server.headers[0]["accept-encoding"].split(",")]
+    assert asked == ["gzip", "deflate"]  # not br or zstd, even where their packages are installed
+    assert set(asked) <= set(SUPPORTED_DECODERS)
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "gzip, br", "x-custom"])
+@pytest.mark.parametrize("via", ["lean", "proxy"])
+def test_a_reply_in_a_coding_not_asked_for_is_refused_at_once_naming_it(raw, monkeypatch, via, coding):
+    server = raw(encoded(coding))
+    url = server.url
+    if via == "proxy":
+        monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/v1"))
+        url = "http://127.0.0.1:9/v1"
+    client = make_client(url, llm_max_retries=3)
+    try:
+        with pytest.raises(E.LlmUnexpectedEncoding) as caught:
+            complete(client, "hello")
+    finally:
+        client.close()
+    unexpected = coding.removeprefix("gzip, ")
+    assert f"is encoded as {unexpected} (Content-Encoding)" in str(caught.value)
+    assert "127.0.0.1:" in str(caught.value) and "gzip, deflate" in (caught.value.hint or "")
+    assert caught.value.permanent and not caught.value.retryable and caught.value.attempts == 1
+    assert len(server.targets) == 1
+
+
+def test_an_error_reply_in_a_coding_not_asked_for_keeps_its_status(raw):
+    """The status decides an error reply (a 429 still pauses and is retried): its body is only a message."""
+    server = raw(encoded("br", status=503), sized)
+    client = make_client(server.url, llm_max_retries=1)
+    try:
+        result = complete(client, "after a 503")
+    finally:
+        client.close()
+    assert result.output.text_clean == "after a 503" and result.attempts == 2
 
 
 def reply(head: bytes, body: bytes = b"", *, close: bool = False) -> Step:

@@ -65,6 +65,7 @@ from tg_parser.llm.errors import (
     LlmSchemaViolation,
     LlmServerError,
     LlmTimeout,
+    LlmUnexpectedEncoding,
 )
 from tg_parser.llm.structured import StructuredFormat
 from tg_parser.llm.transport import LeanTransport, lean_transport_applies
@@ -72,6 +73,10 @@ from tg_parser.llm.transport import LeanTransport, lean_transport_applies
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # A Retry-After longer than this is a quota, not a burst: the run stops instead of sleeping.
 MAX_RETRY_AFTER = 300.0
+# The content codings asked for (Accept-Encoding), which httpx decodes with the standard library's zlib.
+# Named rather than left to httpx, which would also ask for br and zstd whenever their optional packages
+# happen to be installed; a reply in any other coding is refused (`_check_content_encoding`).
+ACCEPTED_ENCODINGS = ("gzip", "deflate")
 MAX_BACKOFF = 30.0
 
 Api = Literal["responses", "chat"]
@@ -413,6 +418,25 @@ def _certificate_refused(exc: BaseException) -> str | None:
     return None
 
 
+def _check_content_encoding(response: httpx2.Response) -> None:
+    """Refuse a successful reply whose body is in a coding we did not ask for (the HTTP client's response
+    hook, before the body is decoded): httpx skips codings it does not know and hands the still-encoded
+    bytes on, which would end as "not JSON" and be retried as if the model had said something wrong.
+    Error replies are left alone: their status decides (a 429 must still pause and retry)."""
+    if not response.is_success:
+        return
+    codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+    unexpected = [c for c in codings if c and c != "identity" and c not in ACCEPTED_ENCODINGS]
+    if unexpected:
+        raise LlmUnexpectedEncoding(
+            f"the reply from {response.request.url.netloc.decode('ascii', 'replace')} is encoded as "
+            f"{', '.join(unexpected)} (Content-Encoding), which was not asked for and cannot be decoded",
+            f"the client asks for {', '.join(ACCEPTED_ENCODINGS)} or none (Accept-Encoding): make the "
+            "endpoint, or a gateway or proxy in between, honour it",
+            status=response.status_code,
+        )
+
+
 def translate_sdk_error(exc: openai.OpenAIError, config: LlmConfig) -> LlmError:
     """Map an SDK exception (by type, never by message text) to our typed error."""
     if isinstance(exc, openai.APITimeoutError):
@@ -562,7 +586,12 @@ class LlmClient:
             base_url=self.config.base_url,
             timeout=self.config.timeout,
             max_retries=0,  # retries are ours: see the module docstring
-            http_client=openai.DefaultHttpxClient(verify=self._tls, transport=transport),
+            http_client=openai.DefaultHttpxClient(
+                verify=self._tls,
+                transport=transport,
+                headers={"Accept-Encoding": ", ".join(ACCEPTED_ENCODINGS)},
+                event_hooks={"response": [_check_content_encoding]},
+            ),
         )
 
     def _thread_sdk(self) -> openai.OpenAI:

@@ -74,6 +74,14 @@ class LlmBadRequest(LlmError):
     error_class = "bad_request"
 
 
+class LlmUnexpectedEncoding(LlmError):
+    """The reply's body is in a content coding the client did not ask for and cannot decode (a gateway
+    that compresses with brotli whatever it is told): a fault of the endpoint, not of the model's
+    output, so not retried."""
+
+    error_class = "bad_reply"
+
+
 class LlmRefusal(LlmError):
     error_class = "refusal"
 

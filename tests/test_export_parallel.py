@@ -32,34 +32,47 @@ def _seeded(db) -> str:
     return topic
 
 
+# Export windows (channel, since, until): every filter the split honours, each with documents in both
+# channels or across days, so a range boundary falls inside it.
+WINDOWS = {
+    "all": (None, FAR_PAST, FAR_FUTURE),
+    "channel": (PUBLIC, FAR_PAST, FAR_FUTURE),
+    "window": (None, T0 + timedelta(days=2), T0 + timedelta(days=4)),
+    "channel_window": (PRIVATE, T0 + timedelta(days=3), FAR_FUTURE),
+}
+
+
 def test_split_keys_cut_the_order_into_disjoint_ranges(db):
+    """Every window's order cut into ranges: checked here, in the store, for each filter, so that the
+    byte-for-byte test below needs a helper process only for what the helpers themselves do."""
     _seeded(db)
     store = ExportStore(db)
-    window = (None, FAR_PAST, FAR_FUTURE)
-    whole = [row for batch in store.document_batches(*window) for row in batch]
-    documents = store.count_documents(*window)
-    assert documents == len(whole) > 5
-    for parts in (2, 3, 5, documents, documents + 7):
-        keys = store.split_keys(*window, parts=parts, documents=documents)
-        assert len(keys) == min(parts, documents) - 1
-        bounds = list(zip([None, *keys], [*keys, None], strict=True))
-        pieces = [
-            [row for batch in store.document_batches(*window, 3, after=a, upto=u) for row in batch]
-            for a, u in bounds
-        ]
-        assert all(pieces), parts  # no empty range
-        assert [row for piece in pieces for row in piece] == whole, parts
+    for name, window in WINDOWS.items():
+        whole = [row for batch in store.document_batches(*window) for row in batch]
+        documents = store.count_documents(*window)
+        assert documents == len(whole) >= 3, name
+        for parts in (2, 3, 5, documents, documents + 7):
+            keys = store.split_keys(*window, parts=parts, documents=documents)
+            assert len(keys) == min(parts, documents) - 1, (name, parts)
+            bounds = list(zip([None, *keys], [*keys, None], strict=True))
+            pieces = [
+                [row for batch in store.document_batches(*window, 3, after=a, upto=u) for row in batch]
+                for a, u in bounds
+            ]
+            assert all(pieces), (name, parts)  # no empty range
+            assert [row for piece in pieces for row in piece] == whole, (name, parts)
     assert store.split_keys(PRIVATE, T0 + timedelta(days=900), FAR_FUTURE, parts=2, documents=0) == []
 
 
 def test_parallel_export_is_byte_identical_to_one_process(db, settings, tmp_path):
+    """Each helper process (a fresh interpreter: most of this file's time) is spent on what only helpers
+    do: the middle and the last range (3 parts), a channel with both ends of a window, a topic. How each
+    filter's window is cut into ranges is checked in the store (test_split_keys_...) for every filter."""
     topic = _seeded(db)
+    both_ends = (T0 + timedelta(days=2), T0 + timedelta(days=5))
     cases = {
-        "all": (ExportFilters(), 2),
         "all3": (ExportFilters(), 3),
-        "channel": (ExportFilters(channel_id=PUBLIC), 2),
-        "window": (ExportFilters(since=T0 + timedelta(days=2), until=T0 + timedelta(days=4)), 2),
-        "channel_window": (ExportFilters(channel_id=PRIVATE, since=T0 + timedelta(days=3)), 2),
+        "channel_window": (ExportFilters(channel_id=PRIVATE, since=both_ends[0], until=both_ends[1]), 2),
         "topic": (ExportFilters(topic_id=topic), 2),
         "empty": (ExportFilters(since=T0 + timedelta(days=900)), 2),
         # One document, three parts: the export runs in one process.
@@ -68,6 +81,11 @@ def test_parallel_export_is_byte_identical_to_one_process(db, settings, tmp_path
             3,
         ),
     }
+    store = ExportStore(db)
+    for name in ("all3", "channel_window"):  # every helper has documents to write
+        filters, jobs = cases[name]
+        window = (filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE)
+        assert store.count_documents(*window) > jobs, name
     for name, (filters, jobs) in cases.items():
         one = export(db, tmp_path / f"{name}-1", filters, jobs=1, settings=settings)
         many = export(db, tmp_path / f"{name}-n", filters, jobs=jobs, settings=settings)
@@ -79,11 +97,11 @@ def test_parallel_export_is_byte_identical_to_one_process(db, settings, tmp_path
 def test_the_cli_splits_and_writes_the_same_bytes(settings, db, tmp_path):
     _seeded(db)
     env = db_env(settings)
-    for jobs in ("1", "2"):
-        result = CliRunner().invoke(
-            cli, ["export", "--out", str(tmp_path / jobs), "--jobs", jobs, "--silent"], env=env
-        )
-        assert result.exit_code == 0, result.output
+    export(db, tmp_path / "1", jobs=1)  # what `--jobs 1` writes (one process: tests/test_export.py)
+    result = CliRunner().invoke(
+        cli, ["export", "--out", str(tmp_path / "2"), "--jobs", "2", "--silent"], env=env
+    )
+    assert result.exit_code == 0, result.output
     assert _files(tmp_path / "1") == _files(tmp_path / "2")
     result = CliRunner().invoke(cli, ["export", "--out", str(tmp_path / "0"), "--jobs", "0"], env=env)
     assert result.exit_code == 2 and "--jobs" in result.output

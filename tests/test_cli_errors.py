@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 from click.testing import CliRunner
+from conftest import sqlite_settings
+from support.api_server import free_port
 from support.cli import db_env
 
 from tg_parser.cli.main import cli
 from tg_parser.config import Settings
-from tg_parser.errors import EXIT_LOCKED, EXIT_USAGE
+from tg_parser.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_USAGE
 
 
 def run(settings: Settings, *args: str, **env: str):
@@ -74,8 +77,6 @@ def test_export_into_an_unwritable_place(settings, tmp_path):
 
 
 def test_sqlite_held_by_another_writer_is_exit_4(sqlite_dir):
-    from conftest import sqlite_settings
-
     settings = sqlite_settings(sqlite_dir)
     assert run(settings, "sources", "add", "@first_channel").exit_code == 0  # switches the files to WAL
     other = sqlite3.connect(sqlite_dir / "ingestion_state.sqlite", isolation_level=None)
@@ -87,3 +88,32 @@ def test_sqlite_held_by_another_writer_is_exit_4(sqlite_dir):
         other.close()
     assert result.exit_code == EXIT_LOCKED
     assert "locked by another process" in one_error_line(result.output)
+
+
+def _migrate(sqlite_dir: Path, report: Path):
+    # A target where nothing listens: the migration fails at once (exit 3) after its report is made.
+    target = f"postgresql://tgp@127.0.0.1:{free_port()}/tgp"
+    settings = sqlite_settings(sqlite_dir)
+    return run(settings, "db", "migrate-to-postgres", "--to", target, "--dry-run", "--report", str(report))
+
+
+def test_a_migration_report_that_cannot_be_written_is_refused_before_the_migration(sqlite_dir, tmp_path):
+    for report, reason in (
+        (tmp_path / "missing" / "r.json", "does not exist"),
+        (Path(__file__) / "r.json", "is not a directory"),
+    ):
+        result = _migrate(sqlite_dir, report)
+        assert result.exit_code == EXIT_USAGE, result.output
+        assert f"its directory {report.parent} {reason}" in one_error_line(result.output)
+        assert "SQLite in" not in result.output  # refused before anything was opened
+
+
+def test_a_migration_report_that_fails_to_write_keeps_the_outcome(sqlite_dir, tmp_path):
+    report = tmp_path / "r.json"
+    report.symlink_to(tmp_path / "gone" / "r.json")  # passes the checks, then the write fails
+    result = _migrate(sqlite_dir, report)
+    assert result.exit_code == EXIT_CONFIG, result.output  # the migration's own status (unreachable)
+    assert "dry-run: SQLite in" in result.output  # the outcome was shown first
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot write the report to {report}: No such file or directory")
+    assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -20,7 +21,7 @@ from tg_parser.cli.output import (
     to_json,
 )
 from tg_parser.db.resources import STORES
-from tg_parser.errors import ConfigError, InvalidInput
+from tg_parser.errors import ConfigError, InvalidInput, TgParserError
 
 Tick = Callable[[int], None]
 
@@ -138,6 +139,8 @@ def migrate_to_postgres(
 
     if dry_run and verify_only:
         raise InvalidInput("--dry-run and --verify-only exclude each other", "choose one")
+    if report_path is not None:
+        _check_report_path(report_path)
     settings = app.settings
     try:
         target = parse_database_url(dsn) if dsn else pg_target(settings)
@@ -164,14 +167,38 @@ def migrate_to_postgres(
         options.workers = workers
     report = run_transfer(options)
     data = report.as_dict()
-    if report_path is not None:
-        report_path.write_text(to_json(data) + "\n", encoding="utf-8")
     if as_json:
         emit_json(data)
     else:
         _print_report(report)
+    if report_path is not None:  # after the report is shown: a failure here must not hide the outcome
+        try:
+            report_path.write_text(to_json(data) + "\n", encoding="utf-8")
+        except OSError as exc:
+            unwritten = TgParserError(
+                f"cannot write the report to {report_path}: {exc.strerror or exc}",
+                "the migration's outcome is shown above; give --report a file you can write",
+            )
+            unwritten.exit_code = report.exit_code or unwritten.exit_code  # a failed migration's status wins
+            raise unwritten from None
     if report.exit_code:
         click.get_current_context().exit(report.exit_code)
+
+
+def _check_report_path(path: Path) -> None:
+    """Refuse a --report file that cannot be written before the migration runs (it may take hours),
+    rather than after it, with a driver-free one-line reason."""
+    parent = path.parent
+    if not parent.is_dir():
+        reason = "does not exist" if not parent.exists() else "is not a directory"
+        raise InvalidInput(
+            f"cannot write the report to {path}: its directory {parent} {reason}",
+            "give --report a file in an existing directory",
+        )
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InvalidInput(
+            f"cannot write the report to {path}: permission denied", "give --report a file you can write"
+        )
 
 
 def _print_report(report: object) -> None:

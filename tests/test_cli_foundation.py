@@ -437,7 +437,8 @@ def test_pause_resume_remove(run: Invoke) -> None:
     assert "lifecycle" not in _sources(run)
 
 
-@pytest.mark.parametrize("action", [["pause"], ["resume"], ["remove", "--yes"]])
+# `remove` without --yes too: an unknown id is refused before the confirmation is asked for.
+@pytest.mark.parametrize("action", [["pause"], ["resume"], ["remove", "--yes"], ["remove"]])
 def test_unknown_source_id_is_one_line_and_exit_2(run: Invoke, action: list[str]) -> None:
     result = run("sources", *action, "no-such-source")
     assert result.exit_code == EXIT_USAGE

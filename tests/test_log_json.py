@@ -95,7 +95,8 @@ def test_the_whole_quick_start_logs_only_json(env: dict[str, str], tmp_path: Pat
         (["db"], {}, "", 2, "missing command — see 'tg-parser db --help'"),
         (["sources", "add", "@x", "--since", "yesterday"], {}, "", 2, "'yesterday' is not a date"),
         (["run", "--every", "0s"], {}, "", 2, "--every"),
-        (["sources", "remove", "x"], {}, "n\n", 1, "aborted"),
+        (["db", "rollback", "--store", "raw"], {}, "n\n", 1, "aborted"),  # a declined prompt
+        (["sources", "remove", "x"], {}, "n\n", 2, "no source 'x'"),  # refused before its prompt
         (["health"], {"DB_PORT": "abc", "DB_TYPE": "postgres"}, "", 3, "invalid setting DB_PORT"),
         (["init"], {"DB_TYPE": "postgres"}, "", 3, "DATABASE_URL is not set"),
         (

@@ -12,7 +12,13 @@ from tg_parser.cli.output import emit_json, emit_table, json_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.domain.channels import parse_channel_ref
 from tg_parser.domain.models import SourceStatus
-from tg_parser.ingestion.sources import add_source, list_with_comments, remove_source, set_source_status
+from tg_parser.ingestion.sources import (
+    add_source,
+    list_with_comments,
+    remove_source,
+    require_source,
+    set_source_status,
+)
 
 
 class _ChannelArgCommand(click.Command):
@@ -183,6 +189,7 @@ def remove(app: AppContext, source_id: str, yes: bool) -> None:
       tg-parser sources remove durov --yes
     """
     if not yes:
+        require_source(app.database(), source_id)  # an unknown id is refused, not asked about
         click.confirm(f"Remove source {source_id!r} and its cursors?", abort=True)
     remove_source(app.database(), source_id)
     click.echo(f"Removed {source_id}")

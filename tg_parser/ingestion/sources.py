@@ -115,6 +115,14 @@ def set_source_status(db: Database, source_id: str, status: SourceStatus) -> Sou
     return source
 
 
+def require_source(db: Database, source_id: str) -> Source:
+    """The source `source_id`, or SourceNotFound (e.g. before asking to confirm its removal)."""
+    source = IngestionStore(db).get_source(source_id)
+    if source is None:
+        raise SourceNotFound(f"no source {source_id!r}", "see 'tg-parser sources list'")
+    return source
+
+
 def remove_source(db: Database, source_id: str) -> None:
     """Remove a source and its cursors; its stored messages and documents are kept."""
     if not IngestionStore(db).remove_source(source_id):

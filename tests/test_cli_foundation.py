@@ -217,7 +217,11 @@ def test_db_status_rollback_upgrade_round_trip(run: Invoke, settings: Settings) 
 
     declined = run("db", "rollback", "--store", "raw", input="n\n")
     assert declined.exit_code == 1 and "Aborted" in declined.output
+    assert f"Roll back {raw_ids[-1]} of store 'raw'?" in declined.output  # what would go, by name
     assert run("db", "status").exit_code == 0  # nothing was rolled back
+    # More steps than applied: the prompt names the ones there are.
+    declined = run("db", "rollback", "--store", "raw", "--steps", "99", input="n\n")
+    assert f"Roll back {', '.join(reversed(raw_ids))} of store 'raw'?" in declined.output
 
     everything = run("db", "rollback", "--store", "raw", "--steps", str(len(raw_ids)), "--yes")
     assert everything.exit_code == 0
@@ -234,6 +238,8 @@ def test_db_status_rollback_upgrade_round_trip(run: Invoke, settings: Settings) 
 
     nothing = run("db", "rollback", "--store", "raw", "--yes")
     assert nothing.stdout.strip() == "raw: rolled back nothing (no migration applied)"
+    asked = run("db", "rollback", "--store", "raw")  # nothing to confirm: no prompt, the same line
+    assert asked.exit_code == 0 and asked.stdout.strip() == nothing.stdout.strip()
 
     upgraded = run("db", "upgrade", "--json")
     assert upgraded.exit_code == 0
@@ -311,6 +317,9 @@ def test_a_live_lock_is_not_called_stale(run: Invoke, settings: Settings) -> Non
         assert blocked.exit_code == EXIT_LOCKED
         line = one_error_line(blocked)
         assert "being migrated by another process" in line and "stale" not in line
+        unasked = run("db", "rollback", "--store", "processing", input="y\n")  # refused before the prompt
+        assert unasked.exit_code == EXIT_LOCKED and "Roll back" not in unasked.output
+        assert one_error_line(unasked) == line
         refused = run("db", "unlock", "--store", "processing")  # it may still be running: not without --force
         assert refused.exit_code == EXIT_LOCKED and "--force" in one_error_line(refused)
     assert run("db", "unlock", "--store", "processing", "--force").exit_code == 0

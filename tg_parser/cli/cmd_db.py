@@ -113,8 +113,13 @@ def rollback(app: AppContext, store: str, steps: int, yes: bool) -> None:
       tg-parser db rollback --store processing --steps 1
     """
     if not yes:
+        # Name what would go (latest first; fewer than --steps when fewer are applied), not a count.
+        todo = migrations.rollback_plan(app.settings, store, steps)
+        if not todo:
+            click.echo(f"{store}: rolled back nothing (no migration applied)")
+            return
         click.confirm(
-            f"Roll back {steps} migration(s) of store {store!r}? Tables they created are dropped", abort=True
+            f"Roll back {', '.join(todo)} of store {store!r}? Tables they created are dropped", abort=True
         )
     done = migrations.rollback(app.settings, store, steps)
     click.echo(f"{store}: rolled back {', '.join(done) if done else 'nothing (no migration applied)'}")

@@ -552,6 +552,19 @@ def _unknown_holder() -> dict[str, Any]:
     return {"pid": "?", "host": None, "since": "?", "stale": False, "reason": ""}
 
 
+def rollback_plan(settings: Settings, store: str, steps: int = 1, *, root: Path | None = None) -> list[str]:
+    """The ids `rollback` would roll back now, latest first (fewer than `steps` when fewer are applied):
+    for the confirmation prompt. Touches the store no more than `rollback` does."""
+    dialect = dialect_of(settings)
+    if dialect == "postgres":
+        _ensure_pg_schemas(settings)
+    migrations = _yoyo_migrations(dialect, store, root)
+    with _backend(settings, store) as backend:
+        _raise_if_locked(store, _lock_row(backend, settings))  # refused before the prompt, as it will be
+        _prepare_bookkeeping(backend)
+        return [m.id for m in list(backend.to_rollback(migrations))[:steps]]
+
+
 def rollback(settings: Settings, store: str, steps: int = 1, *, root: Path | None = None) -> list[str]:
     """Roll back the last `steps` migrations of one store; returns the ids rolled back."""
     dialect = dialect_of(settings)

@@ -15,12 +15,22 @@ processing wrote deleted and vacuumed, the documents' index entries included: se
   messages in an empty install (holding only those). Both sides run the same number of rounds,
   interleaved (A/B, B/A, ...), each database put back before each of its later runs (the same work
   again). Before the rounds the fill's write-back is settled (CHECKPOINT, sync, the kernel's dirty pages
-  drained), or round 1 measures the disk writing the fill. Round 1 is reported as cold (the big
-  database's pages for that work untouched since the fill or the previous invocation; with
-  --drop-caches the OS page cache is emptied before each side's round 1, so it reads from storage what
-  the server's shared buffers do not hold), the median of the other rounds as warm. Each round also
-  prints what the machine read from storage during each run (/proc/vmstat). Target: within 2x. Then the
-  whole queue once;
+  drained), or round 1 measures the disk writing the fill. Round 1 is reported as cold: before each
+  side's round 1 the server's shared buffers are cycled (a scratch table 1.25 times their size written
+  and dropped: the server is shared and is not restarted), and with --drop-caches the OS page cache is
+  emptied too, so the run reads from storage what it needs (the tool's own files too, on both sides
+  alike; its report's duration starts after its imports); with --warm-os-cache the big database's
+  files are read into the OS page cache first instead (the pages in memory, as on a machine with the
+  RAM for them). The median of the other rounds is reported as warm. Each round also
+  prints what the machine read from storage during each run (/proc/vmstat). Target: within 2x. The
+  rounds run once per queue layout (`--layouts`, both by default, reported side by side): `spread`, the
+  fill's queue (0.1 % of every channel, evenly over its ten years: each message's pages are its own,
+  the worst case), and `newest`, as many messages queued but each channel's newest (what fresh
+  ingestion leaves: the end of the heap, the right edge of every index). The kept fill is switched to a
+  layout and back (switch_layout: the other layout's messages get their documents, the queue is
+  refilled, the documents' dead index entries vacuumed; a marker table records a layout other than
+  the fill's), so the newest layout's cold round follows that switch: its messages' document pages
+  were just deleted through shared buffers. Then the whole queue once;
 - topicize catalogue: `topics_document_channels` (once per run) and `topics_document_channel` (one
   channel): milliseconds and buffers;
 - counter refresh: the raw store's refresh (RawStore.store_batch of 20,000 stored messages whose views
@@ -33,6 +43,8 @@ processing wrote deleted and vacuumed, the documents' index entries included: se
     python bench/bench_scale.py --sizes 10M --keep       # fill once and keep tgp_scale_10m ...
     python bench/bench_scale.py --sizes 10M --reuse --keep --rounds 9   # ... and measure it again
     python bench/bench_scale.py --sizes 10M --reuse --keep --drop-caches   # cold from storage (root)
+    python bench/bench_scale.py --sizes 10M --reuse --keep --warm-os-cache   # the pages in the OS cache (root)
+    python bench/bench_scale.py --sizes 10M --reuse --keep --layouts newest --rounds-only   # one layout's rounds
     python bench/bench_scale.py --sizes 1M --compare-old
 
 Prints one table (a column per size, and the ratio of the last size to the first), every round's pair,
@@ -113,49 +125,87 @@ SELECT 'tg:' || c || ':post:' || i, 'src' || c, c, i, 'post', %(base)s + i * int
 FROM g
 """
 
-DOCUMENTS = f"""
-WITH g AS (
-    SELECT i, {FIRST_CHANNEL} + mod(i, {CHANNELS}) AS c, (%(texts)s::text[])[1 + mod(i, 4)] || ' (#' || i || ')' AS t
-    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
-    WHERE mod(i / {CHANNELS}, {PENDING_EVERY}) <> 0
-)
+# The documents of the messages g(i, c, t) (processed by the extractive processor, as it would).
+DOCUMENT_ROWS = """
 INSERT INTO processing.processed_documents (source_ref, id, channel_id, message_date, processed_at, text_clean,
                                             summary, topics, entities, language, model, prompt_id,
                                             pipeline_version, metadata)
 SELECT 'tg:' || c || ':post:' || i, 'doc:tg:' || c || ':post:' || i, c, %(base)s + i * interval '30 seconds',
        %(base)s + i * interval '1 second', t, NULL, '["python","release"]',
-       '[{{"type":"hashtag","value":"#python"}}]', 'en', 'extractive', 'extractive:1', 'extractive-1', '{{}}'
+       '[{"type":"hashtag","value":"#python"}]', 'en', 'extractive', 'extractive:1', 'extractive-1', '{}'
 FROM g
 """
+DOCUMENTS = (
+    f"""
+WITH g AS (
+    SELECT i, {FIRST_CHANNEL} + mod(i, {CHANNELS}) AS c, (%(texts)s::text[])[1 + mod(i, 4)] || ' (#' || i || ')' AS t
+    FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i
+    WHERE mod(i / {CHANNELS}, {PENDING_EVERY}) <> 0
+)"""
+    + DOCUMENT_ROWS
+)
 
-# The queued messages: i = k * CHANNELS * PENDING_EVERY + j for j < CHANNELS (every message whose
-# (i / CHANNELS) % PENDING_EVERY is 0), generated directly rather than by testing every i.
-QUEUED = f"""
+# Which messages are queued (not processed yet), per layout; the fill queues the spread one, and
+# `--layouts` measures the others on the same fill by moving the queue (switch_layout):
+# - spread: i = k * CHANNELS * PENDING_EVERY + j for j < CHANNELS (every message whose
+#   (i / CHANNELS) % PENDING_EVERY is 0), generated directly rather than by testing every i: 0.1 % of
+#   each channel, evenly over its ten years, the worst case for the caches (each message's pages are
+#   its own);
+# - newest: the newest messages, as many (queued_count): per channel its newest 50 at 10M, what fresh
+#   ingestion leaves to process (the end of the heap, the right edge of every index).
+QUEUED = {
+    "spread": f"""
 SELECT i, {FIRST_CHANNEL} + mod(i, {CHANNELS}) AS c
 FROM generate_series(0, %(n)s::bigint / ({CHANNELS} * {PENDING_EVERY})) AS k,
      generate_series(0, {CHANNELS} - 1) AS j,
      LATERAL (SELECT k * {CHANNELS} * {PENDING_EVERY} + j AS i) AS x
 WHERE i BETWEEN 1 AND %(n)s::bigint
-"""
+""",
+    "newest": f"""
+SELECT i, {FIRST_CHANNEL} + mod(i, {CHANNELS}) AS c
+FROM generate_series(%(n)s::bigint - %(q)s::bigint + 1, %(n)s::bigint) AS i
+""",
+}
+LAYOUTS = tuple(QUEUED)
 
-QUEUE = f"""
+
+def queue_sql(layout: str) -> str:
+    """Queue the layout's messages (parameters: base, n, q)."""
+    return f"""
 INSERT INTO raw.pending_work (source_ref, channel_id, date, source_id)
 SELECT 'tg:' || c || ':post:' || i, c, %(base)s + i * interval '30 seconds', 'src' || c
-FROM ({QUEUED}) AS q
+FROM ({QUEUED[layout]}) AS q
 ON CONFLICT (source_ref) DO NOTHING
 """
 
-# Put a filled database back as the fill left it: what processing did to the queued messages (their
-# documents, journal rows and leases) is undone and they are queued again. Reads the queue's refs only.
-RESET = [
-    f"DELETE FROM processing.processed_documents WHERE source_ref IN (SELECT 'tg:' || c || ':post:' || i "
-    f"FROM ({QUEUED}) AS q)",
-    f"DELETE FROM processing.processing_failures WHERE source_ref IN (SELECT 'tg:' || c || ':post:' || i "
-    f"FROM ({QUEUED}) AS q)",
-    "DELETE FROM processing.work_leases",
-    "TRUNCATE raw.raw_message_counters",  # the counter refresh measures one update per counters row
-    QUEUE,
-]
+
+def documents_of(layout: str) -> str:
+    """Write the documents of the layout's queued messages, as the fill writes the others' (texts, base,
+    n, q): what switch_layout does before it queues another layout's."""
+    return (
+        f"""
+WITH g AS (
+    SELECT i, c, (%(texts)s::text[])[1 + mod(i, 4)] || ' (#' || i || ')' AS t FROM ({QUEUED[layout]}) AS q
+)"""
+        + DOCUMENT_ROWS
+        + " ON CONFLICT (source_ref) DO NOTHING"
+    )
+
+
+def reset_sql(layout: str) -> list[str]:
+    """Put a filled database back as the fill left it, with the layout's messages queued: what
+    processing did to them (their documents, journal rows and leases) is undone and they are queued
+    again. Reads the queue's refs only."""
+    refs = f"SELECT 'tg:' || c || ':post:' || i FROM ({QUEUED[layout]}) AS q"
+    return [
+        f"DELETE FROM processing.processed_documents WHERE source_ref IN ({refs})",
+        f"DELETE FROM processing.processing_failures WHERE source_ref IN ({refs})",
+        "DELETE FROM processing.work_leases",
+        "TRUNCATE raw.raw_message_counters",  # the counter refresh measures one update per counters row
+        queue_sql(layout),
+    ]
+
+
 RESET_EMPTY = [
     "DELETE FROM processing.processed_documents",
     "DELETE FROM processing.processing_failures",
@@ -183,7 +233,7 @@ def connect(dbname: str, **kwargs: Any) -> psycopg.Connection:
 def fill(dbname: str, n: int) -> float:
     """N messages, their documents but for every PENDING_EVERY-th, and the queue of those; seconds."""
     started = time.perf_counter()
-    params = {"texts": TEXTS, "base": BASE, "n": n}
+    params = {"texts": TEXTS, "base": BASE, "n": n, "q": queued_count(n)}
     with connect(dbname, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '1GB'")
@@ -209,7 +259,7 @@ def fill(dbname: str, n: int) -> float:
             conn.execute(MESSAGES, {**params, "lo": lo, "hi": hi})
             conn.execute(DOCUMENTS, {**params, "lo": lo, "hi": hi})
             print(f"  filled {hi:,} / {n:,} ({time.perf_counter() - started:.0f} s)", flush=True)
-        conn.execute(QUEUE, params)
+        conn.execute(queue_sql("spread"), params)
         for definition in secondary:
             conn.execute(definition)
         print(f"  indexes built ({time.perf_counter() - started:.0f} s)", flush=True)
@@ -283,14 +333,14 @@ def env_of(env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env}
 
 
-def reset(dbname: str, n: int | None, final: bool = False) -> None:
-    """Queue the fill's pending messages again and drop what processing them wrote (see RESET; n=None:
+def reset(dbname: str, n: int | None, final: bool = False, layout: str = "spread") -> None:
+    """Queue the layout's messages again and drop what processing them wrote (see reset_sql; n=None:
     the empty install, whose every message is queued); then VACUUM (ANALYZE) the queue, as autovacuum
     would, so every run starts from the same queue (`final`: the documents too, whatever their number,
-    for the next invocation with --reuse)."""
+    for the next invocation with --reuse or the next layout)."""
     with connect(dbname, autocommit=True) as conn:
-        for statement in RESET if n is not None else RESET_EMPTY:
-            conn.execute(statement, {"base": BASE, "n": n})
+        for statement in reset_sql(layout) if n is not None else RESET_EMPTY:
+            conn.execute(statement, {"base": BASE, "n": n, "q": queued_count(n) if n else 0})
         # What processing wrote, vacuumed as autovacuum would (the documents of a 10M fill only once,
         # at the end: the big side of the rounds then takes new rows instead, see rounds_of_1k).
         tables = ["raw.pending_work", "processing.work_leases", "raw.raw_message_counters"]
@@ -307,6 +357,35 @@ def reset(dbname: str, n: int | None, final: bool = False) -> None:
 
 
 FILL_MARK = "bench_scale_fill"
+LAYOUT_MARK = "bench_scale_layout"  # the queued layout when not the fill's (spread)
+
+
+def current_layout(name: str) -> str:
+    with connect(name) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"public.{LAYOUT_MARK}",)).fetchone()[0] is None:
+            return "spread"
+        return str(conn.execute(f"SELECT layout FROM public.{LAYOUT_MARK}").fetchone()[0])
+
+
+def switch_layout(name: str, n: int, to: str) -> None:
+    """Queue the layout `to` instead of the current one on a kept fill: the current layout's queued
+    messages get their documents (processed, as the fill leaves the others), the queue is emptied, then
+    `to`'s messages lose theirs and are queued (reset, the documents' dead index entries vacuumed)."""
+    was = current_layout(name)
+    if was == to:
+        return
+    started = time.perf_counter()
+    params = {"texts": TEXTS, "base": BASE, "n": n, "q": queued_count(n)}
+    with connect(name, autocommit=True) as conn:
+        conn.execute(documents_of(was), params)
+        conn.execute("DELETE FROM raw.pending_work")
+        conn.execute("DELETE FROM processing.work_leases")
+        conn.execute(f"DROP TABLE IF EXISTS public.{LAYOUT_MARK}")
+        if to != "spread":
+            conn.execute(f"CREATE TABLE public.{LAYOUT_MARK} (layout text NOT NULL)")
+            conn.execute(f"INSERT INTO public.{LAYOUT_MARK} VALUES (%s)", (to,))
+    reset(name, n, final=True, layout=to)
+    print(f"{label(n)}: queue layout {was} -> {to} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 def attach_or_fill(name: str, n: int, workdir: Path, reuse: bool) -> tuple[Any, dict[str, str], float | None]:
@@ -316,7 +395,9 @@ def attach_or_fill(name: str, n: int, workdir: Path, reuse: bool) -> tuple[Any, 
         settings, env = pg_settings(name)
         migrations.upgrade(settings)  # the code under test may have gained a migration since the fill
         print(f"{label(n)}: reusing {name}", flush=True)
-        if not as_filled(name, n):  # an invocation that did not finish; else leave the pages untouched (cold)
+        if current_layout(name) != "spread":  # an invocation that did not finish
+            switch_layout(name, n, "spread")
+        elif not as_filled(name, n):  # the same; else leave the pages untouched (cold)
             reset(name, n)
         return settings, env, None
     print(f"{label(n)}: filling {name} ...", flush=True)
@@ -394,9 +475,54 @@ def paged_in_kb() -> int:
 
 def drop_os_cache() -> None:
     """Empty the kernel's page cache (root only): a cold round then reads from storage what shared
-    buffers do not hold. The server is shared, so its shared buffers are not emptied."""
+    buffers do not hold (see cycle_shared_buffers)."""
     os.sync()
     DROP_CACHES.write_text("1\n")
+
+
+def cycle_shared_buffers(dbname: str) -> None:
+    """Push the server's shared buffers out: write a scratch unlogged table 1.25 times their size in
+    `dbname` (an INSERT goes through shared buffers, not a ring as a scan or COPY would) and drop it.
+    The server is shared and cannot be restarted; without this a cold round would find what the
+    previous step read (switch_layout deletes the newest layout's documents through them)."""
+    with connect(dbname, autocommit=True) as conn:
+        pages = int(
+            conn.execute("SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'").fetchone()[
+                0
+            ]
+        )
+        conn.execute("DROP TABLE IF EXISTS public.bench_cycle_buffers")
+        conn.execute("CREATE UNLOGGED TABLE public.bench_cycle_buffers (filler text)")
+        # Four rows of 1,800 bytes fill an 8 KB page (the filler is stored plain: repeat() compresses
+        # well, so STORAGE PLAIN keeps it out of TOAST compression).
+        conn.execute("ALTER TABLE public.bench_cycle_buffers ALTER COLUMN filler SET STORAGE PLAIN")
+        conn.execute(
+            "INSERT INTO public.bench_cycle_buffers SELECT repeat('x', 1800) FROM generate_series(1, %s)",
+            (pages * 5,),
+        )
+        conn.execute("DROP TABLE public.bench_cycle_buffers")
+
+
+def warm_os_cache(dbname: str) -> float:
+    """Read every file of the database's raw and processing relations (root: the server's data
+    directory), so the OS page cache holds them as after a fill on a machine with the RAM for it; MB read."""
+    with connect(dbname) as conn:
+        base = Path(conn.execute("SHOW data_directory").fetchone()[0])
+        files = [
+            base / row[0]
+            for row in conn.execute(
+                "SELECT pg_relation_filepath(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname IN ('raw', 'processing') AND c.relkind IN ('r', 'i', 't', 'm') "
+                "AND pg_relation_filepath(c.oid) IS NOT NULL"
+            ).fetchall()
+        ]
+    total = 0
+    for first in files:
+        for path in [first, *sorted(first.parent.glob(first.name + ".*"))]:  # 1 GB segments; _fsm, _vm
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    total += len(chunk)
+    return total / 2**20
 
 
 def rounds_of_1k(
@@ -404,13 +530,15 @@ def rounds_of_1k(
     empty: tuple[str, dict[str, str]],
     rounds: int,
     drop_caches: bool = False,
+    layout: str = "spread",
 ) -> dict[str, list[Run]]:
     """Process 1,000 queued messages in the big database and 1,000 in the empty one, `rounds` times,
     interleaved (A/B, then B/A, ...). The empty install is reset before each of its later runs (the same
     work again). The big one takes the next 1,000 of its queue each round when it holds enough (10M:
     10,000 queued; each round's rows are new to the cache, as new work is), else it is reset too (1M:
-    1,000 queued; the same rows again). The first round is the cold one: the big database's pages
-    have not been read since the fill (or the previous invocation), though the OS may cache them. Per side and run: the run's seconds (from its report), the tg-parser
+    1,000 queued; the same rows again). The first round is the cold one: each side's shared buffers
+    are cycled first (cycle_shared_buffers) and, with `drop_caches`, the OS page cache dropped. Per
+    side and run: the run's seconds (from its report), the tg-parser
     process's CPU seconds, and the shared buffers the database served (hit) and read (pg_stat_database:
     the server's work, which the machine's load does not change)."""
     big_name, n, big_env = big
@@ -424,7 +552,9 @@ def rounds_of_1k(
             order.reverse()
         for side, name, size, env in order:
             if index and (side == "empty" or big_resets):
-                reset(name, size)
+                reset(name, size, layout=layout)
+            if index == 0:
+                cycle_shared_buffers(name)
             before = settled_blocks(name)
             if index == 0 and drop_caches:
                 drop_os_cache()
@@ -446,6 +576,7 @@ def rounds_of_1k(
             f"vs {storage_kb['empty'][-1] / 1024:.1f} MB)",
             flush=True,
         )
+    out["storage_kb"] = storage_kb  # type: ignore[assignment]
     return out
 
 
@@ -547,16 +678,26 @@ def measure(
         out["db_size"] = table_sizes(name)
         out["queued"] = queued_count(n)
         # The runs first: the EXPLAINs below would read the pages of the first round's work (cold).
-        print(
-            f"{label(n)}: processing 1,000 queued messages, against the empty install, {args.rounds} rounds",
-            flush=True,
-        )
-        waited = settle_writeback()
-        print(f"  write-back settled after {waited:.0f} s (CHECKPOINT, sync)", flush=True)
         if args.drop_caches and not os.access(DROP_CACHES, os.W_OK):
             raise SystemExit("--drop-caches: /proc/sys/vm/drop_caches is not writable (run as root)")
-        out["rounds"] = rounds_of_1k((name, n, env), empty, args.rounds, args.drop_caches)
+        out["rounds"] = {}
+        for layout in args.layouts:
+            switch_layout(name, n, layout)
+            print(
+                f"{label(n)}: processing 1,000 queued messages ({layout} queue), against the empty install, "
+                f"{args.rounds} rounds",
+                flush=True,
+            )
+            waited = settle_writeback()
+            print(f"  write-back settled after {waited:.0f} s (CHECKPOINT, sync)", flush=True)
+            if args.warm_os_cache:
+                print(f"  read {warm_os_cache(name):,.0f} MB of {name} into the OS page cache", flush=True)
+            out["rounds"][layout] = rounds_of_1k((name, n, env), empty, args.rounds, args.drop_caches, layout)
+        switch_layout(name, n, "spread")
         reset(name, n)
+        if args.rounds_only:
+            reset(name, n, final=True)
+            return out
         out["claim_first"] = explain(name, "pending_claim", claim_params())
         out["claim_middle"] = explain(name, "pending_claim", claim_params(middle_key(name)))
         if args.compare_old:
@@ -602,7 +743,29 @@ def main() -> None:
         action="store_true",
         help="empty the OS page cache before each side's cold round (root): round 1 reads from storage",
     )
+    parser.add_argument(
+        "--warm-os-cache",
+        action="store_true",
+        help="read the big database's files into the OS page cache before each layout's rounds (root)",
+    )
+    parser.add_argument(
+        "--layouts",
+        default="spread,newest",
+        help="which queued messages the rounds process, one set of rounds each: spread (0.1 %% of each "
+        "channel evenly over its history, as filled) and newest (each channel's newest, as fresh "
+        "ingestion leaves them); default both",
+    )
+    parser.add_argument(
+        "--rounds-only",
+        action="store_true",
+        help="measure the rounds of 1,000 only (no EXPLAINs, whole queue or counter refresh)",
+    )
     args = parser.parse_args()
+    if args.warm_os_cache and args.drop_caches:
+        parser.error("--warm-os-cache and --drop-caches contradict each other")
+    args.layouts = [layout.strip() for layout in args.layouts.split(",") if layout.strip()]
+    if not args.layouts or any(layout not in LAYOUTS for layout in args.layouts):
+        parser.error(f"--layouts: one or more of {', '.join(LAYOUTS)}")
     global SHOW_PLANS
     SHOW_PLANS = args.plans
     sizes = [parse_size(s) for s in args.sizes.split(",")]
@@ -638,50 +801,67 @@ def main() -> None:
         if all(key in x for x in r):
             add(what, [fmt_explain(x[key]) for x in r], ratio_of([float(x[key][1]) for x in r]) + " buffers")
 
-    def side(x: dict[str, Any], which: str, cold: bool) -> list[Run]:
-        runs = x["rounds"][which]
+    def side(x: dict[str, Any], layout: str, which: str, cold: bool) -> list[Any]:
+        runs = x["rounds"][layout][which]
         return runs[:1] if cold else runs[1:]
 
-    def median_of(x: dict[str, Any], which: str, cold: bool, field: int) -> float:
-        return statistics.median(run[field] for run in side(x, which, cold))
+    def median_of(x: dict[str, Any], layout: str, which: str, cold: bool, field: int) -> float:
+        return statistics.median(run[field] for run in side(x, layout, which, cold))
 
-    for cold, what in ((True, "cold (round 1)"), (False, "warm (median of the other rounds)")):
-        if not cold and not all(len(x["rounds"]["big"]) > 1 for x in r):
-            continue
-        big = [median_of(x, "big", cold, 0) for x in r]
-        small = [median_of(x, "empty", cold, 0) for x in r]
+    def storage_mb(x: dict[str, Any], layout: str, which: str, cold: bool) -> float:
+        kb = x["rounds"][layout]["storage_kb"][which]
+        return statistics.median(kb[:1] if cold else kb[1:]) / 1024
+
+    for layout in args.layouts:
+        for cold, what in ((True, "cold (round 1)"), (False, "warm (median of the other rounds)")):
+            if not cold and not all(len(x["rounds"][layout]["big"]) > 1 for x in r):
+                continue
+            big = [median_of(x, layout, "big", cold, 0) for x in r]
+            small = [median_of(x, layout, "empty", cold, 0) for x in r]
+            add(
+                f"process 1,000 queued ({layout}), {what}: run s (CPU s) vs empty",
+                [
+                    f"{b:.2f} ({median_of(x, layout, 'big', cold, 1):.2f}) vs {e:.2f} "
+                    f"({median_of(x, layout, 'empty', cold, 1):.2f})"
+                    for b, e, x in zip(big, small, r, strict=True)
+                ],
+                ", ".join(f"{b / e:.2f}x" for b, e in zip(big, small, strict=True)) + " of empty",
+            )
+            big_buf = [median_of(x, layout, "big", cold, 2) + median_of(x, layout, "big", cold, 3) for x in r]
+            small_buf = [
+                median_of(x, layout, "empty", cold, 2) + median_of(x, layout, "empty", cold, 3) for x in r
+            ]
+            add(
+                "  the same: buffers (read) vs empty; MB read from storage",
+                [
+                    f"{b:,.0f} ({median_of(x, layout, 'big', cold, 3):,.0f}) vs {e:,.0f} "
+                    f"({median_of(x, layout, 'empty', cold, 3):,.0f}); "
+                    f"{storage_mb(x, layout, 'big', cold):.0f} vs {storage_mb(x, layout, 'empty', cold):.0f} MB"
+                    for b, e, x in zip(big_buf, small_buf, r, strict=True)
+                ],
+                ", ".join(f"{b / e:.2f}x" for b, e in zip(big_buf, small_buf, strict=True)) + " of empty",
+            )
+    if all("process_rest" in x for x in r):
         add(
-            f"process 1,000 queued, {what}: run s (CPU s) vs empty",
-            [
-                f"{b:.2f} ({median_of(x, 'big', cold, 1):.2f}) vs {e:.2f} ({median_of(x, 'empty', cold, 1):.2f})"
-                for b, e, x in zip(big, small, r, strict=True)
-            ],
-            ", ".join(f"{b / e:.2f}x" for b, e in zip(big, small, strict=True)) + " of empty",
+            "process the whole queue (after a reset)",
+            [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)],
         )
-        big_buf = [median_of(x, "big", cold, 2) + median_of(x, "big", cold, 3) for x in r]
-        small_buf = [median_of(x, "empty", cold, 2) + median_of(x, "empty", cold, 3) for x in r]
+    if all("hot" in x for x in r):
         add(
-            f"  the same, {what}: buffers (read) vs empty",
+            f"counter refresh of {COUNTER_ROWS:,}: HOT / updates",
             [
-                f"{b:,.0f} ({median_of(x, 'big', cold, 3):,.0f}) vs {e:,.0f} ({median_of(x, 'empty', cold, 3):,.0f})"
-                for b, e, x in zip(big_buf, small_buf, r, strict=True)
+                ", ".join(f"{t} {h:,}/{u:,} ({h / u:.0%})" for t, (h, u) in x["hot"].items()) or "none"
+                for x in r
             ],
-            ", ".join(f"{b / e:.2f}x" for b, e in zip(big_buf, small_buf, strict=True)) + " of empty",
         )
-    add(
-        "process the whole queue (after a reset)",
-        [f"{p[0]:,} in {p[1]:.2f} s" for p in (x["process_rest"] for x in r)],
-    )
-    add(
-        f"counter refresh of {COUNTER_ROWS:,}: HOT / updates",
-        [", ".join(f"{t} {h:,}/{u:,} ({h / u:.0%})" for t, (h, u) in x["hot"].items()) or "none" for x in r],
-    )
     print()
     for n, x in zip(sizes, r, strict=True):
-        pairs = ", ".join(
-            f"{b[0]:.2f}/{e[0]:.2f}" for b, e in zip(x["rounds"]["big"], x["rounds"]["empty"], strict=True)
-        )
-        print(f"{label(n)}: process 1,000, every round (this size / empty, s): {pairs}")
+        for layout in args.layouts:
+            runs = x["rounds"][layout]
+            pairs = ", ".join(
+                f"{b[0]:.2f}/{e[0]:.2f}" for b, e in zip(runs["big"], runs["empty"], strict=True)
+            )
+            print(f"{label(n)}: process 1,000 ({layout}), every round (this size / empty, s): {pairs}")
     print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     width = max(len(w) for w, _, _ in rows)
     cols = [max(len(h), *(len(c[i]) for _, c, _ in rows)) for i, h in enumerate(heads)]

@@ -546,6 +546,7 @@ def rounds_of_1k(
     big_resets = queued_count(n) < rounds * 1000
     out: dict[str, list[Run]] = {"big": [], "empty": []}
     storage_kb: dict[str, list[int]] = {"big": [], "empty": []}
+    reset(empty_name, None)  # the previous layout's rounds processed its queue
     for index in range(rounds):
         order = [("big", big_name, n, big_env), ("empty", empty_name, None, empty_env)]
         if index % 2:

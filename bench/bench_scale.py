@@ -29,8 +29,9 @@ processing wrote deleted and vacuumed, the documents' index entries included: se
   ingestion leaves: the end of the heap, the right edge of every index). The kept fill is switched to a
   layout and back (switch_layout: the other layout's messages get their documents, the queue is
   refilled, the documents' dead index entries vacuumed; a marker table records a layout other than
-  the fill's), so the newest layout's cold round follows that switch: its messages' document pages
-  were just deleted through shared buffers. Then the whole queue once;
+  the fill's). A layout's cold round follows its switch, which deletes its messages' documents
+  through shared buffers: the cycle before round 1 is what keeps those pages out. Then the whole queue
+  once;
 - topicize catalogue: `topics_document_channels` (once per run) and `topics_document_channel` (one
   channel): milliseconds and buffers;
 - counter refresh: the raw store's refresh (RawStore.store_batch of 20,000 stored messages whose views
@@ -518,7 +519,7 @@ def warm_os_cache(dbname: str) -> float:
         ]
     total = 0
     for first in files:
-        for path in [first, *sorted(first.parent.glob(first.name + ".*"))]:  # 1 GB segments; _fsm, _vm
+        for path in [first, *sorted(first.parent.glob(first.name + ".*"))]:  # and its other 1 GB segments
             with path.open("rb") as handle:
                 while chunk := handle.read(1 << 20):
                     total += len(chunk)

@@ -32,6 +32,9 @@ processing wrote deleted and vacuumed, the documents' index entries included: se
   the fill's). A layout's cold round follows its switch, which deletes its messages' documents
   through shared buffers: the cycle before round 1 is what keeps those pages out. Then the whole queue
   once;
+- with --claimers 1,4,8: 1,000 queued (spread) cold, by that many coordinators at once (threads of the
+  bench, started together), in the big database and in the empty install, one measurement each: what
+  several `process` workers gain when each message's pages come from storage one read at a time;
 - topicize catalogue: `topics_document_channels` (once per run) and `topics_document_channel` (one
   channel): milliseconds and buffers;
 - counter refresh: the raw store's refresh (RawStore.store_batch of 20,000 stored messages whose views
@@ -62,12 +65,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from loguru import logger
 from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +86,8 @@ from tg_parser.db.codec import adapt_pg_params  # noqa: E402
 from tg_parser.db.connect import open_database  # noqa: E402
 from tg_parser.db.params import to_pyformat  # noqa: E402
 from tg_parser.domain.models import RawMessage  # noqa: E402
+from tg_parser.processing import ProcessCoordinator, ProcessOptions  # noqa: E402
+from tg_parser.processing.selection import build_document_processor  # noqa: E402
 from tg_parser.stores import RawStore  # noqa: E402
 
 CHANNELS = 200
@@ -599,6 +606,62 @@ def settled_blocks(dbname: str) -> tuple[int, int]:
     return int(last[0]), int(last[1])
 
 
+def claimers_1k(dbname: str, claimers: int, drop_caches: bool) -> float:
+    """Process 1,000 queued messages cold with `claimers` coordinators at once (threads of this process,
+    one pool, 1,000 / claimers each), as that many `process` workers would, started together once built
+    (separate processes start seconds apart under load, which hid the overlap); wall seconds."""
+    settings, _ = pg_settings(dbname)
+    db = open_database(settings)
+    barrier = threading.Barrier(claimers + 1, timeout=120)
+    processed: list[int] = []
+
+    def work() -> None:
+        with build_document_processor(settings, "extractive") as built:
+            options = ProcessOptions(limit=1000 // claimers, concurrency=2, lease_ttl=60)
+            built.tune(options)
+            coordinator = ProcessCoordinator(db, built.processor, options)
+            barrier.wait()
+            processed.append(coordinator.run().counts.processed)
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(claimers)]
+        for thread in threads:
+            thread.start()
+        cycle_shared_buffers(dbname)
+        if drop_caches:
+            drop_os_cache()
+        barrier.wait()  # every coordinator built: the run starts for all of them at once
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join(timeout=300)
+        seconds = time.perf_counter() - started
+    finally:
+        db.close()
+    if sum(processed) != 1000:
+        raise SystemExit(f"{dbname}: {claimers} claimers processed {sum(processed)} of 1,000 queued messages")
+    return seconds
+
+
+def claimers_rounds(
+    big: tuple[str, int], empty_name: str, counts: list[int], drop_caches: bool
+) -> list[tuple[int, float, float]]:
+    """For each count of claimers: 1,000 queued messages cold in the big database (spread queue, the
+    next 1,000 of it, or the same again after a reset when it holds fewer) and in the empty install;
+    (claimers, big s, empty s)."""
+    name, n = big
+    logger.remove()  # the coordinators' run lines (the CLI shows none with --silent either)
+    out = []
+    for index, claimers in enumerate(counts):
+        if queued_count(n) < 1000 * (index + 1):
+            reset(name, n)
+        big_s = claimers_1k(name, claimers, drop_caches)
+        reset(empty_name, None)
+        empty_s = claimers_1k(empty_name, claimers, drop_caches)
+        print(f"  {claimers} claimer(s): {big_s:.3f} s vs empty {empty_s:.3f} s", flush=True)
+        out.append((claimers, big_s, empty_s))
+    return out
+
+
 EMPTY_N = 1000  # the empty database holds exactly the 1,000 messages it processes, all queued
 
 
@@ -697,6 +760,10 @@ def measure(
             out["rounds"][layout] = rounds_of_1k((name, n, env), empty, args.rounds, args.drop_caches, layout)
         switch_layout(name, n, "spread")
         reset(name, n)
+        if args.claimers:
+            print(f"{label(n)}: 1,000 queued (spread) by several claimers at once, cold", flush=True)
+            out["claimers"] = claimers_rounds((name, n), empty[0], args.claimers, args.drop_caches)
+            reset(name, n)
         if args.rounds_only:
             reset(name, n, final=True)
             return out
@@ -758,6 +825,12 @@ def main() -> None:
         "ingestion leaves them); default both",
     )
     parser.add_argument(
+        "--claimers",
+        default="",
+        help="also process 1,000 queued (spread) cold with this many coordinators at once, in threads, "
+        "e.g. 1,4,8 (one measurement each, against the empty install alike)",
+    )
+    parser.add_argument(
         "--rounds-only",
         action="store_true",
         help="measure the rounds of 1,000 only (no EXPLAINs, whole queue or counter refresh)",
@@ -765,6 +838,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.warm_os_cache and args.drop_caches:
         parser.error("--warm-os-cache and --drop-caches contradict each other")
+    try:
+        args.claimers = [int(c) for c in args.claimers.split(",") if c.strip()]
+    except ValueError:
+        parser.error("--claimers: counts separated by commas, e.g. 1,4,8")
+    if any(c < 1 or 1000 % c for c in args.claimers):
+        parser.error("--claimers: each count must divide 1,000")
     args.layouts = [layout.strip() for layout in args.layouts.split(",") if layout.strip()]
     if not args.layouts or any(layout not in LAYOUTS for layout in args.layouts):
         parser.error(f"--layouts: one or more of {', '.join(LAYOUTS)}")
@@ -842,6 +921,14 @@ def main() -> None:
                     for b, e, x in zip(big_buf, small_buf, r, strict=True)
                 ],
                 ", ".join(f"{b / e:.2f}x" for b, e in zip(big_buf, small_buf, strict=True)) + " of empty",
+            )
+    for index, claimers in enumerate(r[0].get("claimers", [])):
+        if all(len(x.get("claimers", [])) > index for x in r):
+            pairs = [x["claimers"][index] for x in r]
+            add(
+                f"process 1,000 queued (spread), cold, {claimers[0]} claimer(s) at once: s vs empty",
+                [f"{big_s:.2f} vs {empty_s:.2f}" for _, big_s, empty_s in pairs],
+                ", ".join(f"{big_s / empty_s:.2f}x" for _, big_s, empty_s in pairs) + " of empty",
             )
     if all("process_rest" in x for x in r):
         add(

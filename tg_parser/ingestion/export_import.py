@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import gc
 import marshal
+import multiprocessing
 import os
 import re
 import tempfile
@@ -40,6 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,13 @@ from tg_parser.domain.ids import make_source_ref
 from tg_parser.domain.models import Source
 from tg_parser.domain.payload import PAYLOAD_CAP_BYTES, cap_payload_text
 from tg_parser.errors import InvalidInput, TgParserError
-from tg_parser.ingestion.export_reader import ChatHeader, ExportFormatError, ExportReader
+from tg_parser.ingestion.export_reader import (
+    ChatHeader,
+    ExportFormatError,
+    ExportReader,
+    SplitPointReached,
+    split_point,
+)
 from tg_parser.ingestion.locks import source_lock
 from tg_parser.stores import IngestionStore, RawStore
 from tg_parser.stores.raw import row_of_tuple
@@ -462,6 +470,73 @@ def _matches(header: ChatHeader, wanted: str | None) -> bool:
     return (header.name or "").strip().casefold() == text.casefold()
 
 
+def _message_checker(
+    path: Path,
+    scan: ChatScan,
+    candidate: bool,
+    add: Callable[[SpooledRow], None] | None,
+    nul_allowed: bool,
+    reader: ExportReader,
+    progress: ProgressCallback | None,
+    total: int,
+) -> Callable[[dict[str, Any]], None]:
+    """The per-message callback of pass 1 for one chat: check the message (all of it for a
+    `candidate` chat, its id and type for another), count it in `scan`, and `add` its row to the
+    spool if the chat's rows are kept."""
+    header = scan.header
+    report_every = 2000
+
+    def on_message(message: dict[str, Any]) -> None:
+        try:
+            message_id = message_id_of(message)
+            if candidate:
+                fields = export_fields(message, message_id)
+                if add is not None and fields is not None:
+                    add(spool_row(fields, nul_allowed=nul_allowed))
+            else:
+                fields = message if message.get("type", "message") == "message" else None
+        except ExportMessageError as exc:
+            raise ExportFormatError(
+                f"{path}: chat {header.describe()}, message {message.get('id', '?')}: {exc}",
+                "the export is damaged; export the chat again with Telegram Desktop",
+            ) from None
+        if fields is None:
+            scan.service += 1
+        else:
+            scan.messages += 1
+        if message_id > scan.max_id:
+            scan.max_id = message_id
+        if progress and (scan.messages + scan.service) % report_every == 0:
+            progress("checking", reader.bytes_read, total)
+
+    return on_message
+
+
+def _check_tail(path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: Connection) -> None:
+    """The forked half of a split read (ExportImporter._read_split): check the messages from byte
+    `cut` to the end of the file as the chosen chat's, spool their rows to `tail`, and send back
+    ("ok", messages, service messages, highest id, escapes repaired, spool bytes), or ("failed",) for
+    anything wrong: the parent then reads the file whole, which reports it as a whole read does."""
+    try:
+        scan = ChatScan(ChatHeader())
+        reader = ExportReader(path)
+        reader.walk_tail(cut, _message_checker(path, scan, True, tail.add, nul_allowed, reader, None, 0))
+        tail.finish()
+        answer.send(("ok", scan.messages, scan.service, scan.max_id, reader.escapes_fixed, tail.size))
+    except Exception:  # the parent's whole read reports the error
+        answer.send(("failed",))
+    finally:
+        answer.close()
+
+
+# Forked processes read the second part of a big export (ExportImporter._read_split); where fork is
+# missing (Windows) the file is read by one process.
+_FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+# A file smaller than this is read by one process: a fork and its second scratch file cost more than
+# they save (about a millisecond per MB of export saved on two processors).
+SPLIT_MIN_BYTES = 8 << 20
+
+
 class _Spool:
     """The chosen chat's checked rows between the two passes, in an anonymous temporary file.
 
@@ -479,6 +554,7 @@ class _Spool:
         self.size = 0
         self._pending: list[SpooledRow] = []
         self._discarded = False
+        self._tails: list[_Spool] = []  # spools of other processes, read after this one
         try:
             self._file = tempfile.TemporaryFile(prefix="tg-parser-import-", dir=directory)  # noqa: SIM115 - closed by close()
         except OSError as exc:
@@ -519,15 +595,47 @@ class _Spool:
         except OSError as exc:
             raise self._failure(exc) from None
 
+    def append(self, other: _Spool, size: int) -> None:
+        """Take `other` (of `size` bytes, written by another process) as the rest of this spool: its
+        rows come after these ones, and closing this spool closes it."""
+        other.size = size
+        self._tails.append(other)
+
     def batches(self) -> Iterator[tuple[list[SpooledRow], int]]:
-        """Each batch of rows, with the spool bytes read so far (for progress)."""
+        """Each batch of rows, with the spool bytes read so far (for progress): batches of
+        `batch_size` rows, the last one smaller, also across appended spools (whose first batch
+        follows a last one of this spool that may be short)."""
+        size = self.batch_size
+        pending: list[SpooledRow] = []
+        done = 0
+        for spool in (self, *self._tails):
+            for rows, read in spool._batches():
+                if not pending and len(rows) == size:
+                    yield rows, done + read
+                    continue
+                pending.extend(rows)
+                while len(pending) >= size:
+                    yield pending[:size], done + read
+                    pending = pending[size:]
+            done += spool.size
+        if pending:
+            yield pending, done
+
+    def _batches(self) -> Iterator[tuple[list[SpooledRow], int]]:
         read = self._file.read
+        self._file.seek(0)
         while header := read(8):
             rows = marshal.loads(read(int.from_bytes(header, "little")))
             yield rows, self._file.tell()
 
+    @property
+    def total_size(self) -> int:
+        return self.size + sum(other.size for other in self._tails)
+
     def close(self) -> None:
         self._file.close()
+        for other in self._tails:
+            other.close()
 
     def _failure(self, exc: OSError) -> TgParserError:
         where = self.directory or Path(tempfile.gettempdir())
@@ -555,34 +663,65 @@ class ExportImporter:
         # The spool sits next to the SQLite files (where the rows are going anyway), or in TMPDIR.
         self.spool_dir = sqlite_dir
         self.progress = progress
+        # A single-chat export at least this big is checked in two parts at once (`read`); None: never.
+        self.split_min_bytes: int | None = SPLIT_MIN_BYTES
         self.sources = IngestionStore(db)
         self.raw = RawStore(db)
 
     # --- pass 1: read and check the whole file, spool the chosen chat ------------------------------
 
-    def read(
-        self, path: Path, chat: str | None = None
-    ) -> tuple[ChatScan, list[ChatScan], ExportReader, _Spool]:
+    def read(self, path: Path, chat: str | None = None) -> tuple[ChatScan, list[ChatScan], int, _Spool]:
         """Read and check the whole file, writing nothing to the database; return the chosen chat,
-        every chat seen, the reader (for its counters) and the spool of the chosen chat's rows."""
+        every chat seen, the number of `\\xNN` escapes repaired and the spool of the chosen chat's rows.
+
+        A big single-chat export is read in two parts at once, on two processors (`_read_split`): this
+        process checks the first part while a forked one checks the rest. The outcome is the one
+        reading it whole gives, or the file is read whole: when the cut turns out not to be at a message
+        start, or either part finds anything wrong (the error is the whole read's, word for word)."""
         spool = _Spool(self.spool_dir, self.batch_size)
         try:
             with _no_cycle_collection():
-                chosen, scans, reader = self._read(path, chat, spool)
+                cut = None
+                if _FORK is not None and self.split_min_bytes is not None:
+                    cut = split_point(path, self.split_min_bytes)
+                outcome = self._read_split(path, chat, spool, cut) if cut is not None else None
+                if outcome is None:
+                    if cut is not None:  # the parts were discarded: start again with an empty spool
+                        spool.close()
+                        spool = _Spool(self.spool_dir, self.batch_size)
+                    outcome = self._read(path, chat, spool)
+            chosen, scans, escapes = outcome
             spool.finish()
         except BaseException:
             spool.close()
             raise
-        return chosen, scans, reader, spool
+        return chosen, scans, escapes, spool
 
-    def _read(
-        self, path: Path, chat: str | None, spool: _Spool
-    ) -> tuple[ChatScan, list[ChatScan], ExportReader]:
+    def _read(self, path: Path, chat: str | None, spool: _Spool) -> tuple[ChatScan, list[ChatScan], int]:
         reader = ExportReader(path)
-        scans: list[ChatScan] = []
+        scans = self._walk(reader, path, chat, spool)
+        return self._chosen(path, scans, chat, reader.kind), scans, reader.escapes_fixed
+
+    def _walk(
+        self,
+        reader: ExportReader,
+        path: Path,
+        chat: str | None,
+        spool: _Spool,
+        scans: list[ChatScan] | None = None,
+    ) -> list[ChatScan]:
+        """Walk the file, checking every message and spooling the chosen chat's; return every chat
+        seen. A walk that stops at `reader.stop_at` ends with SplitPointReached (`scans` is the
+        caller's then, to collect the chats seen so far)."""
+        scans = [] if scans is None else scans
         total = _size(path)
-        report_every = 2000
         nul_allowed = self.db.dialect != "postgres"
+        progress = self.progress
+        if progress is not None and reader.stop_at:
+            report, part = progress, reader.stop_at
+
+            def progress(phase: str, done: int, whole: int) -> None:
+                report(phase, done * whole // part, whole)  # the other part advances at the same pace
 
         def on_chat(header: ChatHeader) -> Callable[[dict[str, Any]], None] | None:
             scan = ChatScan(header)
@@ -592,44 +731,78 @@ class ExportImporter:
             # Only one chat can be imported: a second candidate means the import will stop at
             # `_choose` (once the whole file is checked), so nothing more needs keeping.
             keep = candidate and spool.claim(scan)
-            add = spool.add
+            return _message_checker(
+                path, scan, candidate, spool.add if keep else None, nul_allowed, reader, progress, total
+            )
 
-            def on_message(message: dict[str, Any]) -> None:
-                try:
-                    message_id = message_id_of(message)
-                    if candidate:
-                        fields = export_fields(message, message_id)
-                        if keep and fields is not None:
-                            add(spool_row(fields, nul_allowed=nul_allowed))
-                    else:
-                        fields = message if message.get("type", "message") == "message" else None
-                except ExportMessageError as exc:
-                    raise ExportFormatError(
-                        f"{path}: chat {header.describe()}, message {message.get('id', '?')}: {exc}",
-                        "the export is damaged; export the chat again with Telegram Desktop",
-                    ) from None
-                if fields is None:
-                    scan.service += 1
-                else:
-                    scan.messages += 1
-                if message_id > scan.max_id:
-                    scan.max_id = message_id
-                if self.progress and (scan.messages + scan.service) % report_every == 0:
-                    self.progress("checking", reader.bytes_read, total)
-
-            return on_message
-
-        reader.walk(on_chat)
+        reader.walk(on_chat)  # SplitPointReached ends the first part of a split read
         if self.progress:
             self.progress("checking", total, total)
-        chosen = self._choose(path, scans, chat, reader.kind)
+        return scans
+
+    def _chosen(self, path: Path, scans: list[ChatScan], chat: str | None, kind: str | None) -> ChatScan:
+        chosen = self._choose(path, scans, chat, kind)
         if chosen.header.id is None:
             raise ExportFormatError(f"{path}: chat {chosen.header.describe()} has no id", "export it again")
         if not -_MAX_ID <= chosen.header.id <= _MAX_ID:
             raise ExportFormatError(
                 f"{path}: the chat id {chosen.header.id} is out of range", "export it again"
             )
-        return chosen, scans, reader
+        return chosen
+
+    def _read_split(
+        self, path: Path, chat: str | None, spool: _Spool, cut: int
+    ) -> tuple[ChatScan, list[ChatScan], int] | None:
+        """Check the file in two parts at once: bytes before `cut` here, the rest (from the message
+        that starts at `cut`) in a forked process that spools its rows to a second scratch file.
+        None when the parts cannot stand for the whole (the caller reads the file whole instead)."""
+        assert _FORK is not None
+        tail = _Spool(self.spool_dir, self.batch_size)  # opened here so the child's writes reach us
+        receive, send = _FORK.Pipe(duplex=False)
+        worker = _FORK.Process(
+            target=_check_tail,
+            args=(path, cut, tail, self.db.dialect != "postgres", send),
+            name="tg-parser-import-check",
+            daemon=True,
+        )
+        try:
+            worker.start()
+            send.close()
+            reader = ExportReader(path, stop_at=cut)
+            scans: list[ChatScan] = []
+            answer = None
+            try:
+                self._walk(reader, path, chat, spool, scans)
+            except SplitPointReached:
+                answer = receive.recv()  # EOFError if the child died
+            except TgParserError:
+                pass  # the file read whole tells which error comes first
+            if answer is None or answer[0] != "ok" or len(scans) != 1:
+                tail.close()
+                return None
+            worker.join()
+            _, messages, service, max_id, escapes, size = answer
+            scan = scans[0]
+            scan.messages += messages
+            scan.service += service
+            scan.max_id = max(scan.max_id, max_id)
+            spool.append(tail, size)
+            if self.progress:
+                total = _size(path)
+                self.progress("checking", total, total)
+            return self._chosen(path, scans, chat, reader.kind), scans, reader.escapes_fixed + escapes
+        except EOFError:
+            tail.close()
+            return None
+        except BaseException:
+            tail.close()
+            raise
+        finally:
+            receive.close()
+            if worker.is_alive():
+                worker.kill()
+            if worker.pid is not None:
+                worker.join()
 
     @staticmethod
     def _choose(path: Path, scans: list[ChatScan], chat: str | None, kind: str | None) -> ChatScan:
@@ -659,7 +832,7 @@ class ExportImporter:
 
     def run(self, path: Path, *, chat: str | None = None, source_id: str | None = None) -> ImportResult:
         before = _stat(path)
-        chosen, scans, reader, spool = self.read(path, chat)
+        chosen, scans, escapes_fixed, spool = self.read(path, chat)
         with closing(spool):
             if _stat(path) != before:
                 raise ExportFormatError(f"{path} changed while it was being read", "import it again")
@@ -670,7 +843,7 @@ class ExportImporter:
                 chat=header,
                 source_created=created,
                 service_skipped=chosen.service,
-                escapes_fixed=reader.escapes_fixed,
+                escapes_fixed=escapes_fixed,
                 chats_in_file=len(scans),
             )
             with source_lock(self.db, source.source_id) as lock:
@@ -723,7 +896,7 @@ class ExportImporter:
             result.versions += stored.versions
             result.unchanged += stored.unchanged
             if self.progress:
-                self.progress("importing", total * done // max(spool.size, 1), total)
+                self.progress("importing", total * done // max(spool.total_size, 1), total)
         if self.progress:
             self.progress("importing", total, total)
 

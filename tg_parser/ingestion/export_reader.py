@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ _WS = " \t\r\n"
 
 class ExportFormatError(InvalidInput):
     """The file is not a well-formed Telegram Desktop JSON export."""
+
+
+class SplitPointReached(Exception):
+    """A walk limited to the file's first part (`ExportReader(stop_at=...)`) reached its end exactly at
+    the start of a message of a single-chat export: the messages from there on are the other part's."""
 
 
 @dataclass
@@ -60,10 +66,12 @@ class ChatHeader:
 class _Buffer:
     """A window over the decoded text of the file with just enough lexing for the structural walk."""
 
-    def __init__(self, handle: BinaryIO, path: Path, chunk_bytes: int) -> None:
+    def __init__(self, handle: BinaryIO, path: Path, chunk_bytes: int, limit: int | None = None) -> None:
         self.handle = handle
         self.path = path
         self.chunk_bytes = chunk_bytes
+        self.limit = limit  # read no further than this byte offset (the end of a split walk's part)
+        self.at_limit = False
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
         self.text = ""
         self.pos = 0
@@ -79,7 +87,11 @@ class _Buffer:
     def _read_more(self) -> bool:
         if self.eof:
             return False
-        raw = self.handle.read(self.chunk_bytes)
+        size = self.chunk_bytes
+        if self.limit is not None:
+            size = min(size, self.limit - self.bytes_read)
+            self.at_limit = size <= 0
+        raw = self.handle.read(size) if size > 0 else b""
         self.bytes_read += len(raw)
         try:
             if not raw:
@@ -177,9 +189,10 @@ class _Buffer:
 class ExportReader:
     """Walks an export once. Use `chats()`; each chat's messages are streamed, not collected."""
 
-    def __init__(self, path: Path, *, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, path: Path, *, chunk_bytes: int = CHUNK_BYTES, stop_at: int | None = None) -> None:
         self.path = path
         self.chunk_bytes = chunk_bytes
+        self.stop_at = stop_at  # `walk` reads up to this byte offset only (see `split_point`)
         self.kind: str | None = None  # "single" or "full" once known
         self._buffer: _Buffer | None = None
 
@@ -204,7 +217,7 @@ class ExportReader:
                 f"cannot read {self.path}: {exc.strerror or exc}", "check the path and permissions"
             ) from None
         with handle:
-            buf = self._buffer = _Buffer(handle, self.path, self.chunk_bytes)
+            buf = self._buffer = _Buffer(handle, self.path, self.chunk_bytes, self.stop_at)
             first = buf.peek()
             if first != "{":
                 what = "an empty file" if first == "" else f"{first!r} where a JSON object should start"
@@ -324,7 +337,75 @@ class ExportReader:
         handler = on_chat(header)
         for _ in self._items(buf, f"the messages of {header.describe()}"):
             if buf.peek() != "{":
+                if buf.at_limit and self.kind == "single" and buf.pos == len(buf.text):
+                    raise SplitPointReached  # the rest of the messages is `walk_tail`'s
                 raise buf.fail("a message that is not a JSON object")
             message = buf.value()
             if handler is not None:
                 handler(message)
+
+    def walk_tail(self, offset: int, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Walk the messages of a single-chat export from byte `offset` (the start of a message, see
+        `split_point`) to the end of the file, which must be the end of the messages array and of the
+        export object. The part before `offset` is another walk's (`stop_at=offset`); only that walk
+        can tell whether `offset` really is where a message starts, so whoever runs this one must
+        discard what it did unless the other walk raised SplitPointReached."""
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 - closed below, also on errors
+        except OSError as exc:
+            raise ExportFormatError(
+                f"cannot read {self.path}: {exc.strerror or exc}", "check the path and permissions"
+            ) from None
+        with handle:
+            handle.seek(offset)
+            buf = self._buffer = _Buffer(handle, self.path, self.chunk_bytes)
+            buf.bytes_read = offset
+            self.kind = "single"
+            while True:
+                if buf.peek() != "{":
+                    raise buf.fail("a message that is not a JSON object")
+                handler(buf.value())
+                char = buf.peek()
+                if char == ",":
+                    buf.pos += 1
+                elif char == "]":
+                    buf.pos += 1
+                    break
+                else:
+                    raise buf.fail("expected ',' or ']' in the messages")
+            buf.expect("}", "the end of the export after its messages")
+            if buf.peek() != "":
+                raise buf.fail("unexpected data after the end of the export object")
+
+
+_MESSAGES_START = re.compile(rb'"messages"\s*:\s*\[[ \t\r]*\n([ \t]*)\{')
+
+
+def split_point(path: Path, min_bytes: int) -> int | None:
+    """Where a single-chat export of at least `min_bytes` can be cut in two for two walks: the byte
+    offset of a message start near the middle of the file, or None.
+
+    Telegram Desktop pretty-prints its JSON, one array element per line start, and a JSON string holds
+    no raw line break, so a line that starts with the indentation of the first message followed by
+    `{` is, in a file of that shape, the start of a message. That is only a guess (a file may be of
+    another shape, or hold raw line breaks in strings, which the reader accepts): the walk of the
+    first part confirms it by reaching the offset exactly at a message start (SplitPointReached).
+    """
+    try:
+        size = os.stat(path).st_size
+        if size < min_bytes:
+            return None
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+            first = _MESSAGES_START.search(head)
+            if first is None:
+                return None
+            middle = size // 2
+            handle.seek(middle)
+            window = handle.read(1 << 20)
+    except OSError:
+        return None
+    found = re.search(b"\n" + re.escape(first.group(1)) + b"\\{", window)
+    if found is None or middle + found.end() - 1 <= first.end():
+        return None
+    return middle + found.end() - 1

@@ -36,9 +36,10 @@ import marshal
 import multiprocessing
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -517,16 +518,19 @@ def _check_tail(path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: C
     `cut` to the end of the file as the chosen chat's, spool their rows to `tail`, and send back
     ("ok", messages, service messages, highest id, escapes repaired, spool bytes), or ("failed",) for
     anything wrong: the parent then reads the file whole, which reports it as a whole read does."""
+    # Ctrl-C reaches the whole process group: the parent stops this process itself (no traceback here).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         scan = ChatScan(ChatHeader())
         reader = ExportReader(path)
         reader.walk_tail(cut, _message_checker(path, scan, True, tail.add, nul_allowed, reader, None, 0))
         tail.finish()
-        answer.send(("ok", scan.messages, scan.service, scan.max_id, reader.escapes_fixed, tail.size))
+        outcome: tuple[Any, ...] = ("ok", scan.messages, scan.service, scan.max_id)
+        outcome += (reader.escapes_fixed, tail.size)
     except Exception:  # the parent's whole read reports the error
-        answer.send(("failed",))
-    finally:
-        answer.close()
+        outcome = ("failed",)
+    with suppress(OSError), answer:  # a parent gone (killed) reads no answer
+        answer.send(outcome)
 
 
 # Forked processes read the second part of a big export (ExportImporter._read_split); where fork is

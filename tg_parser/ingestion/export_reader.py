@@ -398,8 +398,8 @@ def split_point(path: Path, min_bytes: int) -> int | None:
         with open(path, "rb") as handle:
             head = handle.read(1 << 16)
             first = _MESSAGES_START.search(head)
-            if first is None:
-                return None
+            if first is None or b'"chats"' in head[: first.start()]:
+                return None  # not a single-chat export (a full one lists its chats under "chats")
             middle = size // 2
             handle.seek(middle)
             window = handle.read(1 << 20)

@@ -1,0 +1,232 @@
+"""A big single-chat export checked in two parts at once (ExportImporter._read_split): the same rows,
+counts and errors as the file read whole, whatever the cut — both dialects."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_export_import import all_rows, chat, importer, message, nothing_written, write
+
+from tg_parser.config import Settings
+from tg_parser.db.base import Database
+from tg_parser.ingestion import export_import
+from tg_parser.ingestion.export_import import ExportImporter
+from tg_parser.ingestion.export_reader import (
+    ExportFormatError,
+    ExportReader,
+    SplitPointReached,
+    split_point,
+)
+from tg_parser.stores import IngestionStore
+
+CHAT = 42
+
+
+def export_messages(count: int) -> list[dict[str, Any]]:
+    """Messages of every kind the checks look at: service ones, edits, replies, media, structured text."""
+    out: list[dict[str, Any]] = []
+    for i in range(1, count + 1):
+        if i % 17 == 0:
+            out.append({"id": i, "type": "service", "date_unixtime": "1735722000", "action": "pin_message"})
+            continue
+        extra: dict[str, Any] = {}
+        if i % 5 == 0:
+            extra["edited_unixtime"] = str(1735722000 + i * 60 + 30)
+        if i % 7 == 0:
+            extra.update(photo="(File not included. Change data exporting settings to download.)", width=9)
+        if i % 3 == 0:
+            extra["reply_to_message_id"] = i - 1
+        text: Any = f"message {i} PLACEHOLDER" if i % 2 else ["plain ", {"type": "bold", "text": f"{i}"}]
+        out.append(message(i, text, **extra))
+    return out
+
+
+def big_export(path: Path, count: int = 900, *, indent: int | None = 1, **extra: Any) -> Path:
+    body = json.dumps(chat(CHAT, messages=export_messages(count), **extra), ensure_ascii=False, indent=indent)
+    # Telegram Desktop's `\xNN` escapes, in both halves of the file (repaired while reading).
+    path.write_text(body.replace("PLACEHOLDER", r"a\x07b"), encoding="utf-8")
+    return path
+
+
+def stored(db: Database, channel_id: int = CHAT) -> dict[int, dict[str, Any]]:
+    return {
+        k: v.model_dump(exclude={"inserted_at", "source_id", "source_ref", "channel_id"})
+        for k, v in all_rows(db, channel_id).items()
+    }
+
+
+def split_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record whether each split read stood for the whole read (True) or was discarded (False)."""
+    seen: list[bool] = []
+    original = ExportImporter._read_split
+
+    def spy(self: ExportImporter, *args: Any) -> Any:
+        outcome = original(self, *args)
+        seen.append(outcome is not None)
+        return outcome
+
+    monkeypatch.setattr(ExportImporter, "_read_split", spy)
+    return seen
+
+
+def run_whole_and_split(
+    db: Database, settings: Settings, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, Any, list[bool]]:
+    """Import `path` read whole (into chat CHAT+1, a copy) and in two parts (chat CHAT)."""
+    data = path.read_text(encoding="utf-8").replace(f'"id": {CHAT},', f'"id": {CHAT + 1},', 1)
+    copy = path.with_name("copy.json")
+    copy.write_text(data, encoding="utf-8")
+    whole = importer(db, settings, batch_size=64)
+    whole.split_min_bytes = None
+    whole_result = whole.run(copy)
+    seen = split_outcomes(monkeypatch)
+    split = importer(db, settings, batch_size=64)
+    split.split_min_bytes = 0
+    return whole_result, split.run(path), seen
+
+
+def test_split_read_stores_what_the_whole_read_stores(db, settings, tmp_path, monkeypatch):
+    path = big_export(tmp_path / "result.json")
+    whole, split, seen = run_whole_and_split(db, settings, path, monkeypatch)
+    assert seen == [True]  # the file really was read in two parts
+    for key in ("messages", "inserted", "service_skipped", "escapes_fixed"):
+        assert getattr(split, key) == getattr(whole, key), key
+    assert split.escapes_fixed == 424 and split.service_skipped == 52 and split.inserted == 848
+    assert stored(db, CHAT) == stored(db, CHAT + 1)
+    # Rows in file order, whatever part spooled them (rowids follow the order of the messages).
+    assert list(all_rows(db, CHAT)) == sorted(all_rows(db, CHAT))
+    sources = {s.channel_id: s for s in IngestionStore(db).list_sources()}
+    assert sources[CHAT].last_post_id == sources[CHAT + 1].last_post_id == 900
+    again = importer(db, settings)
+    again.split_min_bytes = 0
+    assert again.run(path).inserted == 0
+
+
+def test_one_message_per_line_is_split_too(db, settings, tmp_path, monkeypatch):
+    # bench_import's shape: the messages array holds one compact message per line.
+    lines = [json.dumps(m, ensure_ascii=False) for m in export_messages(600)]
+    path = tmp_path / "result.json"
+    head = '{\n "name": "Chan",\n "type": "public_channel",\n "id": 42,\n "messages": [\n'
+    path.write_text(head + ",\n".join(lines) + "\n ]\n}\n", encoding="utf-8")
+    whole, split, seen = run_whole_and_split(db, settings, path, monkeypatch)
+    assert seen == [True]
+    assert (split.inserted, split.service_skipped) == (whole.inserted, whole.service_skipped) == (565, 35)
+    assert stored(db, CHAT) == stored(db, CHAT + 1)
+
+
+@pytest.mark.parametrize("where", ["first part", "second part"])
+def test_a_bad_message_in_either_part_is_the_whole_reads_error(db, settings, tmp_path, where):
+    messages = export_messages(900)
+    bad = 100 if where == "first part" else 800
+    messages[bad - 1] = {**messages[bad - 1], "date_unixtime": "soon", "type": "message"}
+    path = write(tmp_path / "bad.json", chat(CHAT, messages=messages))
+    errors = []
+    for split_min_bytes in (None, 0):
+        imp = importer(db, settings)
+        imp.split_min_bytes = split_min_bytes
+        with pytest.raises(ExportFormatError) as caught:
+            imp.run(path)
+        errors.append(caught.value.one_line())
+    assert errors[0] == errors[1]
+    assert f"message {bad}: 'date_unixtime' is 'soon'" in errors[0]
+    nothing_written(db)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "truncated",  # the second part ends inside a message
+        "data after the end",
+        "a key after the messages",  # valid, but not what the second part's walk accepts: read whole
+    ],
+)
+def test_files_the_second_part_does_not_accept_are_read_whole(db, settings, tmp_path, content, monkeypatch):
+    path = big_export(tmp_path / "result.json")
+    data = path.read_bytes()
+    if content == "truncated":
+        path.write_bytes(data[: len(data) * 9 // 10])
+    elif content == "data after the end":
+        path.write_bytes(data + b"\n{}")
+    else:
+        path.write_bytes(data.rstrip().removesuffix(b"}") + b', "about": "after"\n}')
+    seen = split_outcomes(monkeypatch)
+    outcomes = []
+    for split_min_bytes in (None, 0):
+        imp = importer(db, settings)
+        imp.split_min_bytes = split_min_bytes
+        try:
+            result = imp.run(path, source_id=f"s{split_min_bytes}")
+            outcomes.append(("ok", result.inserted + result.unchanged, result.escapes_fixed))
+        except ExportFormatError as exc:
+            outcomes.append(("error", exc.one_line(), 0))
+    assert seen == [False]
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == ("ok" if content == "a key after the messages" else "error")
+
+
+def test_a_cut_anywhere_gives_the_whole_reads_rows(db, settings, tmp_path, monkeypatch):
+    # The cut is a guess; one inside a message, inside a string or in the chat's header is discarded.
+    path = big_export(tmp_path / "result.json", 300)
+    data = path.read_bytes()
+    starts = [i + 3 for i in range(len(data)) if data[i : i + 4] == b"\n  {"]  # each message's `{`
+    cuts = [
+        10,  # in the header
+        data.index(b"message 151") + 3,  # inside a string
+        starts[150] + 1,  # one byte after a message start
+        starts[150] - 3,  # the line break before a message: whitespace up to it, so a good cut too
+        starts[150],
+    ]
+    seen = split_outcomes(monkeypatch)
+    reference = None
+    for number, cut in enumerate(cuts):
+        monkeypatch.setattr(export_import, "split_point", lambda _path, _min, cut=cut: cut)
+        imp = importer(db, settings)
+        imp.split_min_bytes = 0
+        result = imp.run(path, source_id=f"cut{number}")
+        assert (result.inserted if number == 0 else result.unchanged) == 283
+        if reference is None:
+            reference = stored(db)
+        assert stored(db) == reference
+    assert seen == [False, False, False, True, True]
+
+
+def test_a_second_process_that_dies_leaves_the_whole_read(db, settings, tmp_path, monkeypatch):
+    path = big_export(tmp_path / "result.json")
+    monkeypatch.setattr(export_import, "_check_tail", lambda *args: os._exit(3))
+    seen = split_outcomes(monkeypatch)
+    imp = importer(db, settings)
+    imp.split_min_bytes = 0
+    assert imp.run(path).inserted == 848
+    assert seen == [False]
+
+
+def test_split_point_is_a_message_start_near_the_middle(tmp_path):
+    path = big_export(tmp_path / "result.json")
+    size = path.stat().st_size
+    cut = split_point(path, 0)
+    assert cut is not None and size // 2 <= cut < size // 2 + 200
+    data = path.read_bytes()
+    assert data[cut - 3 : cut + 1] == b"\n  {"
+    assert split_point(path, size + 1) is None  # smaller than the threshold
+    compact = big_export(tmp_path / "compact.json", indent=None)
+    assert split_point(compact, 0) is None  # one line: no place to cut
+    full = write(tmp_path / "full.json", {"chats": {"list": [chat(CHAT, messages=export_messages(50))]}})
+    assert split_point(full, 0) is None  # only single-chat exports are cut
+
+
+def test_the_two_walks_together_give_every_message_once(tmp_path):
+    path = big_export(tmp_path / "result.json")
+    cut = split_point(path, 0)
+    assert cut is not None
+    whole: list[dict] = []
+    ExportReader(path).walk(lambda header: whole.append)
+    first: list[dict] = []
+    with pytest.raises(SplitPointReached):
+        ExportReader(path, stop_at=cut).walk(lambda header: first.append)
+    rest: list[dict] = []
+    ExportReader(path).walk_tail(cut, rest.append)
+    assert 0 < len(first) < len(whole) and first + rest == whole

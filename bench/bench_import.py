@@ -6,6 +6,7 @@ the flat-memory claim can be checked: peak RSS must not grow with the file.
     python bench/bench_import.py                      # 50k and 200k, SQLite and PostgreSQL
     python bench/bench_import.py --sizes 200000 --dialects sqlite
     python bench/bench_import.py --profile            # cProfile of one SQLite import (top functions)
+    python bench/bench_import.py --sizes 200000 --dialects sqlite,sqlite-whole   # A/B: split read or not
 
 PostgreSQL: the server from TG_PARSER_BENCH_PG_HOST/PORT/USER (default 127.0.0.1:5432, user postgres); a
 scratch database `tgp_bench_<pid>` is created and dropped. Each import runs in a fresh child process so
@@ -13,9 +14,11 @@ its peak RSS (ru_maxrss) is its own. Targets (issue 3): ≥ 20,000 messages/s in
 200 MB whatever the file size.
 
 Wall-clock rates depend on what else the machine runs, so every figure is printed with the load average
-and with the import's own CPU time (user + system of the child; on PostgreSQL the server's work is not
-in it), also per message ("CPU us/msg"). "read" is the first pass (parse and check the file, prepare
-the rows), "store" the rest. --profile samples CPU time, not wall time, so a busy machine does not
+and with the import's own CPU time (user + system of the child, with the process it forks to read the
+second half of a big export; on PostgreSQL the server's work is not in it), also per message ("CPU
+us/msg"). "read" is the first pass (parse and check the file, prepare the rows), "store" the rest.
+A dialect suffixed "-whole" (sqlite-whole, postgres-whole) reads the file in one process, as the
+import did before the split read, for an A/B in one invocation. --profile samples CPU time, not wall time, so a busy machine does not
 skew it.
 """
 
@@ -127,6 +130,8 @@ def generate(path: Path, count: int, seed: int = 1) -> int:
 
 def child(dialect: str, target: str, export: str, profile: bool) -> None:
     """Run one import in this process and print its figures as JSON."""
+    whole = dialect.endswith("-whole")
+    dialect = dialect.removesuffix("-whole")
     sys.path.insert(0, str(ROOT))
     from tg_parser.config import load_settings
     from tg_parser.db import migrations
@@ -148,9 +153,7 @@ def child(dialect: str, target: str, export: str, profile: bool) -> None:
     db = open_database(settings)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     phases: dict[str, float] = {}
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_started = usage.ru_utime + usage.ru_stime
-    cpu_process_started = time.process_time()
+    cpu_started = _cpu()
     started = time.perf_counter()
 
     cpu_phases: dict[str, float] = {}
@@ -158,7 +161,7 @@ def child(dialect: str, target: str, export: str, profile: bool) -> None:
     def progress(phase: str, done: int, total: int) -> None:
         if phase not in phases:
             phases[phase] = time.perf_counter()
-            cpu_phases[phase] = time.process_time()
+            cpu_phases[phase] = _cpu()
 
     importer = ExportImporter(
         db,
@@ -167,6 +170,8 @@ def child(dialect: str, target: str, export: str, profile: bool) -> None:
         sqlite_dir=settings.db_sqlite_dir if dialect == "sqlite" else None,
         progress=progress,
     )
+    if whole:
+        importer.split_min_bytes = None
     if profile:
         import cProfile
         import pstats
@@ -175,14 +180,13 @@ def child(dialect: str, target: str, export: str, profile: bool) -> None:
         profiler.enable()
     result = importer.run(Path(export))
     elapsed = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu_seconds = usage.ru_utime + usage.ru_stime - cpu_started
+    cpu_seconds = _cpu() - cpu_started
     if profile:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     db.close()
     read_seconds = phases.get("importing", started) - started
-    read_cpu = cpu_phases.get("importing", cpu_process_started) - cpu_process_started
+    read_cpu = cpu_phases.get("importing", cpu_started) - cpu_started
     print(
         json.dumps(
             {
@@ -193,10 +197,19 @@ def child(dialect: str, target: str, export: str, profile: bool) -> None:
                 "read_seconds": read_seconds,
                 "read_cpu_seconds": read_cpu,
                 "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "child_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
                 "baseline_rss_kb": baseline,
             }
         )
     )
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process and of its children that ended: the import reads a
+    big export in two processes (the second one forked, waited for before the store pass)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def run_child(dialect: str, target: str, export: Path, profile: bool = False) -> dict:
@@ -254,35 +267,36 @@ def main() -> None:
                 return
             for dialect in dialects:
                 load = os.getloadavg()
-                if dialect == "sqlite":
-                    target = str(Path(scratch) / f"sqlite_{size}")
-                    figures = run_child("sqlite", target, export)
+                if dialect.startswith("sqlite"):
+                    target = str(Path(scratch) / f"{dialect}_{size}")
+                    figures = run_child(dialect, target, export)
                 else:
                     target = f"tgp_bench_{os.getpid()}_{size}"
                     pg_database(True, target)
                     try:
-                        figures = run_child("postgres", target, export)
+                        figures = run_child(dialect, target, export)
                     finally:
                         pg_database(False, target)
                 figures["load"] = load
                 rows.append((dialect, size, nbytes, figures))
                 rate = figures["messages"] / figures["seconds"]
                 print(
-                    f"  {dialect:<8} {figures['messages']:>8,} msgs  {figures['seconds']:6.1f}s "
+                    f"  {dialect:<12} {figures['messages']:>8,} msgs  {figures['seconds']:6.1f}s "
                     f"(read pass {figures['read_seconds']:.1f}s, CPU {figures['cpu_seconds']:.1f}s)  "
-                    f"{rate:8,.0f} msg/s  peak RSS {figures['peak_rss_kb'] / 1024:6.1f} MB  "
+                    f"{rate:8,.0f} msg/s  peak RSS {figures['peak_rss_kb'] / 1024:6.1f} MB "
+                    f"(second reader {figures['child_rss_kb'] / 1024:.1f} MB)  "
                     f"load {load[0]:.2f}",
                     flush=True,
                 )
     print()
     print(
-        f"{'dialect':<9}{'messages':>10}{'file MB':>9}{'seconds':>9}{'msg/s':>9}{'CPU s':>7}{'msg/CPU s':>11}"
+        f"{'dialect':<13}{'messages':>10}{'file MB':>9}{'seconds':>9}{'msg/s':>9}{'CPU s':>7}{'msg/CPU s':>11}"
         f"{'CPU us/msg':>11}{'read us':>9}{'store us':>9}{'peak RSS MB':>13}{'base RSS MB':>13}{'load 1m':>9}"
     )
     for dialect, _size, nbytes, f in rows:
         per = 1e6 / f["messages"]
         print(
-            f"{dialect:<9}{f['messages']:>10,}{nbytes / 1e6:>9.1f}{f['seconds']:>9.1f}"
+            f"{dialect:<13}{f['messages']:>10,}{nbytes / 1e6:>9.1f}{f['seconds']:>9.1f}"
             f"{f['messages'] / f['seconds']:>9,.0f}{f['cpu_seconds']:>7.1f}{f['messages'] / f['cpu_seconds']:>11,.0f}"
             f"{f['cpu_seconds'] * per:>11.1f}{f['read_cpu_seconds'] * per:>9.1f}"
             f"{(f['cpu_seconds'] - f['read_cpu_seconds']) * per:>9.1f}"

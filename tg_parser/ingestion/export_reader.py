@@ -204,19 +204,21 @@ class ExportReader:
     def escapes_fixed(self) -> int:
         return self._buffer.escapes_fixed if self._buffer else 0
 
+    def _open(self) -> BinaryIO:
+        try:
+            return open(self.path, "rb")  # the caller closes it (a with block)
+        except OSError as exc:
+            raise ExportFormatError(
+                f"cannot read {self.path}: {exc.strerror or exc}", "check the path and permissions"
+            ) from None
+
     def walk(
         self,
         on_chat: Callable[[ChatHeader], Callable[[dict[str, Any]], None] | None],
     ) -> None:
         """Walk the whole file. For each chat, `on_chat(header)` returns a per-message callback, or None
         to skip that chat's messages (they are still decoded, to validate the file)."""
-        try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - closed below, also on errors
-        except OSError as exc:
-            raise ExportFormatError(
-                f"cannot read {self.path}: {exc.strerror or exc}", "check the path and permissions"
-            ) from None
-        with handle:
+        with self._open() as handle:
             buf = self._buffer = _Buffer(handle, self.path, self.chunk_bytes, self.stop_at)
             first = buf.peek()
             if first != "{":
@@ -350,13 +352,7 @@ class ExportReader:
         export object. The part before `offset` is another walk's (`stop_at=offset`); only that walk
         can tell whether `offset` really is where a message starts, so whoever runs this one must
         discard what it did unless the other walk raised SplitPointReached."""
-        try:
-            handle = open(self.path, "rb")  # noqa: SIM115 - closed below, also on errors
-        except OSError as exc:
-            raise ExportFormatError(
-                f"cannot read {self.path}: {exc.strerror or exc}", "check the path and permissions"
-            ) from None
-        with handle:
+        with self._open() as handle:
             handle.seek(offset)
             buf = self._buffer = _Buffer(handle, self.path, self.chunk_bytes)
             buf.bytes_read = offset

@@ -526,7 +526,9 @@ def _check_tail(path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: C
     ("ok", messages, service messages, highest id, escapes repaired, spool bytes), or ("failed",) for
     anything wrong: the parent then reads the file whole, which reports it as a whole read does."""
     # Ctrl-C reaches the whole process group: the parent stops this process itself (no traceback here).
+    # A SIGTERM ends it at once, whatever handler the parent had installed (its stop message is its own).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         scan = ChatScan(ChatHeader())
         reader = ExportReader(path)

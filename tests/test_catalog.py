@@ -94,7 +94,7 @@ def test_dialect_folder_overrides_portable(root: Path) -> None:
 def test_dialect_folder_overrides_run_for_real(root: Path, tmp_path: Path) -> None:
     from tg_parser.db.sqlite import SqliteDatabase
 
-    with SqliteDatabase(tmp_path / "data", SqlCatalog.load("sqlite", root=root)) as db:
+    with SqliteDatabase(tmp_path / "data", SqlCatalog.load("sqlite", root=root), create=True) as db:
         assert db.fetch_scalar("raw_pick") == "portable"
         assert db.fetch_one("sources_probe", {"a": 1, "b": "x"}) == {"a": 1, "b": "x", "again": 1}
 

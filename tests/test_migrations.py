@@ -334,7 +334,7 @@ def test_uninitialised_sqlite_dir_asks_for_init_and_creates_nothing(tmp_path: Pa
     with pytest.raises(SchemaOutdated) as info:
         open_database(sqlite_settings(empty))
     assert "not initialised" in info.value.message
-    assert info.value.hint == "run 'tg-parser init'"
+    assert info.value.hint == "run 'tg-parser init' (or 'tg-parser db upgrade')"
     assert list(empty.iterdir()) == []
 
 

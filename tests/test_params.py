@@ -171,7 +171,7 @@ def probe_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     root = _catalog_root(tmp_path)
     db: Database
     if request.param == "sqlite":
-        db = SqliteDatabase(tmp_path / "data", SqlCatalog.load("sqlite", root=root))
+        db = SqliteDatabase(tmp_path / "data", SqlCatalog.load("sqlite", root=root), create=True)
     else:
         require_postgres()
         db = PostgresDatabase(

@@ -49,6 +49,11 @@ class SchemaOutdated(TgParserError):
     exit_code = EXIT_CONFIG
 
 
+class StoreNotInitialised(SchemaOutdated):
+    """A store was never created (no SQLite file, no PostgreSQL schema or migration bookkeeping, or no
+    migration applied): the fix is `tg-parser init`, not an upgrade of a schema that is not there."""
+
+
 class QueryNotFound(TgParserError):
     """A named SQL query does not exist (a name given by the user: bad input)."""
 

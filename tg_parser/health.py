@@ -28,9 +28,7 @@ def collect_health(settings: Settings, open_db: Callable[[], Database]) -> dict[
         "stores": {},
     }
     try:
-        if dialect_of(settings) == "sqlite":
-            migrations.require_sqlite_files(settings.db_sqlite_dir)
-        db = open_db()
+        db = open_db()  # refuses a missing SQLite file (not initialised) without creating it
     except TgParserError as exc:
         report["error"] = exc.one_line()
         return report
@@ -39,11 +37,14 @@ def collect_health(settings: Settings, open_db: Callable[[], Database]) -> dict[
     for store in STORES:
         entry: dict[str, Any] = {}
         try:
-            applied = db.applied_migrations(store) or []
+            have = db.applied_migrations(store)
+            applied = have or []
             expected = migrations.expected_ids(db.dialect, store)
             entry["current"] = applied[-1] if applied else None
             entry["pending"] = [m for m in expected if m not in applied]
-            if not entry["pending"]:
+            if have is None:  # a PostgreSQL schema (or its bookkeeping) never created
+                entry["error"] = "not initialised (no schema yet) — run 'tg-parser init'"
+            elif not entry["pending"]:
                 # With migrations pending the tables may not exist yet: the pending list is the finding.
                 db.fetch_one(f"health_{store}")
             entry["reachable"] = True

@@ -63,6 +63,9 @@ def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
     """Show applied and pending migrations per store, the migration lock, and migrations applied by a newer
     tg-parser with their compatibility (exit 1 when any are pending or an invalid index is left).
 
+    Reads only: a store never created (no file, no schema) shows as "(not created)" with every migration
+    pending, and is not created; 'tg-parser init' creates it.
+
     \b
     Examples:
       tg-parser db status
@@ -75,7 +78,7 @@ def status(app: AppContext, stores: tuple[str, ...], as_json: bool) -> None:
         rows = [
             {
                 "store": s.store,
-                "current": s.current or "(none)",
+                "current": s.current or ("(none)" if s.created else "(not created)"),
                 "pending": ", ".join(s.pending) or "-",
                 "lock": (f"pid {s.lock['pid']}" + (" (stale)" if s.lock["stale"] else "")) if s.lock else "-",
             }

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.catalog import SqlCatalog
+from tg_parser.db.resources import STORES
 from tg_parser.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -97,8 +99,15 @@ def dialect_of(settings: Settings) -> str:
     return "postgres" if settings.db_type == "postgres" else "sqlite"
 
 
-def open_database(settings: Settings, *, check_migrations: bool = True) -> Database:
-    """The configured database. With `check_migrations`, refuse to work on a schema that is behind."""
+def open_database(
+    settings: Settings, *, check_migrations: bool = True, stores: Sequence[str] = STORES
+) -> Database:
+    """The configured database. With `check_migrations`, refuse to work on a schema that is behind.
+
+    Opening never creates a store: a missing SQLite file is refused (StoreNotInitialised) before
+    sqlite3 could create it; only migrations (`init`, `db upgrade`) create stores. `stores` narrows the
+    SQLite files attached (`db status` reads the present ones); a PostgreSQL connection sees every schema.
+    """
     catalog = load_catalog(settings)
     db: Database
     if settings.db_type == "postgres":
@@ -123,11 +132,7 @@ def open_database(settings: Settings, *, check_migrations: bool = True) -> Datab
     else:
         from tg_parser.db.sqlite import SqliteDatabase
 
-        if check_migrations:
-            from tg_parser.db.migrations import require_sqlite_files
-
-            require_sqlite_files(settings.db_sqlite_dir)
-        db = SqliteDatabase(settings.db_sqlite_dir, catalog, settings.db_sqlite_busy_timeout)
+        db = SqliteDatabase(settings.db_sqlite_dir, catalog, settings.db_sqlite_busy_timeout, stores=stores)
     if check_migrations:
         from tg_parser.db.migrations import require_current
 

@@ -39,8 +39,8 @@ from tg_parser.db.base import Database
 from tg_parser.db.connect import dialect_of, migration_target
 from tg_parser.db.locks import lock_key, pid_alive
 from tg_parser.db.resources import STORES, migrations_dir
-from tg_parser.db.sqlite import STORE_FILES, store_path
-from tg_parser.errors import ConfigError, LockHeld, SchemaOutdated, TgParserError
+from tg_parser.db.sqlite import store_path
+from tg_parser.errors import ConfigError, LockHeld, SchemaOutdated, StoreNotInitialised, TgParserError
 
 COMPAT_TABLE = "_yoyo_tg_compat"
 # Tables of migration bookkeeping (yoyo's and ours) inside every store: not part of the logical schema,
@@ -61,6 +61,8 @@ class StoreStatus:
     # What the unknown migrations declared when they were applied: additive ones let this version run.
     unknown_compatibility: dict[str, str] = field(default_factory=dict)
     invalid_indexes: list[str] = field(default_factory=list)  # PostgreSQL: failed concurrent builds
+    # False when the store has no file (SQLite) or no schema / migration bookkeeping (PostgreSQL) yet.
+    created: bool = True
 
     @property
     def current(self) -> str | None:
@@ -482,19 +484,25 @@ def _invalid_index_error(store: str, names: list[str], cause: str | None = None)
 
 
 def status(settings: Settings, stores: tuple[str, ...] = STORES) -> list[StoreStatus]:
+    """Applied and pending migrations per store. Reads only: a store that was never created (no SQLite
+    file; no schema or bookkeeping on PostgreSQL) is reported as not created, and is not created here."""
     from tg_parser.db.connect import open_database
 
     dialect = dialect_of(settings)
-    if dialect == "postgres":
-        _ensure_pg_schemas(settings)
+    present = stores
+    if dialect == "sqlite":
+        present = tuple(s for s in stores if store_path(settings.db_sqlite_dir, s).exists())
     result = []
-    with open_database(settings, check_migrations=False) as db:
+    with open_database(settings, check_migrations=False, stores=present) as db:
         for store in stores:
-            with _backend(settings, store) as backend:  # creates yoyo's tables if missing; reads its lock
+            expected = expected_ids(dialect, store)
+            have = db.applied_migrations(store)
+            if have is None:
+                result.append(StoreStatus(store=store, applied=[], pending=expected, created=False))
+                continue
+            with _backend(settings, store) as backend:  # the bookkeeping exists: yoyo creates nothing
                 lock = _lock_row(backend, settings)
                 invalid = _invalid_indexes(backend, settings, store)
-            have = db.applied_migrations(store) or []
-            expected = expected_ids(dialect, store)
             unknown = [m for m in have if m not in expected]
             compat = db.migration_compatibility(store) if unknown else {}
             result.append(
@@ -509,6 +517,23 @@ def status(settings: Settings, stores: tuple[str, ...] = STORES) -> list[StoreSt
                 )
             )
     return result
+
+
+def _require_created(settings: Settings, store: str) -> None:
+    """Refuse a store that was never created, before yoyo's connection would create its file (SQLite) or
+    its bookkeeping tables: rolling back or unlocking it has nothing to act on."""
+    from tg_parser.db.connect import open_database
+
+    with open_database(settings, check_migrations=False, stores=(store,)) as db:
+        if db.applied_migrations(store) is None:
+            raise _not_initialised(db, store)
+
+
+def _not_initialised(db: Database, store: str) -> StoreNotInitialised:
+    return StoreNotInitialised(
+        f"store {store!r} in {db.describe()} is not initialised (no schema yet)",
+        "run 'tg-parser init' (or 'tg-parser db upgrade')",
+    )
 
 
 def upgrade(
@@ -556,8 +581,7 @@ def rollback_plan(settings: Settings, store: str, steps: int = 1, *, root: Path 
     """The ids `rollback` would roll back now, latest first (fewer than `steps` when fewer are applied):
     for the confirmation prompt. Touches the store no more than `rollback` does."""
     dialect = dialect_of(settings)
-    if dialect == "postgres":
-        _ensure_pg_schemas(settings)
+    _require_created(settings, store)
     migrations = _yoyo_migrations(dialect, store, root)
     with _backend(settings, store) as backend:
         _raise_if_locked(store, _lock_row(backend, settings))  # refused before the prompt, as it will be
@@ -568,8 +592,7 @@ def rollback_plan(settings: Settings, store: str, steps: int = 1, *, root: Path 
 def rollback(settings: Settings, store: str, steps: int = 1, *, root: Path | None = None) -> list[str]:
     """Roll back the last `steps` migrations of one store; returns the ids rolled back."""
     dialect = dialect_of(settings)
-    if dialect == "postgres":
-        _ensure_pg_schemas(settings)
+    _require_created(settings, store)
     migrations = _yoyo_migrations(dialect, store, root)
     with _backend(settings, store) as backend:
         _raise_if_locked(store, _lock_row(backend, settings))
@@ -588,6 +611,7 @@ def rollback(settings: Settings, store: str, steps: int = 1, *, root: Path | Non
 def unlock(settings: Settings, store: str, *, force: bool = False) -> dict[str, Any] | None:
     """Remove a stale migration lock; returns what it was. A lock that is not stale (its migration may be
     running, here or on another host) is only removed with `force`."""
+    _require_created(settings, store)
     with _backend(settings, store) as backend:
         lock = _lock_row(backend, settings)
         if lock is not None and not lock["stale"] and not force:
@@ -600,15 +624,6 @@ def unlock(settings: Settings, store: str, *, force: bool = False) -> dict[str, 
     return lock
 
 
-def require_sqlite_files(directory: Path) -> None:
-    missing = [name for name in STORE_FILES.values() if not (directory / name).exists()]
-    if missing:
-        raise SchemaOutdated(
-            f"the SQLite stores in {directory} are not initialised (missing {', '.join(missing)})",
-            "run 'tg-parser init'",
-        )
-
-
 def require_current(db: Database) -> None:
     """Refuse to run on a schema whose migrations are behind this version of the tool, or ahead of it by a
     migration not marked additive. Migrations that are applied, unknown to this code and recorded as
@@ -617,11 +632,8 @@ def require_current(db: Database) -> None:
     for store in STORES:
         have = db.applied_migrations(store)
         want = expected_ids(db.dialect, store)
-        if have is None:
-            raise SchemaOutdated(
-                f"store {store!r} in {db.describe()} has no schema yet",
-                "run 'tg-parser init' (or 'tg-parser db upgrade')",
-            )
+        if have is None:  # never created: the fix is init, not an upgrade of a schema that is not there
+            raise _not_initialised(db, store)
         missing = [m for m in want if m not in have]
         if missing:
             raise SchemaOutdated(

@@ -22,7 +22,7 @@ from tg_parser.db.catalog import Query, SqlCatalog
 from tg_parser.db.codec import encode_sqlite_params, register_sqlite_converters
 from tg_parser.db.locks import HeldLock, file_lock, lock_file
 from tg_parser.db.resources import STORES
-from tg_parser.errors import DatabaseUnavailable, LockHeld
+from tg_parser.errors import DatabaseUnavailable, LockHeld, StoreNotInitialised
 
 STORE_FILES: dict[str, str] = {
     "ingestion": "ingestion_state.sqlite",
@@ -33,6 +33,17 @@ STORE_FILES: dict[str, str] = {
 
 def store_path(directory: Path, store: str) -> Path:
     return directory / STORE_FILES[store]
+
+
+def require_store_files(directory: Path, stores: Sequence[str] = STORES) -> None:
+    """Refuse, naming the files, when a store file is missing: only `tg-parser init` (or `db upgrade`)
+    creates them, so a read never leaves an empty file that later reads as a schema that is behind."""
+    missing = [STORE_FILES[store] for store in stores if not store_path(directory, store).exists()]
+    if missing:
+        raise StoreNotInitialised(
+            f"the SQLite stores in {directory} are not initialised (missing {', '.join(missing)})",
+            "run 'tg-parser init' (or 'tg-parser db upgrade')",
+        )
 
 
 def _dict_rows(cursor: sqlite3.Cursor, rows: list[tuple]) -> list[Row]:
@@ -108,26 +119,41 @@ class SqliteDatabase(Database):
     dialect = "sqlite"
     reads_ahead = True
 
-    def __init__(self, directory: Path, catalog: SqlCatalog, busy_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        catalog: SqlCatalog,
+        busy_timeout_ms: int = 30_000,
+        *,
+        create: bool = False,
+        stores: Sequence[str] = STORES,
+    ) -> None:
+        """Attach the files of `stores` (a store left out answers as one without bookkeeping). Unless
+        `create`, a missing file is refused (StoreNotInitialised) and none is created: sqlite3 creates a
+        file on connect, so each is attached with `mode=rw`, which opens only an existing file."""
         super().__init__()
         register_sqlite_converters()
         self.directory = directory
         self.catalog = catalog
         self._lock = threading.RLock()
+        if not create:
+            require_store_files(directory, stores)
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            if create:
+                directory.mkdir(parents=True, exist_ok=True)
             self._connection = sqlite3.connect(
                 ":memory:",
                 detect_types=sqlite3.PARSE_DECLTYPES,
                 check_same_thread=False,
                 isolation_level=None,
                 timeout=busy_timeout_ms / 1000,
+                uri=True,  # ATTACH takes file: URIs (mode=rw); ":memory:" is not one and stays in memory
             )
             self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            for store in STORES:
-                self._connection.execute(
-                    f"ATTACH DATABASE ? AS {store}", (str(store_path(directory, store)),)
-                )
+            for store in stores:
+                path = store_path(directory, store)
+                target = str(path) if create else path.resolve().as_uri() + "?mode=rw"
+                self._connection.execute(f"ATTACH DATABASE ? AS {store}", (target,))
                 # WAL persists in the file: switching needs an exclusive lock, so only switch once.
                 mode = self._connection.execute(f"PRAGMA {store}.journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -135,6 +161,8 @@ class SqliteDatabase(Database):
                 self._connection.execute(f"PRAGMA {store}.synchronous = NORMAL")
             self._connection.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as exc:
+            if not create:
+                require_store_files(directory, stores)  # removed between the check and the ATTACH
             raise DatabaseUnavailable(
                 f"cannot open the SQLite stores in {directory}: {exc}",
                 "check that DB_SQLITE_DIR exists and is writable",

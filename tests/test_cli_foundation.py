@@ -34,7 +34,7 @@ from tg_parser.config import Settings
 from tg_parser.db import migrations
 from tg_parser.db.connect import open_database, pg_target
 from tg_parser.db.locks import lock_key
-from tg_parser.db.sqlite import STORE_FILES
+from tg_parser.db.sqlite import STORE_FILES, store_path
 from tg_parser.errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_USAGE
 from tg_parser.stores import IngestionStore
 
@@ -176,6 +176,142 @@ def test_sqlite_with_no_configuration_at_all_uses_data_in_the_working_directory(
     )
     health = run("health")
     assert health.exit_code == 0 and "SQLite in data" in health.stdout
+
+
+# --- read-only commands on a store that was never created ---------------------------------------------
+
+
+def _created_stores(env: dict[str, str]) -> list[str]:
+    """What exists of the stores: SQLite files (and anything else) under DB_SQLITE_DIR, or the stores'
+    PostgreSQL schemas; read without tg-parser, so the check cannot create what it looks for."""
+    if env["DB_TYPE"] == "sqlite":
+        data = Path(env["DB_SQLITE_DIR"])
+        return sorted(p.name for p in data.iterdir()) if data.exists() else []
+    with psycopg.connect(
+        host=env["DB_HOST"], port=int(env["DB_PORT"]), user=env["DB_USER"], dbname=env["DB_NAME"]
+    ) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1", (list(STORES),)
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+# Commands that only read the stores, and their exit code on an install nothing was created in.
+READ_ONLY_COMMANDS: list[tuple[list[str], int]] = [
+    (["db", "status"], 1),
+    (["db", "status", "--json"], 1),
+    (["health"], 1),
+    (["health", "--json"], 1),
+    (["sources", "list"], EXIT_CONFIG),
+    (["runs", "list"], EXIT_CONFIG),
+    (["runs", "show", "run-1"], EXIT_CONFIG),
+    (["sql", "explain", "raw_stream_channel"], EXIT_CONFIG),
+    (["export", "--out", "kb"], EXIT_CONFIG),
+    (["api-keys", "list"], EXIT_CONFIG),
+    (["db", "check-orphans"], EXIT_CONFIG),
+    (["db", "prune", "--dry-run"], EXIT_CONFIG),
+    (["db", "checksum"], EXIT_CONFIG),
+    # Not reads, but with no store there is nothing to unlock or roll back: refused, nothing created.
+    (["db", "unlock", "--store", "raw"], EXIT_CONFIG),
+    (["db", "rollback", "--store", "raw"], EXIT_CONFIG),
+    (["db", "rollback", "--store", "raw", "--yes"], EXIT_CONFIG),
+]
+
+
+@pytest.mark.slow
+def test_read_only_commands_create_no_store_on_a_fresh_database(fresh_env: dict[str, str]) -> None:
+    run = make_invoker(fresh_env)
+    dialect = fresh_env["DB_TYPE"]
+    for args, code in READ_ONLY_COMMANDS:
+        result = run(*args)
+        assert result.exit_code == code, (args, result.output)
+        assert _created_stores(fresh_env) == [], f"{args} created {_created_stores(fresh_env)}"
+        if code == EXIT_CONFIG:
+            line = one_error_line(result)
+            if dialect == "sqlite":
+                assert STORE_FILES["raw"] in line, (args, line)  # names the missing file
+            else:
+                assert "no schema yet" in line, (args, line)
+            if args[:2] != ["db", "checksum"] or dialect == "postgres":
+                assert "not initialised" in line and "run 'tg-parser init'" in line, (args, line)
+            assert "behind" not in line
+        elif args[0] == "health" and "--json" not in args:
+            assert "not initialised" in result.stdout and "tg-parser init" in result.stdout
+
+    table = run("db", "status").stdout.splitlines()
+    for store in STORES:
+        (line,) = [row for row in table if row.startswith(f"{store} ")]
+        assert line.split(None, 1)[1].startswith("(not created)"), line
+    status = run("db", "status", "--json")
+    assert status.exit_code == 1
+    assert json.loads(status.stdout) == [
+        {
+            "store": store,
+            "applied": [],
+            "pending": migrations.expected_ids(dialect, store),
+            "unknown": [],
+            "lock": None,
+            "unknown_compatibility": {},
+            "invalid_indexes": [],
+            "created": False,
+            "current": None,
+            "up_to_date": False,
+        }
+        for store in STORES
+    ]
+
+    assert run("init").exit_code == 0
+    after = json.loads(run("db", "status", "--json").stdout)
+    assert all(s["created"] and s["up_to_date"] for s in after)
+    assert run("sources", "list").exit_code == 0
+
+
+def _remove_store(settings: Settings, store: str) -> None:
+    if settings.db_type == "sqlite":
+        store_path(settings.db_sqlite_dir, store).unlink()
+        return
+    with psycopg.connect(**pg_target(settings).connect_kwargs(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(store)))
+
+
+def test_db_status_reports_a_missing_store_as_not_created_and_leaves_it_missing(
+    run: Invoke, settings: Settings
+) -> None:
+    env = env_for(settings)
+    _remove_store(settings, "raw")
+    present = [STORE_FILES[s] for s in ("ingestion", "processing")] if settings.db_type == "sqlite" else None
+    left = _created_stores(env)
+
+    status = run("db", "status", "--json")
+    assert status.exit_code == 1
+    rows = {row["store"]: row for row in json.loads(status.stdout)}
+    assert rows["raw"]["created"] is False and rows["raw"]["current"] is None
+    assert rows["raw"]["pending"] == migrations.expected_ids(settings.db_type, "raw")
+    assert all(rows[s]["created"] and rows[s]["up_to_date"] for s in ("ingestion", "processing"))
+    only_raw = run("db", "status", "--store", "raw")
+    assert only_raw.exit_code == 1 and "(not created)" in only_raw.stdout
+    assert "ingestion" not in only_raw.stdout
+
+    health = run("health")
+    assert health.exit_code == 1 and "not initialised" in health.stdout
+    for args in (
+        ["sources", "list"],
+        ["db", "unlock", "--store", "raw"],
+        ["db", "rollback", "--store", "raw"],
+    ):
+        refused = run(*args)
+        assert refused.exit_code == EXIT_CONFIG, (args, refused.output)
+        line = one_error_line(refused)
+        assert "not initialised" in line and "tg-parser init" in line and "behind" not in line
+    assert _created_stores(env) == left  # nothing read above created the store
+    if present is not None:
+        assert [name for name in left if name.endswith(".sqlite")] == sorted(present)
+    else:
+        assert left == ["ingestion", "processing"]
+
+    upgraded = run("db", "upgrade", "--store", "raw")  # the hint works
+    assert upgraded.exit_code == 0, upgraded.output
+    assert run("db", "status").exit_code == 0
 
 
 def test_health_exits_1_when_a_store_is_behind(run: Invoke, settings: Settings) -> None:

@@ -40,7 +40,7 @@ from loguru import logger
 from tg_parser.db.bulk_postgres import PgStatementFailed
 from tg_parser.db.postgres import PgTarget
 from tg_parser.db.resources import STORES
-from tg_parser.errors import TgParserError
+from tg_parser.errors import StoreNotInitialised, TgParserError
 from tg_parser.transfer.canonical import format_checksum
 from tg_parser.transfer.checksum import RangedSum, Sum
 from tg_parser.transfer.errors import HelperFailed, MigrationError, PreflightRefused
@@ -531,6 +531,12 @@ def database_checksums(
         try:
             target.snapshot()
             where = target.describe()
+            missing = [store for store in stores if not target.initialised(store)]
+            if missing:  # as on SQLite (a missing file): an empty list of tables would read as a match
+                raise StoreNotInitialised(
+                    f"store(s) {', '.join(missing)} in {where} are not initialised (no schema yet)",
+                    "run 'tg-parser init' (or 'tg-parser db upgrade')",
+                )
             for table in target_tables(target, stores):
                 count, value = target.checksum(table)
                 rows.append({"table": table.qualified, "rows": count, "checksum": format_checksum(value)})

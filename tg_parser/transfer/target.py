@@ -53,6 +53,10 @@ class PostgresTarget:
             r[0] for r in self.db.all(introspect.PG_TABLES, (store,)) if r[0] not in introspect.YOYO_TABLES
         ]
 
+    def initialised(self, store: str) -> bool:
+        """Whether the store's schema holds migration bookkeeping (`tg-parser init` ran for it)."""
+        return any(r[0] == "_yoyo_migration" for r in self.db.all(introspect.PG_TABLES, (store,)))
+
     def columns(self, store: str, table: str) -> list[tuple[str, str, bool, bool]]:
         """(name, data type, not null, fed by a sequence) per column, in table order."""
         return [

@@ -26,7 +26,14 @@ from tg_parser.db.connect import dialect_of, open_database, pg_target
 from tg_parser.db.postgres import describe_connect_error
 from tg_parser.db.resources import STORES
 from tg_parser.db.sqlite import STORE_FILES, store_path
-from tg_parser.errors import EXIT_LOCKED, ConfigError, DatabaseUnavailable, LockHeld, SchemaOutdated
+from tg_parser.errors import (
+    EXIT_LOCKED,
+    ConfigError,
+    DatabaseUnavailable,
+    LockHeld,
+    SchemaOutdated,
+    StoreNotInitialised,
+)
 
 # yoyo's bookkeeping tables live next to ours; they are not part of our schema.
 YOYO_TABLES = {
@@ -336,6 +343,30 @@ def test_uninitialised_sqlite_dir_asks_for_init_and_creates_nothing(tmp_path: Pa
     assert "not initialised" in info.value.message
     assert info.value.hint == "run 'tg-parser init' (or 'tg-parser db upgrade')"
     assert list(empty.iterdir()) == []
+
+
+def test_a_store_file_removed_after_the_check_is_not_created_on_connect(
+    sqlite_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The existence check is only for the message: the ATTACH itself (mode=rw) never creates a file, so
+    a file removed between the check and the connect is refused too, not recreated empty."""
+    from tg_parser.db import sqlite as sqlite_module
+
+    checked = sqlite_module.require_store_files
+    calls: list[int] = []
+
+    def check_then_lose_raw(directory: Path, stores: tuple[str, ...] = STORES) -> None:
+        calls.append(1)
+        if len(calls) == 1:  # the check passes; then the file goes before the ATTACH
+            store_path(sqlite_dir, "raw").unlink()
+            return
+        checked(directory, stores)
+
+    monkeypatch.setattr(sqlite_module, "require_store_files", check_then_lose_raw)
+    with pytest.raises(StoreNotInitialised, match=STORE_FILES["raw"]):
+        open_database(sqlite_settings(sqlite_dir), check_migrations=False)
+    assert len(calls) == 2
+    assert not store_path(sqlite_dir, "raw").exists()
 
 
 def test_partially_initialised_sqlite_dir_names_the_missing_file(sqlite_dir: Path) -> None:

@@ -161,6 +161,8 @@ class SqliteDatabase(Database):
                 self._connection.execute(f"PRAGMA {store}.synchronous = NORMAL")
             self._connection.execute("PRAGMA foreign_keys = ON")
         except (sqlite3.Error, OSError) as exc:
+            if hasattr(self, "_connection"):
+                self._connection.close()
             if not create:
                 require_store_files(directory, stores)  # removed between the check and the ATTACH
             raise DatabaseUnavailable(

@@ -233,3 +233,26 @@ def test_the_two_walks_together_give_every_message_once(tmp_path):
     rest: list[dict] = []
     ExportReader(path).walk_tail(cut, rest.append)
     assert 0 < len(first) < len(whole) and first + rest == whole
+
+
+@pytest.mark.parametrize("shape", ["single", "full"])
+def test_a_chat_with_two_messages_arrays_is_refused(db, settings, tmp_path, shape):
+    # Duplicate keys: a second "messages" array of the same chat was taken for a second chat, whose
+    # claim on the spool dropped the first array's last, unwritten batch: 256 of 288 rows were stored.
+    first = json.dumps(export_messages(300), indent=1)
+    second = json.dumps([message(1000 + i, "late") for i in range(5)], indent=1)
+    body = f'{{"name": "Chan", "type": "public_channel", "id": {CHAT}, "messages": {first}, "messages": {second}}}'
+    if shape == "full":
+        body = f'{{"chats": {{"list": [{body}]}}}}'
+    path = tmp_path / "twice.json"
+    path.write_text(body, encoding="utf-8")
+    errors = []
+    for split_min_bytes in (None, 0):
+        imp = importer(db, settings, batch_size=64)
+        imp.split_min_bytes = split_min_bytes
+        with pytest.raises(ExportFormatError) as caught:
+            imp.run(path)
+        errors.append(caught.value.one_line())
+    assert errors[0] == errors[1]
+    assert "a second 'messages' array" in errors[0]
+    nothing_written(db)

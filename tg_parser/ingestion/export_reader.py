@@ -280,6 +280,8 @@ class ExportReader:
         seen_chat_data = False
         for key in self._keys(buf, "the export"):
             if key == "messages":
+                if self.kind == "single":  # a duplicate key: which array would be the chat's?
+                    raise buf.fail("a second 'messages' array in the export")
                 self.kind = "single"
                 seen_chat_data = True
                 self._messages(buf, header, on_chat)
@@ -324,6 +326,8 @@ class ExportReader:
                 saw_messages = False
                 for chat_key in self._keys(buf, f"chat #{index + 1} of '{section}'"):
                     if chat_key == "messages":
+                        if saw_messages:
+                            raise buf.fail(f"a second 'messages' array in chat #{index + 1} of '{section}'")
                         saw_messages = True
                         self._messages(buf, header, on_chat)
                     elif chat_key in ("name", "type", "id"):

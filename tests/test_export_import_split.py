@@ -3,12 +3,18 @@ counts and errors as the file read whole, whatever the cut — both dialects."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import select
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import db_env as cli_env
 from test_export_import import all_rows, chat, importer, message, nothing_written, write
 
 from tg_parser.config import Settings
@@ -256,3 +262,115 @@ def test_a_chat_with_two_messages_arrays_is_refused(db, settings, tmp_path, shap
     assert errors[0] == errors[1]
     assert "a second 'messages' array" in errors[0]
     nothing_written(db)
+
+
+def test_a_refused_fork_leaves_the_whole_read(db, settings, tmp_path, monkeypatch):
+    # A process limit (EAGAIN) or no memory to copy the page tables (ENOMEM): the import must go on
+    # by one process, not fail where the whole read succeeds.
+    path = big_export(tmp_path / "result.json")
+
+    def refused() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refused)
+    seen = split_outcomes(monkeypatch)
+    imp = importer(db, settings)
+    imp.split_min_bytes = 0
+    assert imp.run(path).inserted == 848
+    assert seen == [False]
+
+
+def test_ctrl_c_as_the_second_process_starts_is_held_until_it_ignores_it(db, settings, tmp_path, monkeypatch):
+    # Between fork and `_check_tail`'s SIG_IGN, a Ctrl-C (sent to the whole process group) raised
+    # KeyboardInterrupt in the child: in multiprocessing's bootstrap (a traceback on the terminal) or,
+    # right after fork, in the parent's own code, which the child then went on running (its `Interrupted.`,
+    # its exit handlers on the parent's database connections).
+    path = big_export(tmp_path / "result.json")
+    fork = os.fork
+
+    def fork_then_ctrl_c() -> int:
+        pid = fork()
+        if pid == 0:
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except BaseException:
+                os._exit(99)  # the child would run the parent's code from here: stop it in the test
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork_then_ctrl_c)
+    seen = split_outcomes(monkeypatch)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    imp = importer(db, settings)
+    imp.split_min_bytes = 0
+    assert imp.run(path).inserted == 848
+    assert seen == [True]  # the second process ignored the Ctrl-C that reached it as it started
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == held  # the parent's mask is as it was
+
+
+ORPHAN = """
+import os, sys
+from tg_parser.ingestion import export_import
+from tg_parser.cli.main import main
+
+export_import.SPLIT_MIN_BYTES = 0
+first, rows = os.getpid(), os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+gate_read, gate_write = os.pipe()
+spool_row, gated = export_import.spool_row, []
+
+def counted(fields, **kw):
+    if os.getpid() == first:
+        os.read(0, 1)  # the first part never ends: the test kills this process
+    elif not gated:
+        gated.append(True)
+        os.close(gate_write)
+        os.write(1, b"ready\\n")
+        os.read(gate_read, 1)  # the end of the file: the first process is gone
+    if os.getpid() != first:
+        os.write(rows, b".")
+    return spool_row(fields, **kw)
+
+export_import.spool_row = counted
+sys.argv = ["tg-parser", "ingest", "--from-export", sys.argv[2], "--silent"]
+main()
+"""
+
+
+def read_until(stream: Any, *, eof: bool, deadline: float = 60) -> bytes:
+    """A line (or everything up to the end) from a subprocess's pipe, within `deadline` seconds."""
+    out = b""
+    while eof or not out.endswith(b"\n"):
+        ready, _, _ = select.select([stream], [], [], deadline)
+        assert ready, f"nothing from the process within {deadline} s"
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_the_second_process_stops_when_the_first_is_gone(settings, tmp_path):
+    # Killed (SIGKILL, or SIGTERM, whose default ends the CLI at once), the first process left the
+    # second one reading the rest of a file of gigabytes into a scratch file nobody would read.
+    path = big_export(tmp_path / "result.json", 12000)
+    rows = tmp_path / "rows"
+    rows.write_bytes(b"")
+    env = {**os.environ, **cli_env(settings), "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(rows), str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert read_until(proc.stdout, eof=False) == b"ready\n"
+        proc.kill()
+        proc.wait(timeout=60)
+        # The pipe ends when the second process (which holds a copy of it) has gone too.
+        read_until(proc.stdout, eof=True)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        proc.stdin.close()
+        proc.stdout.close()
+    # It stops at its next look at the first process (every 2,000 messages), not after ~5,650 rows.
+    assert 0 < rows.stat().st_size <= 2000

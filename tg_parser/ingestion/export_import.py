@@ -520,19 +520,39 @@ def _message_checker(
     return on_message
 
 
-def _check_tail(path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: Connection) -> None:
+class _ParentGone(Exception):
+    """The process that forked `_check_tail` has ended: nobody will read what it checks."""
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _check_tail(
+    path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: Connection, parent: int
+) -> None:
     """The forked half of a split read (ExportImporter._read_split): check the messages from byte
     `cut` to the end of the file as the chosen chat's, spool their rows to `tail`, and send back
     ("ok", messages, service messages, highest id, escapes repaired, spool bytes), or ("failed",) for
     anything wrong: the parent then reads the file whole, which reports it as a whole read does."""
     # Ctrl-C reaches the whole process group: the parent stops this process itself (no traceback here).
     # A SIGTERM ends it at once, whatever handler the parent had installed (its stop message is its own).
+    # Both were held over the fork (`_start_tail`); a Ctrl-C that came meanwhile is dropped here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def parent_alive(_phase: str, _done: int, _total: int) -> None:
+        # Every 2,000 messages (the progress callback's pace): a parent killed (SIGKILL, or a SIGTERM
+        # to it alone) would otherwise leave this process reading the rest of a file of gigabytes
+        # into a scratch file that nobody reads. Its parent gone, a process is given another one.
+        if os.getppid() != parent:
+            raise _ParentGone
+
     try:
         scan = ChatScan(ChatHeader())
         reader = ExportReader(path)
-        reader.walk_tail(cut, _message_checker(path, scan, True, tail.add, nul_allowed, reader, None, 0))
+        checker = _message_checker(path, scan, True, tail.add, nul_allowed, reader, parent_alive, 0)
+        reader.walk_tail(cut, checker)
         tail.finish()
         outcome: tuple[Any, ...] = ("ok", scan.messages, scan.service, scan.max_id)
         outcome += (reader.escapes_fixed, tail.size)
@@ -778,16 +798,15 @@ class ExportImporter:
         None when the parts cannot stand for the whole (the caller reads the file whole instead)."""
         assert _FORK is not None
         tail = _Spool(self.spool_dir, self.batch_size)  # opened here so the child's writes reach us
-        receive, send = _FORK.Pipe(duplex=False)
-        worker = _FORK.Process(
-            target=_check_tail,
-            args=(path, cut, tail, self.db.dialect != "postgres", send),
-            name="tg-parser-import-check",
-            daemon=True,
-        )
         try:
-            worker.start()
-            send.close()
+            worker, receive = self._start_tail(path, cut, tail)
+        except OSError:  # no process to be had (a process limit, no memory for one): read it whole
+            tail.close()
+            return None
+        except BaseException:
+            tail.close()
+            raise
+        try:
             reader = ExportReader(path, stop_at=cut)
             scans: list[ChatScan] = []
             answer = None
@@ -821,8 +840,32 @@ class ExportImporter:
             receive.close()
             if worker.is_alive():
                 worker.kill()
-            if worker.pid is not None:
-                worker.join()
+            worker.join()
+
+    def _start_tail(self, path: Path, cut: int, tail: _Spool) -> tuple[Any, Connection]:
+        """Fork the process that checks the file from `cut` on (`_check_tail`); its process and the
+        end of the pipe its answer comes through. OSError (nothing left open) if it cannot start."""
+        assert _FORK is not None
+        receive, send = _FORK.Pipe(duplex=False)
+        worker = _FORK.Process(
+            target=_check_tail,
+            args=(path, cut, tail, self.db.dialect != "postgres", send, os.getpid()),
+            name="tg-parser-import-check",
+            daemon=True,
+        )
+        # Ctrl-C and SIGTERM are held over the fork: the child has them held until `_check_tail` has
+        # set its own handlers (a KeyboardInterrupt there would run this process's code, or print a
+        # traceback); here one that came meanwhile is raised once `worker` can be stopped.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            worker.start()
+        except BaseException:
+            receive.close()
+            raise
+        finally:
+            send.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return worker, receive
 
     @staticmethod
     def _choose(path: Path, scans: list[ChatScan], chat: str | None, kind: str | None) -> ChatScan:

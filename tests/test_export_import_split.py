@@ -307,6 +307,44 @@ def test_ctrl_c_as_the_second_process_starts_is_held_until_it_ignores_it(db, set
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == held  # the parent's mask is as it was
 
 
+def test_a_file_replaced_between_the_two_opens_is_refused(db, settings, tmp_path, monkeypatch):
+    # The two parts open the file each; one replaced in between by another of the same size and time
+    # (a copy kept its time, a sync tool) gave rows of two files. Its identity is checked too.
+    path = big_export(tmp_path / "result.json")
+    data = path.read_bytes()
+    other = tmp_path / "other.json"
+    other.write_bytes(data.replace(b'"message 801 ', b'"MESSAGE 801 '))
+    assert other.stat().st_size == len(data) and b"MESSAGE 801" in other.read_bytes()
+    info = path.stat()
+    os.utime(other, ns=(info.st_atime_ns, info.st_mtime_ns))
+    gate_read, gate_write = os.pipe()
+    check_tail, open_file = export_import._check_tail, ExportReader._open
+
+    def tail_after_the_swap(*args: Any) -> None:  # the forked part, once the first has opened the file
+        ready, _, _ = select.select([gate_read], [], [], 60)
+        assert ready
+        check_tail(*args)
+
+    def open_then_swap(self: ExportReader) -> Any:
+        handle = open_file(self)
+        if self.stop_at is not None:  # the first part's walk has the old file open: replace it
+            os.replace(other, path)
+            os.write(gate_write, b"x")
+        return handle
+
+    monkeypatch.setattr(export_import, "_check_tail", tail_after_the_swap)
+    monkeypatch.setattr(ExportReader, "_open", open_then_swap)
+    imp = importer(db, settings)
+    imp.split_min_bytes = 0
+    try:
+        with pytest.raises(ExportFormatError, match="changed while it was being read"):
+            imp.run(path)
+    finally:
+        os.close(gate_read)
+        os.close(gate_write)
+    nothing_written(db)
+
+
 ORPHAN = """
 import os, sys
 from tg_parser.ingestion import export_import

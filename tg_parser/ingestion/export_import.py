@@ -1011,14 +1011,17 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
-def _stat(path: Path) -> tuple[int, int]:
+def _stat(path: Path) -> tuple[int, int, int, int]:
+    """What tells that the file changed while it was read: its size and time, and which file it is (a
+    split read opens it more than once, so another put in its place with the same size and time, a
+    copy that kept its time, would otherwise give rows of two files)."""
     try:
         info = os.stat(path)
     except OSError as exc:
         raise ExportFormatError(
             f"cannot read {path}: {exc.strerror or exc}", "check the path and permissions"
         ) from None
-    return info.st_size, info.st_mtime_ns
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev
 
 
 def _size(path: Path) -> int:

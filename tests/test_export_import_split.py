@@ -412,3 +412,36 @@ def test_the_second_process_stops_when_the_first_is_gone(settings, tmp_path):
         proc.stdout.close()
     # It stops at its next look at the first process (every 2,000 messages), not after ~5,650 rows.
     assert 0 < rows.stat().st_size <= 2000
+
+
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ('"x": ' + "[" * 100_000 + "]" * 100_000, "a value nested too deeply"),
+        ('"x": ' + "7" * 5000, "a number of more digits than"),
+    ],
+    ids=["deep nesting", "long number"],
+)
+@pytest.mark.parametrize("where", ["first part", "second part"])
+def test_values_python_cannot_decode_are_one_clear_error(db, settings, tmp_path, bad, said, where):
+    # Were 'unexpected error: RecursionError ...' / 'ValueError: Exceeds the limit (4300 digits)'.
+    path = big_export(tmp_path / "result.json")
+    number = 100 if where == "first part" else 800
+    data = path.read_text(encoding="utf-8").replace(f'"id": {number},', f'"id": {number}, {bad},', 1)
+    path.write_text(data, encoding="utf-8")
+    errors = []
+    for split_min_bytes in (None, 0):
+        imp = importer(db, settings)
+        imp.split_min_bytes = split_min_bytes
+        with pytest.raises(ExportFormatError) as caught:
+            imp.run(path)
+        errors.append(caught.value.one_line())
+    assert errors[0] == errors[1] and said in errors[0]
+    nothing_written(db)
+
+
+def test_a_chat_id_of_too_many_digits_is_one_clear_error(tmp_path):
+    path = tmp_path / "id.json"
+    path.write_text('{"name": "C", "id": "' + "9" * 5000 + '", "messages": []}', encoding="utf-8")
+    with pytest.raises(ExportFormatError, match="the chat id is a number of 5,000 digits"):
+        ExportReader(path).walk(lambda header: None)

@@ -26,6 +26,7 @@ import codecs
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,11 @@ class _Buffer:
                 if exc.msg.startswith("Unterminated") or exc.pos >= len(self.text.rstrip()) - 1:
                     raise self.fail("unexpected end of the file inside a value starting", start) from None
                 raise self.fail(exc.msg.lower().removesuffix(" at"), exc.pos) from None
+            except RecursionError:  # the C decoder's depth is Python's recursion limit
+                raise self.fail("a value nested too deeply, starting", start) from None
+            except ValueError:  # an integer longer than sys.get_int_max_str_digits()
+                what = f"a number of more digits than {sys.get_int_max_str_digits():,} in a value starting"
+                raise self.fail(what, start) from None
             if end == len(self.text) and self._grow():
                 continue  # a number or literal may go on in the next chunk: decode it again whole
             self.pos = end
@@ -310,6 +316,9 @@ class ExportReader:
                 or not str(value).lstrip("-").isdigit()
             ):
                 raise buf.fail(f"the chat id {value!r} is not a number")
+            digits = str(value).lstrip("-")
+            if len(digits) > sys.get_int_max_str_digits():  # what int() refuses (4,300 by default)
+                raise buf.fail(f"the chat id is a number of {len(digits):,} digits")
             header.id = int(value)
         elif key == "name":
             header.name = value if isinstance(value, str) else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import select
 import signal
@@ -445,3 +446,28 @@ def test_a_chat_id_of_too_many_digits_is_one_clear_error(tmp_path):
     path.write_text('{"name": "C", "id": "' + "9" * 5000 + '", "messages": []}', encoding="utf-8")
     with pytest.raises(ExportFormatError, match="the chat id is a number of 5,000 digits"):
         ExportReader(path).walk(lambda header: None)
+
+
+def test_ctrl_c_during_a_split_read_stops_both_processes(db, settings, tmp_path, monkeypatch):
+    # A Ctrl-C reaches the first process while it checks its part or waits for the second's answer
+    # (here sent by the second process once it has spooled a message): the import stops, the second
+    # process is stopped and reaped, no file or pipe stays open, nothing is written.
+    path = big_export(tmp_path / "result.json")
+    first, spool_row, sent = os.getpid(), export_import.spool_row, []
+
+    def interrupting(fields: dict[str, Any], **kw: Any) -> Any:
+        if os.getpid() != first and not sent:
+            sent.append(True)  # one Ctrl-C (this list is the second process's own copy)
+            os.kill(first, signal.SIGINT)
+        return spool_row(fields, **kw)
+
+    monkeypatch.setattr(export_import, "spool_row", interrupting)
+    before = sorted(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    imp = importer(db, settings)
+    imp.split_min_bytes = 0
+    with pytest.raises(KeyboardInterrupt):
+        imp.run(path)
+    assert multiprocessing.active_children() == []
+    if before is not None:
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    nothing_written(db)

@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,18 @@ def run_whole_and_split(
     return whole_result, split.run(path), seen
 
 
+def errors_whole_and_split(db: Database, settings: Settings, path: Path, **kw: Any) -> list[str]:
+    """The one-line error of importing `path` read whole, then of importing it in two parts."""
+    errors = []
+    for split_min_bytes in (None, 0):
+        imp = importer(db, settings, **kw)
+        imp.split_min_bytes = split_min_bytes
+        with pytest.raises(ExportFormatError) as caught:
+            imp.run(path)
+        errors.append(caught.value.one_line())
+    return errors
+
+
 def test_split_read_stores_what_the_whole_read_stores(db, settings, tmp_path, monkeypatch):
     path = big_export(tmp_path / "result.json")
     whole, split, seen = run_whole_and_split(db, settings, path, monkeypatch)
@@ -134,13 +147,7 @@ def test_a_bad_message_in_either_part_is_the_whole_reads_error(db, settings, tmp
     bad = 100 if where == "first part" else 800
     messages[bad - 1] = {**messages[bad - 1], "date_unixtime": "soon", "type": "message"}
     path = write(tmp_path / "bad.json", chat(CHAT, messages=messages))
-    errors = []
-    for split_min_bytes in (None, 0):
-        imp = importer(db, settings)
-        imp.split_min_bytes = split_min_bytes
-        with pytest.raises(ExportFormatError) as caught:
-            imp.run(path)
-        errors.append(caught.value.one_line())
+    errors = errors_whole_and_split(db, settings, path)
     assert errors[0] == errors[1]
     assert f"message {bad}: 'date_unixtime' is 'soon'" in errors[0]
     nothing_written(db)
@@ -253,13 +260,7 @@ def test_a_chat_with_two_messages_arrays_is_refused(db, settings, tmp_path, shap
         body = f'{{"chats": {{"list": [{body}]}}}}'
     path = tmp_path / "twice.json"
     path.write_text(body, encoding="utf-8")
-    errors = []
-    for split_min_bytes in (None, 0):
-        imp = importer(db, settings, batch_size=64)
-        imp.split_min_bytes = split_min_bytes
-        with pytest.raises(ExportFormatError) as caught:
-            imp.run(path)
-        errors.append(caught.value.one_line())
+    errors = errors_whole_and_split(db, settings, path, batch_size=64)
     assert errors[0] == errors[1]
     assert "a second 'messages' array" in errors[0]
     nothing_written(db)
@@ -430,13 +431,7 @@ def test_values_python_cannot_decode_are_one_clear_error(db, settings, tmp_path,
     number = 100 if where == "first part" else 800
     data = path.read_text(encoding="utf-8").replace(f'"id": {number},', f'"id": {number}, {bad},', 1)
     path.write_text(data, encoding="utf-8")
-    errors = []
-    for split_min_bytes in (None, 0):
-        imp = importer(db, settings)
-        imp.split_min_bytes = split_min_bytes
-        with pytest.raises(ExportFormatError) as caught:
-            imp.run(path)
-        errors.append(caught.value.one_line())
+    errors = errors_whole_and_split(db, settings, path)
     assert errors[0] == errors[1] and said in errors[0]
     nothing_written(db)
 
@@ -448,12 +443,26 @@ def test_a_chat_id_of_too_many_digits_is_one_clear_error(tmp_path):
         ExportReader(path).walk(lambda header: None)
 
 
-def test_ctrl_c_during_a_split_read_stops_both_processes(db, settings, tmp_path, monkeypatch):
-    # A Ctrl-C reaches the first process while it checks its part or waits for the second's answer
-    # (here sent by the second process once it has spooled a message): the import stops, the second
-    # process is stopped and reaped, no file or pipe stays open, nothing is written.
+def open_files() -> list[str] | None:
+    """This process's open files and pipes (Linux), not its sockets: the PostgreSQL pool opens and
+    closes connections in its own threads, at any time."""
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):  # the listing's own descriptor, gone once listed
+            links.append(f"{fd} {os.readlink(f'/proc/self/fd/{fd}')}")
+    return sorted(link for link in links if " socket:" not in link)
+
+
+@pytest.mark.parametrize("when", ["as the second process starts", "while the parts are checked"])
+def test_ctrl_c_during_a_split_read_stops_both_processes(db, settings, tmp_path, monkeypatch, when):
+    # A Ctrl-C reaches the first process as it forks (held until then, raised once the fork is done:
+    # the second process was left running), while it checks its part or waits for the second's answer
+    # (sent by the second process once it has spooled a message): the import stops, the second process
+    # is stopped and reaped, no file or pipe stays open, nothing is written.
     path = big_export(tmp_path / "result.json")
-    first, spool_row, sent = os.getpid(), export_import.spool_row, []
+    first, spool_row, fork, sent = os.getpid(), export_import.spool_row, os.fork, []
 
     def interrupting(fields: dict[str, Any], **kw: Any) -> Any:
         if os.getpid() != first and not sent:
@@ -461,13 +470,21 @@ def test_ctrl_c_during_a_split_read_stops_both_processes(db, settings, tmp_path,
             os.kill(first, signal.SIGINT)
         return spool_row(fields, **kw)
 
-    monkeypatch.setattr(export_import, "spool_row", interrupting)
-    before = sorted(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    def fork_then_ctrl_c() -> int:
+        pid = fork()
+        if pid != 0:
+            signal.raise_signal(signal.SIGINT)
+        return pid
+
+    if when == "as the second process starts":
+        monkeypatch.setattr(os, "fork", fork_then_ctrl_c)
+    else:
+        monkeypatch.setattr(export_import, "spool_row", interrupting)
+    before = open_files()
     imp = importer(db, settings)
     imp.split_min_bytes = 0
     with pytest.raises(KeyboardInterrupt):
         imp.run(path)
     assert multiprocessing.active_children() == []
-    if before is not None:
-        assert sorted(os.listdir("/proc/self/fd")) == before
+    assert open_files() == before
     nothing_written(db)

@@ -50,6 +50,7 @@ from contextlib import closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -842,7 +843,7 @@ class ExportImporter:
                 worker.kill()
             worker.join()
 
-    def _start_tail(self, path: Path, cut: int, tail: _Spool) -> tuple[Any, Connection]:
+    def _start_tail(self, path: Path, cut: int, tail: _Spool) -> tuple[BaseProcess, Connection]:
         """Fork the process that checks the file from `cut` on (`_check_tail`); its process and the
         end of the pipe its answer comes through. OSError (nothing left open) if it cannot start."""
         assert _FORK is not None
@@ -860,11 +861,18 @@ class ExportImporter:
         try:
             worker.start()
         except BaseException:
-            receive.close()
-            raise
-        finally:
             send.close()
+            receive.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            raise
+        send.close()
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # raises a Ctrl-C that came meanwhile
+        except BaseException:
+            receive.close()
+            worker.kill()
+            worker.join()
+            raise
         return worker, receive
 
     @staticmethod

@@ -32,8 +32,10 @@ Pass 1 of a big single-chat export runs on two processors: a forked process chec
 message start near the middle of the file to its end (`export_reader.split_point`, a guess from
 Telegram Desktop's layout) into a second spool, while this process checks the beginning and confirms
 the guess by reaching the cut exactly at a message start. Anything else — the cut elsewhere, an error
-in either part, the other process gone — and the file is read again whole, by one process: outcomes
-and error messages are the whole read's by construction, never a merge of two reads that failed.
+in either part, the other process gone or never started (a refused fork) — and the file is read again
+whole, by one process: outcomes and error messages are the whole read's by construction, never a merge
+of two reads that failed. The forked process holds Ctrl-C from its first instant (it never runs this
+process's code on) and stops once this process is gone.
 """
 
 from __future__ import annotations

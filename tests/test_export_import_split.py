@@ -221,6 +221,36 @@ def test_a_second_process_that_dies_leaves_the_whole_read(db, settings, tmp_path
     assert seen == [False]
 
 
+def test_a_second_process_that_hangs_is_stopped_and_the_file_read_whole(db, settings, tmp_path, monkeypatch):
+    # A forked reader that stops advancing (say, a lock another thread held at the fork) must not hang
+    # the import: once it has not advanced for STALL_SECONDS it is stopped and the file read whole.
+    path = big_export(tmp_path / "result.json")
+    pids: list[int] = []
+
+    def hung(*args: Any) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, export_import._STOP_SIGNALS)
+        select.select([], [], [])  # blocks until killed
+
+    original = export_import.ExportImporter._start_tail
+
+    def start(self: ExportImporter, *args: Any) -> Any:
+        started = original(self, *args)
+        pids.append(started[0].pid)
+        return started
+
+    monkeypatch.setattr(export_import, "_check_tail", hung)
+    monkeypatch.setattr(export_import.ExportImporter, "_start_tail", start)
+    monkeypatch.setattr(export_import, "STALL_SECONDS", 0.2)
+    seen = split_outcomes(monkeypatch)
+    imp = importer(db, settings)
+    imp.split_min_bytes = 0
+    assert imp.run(path).inserted == 848
+    assert seen == [False]
+    assert len(pids) == 1
+    with pytest.raises(ChildProcessError):  # stopped and reaped, not left running
+        os.waitpid(pids[0], os.WNOHANG)
+
+
 def test_split_point_is_a_message_start_near_the_middle(tmp_path):
     path = big_export(tmp_path / "result.json")
     size = path.stat().st_size

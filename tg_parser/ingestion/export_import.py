@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import gc
 import marshal
+import mmap
 import multiprocessing
 import os
 import re
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
@@ -531,7 +533,7 @@ _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _check_tail(
-    path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: Connection, parent: int
+    path: Path, cut: int, tail: _Spool, nul_allowed: bool, answer: Connection, parent: int, beat: _Beat
 ) -> None:
     """The forked half of a split read (ExportImporter._read_split): check the messages from byte
     `cut` to the end of the file as the chosen chat's, spool their rows to `tail`, and send back
@@ -550,6 +552,7 @@ def _check_tail(
         # into a scratch file that nobody reads. Its parent gone, a process is given another one.
         if os.getppid() != parent:
             raise _ParentGone
+        beat.advance()  # the parent's sign that this process advances (`_await_answer`)
 
     try:
         scan = ChatScan(ChatHeader())
@@ -568,6 +571,42 @@ def _check_tail(
 # Forked processes read the second part of a big export (ExportImporter._read_split); where fork is
 # missing (Windows) the file is read by one process.
 _FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+class _Beat:
+    """A counter in anonymous shared memory (no file, no descriptor): the forked reader advances it,
+    the parent watches it move. Only the child writes it; the parent only compares readings."""
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, 8)
+
+    @property
+    def value(self) -> int:
+        return int.from_bytes(self._map[:8], "little")
+
+    def advance(self) -> None:
+        self._map[:8] = (self.value + 1).to_bytes(8, "little")
+
+    def close(self) -> None:
+        self._map.close()
+
+
+# How long the forked reader may go without advancing (it counts every 2,000 messages it checks,
+# milliseconds apart even on a loaded machine) before the parent stops it and reads the file whole.
+STALL_SECONDS = 60.0
+
+
+def _await_answer(receive: Connection, worker: BaseProcess, beat: _Beat) -> Any:
+    """The forked reader's answer; None when it stopped advancing for STALL_SECONDS (hung: say, on a
+    lock another thread held at the fork) or is gone without one, so a hung reader costs a whole read,
+    never a hung import. EOFError when it died as its answer was awaited."""
+    seen, since = beat.value, time.monotonic()
+    while not receive.poll(min(1.0, STALL_SECONDS)):
+        if beat.value != seen:
+            seen, since = beat.value, time.monotonic()
+        elif time.monotonic() - since >= STALL_SECONDS or not worker.is_alive():
+            return None
+    return receive.recv()
 
 
 def _in_daemon() -> bool:
@@ -802,7 +841,7 @@ class ExportImporter:
         assert _FORK is not None
         tail = _Spool(self.spool_dir, self.batch_size)  # opened here so the child's writes reach us
         try:
-            worker, receive = self._start_tail(path, cut, tail)
+            worker, receive, beat = self._start_tail(path, cut, tail)
         except OSError:  # no process to be had (a process limit, no memory for one): read it whole
             tail.close()
             return None
@@ -816,7 +855,7 @@ class ExportImporter:
             try:
                 self._walk(reader, path, chat, spool, scans)
             except SplitPointReached:
-                answer = receive.recv()  # EOFError if the child died
+                answer = _await_answer(receive, worker, beat)  # EOFError if the child died
             except TgParserError:
                 pass  # the file read whole tells which error comes first
             if answer is None or answer[0] != "ok" or len(scans) != 1:
@@ -844,15 +883,18 @@ class ExportImporter:
             if worker.is_alive():
                 worker.kill()
             worker.join()
+            beat.close()
 
-    def _start_tail(self, path: Path, cut: int, tail: _Spool) -> tuple[BaseProcess, Connection]:
-        """Fork the process that checks the file from `cut` on (`_check_tail`); its process and the
-        end of the pipe its answer comes through. OSError (nothing left open) if it cannot start."""
+    def _start_tail(self, path: Path, cut: int, tail: _Spool) -> tuple[BaseProcess, Connection, _Beat]:
+        """Fork the process that checks the file from `cut` on (`_check_tail`); its process, the end
+        of the pipe its answer comes through and the counter it advances as it reads (shared memory).
+        OSError (nothing left open) if it cannot start."""
         assert _FORK is not None
         receive, send = _FORK.Pipe(duplex=False)
+        beat = _Beat()
         worker = _FORK.Process(
             target=_check_tail,
-            args=(path, cut, tail, self.db.dialect != "postgres", send, os.getpid()),
+            args=(path, cut, tail, self.db.dialect != "postgres", send, os.getpid(), beat),
             name="tg-parser-import-check",
             daemon=True,
         )
@@ -875,7 +917,7 @@ class ExportImporter:
             worker.kill()
             worker.join()
             raise
-        return worker, receive
+        return worker, receive, beat
 
     @staticmethod
     def _choose(path: Path, scans: list[ChatScan], chat: str | None, kind: str | None) -> ChatScan:

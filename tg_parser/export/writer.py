@@ -317,20 +317,45 @@ def _topic_selected(card: dict[str, Any], filters: ExportFilters) -> bool:
     return filters.channel_id is None or int(card["channel_id"]) == filters.channel_id
 
 
-def _json_value(value: bytes | str) -> Any:
-    """A JSON column as the stream query returns it, ready for orjson.
+# How many distinct JSON texts `_JsonColumns` remembers before it starts over (a bound on its memory:
+# values are a few hundred bytes, so a few MB at most).
+_JSON_CACHE_MAX = 8192
+
+
+class _JsonColumns:
+    """The JSON columns of the stream query (topics, entities) as orjson embeds them, remembered by
+    their text.
 
     Bytes are the stored compact text (SQLite), embedded as they are. Text is jsonb's rendering
-    (PostgreSQL: spaces after separators, keys in jsonb's order), parsed so orjson writes it compact;
-    parsing it here rather than in the driver's jsonb loader saves two Python calls per value. The
-    stdlib parser takes what orjson refuses (integers beyond 64 bits), as that loader does.
+    (PostgreSQL: spaces after separators, keys in jsonb's order), made compact once per distinct text:
+    parsed and printed by orjson into a Fragment, so every entry with the same value (topic lists come
+    from a small vocabulary, and many entity lists repeat) costs a dict lookup instead of a parse and a
+    print. The bytes are the same as printing the parsed value inside the entry. A value orjson cannot
+    print compact (an integer beyond 64 bits, which only the stdlib parses) is handed back parsed, as
+    before, and fails the entry's print the same way it always did.
     """
-    if type(value) is bytes:
-        return orjson.Fragment(value)
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return json.loads(value)
+
+    def __init__(self) -> None:
+        self.known: dict[str | bytes, Any] = {}
+
+    def __call__(self, value: bytes | str) -> Any:
+        known = self.known.get(value)
+        if known is None:
+            known = self._render(value)
+            if len(self.known) >= _JSON_CACHE_MAX:
+                self.known.clear()
+            self.known[value] = known
+        return known
+
+    @staticmethod
+    def _render(value: bytes | str) -> Any:
+        if type(value) is bytes:
+            return orjson.Fragment(value)
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return json.loads(value)
+        return orjson.Fragment(orjson.dumps(parsed))
 
 
 def _write_part(
@@ -383,8 +408,10 @@ def _write_message_entries(
     batches = store.document_batches(
         filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE, after=after, upto=upto
     )
-    dumps, newline, fragment = orjson.dumps, orjson.OPT_APPEND_NEWLINE, orjson.Fragment
-    write, link_in, json_value, sentence_end = out.write, message_path, _json_value, _SENTENCE_END.search
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    write, link_in, sentence_end = out.write, message_path, _SENTENCE_END.search
+    json_columns = _JsonColumns()
+    json_known = json_columns.known
     no_topics: list[str] = []
     topic_ids_of = {ref: sorted(ids) for ref, ids in membership.items()}
     # Rows come in channel order: a channel's username and link base are looked up when it changes.
@@ -450,11 +477,9 @@ def _write_message_entries(
                             if summary and stripped != text_stripped
                             else text,
                             "summary": summary,
-                            "topics": fragment(topics) if type(topics) is bytes else json_value(topics),
+                            "topics": json_known.get(topics) or json_columns(topics),
                             "topic_ids": topic_ids_of.get(ref, no_topics),
-                            "entities": fragment(entities)
-                            if type(entities) is bytes
-                            else json_value(entities),
+                            "entities": json_known.get(entities) or json_columns(entities),
                             "language": language or "und",
                             "url": url,
                             "message_date": message_date,

@@ -23,9 +23,9 @@ from tg_parser.domain.models import (
     TopicBundle,
     TopicCard,
 )
-from tg_parser.export import ExportFilters, export, make_title, topic_file_name
+from tg_parser.export import ExportFilters, export, make_title, topic_file_name, writer
 from tg_parser.export.validation import load_schema, schema_for_entry
-from tg_parser.export.writer import _SENTENCE_END, TITLE_MAX
+from tg_parser.export.writer import _SENTENCE_END, TITLE_MAX, _JsonColumns
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 from tg_parser.stores.topics import TopicStore
 
@@ -411,3 +411,47 @@ def _title_by_split(summary: str | None, text: str) -> str:
 def test_make_title_matches_the_split_rule(summary):
     for text in ("Fallback text. More", "   ", HOSTILE):
         assert make_title(summary, text) == _title_by_split(summary, text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [],
+        {},
+        ["ракеты", HOSTILE],
+        [{"type": "org", "value": HOSTILE, "confidence": 0.25}],
+        {"a": [1, -2.5, 1e300, None, True, False], "nested": {"k": "v, : \\"}, "": ""},
+        [2**63 - 1, -(2**63)],
+    ],
+)
+def test_json_columns_embed_the_bytes_orjson_prints(value):
+    # jsonb's rendering (spaces after separators) as PostgreSQL sends it, and the stored compact bytes
+    # (SQLite): both embed exactly as the parsed value would print inside an entry.
+    columns = _JsonColumns()
+    jsonb_text = json.dumps(value, ensure_ascii=False)
+    expected = orjson.dumps({"v": value})
+    for column in (jsonb_text, orjson.dumps(value)):
+        assert orjson.dumps({"v": columns(column)}) == expected
+        assert orjson.dumps({"v": columns(column)}) == expected  # the remembered rendering
+    # A value orjson refuses to parse (a number beyond a double, which jsonb's numeric holds) is parsed
+    # by the stdlib and handed back as it was before the cache, for the entry's print to treat alike.
+    assert columns("[1e400]") == [float("inf")]
+    assert orjson.dumps({"v": columns("[1e400]")}) == b'{"v":[null]}'
+
+
+def test_json_columns_forget_past_their_bound(monkeypatch):
+    monkeypatch.setattr(writer, "_JSON_CACHE_MAX", 3)
+    columns = _JsonColumns()
+    for i in range(10):
+        assert orjson.dumps(columns(f'["t{i}", {i}]')) == f'["t{i}",{i}]'.encode()
+        assert len(columns.known) <= 3
+
+
+def test_export_bytes_do_not_depend_on_the_json_cache(db, tmp_path, monkeypatch):
+    _seed(db)
+    _seed_hostile(db)
+    export(db, tmp_path / "cached")
+    monkeypatch.setattr(writer, "_JSON_CACHE_MAX", 1)  # every value printed anew
+    export(db, tmp_path / "uncached")
+    for name in ("kb_entries.ndjson", "topics.json"):
+        assert (tmp_path / "cached" / name).read_bytes() == (tmp_path / "uncached" / name).read_bytes()

@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from support.cli import db_env
 from test_export import PRIVATE, PUBLIC, T0, _seed, _seed_hostile
 
+from tg_parser.cli import cmd_export
 from tg_parser.cli.main import cli
 from tg_parser.errors import TgParserError
 from tg_parser.export import ExportFilters, export
-from tg_parser.export.parallel import AUTO_MIN_DOCUMENTS, auto_jobs
+from tg_parser.export.parallel import AUTO_MIN_DOCUMENTS, HELPER_HEAD_START, auto_jobs, head_start
 from tg_parser.stores.base import FAR_FUTURE, FAR_PAST
 from tg_parser.stores.export import ExportStore
 
@@ -62,6 +63,28 @@ def test_split_keys_cut_the_order_into_disjoint_ranges(db):
             assert all(pieces), (name, parts)  # no empty range
             assert [row for piece in pieces for row in piece] == whole, (name, parts)
     assert store.split_keys(PRIVATE, T0 + timedelta(days=900), FAR_FUTURE, parts=2, documents=0) == []
+
+
+def test_the_exporting_process_gets_a_head_start(db):
+    _seeded(db)
+    store = ExportStore(db)
+    window = (None, FAR_PAST, FAR_FUTURE)
+    documents = store.count_documents(*window)
+
+    def sizes(parts: int, extra: int) -> list[int]:
+        keys = store.split_keys(*window, parts=parts, documents=documents, first_extra=extra)
+        bounds = list(zip([None, *keys], [*keys, None], strict=True))
+        return [sum(len(b) for b in store.document_batches(*window, after=a, upto=u)) for a, u in bounds]
+
+    even = sizes(2, 0)
+    ahead = sizes(2, 4)
+    assert sum(ahead) == sum(even) == documents
+    assert abs(ahead[0] - ahead[1] - 4) <= 1  # the head start, give or take the odd one out
+    # More head start than there are documents: capped, every part keeps one document at least.
+    assert sizes(3, documents * 10) == [documents - 2, 1, 1]
+    # The default head start is the constant for a large export, at most half a part for a small one.
+    assert head_start(200_000, 2) == HELPER_HEAD_START
+    assert head_start(20, 2) == 5 and head_start(0, 2) == 0
 
 
 def test_parallel_export_is_byte_identical_to_one_process(db, settings, tmp_path):
@@ -155,3 +178,22 @@ def test_inside_a_transaction_the_export_runs_in_one_process(db, settings, tmp_p
         export(db, tmp_path / "tx", jobs=2, settings=settings)
         assert not multiprocessing.active_children()
     assert _files(tmp_path / "one") == _files(tmp_path / "tx")
+
+
+def test_the_cli_counts_the_documents_once_for_its_bar_and_the_split(settings, db, tmp_path, monkeypatch):
+    _seeded(db)
+    counted: list[tuple] = []
+    count = ExportStore.count_documents
+
+    def counting(self, *window):
+        counted.append(window)
+        return count(self, *window)
+
+    monkeypatch.setattr(ExportStore, "count_documents", counting)
+    monkeypatch.setattr(cmd_export, "show_progress", lambda quiet: True)  # as at a terminal
+    env = db_env(settings)
+    for jobs in ("1", "2"):
+        result = CliRunner().invoke(cli, ["export", "--out", str(tmp_path / jobs), "--jobs", jobs], env=env)
+        assert result.exit_code == 0, result.output
+    assert len(counted) == 2  # one count per export: the bar's, handed to the split
+    assert _files(tmp_path / "1") == _files(tmp_path / "2")

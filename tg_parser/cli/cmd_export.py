@@ -12,10 +12,9 @@ from tg_parser.cli.context import AppContext, pass_app
 from tg_parser.cli.output import emit_json, json_option, progress_bar, show_progress, silent_option
 from tg_parser.cli.types import UTC_DATETIME
 from tg_parser.errors import InvalidInput
-from tg_parser.export import ExportFilters, export
+from tg_parser.export import ExportFilters, count_documents, export
 from tg_parser.export.parallel import AUTO_MIN_DOCUMENTS
 from tg_parser.ingestion.sources import resolve_channel_id as resolve_channel
-from tg_parser.stores import ProcessingStore
 from tg_parser.stores.topics import TopicStore
 
 
@@ -75,12 +74,13 @@ def command(
         raise InvalidInput(f"unknown topic {topic_id!r}", "list topics in topics.json of a full export")
     filters = ExportFilters(channel_id=channel_id, topic_id=topic_id, since=since, until=until)
     with ExitStack() as stack:
-        bar = None
+        bar, documents = None, None
         if show_progress(silent or as_json):
-            total = ProcessingStore(db).count_documents(channel_id)
-            bar = stack.enter_context(progress_bar(total, "Exporting"))
+            # Counted once: the same count sizes the bar and decides how the export is split.
+            documents = count_documents(db, filters)
+            bar = stack.enter_context(progress_bar(documents, "Exporting"))
         on_entry = (lambda: bar.update(1)) if bar else None
-        result = export(db, out_dir, filters, on_entry, jobs=jobs, settings=app.settings)
+        result = export(db, out_dir, filters, on_entry, jobs=jobs, settings=app.settings, documents=documents)
     if as_json:
         emit_json(result.as_dict())
         return

@@ -144,11 +144,14 @@ def export(
     *,
     jobs: int | None = 1,
     settings: Settings | None = None,
+    documents: int | None = None,
 ) -> ExportResult:
     """Write the export into `out_dir`. With `jobs` > 1 (None: `parallel.auto_jobs` decides) and the
     `settings` `db` was opened with, the message entries are written by that many processes
     (export/parallel.py); the files are the same bytes either way. Inside a transaction the export runs
-    in one process (helpers would not see its writes)."""
+    in one process (helpers would not see its writes). `documents` is `count_documents(db, filters)`
+    when the caller already counted them (for a progress bar): the split is decided on that count
+    instead of counting again."""
     filters = filters or ExportFilters()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,7 +169,7 @@ def export(
     files = _AtomicFiles(out_dir)
     try:
         with files.open("kb_entries.ndjson", binary=True) as ndjson:
-            split = _split(plan, filters, jobs, settings, files)
+            split = _split(plan, filters, jobs, settings, files, documents)
             result.message_entries, exported_cards = _write_kb(
                 plan, ndjson, filters, docs_for_topics, on_entry, split
             )
@@ -242,15 +245,34 @@ class _Split:
     files: _AtomicFiles
 
 
+def count_documents(db: Database, filters: ExportFilters | None = None) -> int:
+    """The documents in the export's window (its channel and [since, until) filters): the message entries
+    an export without a topic filter writes (with one, at most that many)."""
+    return ExportStore(db).count_documents(*_window(filters or ExportFilters()))
+
+
+def _window(filters: ExportFilters) -> tuple[int | None, datetime, datetime]:
+    return (filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE)
+
+
 def _split(
-    plan: _Plan, filters: ExportFilters, jobs: int | None, settings: Settings | None, files: _AtomicFiles
+    plan: _Plan,
+    filters: ExportFilters,
+    jobs: int | None,
+    settings: Settings | None,
+    files: _AtomicFiles,
+    documents: int | None,
 ) -> _Split | None:
     if jobs == 1 or settings is None or plan.store.db.in_transaction:
         return None
-    window = (filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE)
-    documents = plan.store.count_documents(*window)
+    window = _window(filters)
+    if documents is None:
+        documents = plan.store.count_documents(*window)
     jobs = parallel.auto_jobs(documents) if jobs is None else jobs
-    keys = plan.store.split_keys(*window, parts=jobs, documents=documents) if jobs > 1 else []
+    if jobs == 1:
+        return None
+    extra = parallel.head_start(documents, jobs)
+    keys = plan.store.split_keys(*window, parts=jobs, documents=documents, first_extra=extra)
     return _Split(keys, settings, files) if keys else None
 
 

@@ -90,15 +90,24 @@ class ExportStore(Store):
         return int(self.db.fetch_scalar("export_count_documents", _window(channel_id, since, until)) or 0)
 
     def split_keys(
-        self, channel_id: int | None, since: datetime, until: datetime, parts: int, documents: int
+        self,
+        channel_id: int | None,
+        since: datetime,
+        until: datetime,
+        parts: int,
+        documents: int,
+        first_extra: int = 0,
     ) -> list[ExportKey]:
-        """Where the `documents` (`count_documents`) of an export's window split into `parts` parts of
-        about equal size, in the export's order: the last key of every part but the last (fewer keys
-        when there are fewer documents than parts; none for an empty window). Each key is given to
-        `document_batches` as `upto` of its part and `after` of the next one."""
+        """Where the `documents` (`count_documents`) of an export's window split into `parts` parts, in the
+        export's order: the last key of every part but the last (fewer keys when there are fewer
+        documents than parts; none for an empty window). The parts are of about equal size, except that
+        the first holds `first_extra` documents more (capped so that every part keeps a share). Each key
+        is given to `document_batches` as `upto` of its part and `after` of the next one."""
         window = _window(channel_id, since, until)
+        first_extra = max(0, min(first_extra, documents - parts))
+        rest = documents - first_extra
         keys: list[ExportKey] = []
-        for skip in sorted({documents * part // parts - 1 for part in range(1, parts)}):
+        for skip in sorted({first_extra + rest * part // parts - 1 for part in range(1, parts)}):
             if skip < 0:
                 continue
             row = self.db.fetch_one("export_split_key", {**window, "skip": skip})

@@ -25,7 +25,7 @@ from tg_parser.domain.models import (
 )
 from tg_parser.export import ExportFilters, export, make_title, topic_file_name, writer
 from tg_parser.export.validation import load_schema, schema_for_entry
-from tg_parser.export.writer import _SENTENCE_END, TITLE_MAX, _JsonColumns
+from tg_parser.export.writer import _SENTENCE_END, TITLE_MAX, _JsonColumn
 from tg_parser.stores import IngestionStore, ProcessingStore, RawStore
 from tg_parser.stores.topics import TopicStore
 
@@ -425,26 +425,49 @@ def test_make_title_matches_the_split_rule(summary):
     ],
 )
 def test_json_columns_embed_the_bytes_orjson_prints(value):
-    # jsonb's rendering (spaces after separators) as PostgreSQL sends it, and the stored compact bytes
-    # (SQLite): both embed exactly as the parsed value would print inside an entry.
-    columns = _JsonColumns()
+    # jsonb's rendering (spaces after separators) as PostgreSQL sends it embeds exactly as the parsed
+    # value would print inside an entry: remembered or not.
     jsonb_text = json.dumps(value, ensure_ascii=False)
     expected = orjson.dumps({"v": value})
-    for column in (jsonb_text, orjson.dumps(value)):
-        assert orjson.dumps({"v": columns(column)}) == expected
-        assert orjson.dumps({"v": columns(column)}) == expected  # the remembered rendering
+    column = _JsonColumn()
+    assert orjson.dumps({"v": column.render(jsonb_text)}) == expected
+    assert orjson.dumps({"v": column.render(jsonb_text)}) == expected  # the remembered rendering
+    assert list(column.known) == [jsonb_text]
+    assert orjson.dumps({"v": writer._json_value(jsonb_text)}) == expected  # not remembering
     # A value orjson refuses to parse (a number beyond a double, which jsonb's numeric holds) is parsed
     # by the stdlib and handed back as it was before the cache, for the entry's print to treat alike.
-    assert columns("[1e400]") == [float("inf")]
-    assert orjson.dumps({"v": columns("[1e400]")}) == b'{"v":[null]}'
+    assert column.render("[1e400]") == [float("inf")] and "[1e400]" not in column.known
+    assert orjson.dumps({"v": column.render("[1e400]")}) == b'{"v":[null]}'
 
 
 def test_json_columns_forget_past_their_bound(monkeypatch):
     monkeypatch.setattr(writer, "_JSON_CACHE_MAX", 3)
-    columns = _JsonColumns()
+    column = _JsonColumn()
     for i in range(10):
-        assert orjson.dumps(columns(f'["t{i}", {i}]')) == f'["t{i}",{i}]'.encode()
-        assert len(columns.known) <= 3
+        assert orjson.dumps(column.render(f'["t{i}", {i}]')) == f'["t{i}",{i}]'.encode()
+        assert len(column.known) <= 3
+
+
+def test_json_columns_stop_remembering_values_that_do_not_repeat(monkeypatch):
+    monkeypatch.setattr(writer, "_JSON_RETRY_BATCHES", 2)
+    repeating, unique = _JsonColumn(), _JsonColumn()
+    states = []
+    for batch in range(12):
+        for i in range(100):
+            repeating.render(f'["t{i % 10}"]')
+            unique.render(f'["u{batch}-{i}"]')
+        repeating.review(100)
+        unique.review(100)
+        # Values that repeat keep being remembered.
+        assert repeating.caching and len(repeating.known) == 10
+        states.append(unique.caching)
+    # Off after the 1st batch, tried again 2 batches later, then 4 batches later (each try that does
+    # not pay doubles the rest).
+    assert states == [False, False, True, False, False, False, False, True, False, False, False, False]
+    # Remembered only while remembering: the 1st, 4th and 9th batches.
+    assert len(unique.known) == 300
+    assert '["u3-0"]' in unique.known and '["u8-0"]' in unique.known
+    assert '["u1-0"]' not in unique.known and '["u11-0"]' not in unique.known
 
 
 def test_export_bytes_do_not_depend_on_the_json_cache(db, tmp_path, monkeypatch):
@@ -455,3 +478,13 @@ def test_export_bytes_do_not_depend_on_the_json_cache(db, tmp_path, monkeypatch)
     export(db, tmp_path / "uncached")
     for name in ("kb_entries.ndjson", "topics.json"):
         assert (tmp_path / "cached" / name).read_bytes() == (tmp_path / "uncached" / name).read_bytes()
+
+
+def test_a_batch_remembers_a_bounded_number_of_new_json_values(monkeypatch):
+    monkeypatch.setattr(writer, "_JSON_MISSES_PER_BATCH", 10)
+    column = _JsonColumn()
+    rendered = [column.render(f'["u{i}", {i}]') for i in range(100)]
+    assert [orjson.dumps(r) for r in rendered] == [f'["u{i}",{i}]'.encode() for i in range(100)]
+    assert len(column.known) == 10  # the rest parsed only
+    column.review(1000)  # 1% misses, but the batch's budget is spent: remembering stops
+    assert not column.caching

@@ -339,45 +339,93 @@ def _topic_selected(card: dict[str, Any], filters: ExportFilters) -> bool:
     return filters.channel_id is None or int(card["channel_id"]) == filters.channel_id
 
 
-# How many distinct JSON texts `_JsonColumns` remembers before it starts over (a bound on its memory:
+# How many distinct JSON texts a `_JsonColumn` remembers before it starts over (a bound on its memory:
 # values are a few hundred bytes, so a few MB at most).
 _JSON_CACHE_MAX = 8192
+# A column whose values repeat less than this (misses over the entries of a batch) is parsed per entry
+# instead: a miss costs about 1 us more than parsing (the compact print, the Fragment, the insert) and a
+# hit saves about 0.4 us, so below ~70% hits the cache costs more than it saves.
+_JSON_MISS_RATIO_MAX = 0.25
+# Within a batch, the misses remembered at most (a quarter of the stream's 2,000-row batches): past it the
+# batch's other new values are only parsed, so a column whose values do not repeat pays little before
+# `review` turns remembering off.
+_JSON_MISSES_PER_BATCH = 500
+# Batches a column goes without remembering before it is tried again (its values may start to repeat);
+# doubled after every try that did not pay, up to _JSON_RETRY_MAX, so values that never repeat cost a
+# few batches' misses over a whole export.
+_JSON_RETRY_BATCHES = 16
+_JSON_RETRY_MAX = 1024
 
 
-class _JsonColumns:
-    """The JSON columns of the stream query (topics, entities) as orjson embeds them, remembered by
-    their text.
+def _json_value(value: str) -> Any:
+    """jsonb's text parsed for orjson to print compact inside the entry. The stdlib parser takes what
+    orjson refuses (a number beyond a double, which jsonb's numeric holds), as the driver's jsonb
+    loader does; parsing here rather than in that loader saves two Python calls per value."""
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return json.loads(value)
 
-    Bytes are the stored compact text (SQLite), embedded as they are. Text is jsonb's rendering
-    (PostgreSQL: spaces after separators, keys in jsonb's order), made compact once per distinct text:
-    parsed and printed by orjson into a Fragment, so every entry with the same value (topic lists come
-    from a small vocabulary, and many entity lists repeat) costs a dict lookup instead of a parse and a
-    print. The bytes are the same as printing the parsed value inside the entry. A value orjson cannot
-    print compact (an integer beyond 64 bits, which only the stdlib parses) is handed back parsed, as
-    before, and fails the entry's print the same way it always did.
+
+class _JsonColumn:
+    """One JSON column of the stream query (topics or entities) on PostgreSQL, as orjson embeds it:
+    `render(text)`.
+
+    The column is jsonb's rendering (spaces after separators, keys in jsonb's order), which orjson must
+    print compact (on SQLite it is the stored compact text, which the loop wraps in a Fragment as it
+    is). Where values repeat (topic lists come from a small vocabulary), each distinct text is parsed
+    and printed once into a Fragment and remembered, so a repeat costs a dict lookup. Where they do not
+    (entity lists are often unique to a message), remembering costs more than it saves: `review`, after
+    every batch, switches `render` to parsing every value (`_json_value`, the
+    entry's print does the rest, as before) and tries remembering again _JSON_RETRY_BATCHES batches
+    later (twice as many after each try that did not pay). The entry's bytes are the same either way. A value orjson cannot parse is handed back as
+    the stdlib parses it, never remembered.
     """
 
     def __init__(self) -> None:
-        self.known: dict[str | bytes, Any] = {}
+        self.known: dict[str, Any] = {}
+        self.misses = 0
+        self.resting = 0  # batches left before remembering is tried again
+        self.rest = _JSON_RETRY_BATCHES  # how long the next rest is
+        get, remember = self.known.get, self._remember
 
-    def __call__(self, value: bytes | str) -> Any:
-        known = self.known.get(value)
-        if known is None:
-            known = self._render(value)
-            if len(self.known) >= _JSON_CACHE_MAX:
-                self.known.clear()
-            self.known[value] = known
-        return known
+        def cached(value: str) -> Any:
+            return get(value) or remember(value)
 
-    @staticmethod
-    def _render(value: bytes | str) -> Any:
-        if type(value) is bytes:
-            return orjson.Fragment(value)
+        self._cached = cached
+        self.render: Callable[[str], Any] = cached
+
+    @property
+    def caching(self) -> bool:
+        return self.render is self._cached
+
+    def _remember(self, value: str) -> Any:
         try:
             parsed = orjson.loads(value)
         except orjson.JSONDecodeError:
             return json.loads(value)
-        return orjson.Fragment(orjson.dumps(parsed))
+        if self.misses >= _JSON_MISSES_PER_BATCH:
+            return parsed
+        self.misses += 1
+        rendered = orjson.Fragment(orjson.dumps(parsed))
+        if len(self.known) >= _JSON_CACHE_MAX:
+            self.known.clear()
+        self.known[value] = rendered
+        return rendered
+
+    def review(self, entries: int) -> None:
+        """After a batch of `entries` entries: remember values only where it paid."""
+        if self.caching:
+            if self.misses > entries * _JSON_MISS_RATIO_MAX or self.misses >= _JSON_MISSES_PER_BATCH:
+                self.render, self.resting = _json_value, self.rest
+                self.rest = min(self.rest * 2, _JSON_RETRY_MAX)
+            else:
+                self.rest = _JSON_RETRY_BATCHES
+        else:
+            self.resting -= 1
+            if self.resting <= 0:
+                self.render = self._cached
+        self.misses = 0
 
 
 def _write_part(
@@ -430,10 +478,9 @@ def _write_message_entries(
     batches = store.document_batches(
         filters.channel_id, filters.since or FAR_PAST, filters.until or FAR_FUTURE, after=after, upto=upto
     )
-    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    dumps, newline, fragment = orjson.dumps, orjson.OPT_APPEND_NEWLINE, orjson.Fragment
     write, link_in, sentence_end = out.write, message_path, _SENTENCE_END.search
-    json_columns = _JsonColumns()
-    json_known = json_columns.known
+    topics_json, entities_json = _JsonColumn(), _JsonColumn()
     no_topics: list[str] = []
     topic_ids_of = {ref: sorted(ids) for ref, ids in membership.items()}
     # Rows come in channel order: a channel's username and link base are looked up when it changes.
@@ -441,6 +488,7 @@ def _write_message_entries(
     count = 0
     with closing(batches):
         for batch in batches:
+            first, topics_of, entities_of = count, topics_json.render, entities_json.render
             for (
                 ref,
                 channel_id,
@@ -499,9 +547,11 @@ def _write_message_entries(
                             if summary and stripped != text_stripped
                             else text,
                             "summary": summary,
-                            "topics": json_known.get(topics) or json_columns(topics),
+                            "topics": fragment(topics) if type(topics) is bytes else topics_of(topics),
                             "topic_ids": topic_ids_of.get(ref, no_topics),
-                            "entities": json_known.get(entities) or json_columns(entities),
+                            "entities": fragment(entities)
+                            if type(entities) is bytes
+                            else entities_of(entities),
                             "language": language or "und",
                             "url": url,
                             "message_date": message_date,
@@ -533,6 +583,8 @@ def _write_message_entries(
                     }
                 if on_entry:
                     on_entry()
+            topics_json.review(count - first)
+            entities_json.review(count - first)
     return count
 
 

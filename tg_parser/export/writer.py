@@ -376,10 +376,10 @@ class _JsonColumn:
     is). Where values repeat (topic lists come from a small vocabulary), each distinct text is parsed
     and printed once into a Fragment and remembered, so a repeat costs a dict lookup. Where they do not
     (entity lists are often unique to a message), remembering costs more than it saves: `review`, after
-    every batch, switches `render` to parsing every value (`_json_value`, the
-    entry's print does the rest, as before) and tries remembering again _JSON_RETRY_BATCHES batches
-    later (twice as many after each try that did not pay). The entry's bytes are the same either way. A value orjson cannot parse is handed back as
-    the stdlib parses it, never remembered.
+    every batch, switches `render` to parsing every value (`_json_value`; the entry's print does the
+    rest, as before) and tries remembering again _JSON_RETRY_BATCHES batches later (twice as many
+    after each try that did not pay). The entry's bytes are the same either way. A value orjson cannot
+    parse is handed back as the stdlib parses it, never remembered.
     """
 
     def __init__(self) -> None:

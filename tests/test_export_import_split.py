@@ -211,14 +211,19 @@ def test_a_cut_anywhere_gives_the_whole_reads_rows(db, settings, tmp_path, monke
     assert seen == [False, False, False, True, True]
 
 
-def test_a_second_process_that_dies_leaves_the_whole_read(db, settings, tmp_path, monkeypatch):
-    path = big_export(tmp_path / "result.json")
-    monkeypatch.setattr(export_import, "_check_tail", lambda *args: os._exit(3))
+def assert_read_whole(db: Database, settings: Settings, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import `path` offered for a split read: the split is given up and the file read whole, in full."""
     seen = split_outcomes(monkeypatch)
     imp = importer(db, settings)
     imp.split_min_bytes = 0
     assert imp.run(path).inserted == 848
     assert seen == [False]
+
+
+def test_a_second_process_that_dies_leaves_the_whole_read(db, settings, tmp_path, monkeypatch):
+    path = big_export(tmp_path / "result.json")
+    monkeypatch.setattr(export_import, "_check_tail", lambda *args: os._exit(3))
+    assert_read_whole(db, settings, path, monkeypatch)
 
 
 def test_a_second_process_that_hangs_is_stopped_and_the_file_read_whole(db, settings, tmp_path, monkeypatch):
@@ -241,11 +246,7 @@ def test_a_second_process_that_hangs_is_stopped_and_the_file_read_whole(db, sett
     monkeypatch.setattr(export_import, "_check_tail", hung)
     monkeypatch.setattr(export_import.ExportImporter, "_start_tail", start)
     monkeypatch.setattr(export_import, "STALL_SECONDS", 0.2)
-    seen = split_outcomes(monkeypatch)
-    imp = importer(db, settings)
-    imp.split_min_bytes = 0
-    assert imp.run(path).inserted == 848
-    assert seen == [False]
+    assert_read_whole(db, settings, path, monkeypatch)
     assert len(pids) == 1
     with pytest.raises(ChildProcessError):  # stopped and reaped, not left running
         os.waitpid(pids[0], os.WNOHANG)
@@ -305,11 +306,7 @@ def test_a_refused_fork_leaves_the_whole_read(db, settings, tmp_path, monkeypatc
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "fork", refused)
-    seen = split_outcomes(monkeypatch)
-    imp = importer(db, settings)
-    imp.split_min_bytes = 0
-    assert imp.run(path).inserted == 848
-    assert seen == [False]
+    assert_read_whole(db, settings, path, monkeypatch)
 
 
 def test_ctrl_c_as_the_second_process_starts_is_held_until_it_ignores_it(db, settings, tmp_path, monkeypatch):

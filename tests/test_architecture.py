@@ -126,17 +126,12 @@ def test_stores_read_long_results_in_keyset_batches():
     assert not offenders, offenders
 
 
-# Stores that still branch on the dialect, each to be moved to a Database capability (db/base.py).
-DIALECT_BRANCHES_LEFT = {"raw.py"}
-
-
 def test_stores_do_not_branch_on_the_dialect():
     """Dialect differences live in db/ and sql/<store>/<dialect>/ (DESIGN.md 4.1): a store asks the
-    database for a capability (`json_timestamps_cast`, `reads_ahead`), never `db.dialect`."""
+    database for a capability (`json_timestamps_cast`, `reads_ahead`, `inserts_json_batches`), never
+    `db.dialect`."""
     offenders = []
     for path in sorted((PACKAGE / "stores").glob("*.py")):
-        if path.name in DIALECT_BRANCHES_LEFT:
-            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr == "dialect":
                 offenders.append(f"{_where(path, node)} .dialect")

@@ -67,6 +67,11 @@ class Database(ABC):
     # SQLite a batch is an in-process read that releases the GIL; on PostgreSQL each batch is a server
     # transaction, which would stay open while the reader thread waits for the GIL.
     reads_ahead: bool = False
+    # Whether a batch of rows is inserted by one statement reading a JSON array parameter (PostgreSQL:
+    # a statement per row costs the server, and the client adapting each, far more than parsing one
+    # array) rather than by a prepared statement bound per row (SQLite: binding in-process is cheaper
+    # than its JSON functions).
+    inserts_json_batches: bool = False
 
     def __init__(self) -> None:
         self._tx: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

@@ -226,6 +226,7 @@ def _check_unless_just_used(connection: psycopg.Connection) -> None:
 class PostgresDatabase(Database):
     dialect = "postgres"
     json_timestamps_cast = True
+    inserts_json_batches = True
 
     def __init__(
         self,

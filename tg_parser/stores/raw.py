@@ -239,13 +239,13 @@ class RawStore(Store):
         """`store_rows` for rows in tuple form (RAW_COLUMNS), the bulk importer's currency.
 
         A batch of messages none of which is stored yet (a first import) is inserted as the tuples
-        are, on SQLite with no dict and no conversion per row; anything else (a re-import, where rows
-        are compared with what is stored, or PostgreSQL's one-statement batch) goes through
-        `store_rows`.
+        are, where rows are bound one by one (SQLite), with no dict and no conversion per row; anything
+        else (a re-import, where rows are compared with what is stored, or a database that inserts a
+        batch as one JSON statement, PostgreSQL) goes through `store_rows`.
         """
         if not rows:
             return BatchResult()
-        if self.db.dialect != "sqlite":
+        if self.db.inserts_json_batches:
             return self.store_rows([row_of_tuple(row) for row in rows])
         with self.db.transaction():
             refs = [row[0] for row in rows]
@@ -260,12 +260,9 @@ class RawStore(Store):
     def _insert(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert new rows and queue them for processing (raw.pending_work), in the caller's transaction:
         the queue is in this store (the same SQLite file), so a message is never stored unqueued."""
-        if self.db.dialect == "postgres":
-            # One statement for the batch: PostgreSQL spends far more on a statement per row (and the
-            # client on adapting each) than on parsing one JSON array of objects.
+        if self.db.inserts_json_batches:  # one statement for the batch (db/base.py says why)
             self.db.execute("raw_insert_messages", {"rows": self.batch_json(rows)})
         else:
-            # SQLite binds the prepared statement per row in-process, cheaper than its JSON functions.
             self.db.execute_many("raw_insert_message", rows, batch_size=len(rows))
         self.db.execute("pending_enqueue", {"refs": [row["source_ref"] for row in rows]})
 

@@ -335,6 +335,19 @@ def test_behind_database_is_refused_with_the_upgrade_hint(settings: Settings) ->
     open_database(settings).close()
 
 
+@pytest.mark.parametrize("name", ["what?now", "100%25 #1", "спорт & news"])
+def test_init_in_a_folder_whose_name_an_sqlite_uri_would_misread(tmp_path: Path, name: str) -> None:
+    # yoyo connects through an SQLite URI ("file:<path>?cache=shared"): '?', '#' and '%xx' in the path
+    # ended it or were decoded, so init failed ("unable to open database file") or wrote elsewhere.
+    folder = tmp_path / name
+    settings = sqlite_settings(folder)
+    migrations.upgrade(settings)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(STORE_FILES.values())
+    assert all(s.up_to_date for s in migrations.status(settings))
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # nothing written beside it
+    open_database(settings).close()
+
+
 def test_uninitialised_sqlite_dir_asks_for_init_and_creates_nothing(tmp_path: Path) -> None:
     empty = tmp_path / "never-initialised"
     empty.mkdir()

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from yoyo import read_migrations
 from yoyo.backends.base import DatabaseBackend
@@ -262,7 +263,9 @@ def _backend(settings: Settings, store: str) -> Iterator[DatabaseBackend]:
     else:
         settings.db_sqlite_dir.mkdir(parents=True, exist_ok=True)
         path = store_path(settings.db_sqlite_dir, store).resolve()
-        uri = DatabaseURI("sqlite", None, None, None, None, str(path), {})
+        # yoyo opens `file:<database>?cache=shared` as an SQLite URI, where '?', '#' and '%' in the path
+        # would end it or be decoded: the path goes in percent-encoded, which SQLite decodes back.
+        uri = DatabaseURI("sqlite", None, None, None, None, quote(str(path), safe="/"), {})
     try:
         backend: Any = _backend_class(uri.scheme)(uri, "_yoyo_migration")
         backend.tg_dialect = dialect

@@ -126,15 +126,21 @@ def test_stores_read_long_results_in_keyset_batches():
     assert not offenders, offenders
 
 
-def test_stores_do_not_branch_on_the_dialect():
-    """Dialect differences live in db/ and sql/<store>/<dialect>/ (DESIGN.md 4.1): a store asks the
-    database for a capability (`json_timestamps_cast`, `reads_ahead`, `inserts_json_batches`), never
-    `db.dialect`."""
+# Packages of domain code that ask the Database for a capability instead of naming the dialect (the CLI,
+# the API and health reports name it to describe the install, which is not a branch in behaviour).
+CAPABILITY_PACKAGES = ("stores", "processing", "ingestion")
+
+
+def test_domain_code_does_not_branch_on_the_dialect():
+    """Dialect differences live in db/ and sql/<store>/<dialect>/ (DESIGN.md 4.1): stores, processing and
+    ingestion ask the database for a capability (`json_timestamps_cast`, `reads_ahead`,
+    `inserts_json_batches`, `atomic_across_stores`, `text_holds_nul`), never `db.dialect`."""
     offenders = []
-    for path in sorted((PACKAGE / "stores").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Attribute) and node.attr == "dialect":
-                offenders.append(f"{_where(path, node)} .dialect")
+    for package in CAPABILITY_PACKAGES:
+        for path in sorted((PACKAGE / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Attribute) and node.attr == "dialect":
+                    offenders.append(f"{_where(path, node)} .dialect")
     assert not offenders, offenders
 
 
@@ -155,10 +161,12 @@ def test_the_rules_catch_an_offender(rule, monkeypatch, tmp_path):
         rule()
 
 
-def test_the_dialect_rule_catches_a_store_that_branches(monkeypatch, tmp_path):
+@pytest.mark.parametrize("package", CAPABILITY_PACKAGES)
+def test_the_dialect_rule_catches_domain_code_that_branches(monkeypatch, tmp_path, package):
     bad = tmp_path / "tg_parser_fake"
-    (bad / "stores").mkdir(parents=True)
-    (bad / "stores" / "bad.py").write_text("def f(db):\n    return db.dialect == 'sqlite'\n")
+    for name in CAPABILITY_PACKAGES:
+        (bad / name).mkdir(parents=True)
+    (bad / package / "bad.py").write_text("def f(db):\n    return db.dialect == 'sqlite'\n")
     monkeypatch.setattr(f"{__name__}.PACKAGE", bad)
-    with pytest.raises(AssertionError, match=r"stores/bad\.py:2 \.dialect"):
-        test_stores_do_not_branch_on_the_dialect()
+    with pytest.raises(AssertionError, match=rf"{package}/bad\.py:2 \.dialect"):
+        test_domain_code_does_not_branch_on_the_dialect()

@@ -72,6 +72,13 @@ class Database(ABC):
     # array) rather than by a prepared statement bound per row (SQLite: binding in-process is cheaper
     # than its JSON functions).
     inserts_json_batches: bool = False
+    # Whether one transaction spans the stores atomically (PostgreSQL: schemas of one database). On
+    # SQLite each store is an attached file, and a transaction over attached WAL files is not atomic as
+    # a set: callers order their commits instead (rows before the cursor or queue that points at them).
+    atomic_across_stores: bool = False
+    # Whether text columns may hold a NUL character (SQLite); PostgreSQL's text cannot, so input that
+    # carries one is refused up front rather than failing halfway through a write.
+    text_holds_nul: bool = True
 
     def __init__(self) -> None:
         self._tx: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

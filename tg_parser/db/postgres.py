@@ -227,6 +227,8 @@ class PostgresDatabase(Database):
     dialect = "postgres"
     json_timestamps_cast = True
     inserts_json_batches = True
+    atomic_across_stores = True
+    text_holds_nul = False
 
     def __init__(
         self,

@@ -797,7 +797,7 @@ class ExportImporter:
         caller's then, to collect the chats seen so far)."""
         scans = [] if scans is None else scans
         total = _size(path)
-        nul_allowed = self.db.dialect != "postgres"
+        nul_allowed = self.db.text_holds_nul
         progress = self.progress
         if progress is not None and reader.stop_at:
             report, part = progress, reader.stop_at
@@ -894,7 +894,7 @@ class ExportImporter:
         beat = _Beat()
         worker = _FORK.Process(
             target=_check_tail,
-            args=(path, cut, tail, self.db.dialect != "postgres", send, os.getpid(), beat),
+            args=(path, cut, tail, self.db.text_holds_nul, send, os.getpid(), beat),
             name="tg-parser-import-check",
             daemon=True,
         )
@@ -1001,7 +1001,7 @@ class ExportImporter:
         prefix = ref_prefix(channel_id)
         for rows, done in spool.batches():
             inserted_at = format_timestamp(datetime.now(UTC))
-            with self.db.transaction() if self.db.dialect == "postgres" else nullcontext():
+            with self.db.transaction() if self.db.atomic_across_stores else nullcontext():
                 stored = self.raw.store_tuples(
                     [export_tuple(r, prefix, channel_id, source_id, inserted_at) for r in rows]
                 )

@@ -283,7 +283,7 @@ class _Attempt:
         # Before the commit, the locks this run holds are checked (one round trip each on PostgreSQL, once
         # a batch; SQLite's file locks cannot be lost): a run that lost one raises LockLost, and the
         # batch rolls back.
-        with self.db.transaction() if self.db.dialect == "postgres" else nullcontext():
+        with self.db.transaction() if self.db.atomic_across_stores else nullcontext():
             yield
             self.gateway.check_locks()  # first: a lost session lock stops the whole run
             self.lock.check()

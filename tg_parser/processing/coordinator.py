@@ -583,7 +583,7 @@ class ProcessCoordinator:
         # after the commit, never with it: the queue is another file, a transaction over attached WAL
         # files is not atomic across them, and a crash in between must leave a done message queued
         # (found done and dequeued by the next claim that reaches it), not one neither done nor queued.
-        atomic = self.db.dialect == "postgres"
+        atomic = self.db.atomic_across_stores
         with self.db.transaction():
             self.store.upsert_documents(documents)
             for message, error in failures:

@@ -596,16 +596,16 @@ class _Beat:
 STALL_SECONDS = 60.0
 
 
-def _await_answer(receive: Connection, worker: BaseProcess, beat: _Beat) -> Any:
+def _await_answer(receive: Connection, beat: _Beat) -> Any:
     """The forked reader's answer; None when it stopped advancing for STALL_SECONDS (hung: say, on a
-    lock another thread held at the fork) or is gone without one, so a hung reader costs a whole read,
-    never a hung import. EOFError when it died as its answer was awaited."""
+    lock another thread held at the fork), so a hung reader costs a whole read, never a hung import.
+    EOFError when it died without answering (its end of the pipe closed: `poll` sees that at once)."""
     seen, since = beat.value, time.monotonic()
     while not receive.poll(min(1.0, STALL_SECONDS)):
         if beat.value != seen:
             seen, since = beat.value, time.monotonic()
-        elif time.monotonic() - since >= STALL_SECONDS or not worker.is_alive():
-            return None
+        elif time.monotonic() - since >= STALL_SECONDS:
+            return None  # the caller stops and reaps it, as on every way out of a split read
     return receive.recv()
 
 
@@ -855,7 +855,7 @@ class ExportImporter:
             try:
                 self._walk(reader, path, chat, spool, scans)
             except SplitPointReached:
-                answer = _await_answer(receive, worker, beat)  # EOFError if the child died
+                answer = _await_answer(receive, beat)  # EOFError if the child died
             except TgParserError:
                 pass  # the file read whole tells which error comes first
             if answer is None or answer[0] != "ok" or len(scans) != 1:

@@ -49,6 +49,7 @@ processing wrote deleted and vacuumed, the documents' index entries included: se
     python bench/bench_scale.py --sizes 10M --reuse --keep --drop-caches   # cold from storage (root)
     python bench/bench_scale.py --sizes 10M --reuse --keep --warm-os-cache   # the pages in the OS cache (root)
     python bench/bench_scale.py --sizes 10M --reuse --keep --layouts newest --rounds-only   # one layout's rounds
+    python bench/bench_scale.py --sizes 10M --reuse --keep --drop-caches --read-ahead 0   # runs without reading ahead
     python bench/bench_scale.py --sizes 1M --compare-old
 
 Prints one table (a column per size, and the ratio of the last size to the first), every round's pair,
@@ -835,7 +836,19 @@ def main() -> None:
         action="store_true",
         help="measure the rounds of 1,000 only (no EXPLAINs, whole queue or counter refresh)",
     )
+    parser.add_argument(
+        "--read-ahead",
+        type=int,
+        default=None,
+        help="PROCESS_READ_AHEAD for every process run, both sides (default: the setting's default, 8); "
+        "0 measures runs without reading ahead",
+    )
     args = parser.parse_args()
+    if args.read_ahead is not None:
+        if args.read_ahead < 0:
+            parser.error("--read-ahead: 0 or more sessions")
+        os.environ["PROCESS_READ_AHEAD"] = str(args.read_ahead)  # env_of passes it to every run
+    print(f"PROCESS_READ_AHEAD={os.environ.get('PROCESS_READ_AHEAD', 'default (8)')}", flush=True)
     if args.warm_os_cache and args.drop_caches:
         parser.error("--warm-os-cache and --drop-caches contradict each other")
     try:

@@ -140,3 +140,17 @@ ON CONFLICT (source_ref) DO NOTHING;
 -- How many messages are queued (diagnostics, the benchmark). Served by: a scan of pending_work (the work).
 -- plan: seqscan-ok counts the whole queue (diagnostics): reading it is the work
 SELECT COUNT(*) AS n FROM raw.pending_work;
+
+-- name: pending_peek
+-- The keys of the next queued messages after (:after_channel_id, :after_date, :after_ref), read without
+-- locking: what the next claim will probably take, for the process coordinator's read-ahead (its other
+-- sessions bring those messages' index leaves and rows into the cache while the claim waits on its own
+-- reads). Rows other workers hold are not left out: reading ahead for them costs a few probes, nothing else.
+-- Served by: pending_work_channel_date_idx for the order and the keyset bound.
+-- example: after_channel_id=-9223372036854775808 after_date=0001-01-01 after_ref='' source_id=null channel_id=null limit=100
+SELECT p.source_ref, p.channel_id, p.date FROM raw.pending_work AS p
+WHERE (p.channel_id, p.date, p.source_ref) > (:after_channel_id, :after_date, :after_ref)
+  AND (CAST(:source_id AS TEXT) IS NULL OR p.source_id = :source_id)
+  AND (CAST(:channel_id AS BIGINT) IS NULL OR p.channel_id = :channel_id)
+ORDER BY p.channel_id, p.date, p.source_ref
+LIMIT :limit;

@@ -125,6 +125,7 @@ def command(
         retry_failed=retry_failed,
         lease_ttl=lease_seconds or settings.process_lease_seconds,
         shared_pause=settings.llm_shared_pause,
+        read_ahead=settings.read_ahead_sessions,
     )
 
     kind, choice_line = choose_processor(settings, processor)

@@ -126,6 +126,16 @@ class Settings(BaseSettings):
         description="how long a claimed message (and a process run) stays reserved; renewed every quarter of it",
     )
 
+    process_read_ahead: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description=(
+            "PostgreSQL sessions a process run uses to read the next claims' pages ahead (0: off); "
+            "at most DB_POOL_MAX_SIZE - 1, and it stops by itself when the pages are cached"
+        ),
+    )
+
     # --- topics ---------------------------------------------------------------------------------
     topic_batch_tokens: int = Field(6000, ge=500, description="estimated tokens of documents per LLM prompt")
     topic_singleton_min_score: float = Field(0.75, ge=0, le=1)
@@ -217,6 +227,11 @@ class Settings(BaseSettings):
                 f"DB_POOL_MIN_SIZE ({self.db_pool_min_size}) is larger than DB_POOL_MAX_SIZE ({self.db_pool_max_size})"
             )
         return self
+
+    @property
+    def read_ahead_sessions(self) -> int:
+        """PROCESS_READ_AHEAD within the pool: the coordinator keeps one connection for itself."""
+        return max(0, min(self.process_read_ahead, self.db_pool_max_size - 1))
 
     def secrets(self) -> list[str]:
         """Every secret value currently set, so logging can redact them wherever they appear."""

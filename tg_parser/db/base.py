@@ -76,6 +76,10 @@ class Database(ABC):
     # SQLite each store is an attached file, and a transaction over attached WAL files is not atomic as
     # a set: callers order their commits instead (rows before the cursor or queue that points at them).
     atomic_across_stores: bool = False
+    # Whether reading a queued message's pages ahead, from other sessions while the claim runs, overlaps
+    # reads the claim would do one at a time (PostgreSQL: each session reads a B-tree leaf only when its
+    # descent reaches it); on SQLite one process reads its files and there is nothing to overlap.
+    reads_ahead_in_sessions: bool = False
     # Whether text columns may hold a NUL character (SQLite); PostgreSQL's text cannot, so input that
     # carries one is refused up front rather than failing halfway through a write.
     text_holds_nul: bool = True

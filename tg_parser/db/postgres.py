@@ -229,6 +229,7 @@ class PostgresDatabase(Database):
     inserts_json_batches = True
     atomic_across_stores = True
     text_holds_nul = False
+    reads_ahead_in_sessions = True
 
     def __init__(
         self,

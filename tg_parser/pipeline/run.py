@@ -210,6 +210,7 @@ class Pipeline:
             concurrency=self.concurrency,
             lease_ttl=self.settings.process_lease_seconds,
             shared_pause=self.settings.llm_shared_pause,
+            read_ahead=self.settings.read_ahead_sessions,
         )
         with build_document_processor(self.settings, self.processor_kind) as built:
             coordinator = ProcessCoordinator(

@@ -54,11 +54,17 @@ from tg_parser.errors import ItemFailure, TgParserError
 from tg_parser.llm.errors import LlmRejectedEverything
 from tg_parser.logging import redact
 from tg_parser.processing.processor import EmptyMessage, Processor
+from tg_parser.processing.read_ahead import ReadAhead
 from tg_parser.stores.base import FAR_PAST
 from tg_parser.stores.processing import DocumentRow, ProcessingStore, QueuePage
 
 # This many bad-request rejections in a row, before any success, means the settings are wrong.
 REJECTIONS_BEFORE_ABORT = 10
+# While reading ahead: queue rows per claim at most (the workers process one while the next one's pages
+# arrive), and how many claims' keys are given to the read-ahead sessions beyond the claims' position
+# (a window: 1,000 keys for the extractive processor's claims, 4 × --concurrency for an LLM run's).
+READ_AHEAD_CLAIM = 250
+READ_AHEAD_CLAIMS = 4
 # How often a coordinator publishes its client's 429 pause and reads the other processes' (seconds).
 PAUSE_SYNC_SECONDS = 0.25
 
@@ -82,6 +88,9 @@ class ProcessOptions:
     # allocates many short-lived containers per message, and at Python's default (700, 10, 10) the
     # collections that follow cost about a tenth of its CPU; the extractive processor raises them.
     gc_thresholds: tuple[int, int, int] | None = None
+    # Sessions reading the next claims' pages ahead (processing/read_ahead.py; PROCESS_READ_AHEAD), 0:
+    # none. Only where the database overlaps their reads (Database.reads_ahead_in_sessions), not with --force.
+    read_ahead: int = 0
 
 
 @dataclass
@@ -224,6 +233,10 @@ class ProcessCoordinator:
         self._rejections = 0
         self._started = datetime.now(UTC)
         self._after: tuple[int, datetime, str] | None = None  # key of the last queued row claimed
+        self._read_ahead: ReadAhead | None = None
+        self._ahead_until: tuple[int, datetime, str] | None = None  # the last key given to the read-ahead
+        self._ahead_given = 0  # queue rows given to the read-ahead, counted from the run's first claim
+        self._ahead_passed = 0  # queue rows the claims' pages have passed
         # The LLM client's 429 gate, shared with other processes through the database (shared_pause).
         client = getattr(processor, "client", None)
         self._gate = getattr(client, "gate", None) if options.shared_pause else None
@@ -246,6 +259,17 @@ class ProcessCoordinator:
             **self.run_params,
         }
         self._started = datetime.now(UTC)
+        if not options.retry_failed:  # else once the failures are queued again (_prepare_queue)
+            # Before the run's own bookkeeping: the first claim's pages arrive meanwhile.
+            self._start_reading_ahead()
+        try:
+            return self._run(params)
+        finally:
+            if self._read_ahead is not None:
+                self._read_ahead.close()
+
+    def _run(self, params: dict[str, Any]) -> ProcessReport:
+        options = self.options
         with self.db.transaction():
             self.store.start_run(
                 RunReport(run_id=self.run_id, kind="process", started_at=self._started, params=params)
@@ -290,6 +314,7 @@ class ProcessCoordinator:
         options = self.options
         if not options.force:
             self._prepare_queue()
+            self._start_reading_ahead()
         candidates = self._candidates() if options.force else None
         exhausted = False
         claim_batch = options.claim_batch or options.concurrency
@@ -304,7 +329,7 @@ class ProcessCoordinator:
                 self._cancel.set()
                 break
             while not exhausted and len(self._in_flight) < high_water:
-                room = min(claim_batch, self._remaining())
+                room = min(self._claim_size(claim_batch), self._remaining())
                 if room <= 0:
                     exhausted = True
                     break
@@ -362,10 +387,59 @@ class ProcessCoordinator:
         permanent failures, the lease step documents) leave the queue, in their own transaction after
         the claim (on SQLite the queue is another file).
         """
+        if self._reading_ahead:
+            self._keep_reading_ahead(room)
         page, held = self._lease_queue_page(room, after=self._after, lock=True)
+        self._ahead_passed += len(page.rows) + len(page.done)
         if page.last is not None:
             self._after = page.last
+            if self._reading_ahead:
+                self._keep_reading_ahead(room)  # the next claims' pages, read while this one is processed
         return held, page.last is None
+
+    def _start_reading_ahead(self) -> None:
+        """Start the read-ahead sessions (ProcessOptions.read_ahead) with the first window of the queue:
+        not with --force (it walks raw_messages) nor where the database would not overlap their reads."""
+        options = self.options
+        if self._read_ahead is not None or options.read_ahead < 1 or options.force:
+            return
+        if not self.db.reads_ahead_in_sessions:
+            return
+        self._read_ahead = ReadAhead(self.store, options.read_ahead)
+        claim_batch = options.claim_batch or options.concurrency
+        self._keep_reading_ahead(min(self._claim_size(claim_batch), self._remaining()))
+
+    @property
+    def _reading_ahead(self) -> bool:
+        return self._read_ahead is not None and self._read_ahead.active
+
+    def _claim_size(self, claim_batch: int) -> int:
+        """Queue rows per claim: smaller while the read-ahead runs, so the workers process one claim while
+        the next one's pages arrive, instead of waiting for a whole big claim's reads."""
+        return min(claim_batch, READ_AHEAD_CLAIM) if self._reading_ahead else claim_batch
+
+    def _keep_reading_ahead(self, room: int) -> None:
+        """Keep at least a window of queued keys beyond the claims' position given to the read-ahead: when
+        less than half of it is left, the next window's keys (peeked from the queue without locking)."""
+        assert self._read_ahead is not None
+        window = READ_AHEAD_CLAIMS * room
+        left = max(0, self._ahead_given - self._ahead_passed)
+        if left >= window // 2:
+            return
+        limit = min(window, self._remaining() - left)
+        if limit <= 0:
+            return
+        options = self.options
+        keys = self.store.peek_queue(
+            limit=limit,
+            source_id=options.source_id,
+            channel_id=options.channel_id,
+            after=self._ahead_until if left else self._after,
+        )
+        if keys:
+            self._ahead_until = keys[-1]
+            self._ahead_given = self._ahead_passed + left + len(keys)
+            self._read_ahead.ahead(keys)
 
     def _lease_queue_page(self, room: int, **where: Any) -> tuple[QueuePage, list[Mapping[str, Any]]]:
         """One page of the queue (`where`: after a key, or lapsed under other workers) leased in one
@@ -566,7 +640,10 @@ class ProcessCoordinator:
         pending = len(self._documents) + len(self._failures) + len(self._release)
         if not pending:
             return False
-        if len(self._documents) + len(self._failures) >= self.options.write_batch:
+        # While reading ahead, claims are smaller and so are writes: a batch is written while the next
+        # claims' pages arrive, not all at the end.
+        write_batch = self._claim_size(self.options.write_batch)
+        if len(self._documents) + len(self._failures) >= write_batch:
             return True
         return time.monotonic() - self._first_unwritten >= self.options.flush_interval or not self._in_flight
 

@@ -159,6 +159,44 @@ class ProcessingStore(Store):
                 todo.append(row)
         return QueuePage(rows=todo, done=done, last=last)
 
+    def peek_queue(
+        self,
+        *,
+        limit: int,
+        source_id: str | None = None,
+        channel_id: int | None = None,
+        after: tuple[int, datetime, str] | None = None,
+    ) -> list[tuple[int, datetime, str]]:
+        """The keys (channel_id, date, source_ref) of the next `limit` queued messages after `after`, read
+        without locking: what the next claim will probably take (pending_peek)."""
+        after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
+        rows = self.db.fetch_all(
+            "pending_peek",
+            {
+                "limit": limit,
+                "source_id": source_id,
+                "channel_id": channel_id,
+                "after_channel_id": after_channel_id,
+                "after_date": after_date,
+                "after_ref": after_ref,
+            },
+        )
+        return [(row["channel_id"], row["date"], row["source_ref"]) for row in rows]
+
+    def read_ahead(self, keys: Sequence[tuple[int, datetime, str]]) -> float | None:
+        """Bring into the database's cache what processing these queued messages reads: the claim's
+        rows and index leaves and the document insert's (processing_read_ahead). Returns the seconds the
+        server spent (whether the pages were cached shows there, not in the time a caller waited); None
+        where the database does not read ahead (SQLite) or nothing was given."""
+        if not keys or not self.db.reads_ahead_in_sessions:
+            return None
+        payload = [
+            {"source_ref": ref, "channel_id": channel_id, "date": format_timestamp(date)}
+            for channel_id, date, ref in keys
+        ]
+        row = self.db.fetch_one("processing_read_ahead", {"keys": payload})
+        return float(row["seconds"]) if row is not None else None
+
     def dequeue(self, refs: Sequence[str]) -> int:
         """Take refs whose document or permanent failure is written out of the pending queue."""
         if not refs:

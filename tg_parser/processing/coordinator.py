@@ -745,6 +745,8 @@ class ProcessCoordinator:
             status, error = "failed", error or self._fatal.one_line()
         elif interrupted:
             status = "interrupted"
+        elif error is not None:  # the run ended on an exception (the database went away): not ok, even
+            status = "failed"  # when the report, and the results finished before it, could still be written
         elif self.counts.failed:
             status = "partial"
         else:

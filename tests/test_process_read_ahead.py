@@ -1,6 +1,7 @@
 """Reading a claim's pages ahead (processing/read_ahead.py): the queue peek and the read-ahead statement on
 both dialects, the sessions that stop by themselves once the pages are cached or on an error, and process
-runs with reading ahead on that write exactly what runs without it do, alone and side by side."""
+runs with reading ahead on that write exactly what runs without it do, alone and side by side; and a run
+ended by an exception is reported failed whatever its end could write."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tg_parser.config import Settings
 from tg_parser.db.base import Database
 from tg_parser.db.codec import format_timestamp
 from tg_parser.db.connect import open_database
+from tg_parser.errors import DatabaseUnavailable
 from tg_parser.processing import ProcessCoordinator, ProcessOptions, read_ahead
 from tg_parser.processing.extractive import ExtractiveDocumentProcessor, tune_options
 from tg_parser.processing.read_ahead import ReadAhead
@@ -225,3 +227,29 @@ def test_the_sessions_fit_in_the_pool() -> None:
     assert Settings(process_read_ahead=8, db_pool_max_size=4).read_ahead_sessions == 3
     assert Settings(process_read_ahead=8, db_pool_max_size=1).read_ahead_sessions == 0
     assert Settings(process_read_ahead=0).read_ahead_sessions == 0
+
+
+def test_a_run_ended_by_an_exception_is_failed_even_when_its_report_could_be_written(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database went away under a write and came back before the run recorded its end (what a
+    server restart mid-run does): the report says failed, with the error, not ok."""
+    seed_messages(db, 30, channel_id=25)
+    real_upsert = ProcessingStore.upsert_documents
+    calls = []
+
+    def upsert_once_lost(self: ProcessingStore, documents: list) -> None:
+        calls.append(len(documents))
+        if len(calls) == 1:
+            raise DatabaseUnavailable("the connection was lost", "check the server")
+        real_upsert(self, documents)
+
+    monkeypatch.setattr(ProcessingStore, "upsert_documents", upsert_once_lost)
+    coordinator = extractive(db)
+    with pytest.raises(DatabaseUnavailable):
+        coordinator.run()
+    (run,) = ProcessingStore(db).recent_runs(kind="process")
+    assert run.status == "failed", run
+    assert "the connection was lost" in (run.error or "")
+    # The finished results were written by the run's end, each once.
+    assert calls == [30, 30] and ProcessingStore(db).count_documents() == 30

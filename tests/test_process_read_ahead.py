@@ -253,3 +253,77 @@ def test_a_run_ended_by_an_exception_is_failed_even_when_its_report_could_be_wri
     assert "the connection was lost" in (run.error or "")
     # The finished results were written by the run's end, each once.
     assert calls == [30, 30] and ProcessingStore(db).count_documents() == 30
+
+
+def test_slices_the_claims_have_passed_are_dropped_unread() -> None:
+    started, release, last_read = threading.Event(), threading.Event(), threading.Event()
+    keys = fake_keys(5 * read_ahead.SLICE)
+
+    class FirstSliceWaits(ScriptedStore):
+        def read_ahead(self, keys_slice: list[Key]) -> float | None:
+            if not self.slices:
+                self.slices.append(list(keys_slice))
+                started.set()
+                assert release.wait(30)
+                return read_ahead.CACHED_SECONDS_PER_KEY * len(keys_slice) * 10  # from storage: go on
+            answer = super().read_ahead(keys_slice)
+            if keys_slice[-1] == keys[-1]:
+                last_read.set()
+            return answer
+
+    store = FirstSliceWaits([read_ahead.CACHED_SECONDS_PER_KEY * read_ahead.SLICE * 10] * 5)
+    reader = ReadAhead(store, 1)  # type: ignore[arg-type]
+    try:
+        reader.ahead(keys)
+        assert started.wait(30)
+        reader.passed(keys[3 * read_ahead.SLICE - 1])  # meanwhile the claims passed the third slice
+        release.set()
+        assert last_read.wait(30)
+    finally:
+        release.set()
+        reader.close()
+    firsts = [slice_[0][2] for slice_ in store.slices]
+    # The first was being read; the second and third were behind the claims; the last two are read.
+    assert firsts == [keys[0][2], keys[3 * read_ahead.SLICE][2], keys[4 * read_ahead.SLICE][2]]
+
+
+def test_a_failing_peek_stops_the_reading_ahead_not_the_run(
+    db: Database, monkeypatch: pytest.MonkeyPatch, never_cached: None
+) -> None:
+    seed_messages(db, 400, channel_id=26)
+
+    def lost(self: ProcessingStore, **_: object) -> list[Key]:
+        raise DatabaseUnavailable("statement timeout on the peek", "check the server")
+
+    monkeypatch.setattr(ProcessingStore, "peek_queue", lost)
+    coordinator = extractive(db, read_ahead=3)
+    report = coordinator.run()
+    assert report.status == "ok" and report.counts.processed == 400
+    if db.reads_ahead_in_sessions:
+        assert coordinator._read_ahead is not None and not coordinator._read_ahead.active
+    # The sessions ended with the run (none is left waiting on its queue).
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead-") and t.is_alive()]
+
+
+def test_results_collected_at_once_are_written_a_batch_at_a_time(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_messages(db, 250, channel_id=27)
+    real_upsert = ProcessingStore.upsert_documents
+    sizes: list[int] = []
+
+    def counting(self: ProcessingStore, documents: list) -> None:
+        sizes.append(len(documents))
+        real_upsert(self, documents)
+
+    monkeypatch.setattr(ProcessingStore, "upsert_documents", counting)
+    options = tune_options(ProcessOptions())
+    # A worker hands back 125 results at once, and nothing is written before it is due: a write of 40
+    # at most must take them in several transactions, each lease released with its document.
+    options.hand_off, options.claim_batch, options.write_batch, options.flush_interval = 125, 250, 40, 60.0
+    report = ProcessCoordinator(db, ExtractiveDocumentProcessor(), options).run()
+    assert report.counts.processed == 250
+    assert max(sizes) <= 40 and sum(sizes) == 250 and len(sizes) >= 7
+    store = ProcessingStore(db)
+    assert store.count_documents() == 250 and queue_keys(store) == []
+    assert store.leases() == []

@@ -235,8 +235,8 @@ class ProcessCoordinator:
         self._after: tuple[int, datetime, str] | None = None  # key of the last queued row claimed
         self._read_ahead: ReadAhead | None = None
         self._ahead_until: tuple[int, datetime, str] | None = None  # the last key given to the read-ahead
-        self._ahead_given = 0  # queue rows given to the read-ahead, counted from the run's first claim
-        self._ahead_passed = 0  # queue rows the claims' pages have passed
+        self._ahead_left = 0  # of the keys given, how many this run's claims have not passed (an estimate)
+        self._ahead_to_end = False  # a peek reached the end of the queue: nothing more to give
         # The LLM client's 429 gate, shared with other processes through the database (shared_pause).
         client = getattr(processor, "client", None)
         self._gate = getattr(client, "gate", None) if options.shared_pause else None
@@ -259,10 +259,10 @@ class ProcessCoordinator:
             **self.run_params,
         }
         self._started = datetime.now(UTC)
-        if not options.retry_failed:  # else once the failures are queued again (_prepare_queue)
-            # Before the run's own bookkeeping: the first claim's pages arrive meanwhile.
-            self._start_reading_ahead()
         try:
+            if not options.retry_failed:  # else once the failures are queued again (_prepare_queue)
+                # Before the run's own bookkeeping: the first claim's pages arrive meanwhile.
+                self._start_reading_ahead()
             return self._run(params)
         finally:
             if self._read_ahead is not None:
@@ -390,9 +390,11 @@ class ProcessCoordinator:
         if self._reading_ahead:
             self._keep_reading_ahead(room)
         page, held = self._lease_queue_page(room, after=self._after, lock=True)
-        self._ahead_passed += len(page.rows) + len(page.done)
+        self._ahead_left -= len(page.rows) + len(page.done)
         if page.last is not None:
             self._after = page.last
+            if self._read_ahead is not None:
+                self._read_ahead.passed(page.last)  # slices behind the claims are not read any more
             if self._reading_ahead:
                 self._keep_reading_ahead(room)  # the next claims' pages, read while this one is processed
         return held, page.last is None
@@ -419,26 +421,37 @@ class ProcessCoordinator:
         return min(claim_batch, READ_AHEAD_CLAIM) if self._reading_ahead else claim_batch
 
     def _keep_reading_ahead(self, room: int) -> None:
-        """Keep at least a window of queued keys beyond the claims' position given to the read-ahead: when
-        less than half of it is left, the next window's keys (peeked from the queue without locking)."""
+        """Keep the next claims' keys given to the read-ahead: when less than half a window (READ_AHEAD_CLAIMS
+        claims of `room`) is left ahead of the claims, the next window's keys, peeked from the queue
+        without locking after the last key given or the claims' position, whichever is further (other
+        workers' claims move the position past rows this run never counts). An error here stops the
+        reading ahead, never the run."""
         assert self._read_ahead is not None
-        window = READ_AHEAD_CLAIMS * room
-        left = max(0, self._ahead_given - self._ahead_passed)
-        if left >= window // 2:
+        if self._ahead_to_end:
             return
-        limit = min(window, self._remaining() - left)
+        window = READ_AHEAD_CLAIMS * room
+        after = self._after
+        if self._ahead_until is None or (after is not None and after >= self._ahead_until):
+            self._ahead_left = 0  # the claims caught up with (or passed) everything given
+        else:
+            after = self._ahead_until
+        if self._ahead_left >= window // 2:
+            return
+        limit = min(window, self._remaining() - max(self._ahead_left, 0))
         if limit <= 0:
             return
         options = self.options
-        keys = self.store.peek_queue(
-            limit=limit,
-            source_id=options.source_id,
-            channel_id=options.channel_id,
-            after=self._ahead_until if left else self._after,
-        )
+        try:
+            keys = self.store.peek_queue(
+                limit=limit, source_id=options.source_id, channel_id=options.channel_id, after=after
+            )
+        except Exception as exc:  # an optimisation: the claim reads what it needs anyway
+            self._read_ahead.stop(f"the queue could not be read ahead: {type(exc).__name__}: {exc}")
+            return
+        self._ahead_to_end = len(keys) < limit
         if keys:
             self._ahead_until = keys[-1]
-            self._ahead_given = self._ahead_passed + left + len(keys)
+            self._ahead_left = max(self._ahead_left, 0) + len(keys)
             self._read_ahead.ahead(keys)
 
     def _lease_queue_page(self, room: int, **where: Any) -> tuple[QueuePage, list[Mapping[str, Any]]]:
@@ -648,10 +661,32 @@ class ProcessCoordinator:
         return time.monotonic() - self._first_unwritten >= self.options.flush_interval or not self._in_flight
 
     def _write(self) -> None:
-        """Documents, journal rows and lease releases of finished messages, in one transaction."""
-        if not (self._documents or self._failures or self._release):
-            return
-        documents, failures, release = self._documents, self._failures, self._release
+        """Documents, journal rows and lease releases of finished messages: a transaction per write batch
+        at most (results collected at once can outnumber it), each message's lease released with its
+        document or journal row, the leases of messages that wrote nothing with the last batch. A batch
+        leaves the lists once committed: after an error the rest is still there for the run's end."""
+        size = max(1, self._claim_size(self.options.write_batch))
+        while self._documents or self._failures or self._release:
+            documents, rest_documents = self._documents[:size], self._documents[size:]
+            room = size - len(documents)
+            failures, rest_failures = self._failures[:room], self._failures[room:]
+            if rest_documents or rest_failures:
+                refs = {document.source_ref for document in documents}
+                refs.update(message["source_ref"] for message, _ in failures)
+                release = [ref for ref in self._release if ref in refs]
+                rest_release = [ref for ref in self._release if ref not in refs]
+            else:
+                release, rest_release = self._release, []
+            self._write_batch(documents, failures, release)
+            self._documents, self._failures, self._release = rest_documents, rest_failures, rest_release
+
+    def _write_batch(
+        self,
+        documents: list[ProcessedDocument | DocumentRow],
+        failures: list[tuple[Mapping[str, Any], ItemFailure]],
+        release: list[str],
+    ) -> None:
+        """One batch of results in one transaction (see _write)."""
         done = [document.source_ref for document in documents]
         done += [message["source_ref"] for message, error in failures if error.permanent]
         # Done messages leave the pending queue. On PostgreSQL in this transaction, before the leases are
@@ -682,7 +717,6 @@ class ProcessCoordinator:
                 self.store.run_progress(self.run_id, self._progress_counts())
         if not atomic:
             self.store.dequeue(done)
-        self._documents, self._failures, self._release = [], [], []
 
     def _progress_counts(self) -> dict[str, Any]:
         data = asdict(self.counts)

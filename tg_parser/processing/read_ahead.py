@@ -56,6 +56,7 @@ class ReadAhead:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._cached_in_a_row = 0
+        self._passed: Key | None = None  # the claims' position: slices behind it are dropped unread
         # All at once: starting one first and the others once a slice shows the pages uncached cost a
         # run at 10M about 30 ms of its 250 (their connections open late) to save an empty one ~10 ms.
         self._threads = [
@@ -71,6 +72,17 @@ class ReadAhead:
     def wait_stopped(self, timeout: float) -> bool:
         """Wait at most `timeout` seconds for the reading ahead to stop; whether it has."""
         return self._stopped.wait(timeout)
+
+    def passed(self, key: Key) -> None:
+        """The claims have passed `key`: a slice whose keys are all behind it is dropped, not read (when
+        the sessions fall behind, they catch up instead of reading pages the claims have read)."""
+        self._passed = key
+
+    def stop(self, reason: str) -> None:
+        """Stop reading ahead (the slices queued are dropped); the threads end at `close`."""
+        if not self._stopped.is_set():
+            self._stopped.set()
+            logger.debug("reading ahead stopped: {}", reason)
 
     def ahead(self, keys: Sequence[Key]) -> None:
         """Read these keys' pages, a slice at a time, in this order."""
@@ -95,12 +107,13 @@ class ReadAhead:
                 return
             if self._stopped.is_set():
                 continue  # drain: close() puts the stops behind what is queued
+            passed = self._passed
+            if passed is not None and keys[-1] <= passed:
+                continue
             try:
                 seconds = self.store.read_ahead(keys)
             except Exception as exc:  # an optimisation: the claim reads what it needs anyway
-                if not self._stopped.is_set():
-                    self._stopped.set()
-                    logger.debug("reading ahead stopped: {}: {}", type(exc).__name__, exc)
+                self.stop(f"{type(exc).__name__}: {exc}")
                 continue
             if seconds is not None:
                 self._note(seconds, len(keys))
@@ -112,7 +125,7 @@ class ReadAhead:
                 self._cached_in_a_row = 0
                 return
             self._cached_in_a_row += 1
-            if self._cached_in_a_row < self.sessions or self._stopped.is_set():
+            if self._cached_in_a_row < self.sessions:
                 return
-            self._stopped.set()
-        logger.debug("reading ahead stopped: the pages are cached ({} slices read)", self.slices_read)
+            read = self.slices_read
+        self.stop(f"the pages are cached ({read} slices read)")

@@ -113,7 +113,7 @@ def test_reading_ahead_stops_once_the_pages_turn_out_cached(pg_only_settings: Se
 
 
 def test_slow_slices_keep_it_reading_and_cached_ones_in_a_row_stop_it() -> None:
-    slow = read_ahead.CACHED_SECONDS_PER_KEY * read_ahead.SLICE * 10
+    slow = read_ahead.SLOW_SECONDS_PER_KEY * read_ahead.SLICE * 10
     # One session reads the slices in order: two slow ones (pages read from storage: go on), then a
     # cached one, and with one session one cached slice in a row stops it.
     store = ScriptedStore([slow, slow, 0.0])
@@ -131,7 +131,7 @@ def test_slow_slices_keep_it_reading_and_cached_ones_in_a_row_stop_it() -> None:
 
 
 def test_it_takes_as_many_cached_slices_in_a_row_as_sessions_to_stop() -> None:
-    slow = read_ahead.CACHED_SECONDS_PER_KEY * read_ahead.SLICE * 10
+    slow = read_ahead.SLOW_SECONDS_PER_KEY * read_ahead.SLICE * 10
     store = ScriptedStore([0.0, 0.0, slow, 0.0, 0.0, 0.0, 0.0, slow])
     reader = ReadAhead(store, 4)  # type: ignore[arg-type]
     try:
@@ -166,7 +166,7 @@ def test_an_error_stops_the_reading_ahead_and_nothing_else() -> None:
 def never_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every slice counts as read from storage, so reading ahead lasts the whole run (small claims and
     writes, a window kept ahead) however fast this machine's database answers."""
-    monkeypatch.setattr(read_ahead, "CACHED_SECONDS_PER_KEY", 0.0)
+    monkeypatch.setattr(read_ahead, "SLOW_SECONDS_PER_KEY", 0.0)
 
 
 def test_a_run_reading_ahead_processes_the_queue_as_one_without(db: Database, never_cached: None) -> None:
@@ -265,13 +265,13 @@ def test_slices_the_claims_have_passed_are_dropped_unread() -> None:
                 self.slices.append(list(keys_slice))
                 started.set()
                 assert release.wait(30)
-                return read_ahead.CACHED_SECONDS_PER_KEY * len(keys_slice) * 10  # from storage: go on
+                return read_ahead.SLOW_SECONDS_PER_KEY * len(keys_slice) * 10  # from storage: go on
             answer = super().read_ahead(keys_slice)
             if keys_slice[-1] == keys[-1]:
                 last_read.set()
             return answer
 
-    store = FirstSliceWaits([read_ahead.CACHED_SECONDS_PER_KEY * read_ahead.SLICE * 10] * 5)
+    store = FirstSliceWaits([read_ahead.SLOW_SECONDS_PER_KEY * read_ahead.SLICE * 10] * 5)
     reader = ReadAhead(store, 1)  # type: ignore[arg-type]
     try:
         reader.ahead(keys)

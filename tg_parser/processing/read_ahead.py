@@ -10,11 +10,12 @@ a few threads, each with its own pooled connection, touch the same pages for the
 without locking), a small slice per statement: their reads overlap, and the claim and the write find the
 pages in shared buffers.
 
-Where the pages are cached already (a small or a warm database) reading ahead only costs CPU, so it
-stops by itself after `sessions` slices in a row whose pages were cached (measured: 10-30 ms more for a
-run of 1,000 messages in an empty install, against about twice as fast at 10M from storage). Whether
-they were shows in the time the server spent on a slice (the statement reports it), not in the time the
-thread waited, which the other threads' work lengthens (the GIL, the pool).
+Where the claim would not wait long for its reads anyway (the pages are cached, as in a small or a warm
+database; or few of them come from storage, as for a queue of each channel's newest messages, which
+share their leaves; or storage answers fast) reading ahead only costs CPU and smaller claims, so it stops
+by itself after `sessions` slices in a row that did not take long: the time the server spent on a slice
+(the statement reports it), not the time the thread waited, which the other threads' work lengthens (the
+GIL, the pool).
 Nothing depends on it: a slice read for a message another worker takes costs a few probes, and an error
 stops the reading ahead (logged at debug level), never the run.
 """
@@ -34,17 +35,19 @@ from tg_parser.stores.processing import ProcessingStore
 # Keys per statement: small, so the sessions go through a window together, in the claims' order, and
 # stay ahead of a claim that reads the same keys one at a time.
 SLICE = 16
-# A slice on which the server spent less than this per key found its pages cached: a key's probes cost
-# about 5-15 µs from shared buffers or the OS page cache, and three or four reads from storage of
-# 50-300 µs each when not cached.
-CACHED_SECONDS_PER_KEY = 0.00005
+# A slice on which the server spent less than this per key is not worth reading ahead: a key's probes
+# cost 5-15 µs from shared buffers or the OS page cache. Measured on a VM disk (8 sessions at once, from
+# storage): 400-1,200 µs a key for a queue spread over 10M messages (three or four reads each), 10-390 µs
+# for each channel's newest messages (most of their leaves shared), where reading ahead made a run of
+# 1,000 slower (0.20 against 0.18 s: its CPU and smaller claims cost more than the reads it overlapped).
+SLOW_SECONDS_PER_KEY = 0.0003
 
 Key = tuple[int, datetime, str]
 
 
 class ReadAhead:
     """Up to `sessions` threads touching the pages of the keys given to `ahead`, a slice per statement,
-    in order. `active` turns False once the pages turn out cached, on an error, or on close."""
+    in order. `active` turns False once reading ahead turns out not worth it, on an error, or on close."""
 
     def __init__(self, store: ProcessingStore, sessions: int) -> None:
         if sessions < 1:
@@ -55,7 +58,7 @@ class ReadAhead:
         self._slices: queue.SimpleQueue[Sequence[Key] | None] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
-        self._cached_in_a_row = 0
+        self._fast_in_a_row = 0
         self._passed: Key | None = None  # the claims' position: slices behind it are dropped unread
         # All at once: starting one first and the others once a slice shows the pages uncached cost a
         # run at 10M about 30 ms of its 250 (their connections open late) to save an empty one ~10 ms.
@@ -121,11 +124,11 @@ class ReadAhead:
     def _note(self, seconds: float, keys: int) -> None:
         with self._lock:
             self.slices_read += 1
-            if seconds >= CACHED_SECONDS_PER_KEY * keys:
-                self._cached_in_a_row = 0
+            if seconds >= SLOW_SECONDS_PER_KEY * keys:
+                self._fast_in_a_row = 0
                 return
-            self._cached_in_a_row += 1
-            if self._cached_in_a_row < self.sessions:
+            self._fast_in_a_row += 1
+            if self._fast_in_a_row < self.sessions:
                 return
             read = self.slices_read
-        self.stop(f"the pages are cached ({read} slices read)")
+        self.stop(f"the pages came fast, not worth reading ahead ({read} slices read)")

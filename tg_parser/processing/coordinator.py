@@ -62,8 +62,8 @@ from tg_parser.stores.processing import DocumentRow, ProcessingStore, QueuePage
 REJECTIONS_BEFORE_ABORT = 10
 # While reading ahead: queue rows per claim at most (the workers process one while the next one's pages
 # arrive), and how many claims' keys are given to the read-ahead sessions beyond the claims' position
-# (a window: 1,000 keys for the extractive processor's claims, 4 × --concurrency for an LLM run's).
-READ_AHEAD_CLAIM = 250
+# (a window: 2,000 keys for the extractive processor's claims, 4 × --concurrency for an LLM run's).
+READ_AHEAD_CLAIM = 500
 READ_AHEAD_CLAIMS = 4
 # How often a coordinator publishes its client's 429 pause and reads the other processes' (seconds).
 PAUSE_SYNC_SECONDS = 0.25

@@ -6,7 +6,7 @@ ended by an exception is reported failed whatever its end could write."""
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from support.process_data import message_text, seed_messages
@@ -94,7 +94,10 @@ class ScriptedStore:
 
 
 def fake_keys(count: int) -> list[Key]:
-    return [(1, datetime(2025, 1, 1), f"tg:1:post:{i}") for i in range(count)]
+    """Keys in the queue's order (channel, date, ref), as a peek returns them."""
+    return [
+        (1, datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i), f"tg:1:post:{i}") for i in range(count)
+    ]
 
 
 def test_reading_ahead_stops_once_the_pages_turn_out_cached(pg_only_settings: Settings) -> None:

@@ -330,3 +330,34 @@ def test_results_collected_at_once_are_written_a_batch_at_a_time(
     store = ProcessingStore(db)
     assert store.count_documents() == 250 and queue_keys(store) == []
     assert store.leases() == []
+
+
+def test_the_other_sessions_start_only_once_a_slice_was_slow() -> None:
+    slow = read_ahead.SLOW_SECONDS_PER_KEY * read_ahead.SLICE * 10
+    fast = ScriptedStore([0.0] * 100)
+    reader = ReadAhead(fast, 6)  # type: ignore[arg-type]
+    try:
+        reader.ahead(fake_keys(20 * read_ahead.SLICE))
+        assert reader.wait_stopped(30)
+    finally:
+        reader.close()
+    # Fast slices (pages cached): no connection opened beyond the first sessions.
+    assert len(reader._threads) == read_ahead.FIRST_SESSIONS
+
+    all_started = threading.Event()
+
+    class Slow(ScriptedStore):
+        def read_ahead(self, keys: list[Key]) -> float | None:
+            if len({t.name for t in threading.enumerate() if t.name.startswith("read-ahead-")}) >= 6:
+                all_started.set()
+            return super().read_ahead(keys)
+
+    slow_store = Slow([slow] * 100)
+    reader = ReadAhead(slow_store, 6)  # type: ignore[arg-type]
+    try:
+        reader.ahead(fake_keys(40 * read_ahead.SLICE))
+        assert all_started.wait(30), "the other sessions did not start after slow slices"
+    finally:
+        reader.close()
+    assert len(reader._threads) == 6
+    assert not any(thread.is_alive() for thread in reader._threads)

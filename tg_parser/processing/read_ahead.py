@@ -10,7 +10,8 @@ a few threads, each with its own pooled connection, touch the same pages for the
 without locking), a small slice per statement: their reads overlap, and the claim and the write find the
 pages in shared buffers.
 
-Where the claim would not wait long for its reads anyway (the pages are cached, as in a small or a warm
+It starts with FIRST_SESSIONS sessions and opens the others once a slice shows slow reads. Where the
+claim would not wait long for its reads anyway (the pages are cached, as in a small or a warm
 database; or few of them come from storage, as for a queue of each channel's newest messages, which
 share their leaves; or storage answers fast) reading ahead only costs CPU and smaller claims, so it stops
 by itself after `sessions` slices in a row that did not take long: the time the server spent on a slice
@@ -44,6 +45,10 @@ SLICE = 32
 # 1,000 slower (0.20 against 0.18 s: its CPU and smaller claims cost more than the reads it overlapped).
 SLOW_SECONDS_PER_KEY = 0.0003
 
+# Sessions started with the first slices; the others once a slice shows slow reads (each is a new
+# connection: opening eight costs an in-memory run of 1,000 messages about 30 ms of its 130).
+FIRST_SESSIONS = 2
+
 Key = tuple[int, datetime, str]
 
 
@@ -62,13 +67,8 @@ class ReadAhead:
         self._lock = threading.Lock()
         self._fast_in_a_row = 0
         self._passed: Key | None = None  # the claims' position: slices behind it are dropped unread
-        # All at once: starting one first and the others once a slice shows the pages uncached cost a
-        # run at 10M about 30 ms of its 250 (their connections open late) to save an empty one ~10 ms.
-        self._threads = [
-            threading.Thread(target=self._read, name=f"read-ahead-{i}", daemon=True) for i in range(sessions)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
+        self._start_threads(min(sessions, FIRST_SESSIONS))  # the others once a slice shows slow reads
 
     @property
     def active(self) -> bool:
@@ -99,11 +99,19 @@ class ReadAhead:
     def close(self, timeout: float = 5.0) -> None:
         """Stop: slices not started are dropped; the running ones are waited for (at most `timeout` s)."""
         self._stopped.set()
-        for _ in self._threads:
+        with self._lock:  # no thread starts after this (_note starts them under the lock, not once stopped)
+            threads = list(self._threads)
+        for _ in threads:
             self._slices.put(None)
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
+        for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _start_threads(self, count: int) -> None:
+        for _ in range(count):
+            thread = threading.Thread(target=self._read, name=f"read-ahead-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def _read(self) -> None:
         while True:
@@ -128,6 +136,8 @@ class ReadAhead:
             self.slices_read += 1
             if seconds >= SLOW_SECONDS_PER_KEY * keys:
                 self._fast_in_a_row = 0
+                if len(self._threads) < self.sessions and not self._stopped.is_set():
+                    self._start_threads(self.sessions - len(self._threads))
                 return
             self._fast_in_a_row += 1
             if self._fast_in_a_row < self.sessions:

@@ -2,7 +2,7 @@
 
 Threads and responsibilities:
 
-- the *coordinator* (the calling thread) is the only one touching the database. It takes work from
+- the *coordinator* (the calling thread) is the only one writing to the database. It takes work from
   the pending-work queue (raw.pending_work: the messages with no document and no permanent failure,
   queued when they were stored), a chunk per claim transaction that pages through the queue in key
   order and leases the chunk (on PostgreSQL the queue rows are locked FOR UPDATE SKIP LOCKED, so
@@ -11,7 +11,11 @@ Threads and responsibilities:
   of their leases go in one transaction per batch, and the finished messages leave the queue right
   after it. `--force` walks raw_messages instead (every message is work then);
 - `concurrency` *worker* threads only call the processor (the LLM). They never wait for the database,
-  and the database never waits for them, so neither is the other's bottleneck.
+  and the database never waits for them, so neither is the other's bottleneck;
+- on PostgreSQL, a few *read-ahead* threads (`read_ahead`, processing/read_ahead.py) only read: they
+  touch the pages of the queue's next keys from their own pooled connections, so that the claims and
+  the writes do not wait for random reads one at a time; they write nothing and stop by themselves
+  where that is not worth it.
 
 Several workers (processes, hosts) can run against one database: a message is sent to the LLM only by
 the worker holding its lease. A lease expires after `lease_ttl` (PROCESS_LEASE_SECONDS, 60 s) unless

@@ -20,11 +20,10 @@ from tg_parser.processing import ProcessCoordinator, ProcessOptions, read_ahead
 from tg_parser.processing.extractive import ExtractiveDocumentProcessor, tune_options
 from tg_parser.processing.read_ahead import ReadAhead
 from tg_parser.stores import ProcessingStore
+from tg_parser.stores.base import MessageKey
 
-Key = tuple[int, datetime, str]
 
-
-def queue_keys(store: ProcessingStore) -> list[Key]:
+def queue_keys(store: ProcessingStore) -> list[MessageKey]:
     rows = store.queue_page(limit=10_000).rows
     return [(row["channel_id"], row["date"], row["source_ref"]) for row in rows]
 
@@ -81,10 +80,10 @@ class ScriptedStore:
 
     def __init__(self, seconds: list[float | Exception]) -> None:
         self.seconds = list(seconds)
-        self.slices: list[list[Key]] = []
+        self.slices: list[list[MessageKey]] = []
         self.lock = threading.Lock()
 
-    def read_ahead(self, keys: list[Key]) -> float | None:
+    def read_ahead(self, keys: list[MessageKey]) -> float | None:
         with self.lock:
             self.slices.append(list(keys))
             answer = self.seconds.pop(0) if self.seconds else 0.0
@@ -93,7 +92,7 @@ class ScriptedStore:
         return answer
 
 
-def fake_keys(count: int) -> list[Key]:
+def fake_keys(count: int) -> list[MessageKey]:
     """Keys in the queue's order (channel, date, ref), as a peek returns them."""
     return [
         (1, datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=i), f"tg:1:post:{i}") for i in range(count)
@@ -263,7 +262,7 @@ def test_slices_the_claims_have_passed_are_dropped_unread() -> None:
     keys = fake_keys(5 * read_ahead.SLICE)
 
     class FirstSliceWaits(ScriptedStore):
-        def read_ahead(self, keys_slice: list[Key]) -> float | None:
+        def read_ahead(self, keys_slice: list[MessageKey]) -> float | None:
             if not self.slices:
                 self.slices.append(list(keys_slice))
                 started.set()
@@ -295,7 +294,7 @@ def test_a_failing_peek_stops_the_reading_ahead_not_the_run(
 ) -> None:
     seed_messages(db, 400, channel_id=26)
 
-    def lost(self: ProcessingStore, **_: object) -> list[Key]:
+    def lost(self: ProcessingStore, **_: object) -> list[MessageKey]:
         raise DatabaseUnavailable("statement timeout on the peek", "check the server")
 
     monkeypatch.setattr(ProcessingStore, "peek_queue", lost)
@@ -347,7 +346,7 @@ def test_the_other_sessions_start_only_once_a_slice_was_slow() -> None:
     all_started = threading.Event()
 
     class Slow(ScriptedStore):
-        def read_ahead(self, keys: list[Key]) -> float | None:
+        def read_ahead(self, keys: list[MessageKey]) -> float | None:
             if len({t.name for t in threading.enumerate() if t.name.startswith("read-ahead-")}) >= 6:
                 all_started.set()
             return super().read_ahead(keys)

@@ -59,7 +59,7 @@ from tg_parser.llm.errors import LlmRejectedEverything
 from tg_parser.logging import redact
 from tg_parser.processing.processor import EmptyMessage, Processor
 from tg_parser.processing.read_ahead import ReadAhead
-from tg_parser.stores.base import FAR_PAST
+from tg_parser.stores.base import FAR_PAST, MessageKey
 from tg_parser.stores.processing import DocumentRow, ProcessingStore, QueuePage
 
 # This many bad-request rejections in a row, before any success, means the settings are wrong.
@@ -238,7 +238,7 @@ class ProcessCoordinator:
         self._started = datetime.now(UTC)
         self._after: tuple[int, datetime, str] | None = None  # key of the last queued row claimed
         self._read_ahead: ReadAhead | None = None
-        self._ahead_until: tuple[int, datetime, str] | None = None  # the last key given to the read-ahead
+        self._ahead_until: MessageKey | None = None  # the last key given to the read-ahead
         self._ahead_left = 0  # of the keys given, how many this run's claims have not passed (an estimate)
         self._ahead_to_end = False  # a peek reached the end of the queue: nothing more to give
         # The LLM client's 429 gate, shared with other processes through the database (shared_pause).
@@ -394,7 +394,7 @@ class ProcessCoordinator:
         if self._reading_ahead:
             self._keep_reading_ahead(room)
         page, held = self._lease_queue_page(room, after=self._after, lock=True)
-        self._ahead_left -= len(page.rows) + len(page.done)
+        self._ahead_left = max(0, self._ahead_left - len(page.rows) - len(page.done))
         if page.last is not None:
             self._after = page.last
             if self._read_ahead is not None:
@@ -441,7 +441,7 @@ class ProcessCoordinator:
             after = self._ahead_until
         if self._ahead_left >= window // 2:
             return
-        limit = min(window, self._remaining() - max(self._ahead_left, 0))
+        limit = min(window, self._remaining() - self._ahead_left)
         if limit <= 0:
             return
         options = self.options
@@ -455,7 +455,7 @@ class ProcessCoordinator:
         self._ahead_to_end = len(keys) < limit
         if keys:
             self._ahead_until = keys[-1]
-            self._ahead_left = max(self._ahead_left, 0) + len(keys)
+            self._ahead_left += len(keys)
             self._read_ahead.ahead(keys)
 
     def _lease_queue_page(self, room: int, **where: Any) -> tuple[QueuePage, list[Mapping[str, Any]]]:

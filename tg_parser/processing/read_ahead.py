@@ -27,10 +27,10 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
 
 from loguru import logger
 
+from tg_parser.stores.base import MessageKey
 from tg_parser.stores.processing import ProcessingStore
 
 # Keys per statement: small enough that the sessions go through a window together, in the claims'
@@ -49,8 +49,6 @@ SLOW_SECONDS_PER_KEY = 0.0003
 # connection: opening eight costs an in-memory run of 1,000 messages about 30 ms of its 130).
 FIRST_SESSIONS = 2
 
-Key = tuple[int, datetime, str]
-
 
 class ReadAhead:
     """Up to `sessions` threads touching the pages of the keys given to `ahead`, a slice per statement,
@@ -62,11 +60,11 @@ class ReadAhead:
         self.store = store
         self.sessions = sessions
         self.slices_read = 0
-        self._slices: queue.SimpleQueue[Sequence[Key] | None] = queue.SimpleQueue()
+        self._slices: queue.SimpleQueue[Sequence[MessageKey] | None] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._fast_in_a_row = 0
-        self._passed: Key | None = None  # the claims' position: slices behind it are dropped unread
+        self._passed: MessageKey | None = None  # the claims' position: slices behind it are dropped unread
         self._threads: list[threading.Thread] = []
         self._start_threads(min(sessions, FIRST_SESSIONS))  # the others once a slice shows slow reads
 
@@ -78,7 +76,7 @@ class ReadAhead:
         """Wait at most `timeout` seconds for the reading ahead to stop; whether it has."""
         return self._stopped.wait(timeout)
 
-    def passed(self, key: Key) -> None:
+    def passed(self, key: MessageKey) -> None:
         """The claims have passed `key`: a slice whose keys are all behind it is dropped, not read (when
         the sessions fall behind, they catch up instead of reading pages the claims have read)."""
         self._passed = key
@@ -89,7 +87,7 @@ class ReadAhead:
             self._stopped.set()
             logger.debug("reading ahead stopped: {}", reason)
 
-    def ahead(self, keys: Sequence[Key]) -> None:
+    def ahead(self, keys: Sequence[MessageKey]) -> None:
         """Read these keys' pages, a slice at a time, in this order."""
         if self._stopped.is_set():
             return

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tg_parser.stores.base import FAR_FUTURE, FAR_PAST, Store
+from tg_parser.stores.base import FAR_FUTURE, FAR_PAST, MessageKey, Store
 
 Row = dict[str, Any]
 # Lower than any channel id: the key before the first row.
 MIN_BIGINT = -(2**63)
-MessageKey = tuple[int, datetime, str]  # (channel_id, date, source_ref)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,16 @@ from tg_parser.domain.models import (
     WorkLease,
 )
 from tg_parser.provenance import started_by
-from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, FAR_FUTURE, FAR_PAST, NO_LIMIT, Store
+from tg_parser.stores.base import BIGINT_MAX, BIGINT_MIN, FAR_FUTURE, FAR_PAST, NO_LIMIT, MessageKey, Store
 
 # The keyset below every candidate: (channel_id, date, source_ref) of the first page's lower bound.
-FIRST_CANDIDATE_KEY: tuple[int, datetime, str] = (-(2**63), FAR_PAST, "")
+FIRST_CANDIDATE_KEY: MessageKey = (-(2**63), FAR_PAST, "")
+
+
+def _after(after: MessageKey | None) -> dict[str, Any]:
+    """The keyset parameters of a page that starts after the key `after` (None: the first page)."""
+    after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
+    return {"after_channel_id": after_channel_id, "after_date": after_date, "after_ref": after_ref}
 
 
 def document_row(document: ProcessedDocument) -> dict[str, Any]:
@@ -66,7 +72,7 @@ class QueuePage:
 
     rows: list[dict[str, Any]]  # queued messages still to process, in queue order
     done: list[str]  # queued refs whose message is done already: they only need to leave the queue
-    last: tuple[int, datetime, str] | None  # the key of the page's last row, done or not; None: empty page
+    last: MessageKey | None  # the key of the page's last row, done or not; None: empty page
 
 
 class ProcessingStore(Store):
@@ -81,14 +87,13 @@ class ProcessingStore(Store):
         force: bool = False,
         retry_failed: bool = False,
         now: datetime | None = None,
-        after: tuple[int, datetime, str] | None = None,
+        after: MessageKey | None = None,
     ) -> list[dict[str, Any]]:
         """Messages that need processing, chosen by one query (see processing_select_candidates).
 
         `after` is the (channel_id, date, source_ref) of the previous page's last row: the page starts
         after it, so a caller walks all candidates once, in order, with bounded memory.
         """
-        after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
         return self.db.fetch_all(
             "processing_select_candidates",
             {
@@ -98,9 +103,7 @@ class ProcessingStore(Store):
                 "force": force,
                 "retry_failed": retry_failed,
                 "now": now or self.now(),
-                "after_channel_id": after_channel_id,
-                "after_date": after_date,
-                "after_ref": after_ref,
+                **_after(after),
             },
         )
 
@@ -117,7 +120,7 @@ class ProcessingStore(Store):
         source_id: str | None = None,
         channel_id: int | None = None,
         retry_failed: bool = False,
-        after: tuple[int, datetime, str] | None = None,
+        after: MessageKey | None = None,
         now: datetime | None = None,
         lock: bool = False,
         lapsed_for: str | None = None,
@@ -133,7 +136,6 @@ class ProcessingStore(Store):
         `lapsed_for=worker_id` is the takeover claim instead (pending_lapsed, locked the same way): the
         queued messages whose lease lapsed under another worker (it died), whatever `after`.
         """
-        after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
         name = "pending_lapsed" if lapsed_for else "pending_claim" if lock else "pending_candidates"
         rows = self.db.fetch_all(
             name,
@@ -144,9 +146,7 @@ class ProcessingStore(Store):
                 "channel_id": channel_id,
                 "retry_failed": retry_failed,
                 "now": now or self.now(),
-                "after_channel_id": after_channel_id,
-                "after_date": after_date,
-                "after_ref": after_ref,
+                **_after(after),
             },
         )
         last = (rows[-1]["channel_id"], rows[-1]["date"], rows[-1]["source_ref"]) if rows else None
@@ -165,25 +165,22 @@ class ProcessingStore(Store):
         limit: int,
         source_id: str | None = None,
         channel_id: int | None = None,
-        after: tuple[int, datetime, str] | None = None,
-    ) -> list[tuple[int, datetime, str]]:
+        after: MessageKey | None = None,
+    ) -> list[MessageKey]:
         """The keys (channel_id, date, source_ref) of the next `limit` queued messages after `after`, read
         without locking: what the next claim will probably take (pending_peek)."""
-        after_channel_id, after_date, after_ref = after or FIRST_CANDIDATE_KEY
         rows = self.db.fetch_all(
             "pending_peek",
             {
                 "limit": limit,
                 "source_id": source_id,
                 "channel_id": channel_id,
-                "after_channel_id": after_channel_id,
-                "after_date": after_date,
-                "after_ref": after_ref,
+                **_after(after),
             },
         )
         return [(row["channel_id"], row["date"], row["source_ref"]) for row in rows]
 
-    def read_ahead(self, keys: Sequence[tuple[int, datetime, str]]) -> float | None:
+    def read_ahead(self, keys: Sequence[MessageKey]) -> float | None:
         """Bring into the database's cache what processing these queued messages reads: the claim's
         rows and index leaves and the document insert's (processing_read_ahead). Returns the seconds the
         server spent (whether the pages were cached shows there, not in the time a caller waited); None
